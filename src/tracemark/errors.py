@@ -1,0 +1,120 @@
+"""The one exception hierarchy of tracemark.
+
+Every error tracemark raises on purpose derives from :class:`TracemarkError`.
+Subclasses say what was expected and what was found; callers can catch the
+base class, or a precise subclass. Each error carries an optional ``source``
+(a path, URI or a short description of the input) so that batch jobs can say
+which item failed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TracemarkError",
+    "ImageError",
+    "EmptyImageError",
+    "CorruptImageError",
+    "UnsupportedImageError",
+    "ImageTooLargeError",
+    "ImageTooSmallError",
+    "ImageSourceError",
+    "AttackError",
+    "UnknownAttackError",
+    "AttackParameterError",
+    "SuiteError",
+    "UnknownSuiteError",
+    "MetricError",
+    "MissingExtraError",
+    "ConfigError",
+]
+
+
+class TracemarkError(Exception):
+    """Base class of every error raised by tracemark."""
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        self.message = message
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+    def to_dict(self) -> dict[str, str | None]:
+        """A JSON-serialisable description (for JSON Lines and HTTP errors)."""
+        return {"type": type(self).__name__, "message": self.message, "source": self.source}
+
+
+class ConfigError(TracemarkError, ValueError):
+    """A configuration value is invalid."""
+
+
+# --- images -----------------------------------------------------------------
+
+
+class ImageError(TracemarkError):
+    """An input could not be used as an image."""
+
+
+class ImageSourceError(ImageError):
+    """The source itself is unusable: missing file, a directory, wrong Python type."""
+
+
+class EmptyImageError(ImageError):
+    """The input holds no bytes, or an array with no pixels."""
+
+
+class CorruptImageError(ImageError):
+    """The bytes are not a decodable image: truncated, corrupt, or not an image at all."""
+
+
+class UnsupportedImageError(ImageError):
+    """The image is decodable in principle but its format, mode, dtype or shape is not supported."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image exceeds the configured pixel limit (decompression-bomb protection)."""
+
+
+class ImageTooSmallError(ImageError):
+    """The image is below the minimum size an operation needs."""
+
+
+# --- attacks ------------------------------------------------------------------
+
+
+class AttackError(TracemarkError):
+    """An attack could not be applied."""
+
+
+class UnknownAttackError(AttackError, KeyError):
+    """No attack is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return Exception.__str__(self)
+
+
+class AttackParameterError(AttackError, ValueError):
+    """An attack parameter is missing, unknown, of the wrong type or out of range."""
+
+
+class SuiteError(TracemarkError, ValueError):
+    """A suite definition is invalid."""
+
+
+class UnknownSuiteError(SuiteError, KeyError):
+    """No suite is known under that name."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+# --- metrics ------------------------------------------------------------------
+
+
+class MetricError(TracemarkError, ValueError):
+    """Inputs to a metric are inconsistent (shapes, lengths, empty, no positives...)."""
+
+
+# --- dependencies ---------------------------------------------------------------
+
+
+class MissingExtraError(TracemarkError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
