@@ -83,6 +83,7 @@ class SampleContext:
 
 
 DrawFn = Callable[[np.random.Generator, SampleContext, Mapping[str, Any]], Any]
+ResolveFn = Callable[[np.random.Generator, Mapping[str, Any], SampleContext], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,9 @@ class AttackSpec:
     slow: bool = False
     """True for attacks allowed to exceed the 10 ms budget on 512x512 (stated in docs)."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    resolver: ResolveFn | None = None
+    """Optional hook replacing the generic draw: ``resolver(rng, config, context) -> params``.
+    Used by composite attacks whose configuration nests other attacks' configurations."""
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -287,6 +291,8 @@ class AttackSpec:
             raise AttackParameterError(
                 f"{self.name}: unknown parameter(s) {sorted(unknown)}; expected some of {list(self.param_names)}"
             )
+        if self.resolver is not None:
+            return self.validate(self.resolver(rng, config, ctx))
         resolved: dict[str, Any] = {}
         for p in self.params:
             if p.name in config:
@@ -326,11 +332,14 @@ def register_attack(
     description: str | None = None,
     identity: Mapping[str, Any] | None = None,
     slow: bool = False,
+    resolver: ResolveFn | None = None,
 ) -> Callable[[Callable[..., Image]], Callable[..., Image]]:
     """Decorator registering a pure attack function ``func(image, **params)``.
 
     Every declared :class:`Param` must be a keyword of ``func``, and every keyword of
     ``func`` after the image must be declared; defaults come from the signature.
+    ``resolver`` (optional) replaces the generic parameter draw, for attacks whose
+    configuration nests other configurations (``compose``).
     """
 
     def deco(func: Callable[..., Image]) -> Callable[..., Image]:
@@ -358,6 +367,7 @@ def register_attack(
             identity=dict(identity) if identity is not None else None,
             slow=slow,
             defaults=defaults,
+            resolver=resolver,
         )
         return func
 
