@@ -179,7 +179,7 @@ def _coerce(p: Param, value: Any, attack: str) -> Any:
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int | np.integer | float | np.floating):
                 raise TypeError(f"expected an integer, got {type(value).__name__}")
-            if float(value) != int(value):
+            if not math.isfinite(float(value)) or float(value) != int(value):
                 raise TypeError(f"expected an integer, got {value!r}")
             value = int(value)
         elif kind is float:

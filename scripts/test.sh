@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Set up .venv with the test extras and run the whole test suite (2 workers).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/_env.sh" dev
+exec .venv/bin/python -m pytest -n "${TRACEMARK_TEST_WORKERS:-2}" -q "$@"

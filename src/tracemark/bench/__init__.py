@@ -1,0 +1,1 @@
+"""Benchmark runners: each returns plain data (JSON-serialisable) plus a Markdown formatter."""

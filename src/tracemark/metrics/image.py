@@ -1,0 +1,118 @@
+"""Image quality metrics: PSNR and SSIM between a reference image and a test image.
+
+Both functions take two arrays of the same shape, ``(H, W)`` (grey) or ``(H, W, 3)``
+(RGB), normally ``uint8``; any integer or floating dtype is accepted when ``data_range``
+describes it (``1.0`` for floats in ``[0, 1]``). Computation is in ``float64``.
+
+SSIM follows Wang et al. (2004), as most watermarking papers report it: an 11x11 Gaussian
+window with sigma 1.5 (truncated at 3.5 sigma), ``K1 = 0.01``, ``K2 = 0.03``, population
+(not sample) covariance, reflected borders, the SSIM map averaged after cropping 5 pixels
+from each border, and for colour images the mean over the R, G and B channels. It equals
+``skimage.metrics.structural_similarity(reference, test, channel_axis=-1,
+gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=data_range)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from tracemark.errors import MetricError
+
+__all__ = ["psnr", "ssim", "SSIM_SIGMA", "SSIM_WINDOW"]
+
+SSIM_SIGMA = 1.5
+"""Standard deviation of the Gaussian SSIM window (Wang et al. 2004)."""
+
+_SSIM_TRUNCATE = 3.5
+SSIM_WINDOW = 2 * int(_SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1
+"""Side of the SSIM window in pixels (11); images must be at least this large."""
+
+_K1 = 0.01
+_K2 = 0.03
+
+
+def _pair(reference: Any, test: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    arrays = []
+    for what, image in (("reference", reference), ("test", test)):
+        if not isinstance(image, np.ndarray):
+            raise MetricError(f"{what} must be a numpy array; got {type(image).__name__}")
+        if image.dtype == np.bool_ or not (
+            np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+        ):
+            raise MetricError(f"{what} must have an integer or float dtype; got {image.dtype}")
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise MetricError(f"{what} must have shape (H, W) or (H, W, 3); got {image.shape}")
+        if image.size == 0:
+            raise MetricError(f"{what} has no pixels: shape {image.shape}")
+        as_float = image.astype(np.float64)
+        if not np.all(np.isfinite(as_float)):
+            raise MetricError(f"{what} contains NaN or infinite values")
+        arrays.append(as_float)
+    if arrays[0].shape != arrays[1].shape:
+        raise MetricError(
+            f"reference and test must have the same shape; got {reference.shape} and {test.shape}"
+        )
+    return arrays[0], arrays[1]
+
+
+def _check_range(data_range: float) -> float:
+    try:
+        value = float(data_range)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"data_range must be a number; got {data_range!r}") from exc
+    if not (math.isfinite(value) and value > 0):
+        raise MetricError(f"data_range must be finite and > 0; got {data_range!r}")
+    return value
+
+
+def psnr(reference: Any, test: Any, *, data_range: float = 255) -> float:
+    """Peak signal-to-noise ratio in dB: ``10 * log10(data_range**2 / MSE)``.
+
+    Returns ``math.inf`` when the images are identical. The MSE is taken over all pixels
+    and channels together.
+    """
+    ref, tst = _pair(reference, test)
+    peak = _check_range(data_range)
+    mse = float(np.mean((ref - tst) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(peak * peak / mse)
+
+
+def _ssim_channel(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], peak: float) -> float:
+    def blur(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return ndimage.gaussian_filter(a, sigma=SSIM_SIGMA, truncate=_SSIM_TRUNCATE, mode="reflect")
+
+    c1 = (_K1 * peak) ** 2
+    c2 = (_K2 * peak) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x * mu_x
+    var_y = blur(y * y) - mu_y * mu_y
+    cov = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    pad = (SSIM_WINDOW - 1) // 2
+    ssim_map = (num / den)[pad : x.shape[0] - pad, pad : x.shape[1] - pad]
+    return float(ssim_map.mean(dtype=np.float64))
+
+
+def ssim(reference: Any, test: Any, *, data_range: float = 255) -> float:
+    """Mean structural similarity (Wang et al. 2004; see the module docstring).
+
+    Colour images: SSIM of each channel, averaged. Both sides must be at least
+    ``SSIM_WINDOW`` (11) pixels, else :class:`MetricError`. Identical images give ``1.0``.
+    """
+    ref, tst = _pair(reference, test)
+    peak = _check_range(data_range)
+    if min(ref.shape[:2]) < SSIM_WINDOW:
+        raise MetricError(
+            f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels; got {ref.shape[:2]}"
+        )
+    if ref.ndim == 2:
+        return _ssim_channel(ref, tst, peak)
+    return float(np.mean([_ssim_channel(ref[..., c], tst[..., c], peak) for c in range(3)]))

@@ -1,0 +1,40 @@
+"""Shared fixtures: the bundled corpus beside the checkout and small synthetic images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "data" / "corpus"
+
+
+def corpus_images(kind: str | None = None, n: int | None = None) -> list[Path]:
+    """Sorted corpus JPEGs (``photo``, ``art`` or both)."""
+    kinds = [kind] if kind else ["photo", "art"]
+    files = sorted(f for k in kinds for f in (CORPUS / k).glob("*.jpg"))
+    return files[:n] if n is not None else files
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def photo(corpus_dir: Path) -> np.ndarray:
+    from tracemark.imageio import load_image
+
+    return load_image(corpus_images("photo", 1)[0])
+
+
+@pytest.fixture
+def synthetic() -> np.ndarray:
+    from tracemark.bench.attack_speed import synthetic_image
+
+    return synthetic_image(96, seed=3)
