@@ -1,0 +1,203 @@
+"""Detection metrics: bit accuracy, ROC curve, AUROC and TPR at a fixed FPR.
+
+Scores follow one convention throughout: a higher score means "more likely positive"
+(watermarked, a match), and the decision at threshold ``t`` is ``score >= t``. Scores are
+given as two 1-D arrays, ``scores_pos`` (items that are truly positive) and ``scores_neg``
+(truly negative); both must be non-empty and finite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from tracemark.errors import MetricError
+
+__all__ = [
+    "RocCurve",
+    "TprAtFpr",
+    "bit_accuracy",
+    "roc_curve",
+    "auroc",
+    "tpr_at_fpr",
+    "threshold_for_fpr",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """Points of a ROC curve, one per candidate threshold, thresholds decreasing.
+
+    ``thresholds[0]`` is ``inf`` (nothing is positive, the point (0, 0)); then every
+    distinct score, so ``fpr[i]``/``tpr[i]`` are the fractions of negatives/positives with
+    ``score >= thresholds[i]``.
+    """
+
+    fpr: FloatArray
+    tpr: FloatArray
+    thresholds: FloatArray
+
+
+@dataclass(frozen=True)
+class TprAtFpr:
+    """An operating point chosen for a target false-positive rate."""
+
+    tpr: float
+    """Fraction of positives with ``score >= threshold``."""
+    threshold: float
+    """Decision threshold: ``score >= threshold`` is positive."""
+    achieved_fpr: float
+    """Fraction of negatives with ``score >= threshold``; at most the target."""
+
+
+def _scores(values: Any, what: str) -> FloatArray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"{what} must be an array of numbers: {exc}") from exc
+    if array.ndim != 1:
+        raise MetricError(f"{what} must be 1-D; got shape {array.shape}")
+    if array.size == 0:
+        raise MetricError(f"{what} is empty")
+    if not np.all(np.isfinite(array)):
+        raise MetricError(f"{what} contains NaN or infinite scores")
+    return array
+
+
+def _bits(values: Any, what: str) -> npt.NDArray[np.bool_]:
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"{what} must be an array of bits: {exc}") from exc
+    if array.dtype == np.bool_:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise MetricError(f"{what} must hold 0/1 or booleans; got dtype {array.dtype}")
+    if not np.all((array == 0) | (array == 1)):
+        raise MetricError(f"{what} must hold only 0 and 1")
+    return array == 1
+
+
+def bit_accuracy(expected_bits: Any, decoded_bits: Any) -> float | FloatArray:
+    """Fraction of bits decoded correctly.
+
+    Bits are booleans or numbers equal to 0 or 1. Two 1-D arrays of the same length give
+    a ``float``. A 2-D ``decoded_bits`` of shape ``(N, L)`` gives one accuracy per row, a
+    ``float64`` array of length ``N``; ``expected_bits`` is then ``(N, L)`` or ``(L,)``
+    (one message for every row).
+    """
+    expected = _bits(expected_bits, "expected_bits")
+    decoded = _bits(decoded_bits, "decoded_bits")
+    if decoded.ndim not in (1, 2):
+        raise MetricError(f"decoded_bits must be 1-D or 2-D; got shape {decoded.shape}")
+    if decoded.ndim == 1 and expected.shape != decoded.shape:
+        raise MetricError(
+            f"expected_bits and decoded_bits differ in shape: {expected.shape} vs {decoded.shape}"
+        )
+    if decoded.ndim == 2 and expected.shape not in (decoded.shape, decoded.shape[1:]):
+        raise MetricError(
+            f"expected_bits must have shape {decoded.shape} or {decoded.shape[1:]}; "
+            f"got {expected.shape}"
+        )
+    if decoded.shape[-1] == 0 or decoded.size == 0:
+        raise MetricError(f"no bits to compare: shape {decoded.shape}")
+    correct = (expected == decoded).mean(axis=-1, dtype=np.float64)
+    if decoded.ndim == 1:
+        return float(correct)
+    return np.asarray(correct, dtype=np.float64)
+
+
+def roc_curve(scores_pos: Any, scores_neg: Any) -> RocCurve:
+    """ROC curve over every distinct score, like ``sklearn.metrics.roc_curve`` with
+    ``drop_intermediate=False``: tied scores form a single point.
+    """
+    pos = _scores(scores_pos, "scores_pos")
+    neg = _scores(scores_neg, "scores_neg")
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    # last index of each run of equal scores
+    ends = np.flatnonzero(np.diff(scores) != 0)
+    ends = np.append(ends, scores.size - 1)
+    tps = np.cumsum(labels)[ends]
+    fps = (ends + 1) - tps
+    return RocCurve(
+        fpr=np.concatenate([[0.0], fps / neg.size]),
+        tpr=np.concatenate([[0.0], tps / pos.size]),
+        thresholds=np.concatenate([[np.inf], scores[ends]]),
+    )
+
+
+def auroc(scores_pos: Any, scores_neg: Any) -> float:
+    """Area under the ROC curve: ``P(pos > neg) + P(pos == neg) / 2``.
+
+    Equal to ``sklearn.metrics.roc_auc_score`` (ties count one half). Computed from
+    average ranks (Mann-Whitney U), in ``O(n log n)``.
+    """
+    pos = _scores(scores_pos, "scores_pos")
+    neg = _scores(scores_neg, "scores_neg")
+    ranks = stats.rankdata(np.concatenate([pos, neg]), method="average")
+    u = float(ranks[: pos.size].sum()) - pos.size * (pos.size + 1) / 2.0
+    return u / (pos.size * neg.size)
+
+
+def _check_fpr(fpr: float) -> float:
+    try:
+        value = float(fpr)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"fpr must be a number in [0, 1]; got {fpr!r}") from exc
+    if not (0.0 <= value <= 1.0):
+        raise MetricError(f"fpr must be in [0, 1]; got {fpr!r}")
+    return value
+
+
+def threshold_for_fpr(scores_neg: Any, fpr: float) -> float:
+    """The smallest threshold ``t`` whose false-positive rate on ``scores_neg`` is <= ``fpr``.
+
+    The false-positive rate of ``t`` is the fraction of negatives with ``score >= t``.
+    With ``n`` negatives, only ``k`` of them, the largest ``k`` with ``k / n <= fpr``, may
+    reach the threshold, so ``t`` is the smallest float64 strictly above the ``(k+1)``-th
+    largest negative score: ``score >= t`` is exactly ``score > that negative``. The
+    smallest non-zero FPR that can be resolved is ``1 / n``: for ``fpr < 1 / n`` (and for
+    ``fpr = 0``) the threshold lies just above the maximum negative. Tied negatives cannot
+    be split, so the achieved FPR may be below ``fpr``. For ``fpr = 1`` every score is
+    accepted and the threshold is ``-inf``.
+    """
+    neg = _scores(scores_neg, "scores_neg")
+    target = _check_fpr(fpr)
+    n = neg.size
+    # number of negatives allowed at or above the threshold: largest k with k/n <= fpr
+    allowed = int(np.searchsorted(np.arange(n + 1) / n, target, side="right")) - 1
+    if allowed >= n:
+        return -math.inf
+    descending = np.sort(neg)[::-1]
+    return float(np.nextafter(descending[allowed], np.inf))
+
+
+def tpr_at_fpr(scores_pos: Any, scores_neg: Any, fpr: float) -> TprAtFpr:
+    """True-positive rate at the threshold :func:`threshold_for_fpr` picks on ``scores_neg``.
+
+    The threshold is the smallest ``t`` such that the fraction of negatives with
+    ``score >= t`` is <= ``fpr``; ``tpr`` is the fraction of positives with
+    ``score >= t``. Since the TPR can only fall as ``t`` rises, this is the highest TPR of
+    any threshold meeting the FPR target, the same as the highest ``tpr`` of
+    :func:`roc_curve` among points with ``fpr <= target``. With ``n`` negatives an FPR
+    below ``1 / n`` cannot be resolved: the threshold is then just above the maximum
+    negative score (achieved FPR 0).
+    """
+    pos = _scores(scores_pos, "scores_pos")
+    neg = _scores(scores_neg, "scores_neg")
+    threshold = threshold_for_fpr(neg, fpr)
+    return TprAtFpr(
+        tpr=float(np.mean(pos >= threshold)),
+        threshold=threshold,
+        achieved_fpr=float(np.mean(neg >= threshold)),
+    )
