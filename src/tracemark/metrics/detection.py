@@ -77,12 +77,12 @@ def _bits(values: Any, what: str) -> npt.NDArray[np.bool_]:
     except (TypeError, ValueError) as exc:
         raise MetricError(f"{what} must be an array of bits: {exc}") from exc
     if array.dtype == np.bool_:
-        return array
+        return np.asarray(array, dtype=np.bool_)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise MetricError(f"{what} must hold 0/1 or booleans; got dtype {array.dtype}")
     if not np.all((array == 0) | (array == 1)):
         raise MetricError(f"{what} must hold only 0 and 1")
-    return array == 1
+    return np.asarray(array == 1, dtype=np.bool_)
 
 
 def bit_accuracy(expected_bits: Any, decoded_bits: Any) -> float | FloatArray:

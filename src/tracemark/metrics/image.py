@@ -86,7 +86,10 @@ def psnr(reference: Any, test: Any, *, data_range: float = 255) -> float:
 
 def _ssim_channel(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], peak: float) -> float:
     def blur(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return ndimage.gaussian_filter(a, sigma=SSIM_SIGMA, truncate=_SSIM_TRUNCATE, mode="reflect")
+        blurred = ndimage.gaussian_filter(
+            a, sigma=SSIM_SIGMA, truncate=_SSIM_TRUNCATE, mode="reflect"
+        )
+        return np.asarray(blurred, dtype=np.float64)
 
     c1 = (_K1 * peak) ** 2
     c2 = (_K2 * peak) ** 2

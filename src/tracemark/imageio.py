@@ -1,0 +1,817 @@
+"""Safe image input and output: one loader for every part of tracemark.
+
+:func:`load_image` turns a path, bytes, a binary file object, a PIL image or a numpy
+array into an RGB ``uint8`` array of shape ``(H, W, 3)`` (C-contiguous, always a new
+array). :func:`open_image_info` and :func:`read_metadata` read the header only;
+:func:`save_image` / :func:`encode_image` write images with metadata stripped by default.
+
+Formats read and written: JPEG (also MPO, the multi-picture JPEG of many cameras), PNG,
+WebP, TIFF, BMP and GIF. Files in any other format are refused with
+:class:`~tracemark.errors.UnsupportedImageError`, before any decoder for it runs.
+For animated GIF, APNG and WebP, multi-page TIFF and MPO, only the first frame is read.
+The EXIF orientation tag is applied (``ImageOps.exif_transpose``); a corrupt EXIF block
+is ignored rather than making the image unreadable. Embedded ICC profiles are *not*
+applied: pixel values are taken as they are (as sRGB).
+
+Conversion policy (every input ends as RGB ``uint8``):
+
+==========================  ===========================================================
+Input                       Conversion
+==========================  ===========================================================
+``RGB``                     unchanged
+``1``, ``L``, ``P``         grey / palette expanded to RGB (``1``: 0 or 255)
+``RGBX``, ``YCbCr``,        Pillow's ``convert("RGB")`` (``CMYK`` is naive, without ICC;
+``CMYK``, ``HSV``, ``LAB``  Adobe's inverted CMYK JPEGs are handled by Pillow)
+``RGBA``, ``LA``, ``PA``,   alpha flattened over ``background`` (white by default):
+``RGBa``, ``La``, and       ``out = round((c * a + bg * (255 - a)) / 255)``; premultiplied
+``P``/``L``/``RGB`` with    modes are un-premultiplied first
+``transparency``
+``I;16`` (all byte orders)  ``round(v / 257)``: 0..65535 maps onto 0..255 (257*k -> k)
+``I`` (32-bit signed int)   clipped to 0..65535 (the range 16-bit files decode to), then
+                            ``round(v / 257)``
+``F`` (32-bit float)        taken as [0, 1] like float arrays: clipped, NaN -> 0,
+                            ``round(v * 255)``
+array ``uint8``             copied; ``(H, W)`` and ``(H, W, 1)`` repeated to 3 channels
+array ``uint16``            ``round(v / 257)``
+array ``bool``              False -> 0, True -> 255
+array float (16/32/64)      taken as [0, 1]: clipped, NaN -> 0, ``round(v * 255)``
+array ``(H, W, 4)``         channels converted as above, then alpha flattened as above
+==========================  ===========================================================
+
+Decompression bombs: the header is read first and an image with more than
+``max_pixels`` pixels (default :data:`DEFAULT_MAX_PIXELS`, ``None`` disables it) is
+refused with :class:`~tracemark.errors.ImageTooLargeError` before any pixel is decoded;
+arrays and PIL images are checked too. Pillow's own hard limit (twice
+``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx) still applies to files and is reported the
+same way; tracemark never changes Pillow's global settings (``MAX_IMAGE_PIXELS``,
+``ImageFile.LOAD_TRUNCATED_IMAGES``). Truncated files raise
+:class:`~tracemark.errors.CorruptImageError` even where an application has set
+``LOAD_TRUNCATED_IMAGES = True``.
+
+A 1x1 image loads fine: minimum sizes are checked by the operations that need them.
+Every error is a :class:`~tracemark.errors.ImageError` subclass whose ``source`` is the
+path, ``"<bytes>"``, ``"<file object>"``, ``"<PIL image>"``, ``"<array>"``, or the
+``name`` given.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, Final, Literal, TypeAlias
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from tracemark.errors import (
+    ConfigError,
+    CorruptImageError,
+    EmptyImageError,
+    ImageSourceError,
+    ImageTooLargeError,
+    TracemarkError,
+    UnsupportedImageError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_FORMATS",
+    "ImageInfo",
+    "ImageSource",
+    "encode_image",
+    "load_image",
+    "open_image_info",
+    "read_metadata",
+    "save_image",
+    "to_pil",
+]
+
+DEFAULT_MAX_PIXELS: Final[int] = 100_000_000
+"""Default pixel limit (width * height) of :func:`load_image`."""
+
+SUPPORTED_FORMATS: Final[tuple[str, ...]] = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+"""Formats read and written (Pillow's names)."""
+
+ImageSource: TypeAlias = (
+    "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray"
+)
+
+_OPEN_FORMATS: Final = SUPPORTED_FORMATS  # MPO files are opened by the JPEG plugin
+_REPORTED_FORMAT: Final = {"MPO": "JPEG"}
+_EXIF_HEADER: Final = b"Exif\x00\x00"
+_ORIENTATION_TAG: Final = 0x0112
+_ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_TRANSPARENCY_MODES: Final = frozenset({"P", "L", "RGB"})
+
+# Exceptions Pillow (and its C decoders) raise on bad data.
+_DECODE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    struct.error,
+    EOFError,
+    IndexError,
+    KeyError,
+    ZeroDivisionError,
+    OverflowError,
+    zlib.error,
+)
+
+# Magic numbers of formats Pillow does not read, or tracemark does not accept:
+# (offset, magic, name). Used only to word the error for unidentified data.
+_FOREIGN_MAGIC: Final = (
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftyphevc", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypmsf1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (4, b"ftypavis", "AVIF"),
+    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"%PDF", "PDF"),
+    (0, b"%!PS", "PostScript"),
+    (0, b"\xc5\xd0\xd3\xc6", "EPS"),
+    (0, b"8BPS", "PSD"),
+    (0, b"\x00\x00\x01\x00", "ICO"),
+    (0, b"icns", "ICNS"),
+    (0, b"qoif", "QOI"),
+    (0, b"DDS ", "DDS"),
+    (0, b"<svg", "SVG"),
+    (0, b"<?xml", "XML/SVG"),
+)
+
+
+# --- public API ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What the header of an image says, read without decoding pixels."""
+
+    format: str | None
+    """Pillow's format name (``"MPO"`` reported as ``"JPEG"``); ``None`` for arrays."""
+    mode: str
+    """Pillow's mode (for arrays: ``"L"``, ``"RGB"`` or ``"RGBA"`` by channel count)."""
+    width: int
+    height: int
+    n_frames: int
+    has_alpha: bool
+    """An alpha channel or palette/colour-key transparency."""
+    has_exif: bool
+    """An EXIF block is present (in the header; a PNG ``eXIf`` chunk after the pixels is missed)."""
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+    name: str | None = None,
+) -> np.ndarray:
+    """Load ``source`` as a new RGB ``uint8`` array ``(H, W, 3)``; see the module docstring.
+
+    ``max_pixels`` bounds ``width * height`` before decoding (``None``: no tracemark
+    limit); ``background`` is the colour alpha is flattened over; ``name`` replaces the
+    ``source`` label of errors. A file object is read from its current position to its end.
+    """
+    limit = _check_max_pixels(max_pixels)
+    bg = _check_background(background)
+    label = _label(source, name)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, label, limit, bg)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, label, limit)
+        with _pil_errors(label, "decoding"):
+            source.load()
+            return _to_rgb(_oriented(source), bg, label)
+    with _opened(source, label, limit) as (im, reader), _pil_errors(label, "decoding"):
+        reader.armed = True
+        im.load()
+        reader.armed = False
+        if reader.hit_eof and ImageFile.LOAD_TRUNCATED_IMAGES:
+            raise CorruptImageError("image data is truncated", source=label)
+        return _to_rgb(_oriented(im), bg, label)
+
+
+def open_image_info(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> ImageInfo:
+    """Read format, mode, size, frame count, alpha and EXIF presence from the header only.
+
+    Raises the same errors as :func:`load_image` for the source and the pixel limit;
+    corrupt pixel data past the header is not detected.
+    """
+    limit = _check_max_pixels(max_pixels)
+    label = _label(source, name)
+    if isinstance(source, np.ndarray):
+        _check_array(source, label, limit)
+        channels = 1 if source.ndim == 2 else source.shape[2]
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+        h, w = source.shape[:2]
+        return ImageInfo(None, mode, int(w), int(h), 1, channels == 4, False)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, label, limit)
+        with _pil_errors(label, "reading the header"):
+            return _info(source)
+    with _opened(source, label, limit) as (im, _), _pil_errors(label, "reading the header"):
+        return _info(im)
+
+
+def read_metadata(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Return ``{"format", "exif", "icc_profile", "xmp"}`` of an image (bytes or ``None``).
+
+    ``exif`` always starts with ``b"Exif\\x00\\x00"``. Only the EXIF block of JPEG, PNG and
+    WebP is reported (not TIFF's own tags). A PNG with no EXIF in its header is decoded to
+    look for an ``eXIf`` chunk after the pixels. Arrays have no metadata.
+    """
+    limit = _check_max_pixels(max_pixels)
+    label = _label(source, name)
+    if isinstance(source, np.ndarray):
+        _check_array(source, label, limit)
+        return {"format": None, "exif": None, "icc_profile": None, "xmp": None}
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, label, limit)
+        return _metadata(source)
+    with _opened(source, label, limit) as (im, _), _pil_errors(label, "reading metadata"):
+        if im.format == "PNG" and "exif" not in im.info:
+            im.load()
+        return _metadata(im)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """Wrap an RGB ``uint8`` array ``(H, W, 3)`` as a new PIL ``RGB`` image."""
+    if not isinstance(image, np.ndarray):
+        raise UnsupportedImageError(
+            f"expected a numpy uint8 array of shape (H, W, 3); got {type(image).__name__} "
+            "(use tracemark.imageio.load_image to convert)",
+            source=f"<{type(image).__name__}>",
+        )
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise UnsupportedImageError(
+            f"expected a uint8 array of shape (H, W, 3); got dtype {image.dtype} shape {image.shape}",
+            source="<array>",
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise EmptyImageError(f"array has no pixels: shape {image.shape}", source="<array>")
+    return Image.fromarray(np.ascontiguousarray(image))
+
+
+def encode_image(
+    image: np.ndarray,
+    format: str = "PNG",
+    *,
+    quality: int | None = None,
+    metadata: Literal["strip", "keep"] = "strip",
+    exif: bytes | None = None,
+    icc_profile: bytes | None = None,
+) -> bytes:
+    """Encode an RGB ``uint8`` array as ``format`` and return the file's bytes.
+
+    ``quality`` (1..100) applies to JPEG and WebP only; ``None`` keeps Pillow's default
+    (JPEG 75, WebP 80). PNG, TIFF and BMP are lossless; GIF is quantised to 256 colours.
+    ``metadata="strip"`` writes no EXIF, ICC or XMP (giving ``exif`` or ``icc_profile``
+    with it is a :class:`ConfigError`); ``"keep"`` writes the ``exif`` (JPEG, PNG, WebP)
+    and ``icc_profile`` (JPEG, PNG, WebP, TIFF) given.
+    """
+    writer = _writer(format)
+    options = _save_options(writer, quality, metadata, exif, icc_profile)
+    pil = to_pil(image)
+    out = io.BytesIO()
+    try:
+        pil.save(out, format=writer.pil_format, **options)
+    except (*_DECODE_ERRORS, MemoryError) as exc:
+        raise UnsupportedImageError(
+            f"could not encode as {writer.pil_format}: {exc}", source="<array>"
+        ) from exc
+    return out.getvalue()
+
+
+def save_image(
+    image: np.ndarray,
+    dest: str | os.PathLike[str] | IO[bytes],
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+    metadata: Literal["strip", "keep"] = "strip",
+    exif: bytes | None = None,
+    icc_profile: bytes | None = None,
+) -> None:
+    """Write an RGB ``uint8`` array to a path or a binary file object.
+
+    ``format`` defaults to the one named by the path's suffix (required for file
+    objects). The image is encoded before the destination is touched; other options are
+    those of :func:`encode_image`.
+    """
+    if isinstance(dest, str | os.PathLike):
+        path = os.fspath(dest)
+        label = os.fsdecode(path)
+        if format is None:
+            format = _format_from_suffix(label)
+        data = encode_image(
+            image, format, quality=quality, metadata=metadata, exif=exif, icc_profile=icc_profile
+        )
+        if os.path.isdir(path):
+            raise ImageSourceError("destination is a directory", source=label)
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ImageSourceError(f"cannot write: {reason}", source=label) from exc
+        return
+    if not hasattr(dest, "write"):
+        raise ImageSourceError(
+            f"cannot write an image to a {type(dest).__name__}; expected a path or a binary "
+            "file object",
+            source=f"<{type(dest).__name__}>",
+        )
+    if format is None:
+        raise ConfigError(
+            "format is required when writing to a file object", source="<file object>"
+        )
+    data = encode_image(
+        image, format, quality=quality, metadata=metadata, exif=exif, icc_profile=icc_profile
+    )
+    try:
+        dest.write(data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ImageSourceError(f"cannot write: {exc}", source="<file object>") from exc
+
+
+# --- sources ------------------------------------------------------------------
+
+
+class _Watch:
+    """Mixin for a binary reader that notes an empty read while ``armed`` (a truncated file)."""
+
+    armed: bool = False
+    hit_eof: bool = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = super().read(size)  # type: ignore[misc]
+        if self.armed and not data and size != 0:
+            self.hit_eof = True
+        return data
+
+
+class _WatchedBytes(_Watch, io.BytesIO):
+    pass
+
+
+class _WatchedFile(_Watch, io.BufferedReader):
+    pass
+
+
+def _label(source: object, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, str | os.PathLike):
+        try:
+            return os.fsdecode(os.fspath(source))
+        except TypeError:
+            return f"<{type(source).__name__}>"
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "<bytes>"
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    if hasattr(source, "read"):
+        return "<file object>"
+    return f"<{type(source).__name__}>"
+
+
+def _reader(source: object, label: str) -> _WatchedBytes | _WatchedFile:
+    """A watched binary reader over a path, bytes or a file object (checked, non-empty)."""
+    if isinstance(source, str | os.PathLike):
+        return _open_path(source, label)
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = source.tobytes() if isinstance(source, memoryview) else bytes(source)
+    elif hasattr(source, "read"):
+        try:
+            data = source.read()
+        except (OSError, ValueError) as exc:
+            raise ImageSourceError(f"cannot read the file object: {exc}", source=label) from exc
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ImageSourceError(
+                f"file object returned {type(data).__name__}, not bytes; open it in binary mode",
+                source=label,
+            )
+        data = bytes(data)
+    else:
+        raise ImageSourceError(
+            f"cannot read an image from a {type(source).__name__}; expected a path, bytes, "
+            "a binary file object, a PIL image or a numpy array",
+            source=label,
+        )
+    if not data:
+        raise EmptyImageError("no bytes to decode", source=label)
+    return _WatchedBytes(data)
+
+
+def _open_path(source: str | os.PathLike[str], label: str) -> _WatchedFile:
+    try:
+        path = os.fspath(source)
+        st = os.stat(path)
+    except FileNotFoundError as exc:
+        raise ImageSourceError("no such file", source=label) from exc
+    except (OSError, ValueError, TypeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ImageSourceError(f"cannot access the path: {reason}", source=label) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageSourceError("is a directory, not an image file", source=label)
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageSourceError("not a regular file", source=label)
+    if st.st_size == 0:
+        raise EmptyImageError("file is empty (0 bytes)", source=label)
+    try:
+        return _WatchedFile(io.FileIO(path, "r"))
+    except OSError as exc:
+        raise ImageSourceError(f"cannot open: {exc.strerror or exc}", source=label) from exc
+
+
+@contextmanager
+def _opened(
+    source: object, label: str, limit: int | None
+) -> Iterator[tuple[Image.Image, _WatchedBytes | _WatchedFile]]:
+    """Open ``source`` lazily (header only), check its size, and close it afterwards."""
+    reader = _reader(source, label)
+    try:
+        with _pil_errors(label, "reading the header", reader):
+            im = Image.open(reader, formats=_OPEN_FORMATS)
+        with im:
+            _check_size(im.width, im.height, label, limit)
+            yield im, reader
+    finally:
+        reader.close()
+
+
+@contextmanager
+def _pil_errors(
+    label: str, stage: str, reader: _WatchedBytes | _WatchedFile | None = None
+) -> Iterator[None]:
+    """Map what Pillow raises to typed errors; keep Pillow's bomb warning quiet."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except TracemarkError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(
+                f"{exc} (over Pillow's hard limit of 2 * PIL.Image.MAX_IMAGE_PIXELS)",
+                source=label,
+            ) from exc
+        except UnidentifiedImageError as exc:
+            raise _unidentified(reader, label, caught) from exc
+        except MemoryError as exc:
+            raise ImageTooLargeError(f"not enough memory while {stage}", source=label) from exc
+        except _DECODE_ERRORS as exc:
+            text = str(exc) or type(exc).__name__
+            lowered = text.lower()
+            if any(s in lowered for s in ("unsupported", "not supported", "not available")):
+                raise UnsupportedImageError(f"{stage}: {text}", source=label) from exc
+            raise CorruptImageError(f"{stage}: {text}", source=label) from exc
+    for w in caught:
+        if not issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _unidentified(
+    reader: _WatchedBytes | _WatchedFile | None, label: str, caught: list[warnings.WarningMessage]
+) -> TracemarkError:
+    head = b""
+    if reader is not None and not reader.closed:
+        reader.seek(0)
+        head = reader.read(32)
+    foreign = _sniff(head)
+    if foreign is not None:
+        return UnsupportedImageError(
+            f"{foreign} images are not supported; supported: {', '.join(SUPPORTED_FORMATS)}",
+            source=label,
+        )
+    notes = "; ".join(str(w.message) for w in caught)
+    detail = f" ({notes})" if notes else ""
+    return CorruptImageError(f"not a recognised image{detail}", source=label)
+
+
+def _sniff(head: bytes) -> str | None:
+    for offset, magic, fmt in _FOREIGN_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return fmt
+    return None
+
+
+# --- checks -------------------------------------------------------------------
+
+
+def _check_max_pixels(max_pixels: object) -> int | None:
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int | np.integer):
+        raise ConfigError(f"max_pixels must be a positive int or None; got {max_pixels!r}")
+    if max_pixels < 1:
+        raise ConfigError(f"max_pixels must be >= 1; got {max_pixels}")
+    return int(max_pixels)
+
+
+def _check_background(background: object) -> tuple[int, int, int]:
+    try:
+        values = tuple(background)  # type: ignore[call-overload]
+    except TypeError:
+        values = ()
+    if (
+        len(values) != 3
+        or any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in values)
+        or any(not 0 <= int(v) <= 255 for v in values)
+    ):
+        raise ConfigError(f"background must be three ints in 0..255; got {background!r}")
+    return int(values[0]), int(values[1]), int(values[2])
+
+
+def _check_size(width: int, height: int, label: str, limit: int | None) -> None:
+    if width < 1 or height < 1:
+        raise EmptyImageError(f"image has no pixels: {width}x{height}", source=label)
+    if limit is not None and width * height > limit:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height:,} pixels, over max_pixels="
+            f"{limit:,}; refused before decoding",
+            source=label,
+        )
+
+
+def _check_array(a: np.ndarray, label: str, limit: int | None) -> None:
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))):
+        raise UnsupportedImageError(
+            f"array shape {a.shape} is not an image; expected (H, W), (H, W, 1), (H, W, 3) "
+            "or (H, W, 4)",
+            source=label,
+        )
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if not (kind == "b" or kind == "f" or (kind == "u" and size in (1, 2))):
+        raise UnsupportedImageError(
+            f"array dtype {a.dtype} is not supported; expected uint8, uint16, bool or float "
+            "in [0, 1]",
+            source=label,
+        )
+    _check_size(int(a.shape[1]), int(a.shape[0]), label, limit)
+
+
+# --- conversion ---------------------------------------------------------------
+
+
+def _array_to_rgb(
+    a: np.ndarray, label: str, limit: int | None, bg: tuple[int, int, int]
+) -> np.ndarray:
+    _check_array(a, label, limit)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    u8 = _to_uint8(a)
+    if u8.shape[2] == 4:
+        return _flatten_alpha(u8, bg)
+    if u8.shape[2] == 1:
+        return _grey_to_rgb(u8[:, :, 0])
+    return np.array(u8, dtype=np.uint8, order="C", copy=True)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """Channel values of a uint8/uint16/bool/float array as uint8 (policy in the module doc)."""
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if kind == "b":
+        return a.astype(np.uint8) * np.uint8(255)
+    if kind == "u" and size == 2:
+        return _scale16(a)
+    if kind == "f":
+        return _scale_unit_float(a)
+    return a  # uint8
+
+
+def _scale16(a: np.ndarray) -> np.ndarray:
+    """0..65535 onto 0..255, rounding to nearest (``round(v / 257)``; no ties occur)."""
+    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _scale_unit_float(a: np.ndarray) -> np.ndarray:
+    work = a.astype(np.float64 if a.dtype.itemsize > 4 else np.float32)
+    work = np.clip(np.nan_to_num(work, nan=0.0), 0.0, 1.0)
+    return np.rint(work * 255.0).astype(np.uint8)
+
+
+def _grey_to_rgb(g: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(g[:, :, None], 3, axis=2))
+
+
+def _flatten_alpha(rgba: np.ndarray, bg: tuple[int, int, int]) -> np.ndarray:
+    """Composite uint8 RGBA over an opaque background, rounding to nearest."""
+    alpha = rgba[:, :, 3:4].astype(np.uint16)
+    rgb = rgba[:, :, :3].astype(np.uint16)
+    back = np.asarray(bg, dtype=np.uint16)
+    # At most 255 * 255 + 127 = 65152: fits uint16. 255 is odd, so no ties.
+    out = (rgb * alpha + back * (255 - alpha) + 127) // 255
+    return np.ascontiguousarray(out.astype(np.uint8))
+
+
+def _oriented(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a corrupt EXIF block leaves the image as it is."""
+    try:
+        orientation = im.getexif().get(_ORIENTATION_TAG, 1)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(im)
+    except (*_DECODE_ERRORS, AttributeError):
+        pass
+    return im
+
+
+def _convert_rgb(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+    return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
+def _convert_alpha(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+    if im.mode == "La":  # Pillow converts La only to LA
+        im = im.convert("LA")
+    return _flatten_alpha(np.asarray(im.convert("RGBA"), dtype=np.uint8), bg)
+
+
+def _convert_int16(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+    return _grey_to_rgb(_scale16(np.asarray(im)))
+
+
+def _convert_int32(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+    return _grey_to_rgb(_scale16(np.clip(np.asarray(im), 0, 65535)))
+
+
+def _convert_float(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+    return _grey_to_rgb(_scale_unit_float(np.asarray(im)))
+
+
+_Converter: TypeAlias = Callable[[Image.Image, tuple[int, int, int]], np.ndarray]
+
+_CONVERTERS: Final[dict[str, _Converter]] = {
+    **dict.fromkeys(("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"), _convert_rgb),
+    **dict.fromkeys(_ALPHA_MODES, _convert_alpha),
+    **dict.fromkeys(("I;16", "I;16L", "I;16B", "I;16N"), _convert_int16),
+    "I": _convert_int32,
+    "F": _convert_float,
+}
+
+
+def _to_rgb(im: Image.Image, bg: tuple[int, int, int], label: str) -> np.ndarray:
+    converter = _CONVERTERS.get(im.mode)
+    if converter is None:
+        raise UnsupportedImageError(f"image mode {im.mode!r} is not supported", source=label)
+    if im.mode in _TRANSPARENCY_MODES and "transparency" in im.info:
+        converter = _convert_alpha
+    out = converter(im, bg)
+    if out.shape != (im.height, im.width, 3) or out.dtype != np.uint8:  # pragma: no cover
+        raise UnsupportedImageError(
+            f"conversion of mode {im.mode!r} gave shape {out.shape}", source=label
+        )
+    return np.ascontiguousarray(out)
+
+
+def _info(im: Image.Image) -> ImageInfo:
+    fmt = _REPORTED_FORMAT.get(im.format or "", im.format)
+    has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
+    n_frames = int(getattr(im, "n_frames", 1))
+    return ImageInfo(
+        fmt, im.mode, im.width, im.height, n_frames, has_alpha, bool(im.info.get("exif"))
+    )
+
+
+def _metadata(im: Image.Image) -> dict[str, Any]:
+    exif = im.info.get("exif")
+    if isinstance(exif, bytes) and exif:
+        exif = exif if exif.startswith(_EXIF_HEADER) else _EXIF_HEADER + exif
+    else:
+        exif = None
+    icc = im.info.get("icc_profile") or None
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or None
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    fmt = _REPORTED_FORMAT.get(im.format or "", im.format)
+    return {"format": fmt, "exif": exif, "icc_profile": icc, "xmp": xmp}
+
+
+# --- writing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    pil_format: str
+    quality: bool
+    exif: bool
+    icc: bool
+
+
+_WRITERS: Final[dict[str, _Writer]] = {
+    "JPEG": _Writer("JPEG", quality=True, exif=True, icc=True),
+    "PNG": _Writer("PNG", quality=False, exif=True, icc=True),
+    "WEBP": _Writer("WEBP", quality=True, exif=True, icc=True),
+    "TIFF": _Writer("TIFF", quality=False, exif=False, icc=True),
+    "BMP": _Writer("BMP", quality=False, exif=False, icc=False),
+    "GIF": _Writer("GIF", quality=False, exif=False, icc=False),
+}
+_FORMAT_ALIASES: Final = {"JPG": "JPEG", "TIF": "TIFF"}
+_SUFFIXES: Final = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".jfif": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+}
+
+
+def _writer(format: object) -> _Writer:
+    if not isinstance(format, str):
+        raise UnsupportedImageError(f"format must be a string; got {format!r}")
+    key = _FORMAT_ALIASES.get(format.upper(), format.upper())
+    if key not in _WRITERS:
+        raise UnsupportedImageError(
+            f"cannot write format {format!r}; supported: {', '.join(SUPPORTED_FORMATS)}"
+        )
+    return _WRITERS[key]
+
+
+def _format_from_suffix(path: str) -> str:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in _SUFFIXES:
+        raise UnsupportedImageError(
+            f"cannot tell the format from suffix {suffix or '(none)'!r}; pass format= "
+            f"(one of {', '.join(SUPPORTED_FORMATS)})",
+            source=path,
+        )
+    return _SUFFIXES[suffix]
+
+
+def _save_options(
+    writer: _Writer,
+    quality: object,
+    metadata: object,
+    exif: object,
+    icc_profile: object,
+) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    fmt = writer.pil_format
+    if quality is not None:
+        if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
+            raise ConfigError(f"quality must be an int in 1..100; got {quality!r}")
+        if not 1 <= quality <= 100:
+            raise ConfigError(f"quality must be in 1..100; got {quality}")
+        if not writer.quality:
+            raise ConfigError(f"quality applies to JPEG and WEBP, not {fmt} (lossless or palette)")
+        options["quality"] = int(quality)
+    if metadata not in ("strip", "keep"):
+        raise ConfigError(f"metadata must be 'strip' or 'keep'; got {metadata!r}")
+    for key, value, allowed in (
+        ("exif", exif, writer.exif),
+        ("icc_profile", icc_profile, writer.icc),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise ConfigError(f"{key} must be bytes; got {type(value).__name__}")
+        if metadata == "strip":
+            raise ConfigError(
+                f"{key} given with metadata='strip'; pass metadata='keep' to write it"
+            )
+        if not allowed:
+            raise ConfigError(f"{fmt} files cannot carry {key} here")
+        options[key] = bytes(value)
+    if "exif" in options:
+        options["exif"] = _checked_exif(options["exif"])
+    return options
+
+
+def _checked_exif(exif: bytes) -> bytes:
+    """Prefix ``Exif\\0\\0`` if missing and check that the block parses."""
+    if not exif.startswith(_EXIF_HEADER):
+        exif = _EXIF_HEADER + exif
+    try:
+        Image.Exif().load(exif)
+    except _DECODE_ERRORS as exc:
+        raise ConfigError(f"exif bytes do not parse as an EXIF block: {exc}") from exc
+    return exif
