@@ -24,6 +24,10 @@ __all__ = [
     "SuiteError",
     "UnknownSuiteError",
     "MetricError",
+    "WatermarkError",
+    "PayloadError",
+    "WatermarkKeyError",
+    "UnknownMethodError",
     "MissingExtraError",
     "ConfigError",
 ]
@@ -111,6 +115,28 @@ class UnknownSuiteError(SuiteError, KeyError):
 
 class MetricError(TracemarkError, ValueError):
     """Inputs to a metric are inconsistent (shapes, lengths, empty, no positives...)."""
+
+
+# --- watermarks -----------------------------------------------------------------
+
+
+class WatermarkError(TracemarkError):
+    """A watermark could not be embedded or detected."""
+
+
+class PayloadError(WatermarkError, ValueError):
+    """A payload is too long, of the wrong type, or does not fit the method's capacity."""
+
+
+class WatermarkKeyError(WatermarkError, TypeError):
+    """A watermark key is missing, of the wrong type, or too short."""
+
+
+class UnknownMethodError(WatermarkError, KeyError):
+    """No watermark method (or fingerprint) is registered under that name."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
 
 
 # --- dependencies ---------------------------------------------------------------

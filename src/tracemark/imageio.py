@@ -149,6 +149,9 @@ _FOREIGN_MAGIC: Final = (
     (0, b"DDS ", "DDS"),
     (0, b"<svg", "SVG"),
     (0, b"<?xml", "XML/SVG"),
+    (0, b"\x01\xda", "SGI"),
+    (0, b"SIMPLE  =", "FITS"),
+    *((0, f"P{n}{ws}".encode(), "Netpbm") for n in range(1, 8) for ws in " \t\r\n"),
 )
 
 
@@ -170,6 +173,8 @@ class ImageInfo:
     """An alpha channel or palette/colour-key transparency."""
     has_exif: bool
     """An EXIF block is present (in the header; a PNG ``eXIf`` chunk after the pixels is missed)."""
+    orientation: int = 1
+    """EXIF orientation (1..8; 1 when absent). ``width``/``height`` are as stored, before it."""
 
 
 def load_image(
@@ -692,8 +697,18 @@ def _info(im: Image.Image) -> ImageInfo:
     fmt = _REPORTED_FORMAT.get(im.format or "", im.format)
     has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
     n_frames = int(getattr(im, "n_frames", 1))
+    exif = im.info.get("exif")
+    orientation = 1
+    if isinstance(exif, bytes) and exif:
+        parsed = Image.Exif()
+        try:
+            parsed.load(exif)
+            value = parsed.get(_ORIENTATION_TAG, 1)
+            orientation = value if isinstance(value, int) and 1 <= value <= 8 else 1
+        except (*_DECODE_ERRORS, AttributeError):
+            orientation = 1
     return ImageInfo(
-        fmt, im.mode, im.width, im.height, n_frames, has_alpha, bool(im.info.get("exif"))
+        fmt, im.mode, im.width, im.height, n_frames, has_alpha, bool(exif), orientation
     )
 
 

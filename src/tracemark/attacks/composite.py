@@ -39,7 +39,6 @@ If no row keeps a step, a ``resized_crop`` is drawn so that the stack is never e
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,9 +50,9 @@ from tracemark.attacks.base import (
     Param,
     SampleContext,
     get_attack,
+    register_attack,
     resolve_random,
 )
-from tracemark.attacks.base import register_attack as _register
 from tracemark.errors import AttackParameterError, UnknownAttackError
 
 __all__ = ["compose", "disc21_augment", "draw_compose", "draw_steps", "DISC21_STACK"]
@@ -62,16 +61,22 @@ _STEP_KEYS = frozenset({"attack", "params"})
 _DRAW_KEYS = frozenset({"attack", "params", "p"})
 
 
-def _check_step(step: Any, i: int, where: str, *, allow_p: bool) -> tuple[str, Mapping[str, Any], float]:
+def _check_step(
+    step: Any, i: int, where: str, *, allow_p: bool
+) -> tuple[str, Mapping[str, Any], float]:
     """``(attack, params, p)`` of one step, or a typed error naming the step."""
     at = f"{where}.steps[{i}]"
     if not isinstance(step, Mapping):
-        raise AttackParameterError(f"{at} must be a mapping {{attack, params}}; got {type(step).__name__}")
+        raise AttackParameterError(
+            f"{at} must be a mapping {{attack, params}}; got {type(step).__name__}"
+        )
     allowed = _DRAW_KEYS if allow_p else _STEP_KEYS
     extra = set(step) - allowed
     if extra:
         hint = " ('p' is only used when drawing; record the drawn steps)" if "p" in extra else ""
-        raise AttackParameterError(f"{at}: unknown key(s) {sorted(extra)}; expected {sorted(allowed)}{hint}")
+        raise AttackParameterError(
+            f"{at}: unknown key(s) {sorted(extra)}; expected {sorted(allowed)}{hint}"
+        )
     name = step.get("attack")
     if not isinstance(name, str):
         raise AttackParameterError(f"{at}.attack must be an attack name; got {name!r}")
@@ -125,7 +130,9 @@ def draw_steps(
     """
     steps = resolve_random(steps, rng, name=f"{where}.steps")
     if not isinstance(steps, list | tuple):
-        raise AttackParameterError(f"{where}.steps must be a list of steps; got {type(steps).__name__}")
+        raise AttackParameterError(
+            f"{where}.steps must be a list of steps; got {type(steps).__name__}"
+        )
     out: list[dict[str, Any]] = []
     for i, step in enumerate(steps):
         name, params, p = _check_step(step, i, where, allow_p=True)
@@ -155,14 +162,16 @@ def draw_compose(
     return out
 
 
-def _draw_empty(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]) -> list[Any]:
+def _draw_empty(
+    rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]
+) -> list[Any]:
     return []
 
 
 _STEPS_DOC = "list of {attack, params}; when drawing, each may carry p (probability of keeping it)"
 
 
-@_register(
+@register_attack(
     "compose",
     Family.COMPOSITE,
     params=[Param("steps", list, random=True, draw=_draw_empty, doc=_STEPS_DOC)],
@@ -187,14 +196,35 @@ _JITTER = {
 _SIDE = {"uniform": [0.0, 0.3]}
 
 DISC21_STACK: tuple[tuple[_Alternative, ...], ...] = (
-    ((0.05, "rotate", {"angle": {"choice": [90, 180, 270]}}), (0.05, "rotate", {"angle": {"uniform": [-30, 30]}})),
-    ((0.5, "resized_crop", {"area": {"uniform": [0.1, 1.0]}, "ratio": {"loguniform": [0.75, 4 / 3]}}),),
+    (
+        (0.05, "rotate", {"angle": {"choice": [90, 180, 270]}}),
+        (0.05, "rotate", {"angle": {"uniform": [-30, 30]}}),
+    ),
+    (
+        (
+            0.5,
+            "resized_crop",
+            {"area": {"uniform": [0.1, 1.0]}, "ratio": {"loguniform": [0.75, 4 / 3]}},
+        ),
+    ),
     ((0.1, "pad", {"left": _SIDE, "top": _SIDE, "right": _SIDE, "bottom": _SIDE}),),
     ((0.8, "color_jitter", _JITTER),),
     ((0.2, "grayscale", {}),),
     ((0.1, "pixelize", {"ratio": {"uniform": [0.1, 0.5]}}),),
-    ((0.1, "text_overlay", {"font_size": {"uniform": [0.05, 0.2]}, "opacity": {"uniform": [0.5, 1.0]}}),),
-    ((0.2, "emoji_overlay", {"size": {"uniform": [0.1, 0.4]}, "opacity": {"uniform": [0.6, 1.0]}}),),
+    (
+        (
+            0.1,
+            "text_overlay",
+            {"font_size": {"uniform": [0.05, 0.2]}, "opacity": {"uniform": [0.5, 1.0]}},
+        ),
+    ),
+    (
+        (
+            0.2,
+            "emoji_overlay",
+            {"size": {"uniform": [0.1, 0.4]}, "opacity": {"uniform": [0.6, 1.0]}},
+        ),
+    ),
     (
         (0.1, "insert", {"scale": {"uniform": [0.3, 0.9]}}),
         (0.05, "screenshot", {"scale": {"uniform": [0.6, 0.95]}}),
@@ -208,7 +238,9 @@ DISC21_STACK: tuple[tuple[_Alternative, ...], ...] = (
 _FALLBACK = DISC21_STACK[1][0]
 
 
-def _draw_disc21(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _draw_disc21(
+    rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """Draw a concrete step list from :data:`DISC21_STACK` (never empty)."""
     out: list[dict[str, Any]] = []
     for row in DISC21_STACK:
@@ -227,7 +259,7 @@ def _draw_disc21(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping
     return out
 
 
-@_register(
+@register_attack(
     "disc21_augment",
     Family.COMPOSITE,
     params=[
@@ -240,11 +272,8 @@ def _draw_disc21(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping
         )
     ],
     strength=_steps_strength,
+    slow=True,
 )
 def disc21_augment(image: Image, *, steps: Sequence[Mapping[str, Any]] = ()) -> Image:
     """Apply a drawn DISC21/SSCD-like stack of attacks (replay: pass the recorded ``steps``)."""
     return _apply_steps(image, steps, "disc21_augment")
-
-
-def _unused() -> float:  # pragma: no cover - keeps math imported for type checkers
-    return math.inf

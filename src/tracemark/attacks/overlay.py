@@ -113,7 +113,9 @@ def _resize(image: Image, width: int, height: int) -> Image:
     if (height, width) == image.shape[:2]:
         return image.copy()
     shrink = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
 
 
 def _fit_long(height: int, width: int, long_side: float) -> tuple[int, int]:
@@ -136,7 +138,9 @@ def _check_color(color: Sequence[Any], where: str) -> tuple[int, int, int]:
         isinstance(c, int | np.integer) and not isinstance(c, bool) and 0 <= c <= 255 for c in color
     )
     if not ok:
-        raise AttackParameterError(f"{where} must be a list of three integers 0..255; got {list(color)!r}")
+        raise AttackParameterError(
+            f"{where} must be a list of three integers 0..255; got {list(color)!r}"
+        )
     return int(color[0]), int(color[1]), int(color[2])
 
 
@@ -178,7 +182,10 @@ def _texture(seed: int, height: int, width: int) -> np.ndarray:
         elif kind == 1:
             draw.rectangle(box, fill=fill)
         else:
-            pts = [(width * (cx + rx * math.cos(t)), height * (cy + ry * math.sin(t))) for t in rng.uniform(0, 2 * math.pi, 3)]
+            pts = [
+                (width * (cx + rx * math.cos(t)), height * (cy + ry * math.sin(t)))
+                for t in rng.uniform(0, 2 * math.pi, 3)
+            ]
             draw.polygon(pts, fill=fill)
     out = np.asarray(pil)
     out.flags.writeable = False
@@ -201,11 +208,15 @@ def _draw_caption(rng: np.random.Generator, ctx: SampleContext, resolved: Mappin
     return _words(rng, 2, 5).upper()
 
 
-def _draw_color(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]) -> list[int]:
+def _draw_color(
+    rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]
+) -> list[int]:
     return [int(c) for c in rng.integers(0, 256, size=3)]
 
 
-def _draw_background(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]) -> str | None:
+def _draw_background(
+    rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]
+) -> str | None:
     if not ctx.backgrounds:
         return None
     return str(ctx.backgrounds[int(rng.integers(len(ctx.backgrounds)))])
@@ -232,7 +243,9 @@ def _covered(size_w: float, size_h: float, x: float, y: float) -> float:
 
 def _text_strength(p: Mapping[str, Any]) -> float:
     w, h = _text_extent(p["text"])
-    return min(1.0, 4.0 * p["opacity"] * _covered(p["font_size"] * w, p["font_size"] * h, p["x"], p["y"]))
+    return min(
+        1.0, 4.0 * p["opacity"] * _covered(p["font_size"] * w, p["font_size"] * h, p["x"], p["y"])
+    )
 
 
 @register_attack(
@@ -241,7 +254,13 @@ def _text_strength(p: Mapping[str, Any]) -> float:
     params=[
         Param("text", str, random=True, draw=_draw_text, doc="the text; drawn: 1-3 random words"),
         *_xy("top-left corner of the text as a fraction of the width / height"),
-        Param("font_size", float, low=0.01, high=1.0, doc="font size as a fraction of the image height"),
+        Param(
+            "font_size",
+            float,
+            low=0.01,
+            high=1.0,
+            doc="font size as a fraction of the image height",
+        ),
         Param("color", list, random=True, draw=_draw_color, doc="RGB colour, three ints 0..255"),
         Param("opacity", float, low=0.0, high=1.0),
     ],
@@ -274,13 +293,17 @@ _Draw = ImageDraw.ImageDraw
 _YELLOW, _YELLOW_EDGE, _FEATURE = (255, 204, 51, 255), (226, 150, 0, 255), (92, 58, 20, 255)
 
 
-def _box(s: float, cx: float, cy: float, rx: float, ry: float | None = None) -> tuple[float, float, float, float]:
+def _box(
+    s: float, cx: float, cy: float, rx: float, ry: float | None = None
+) -> tuple[float, float, float, float]:
     ry = rx if ry is None else ry
     return (s * (cx - rx), s * (cy - ry), s * (cx + rx), s * (cy + ry))
 
 
 def _face(d: _Draw, s: float) -> None:
-    d.ellipse(_box(s, 0.5, 0.5, 0.47), fill=_YELLOW, outline=_YELLOW_EDGE, width=max(1, round(s * 0.03)))
+    d.ellipse(
+        _box(s, 0.5, 0.5, 0.47), fill=_YELLOW, outline=_YELLOW_EDGE, width=max(1, round(s * 0.03))
+    )
 
 
 def _eyes(d: _Draw, s: float) -> None:
@@ -295,7 +318,12 @@ def _smile(d: _Draw, s: float) -> None:
 def _heart_shape(d: _Draw, s: float, cx: float, cy: float, r: float, fill: tuple[int, ...]) -> None:
     d.ellipse(_box(s, cx - 0.5 * r, cy - 0.25 * r, 0.55 * r), fill=fill)
     d.ellipse(_box(s, cx + 0.5 * r, cy - 0.25 * r, 0.55 * r), fill=fill)
-    pts = [(cx - 1.02 * r, cy - 0.05 * r), (cx, cy + 1.1 * r), (cx + 1.02 * r, cy - 0.05 * r), (cx, cy - 0.3 * r)]
+    pts = [
+        (cx - 1.02 * r, cy - 0.05 * r),
+        (cx, cy + 1.1 * r),
+        (cx + 1.02 * r, cy - 0.05 * r),
+        (cx, cy - 0.3 * r),
+    ]
     d.polygon([(s * px, s * py) for px, py in pts], fill=fill)
 
 
@@ -310,7 +338,9 @@ def _e_heart(d: _Draw, s: float) -> None:
     d.ellipse(_box(s, 0.3, 0.3, 0.07, 0.05), fill=(255, 190, 200, 255))
 
 
-def _star_points(s: float, cx: float, cy: float, r_out: float, r_in: float, n: int = 5) -> list[tuple[float, float]]:
+def _star_points(
+    s: float, cx: float, cy: float, r_out: float, r_in: float, n: int = 5
+) -> list[tuple[float, float]]:
     pts = []
     for k in range(2 * n):
         r = r_out if k % 2 == 0 else r_in
@@ -320,14 +350,23 @@ def _star_points(s: float, cx: float, cy: float, r_out: float, r_in: float, n: i
 
 
 def _e_star(d: _Draw, s: float) -> None:
-    d.polygon(_star_points(s, 0.5, 0.53, 0.48, 0.2), fill=(255, 200, 0, 255), outline=(222, 140, 0, 255), width=max(1, round(s * 0.02)))
+    d.polygon(
+        _star_points(s, 0.5, 0.53, 0.48, 0.2),
+        fill=(255, 200, 0, 255),
+        outline=(222, 140, 0, 255),
+        width=max(1, round(s * 0.02)),
+    )
 
 
 def _e_thumbs_up(d: _Draw, s: float) -> None:
     skin, edge = (255, 200, 64, 255), (200, 130, 20, 255)
     w = max(1, round(s * 0.025))
-    d.rounded_rectangle(_box(s, 0.42, 0.3, 0.1, 0.24), radius=s * 0.09, fill=skin, outline=edge, width=w)
-    d.rounded_rectangle((s * 0.3, s * 0.45, s * 0.82, s * 0.92), radius=s * 0.08, fill=skin, outline=edge, width=w)
+    d.rounded_rectangle(
+        _box(s, 0.42, 0.3, 0.1, 0.24), radius=s * 0.09, fill=skin, outline=edge, width=w
+    )
+    d.rounded_rectangle(
+        (s * 0.3, s * 0.45, s * 0.82, s * 0.92), radius=s * 0.08, fill=skin, outline=edge, width=w
+    )
     for y in (0.57, 0.69, 0.8):
         d.line((s * 0.56, s * y, s * 0.82, s * y), fill=edge, width=w)
     d.rectangle((s * 0.1, s * 0.47, s * 0.3, s * 0.94), fill=(58, 110, 220, 255))
@@ -346,7 +385,9 @@ def _e_sun(d: _Draw, s: float) -> None:
 def _e_wink(d: _Draw, s: float) -> None:
     _face(d, s)
     d.ellipse(_box(s, 0.35, 0.38, 0.06, 0.09), fill=_FEATURE)
-    d.arc(_box(s, 0.65, 0.42, 0.08), start=200, end=340, fill=_FEATURE, width=max(1, round(s * 0.04)))
+    d.arc(
+        _box(s, 0.65, 0.42, 0.08), start=200, end=340, fill=_FEATURE, width=max(1, round(s * 0.04))
+    )
     _smile(d, s)
     d.chord(_box(s, 0.56, 0.72, 0.08), start=0, end=180, fill=(230, 80, 100, 255))
 
@@ -361,14 +402,19 @@ def _e_heart_eyes(d: _Draw, s: float) -> None:
 def _e_sad(d: _Draw, s: float) -> None:
     _face(d, s)
     _eyes(d, s)
-    d.arc(_box(s, 0.5, 0.85, 0.25), start=215, end=325, fill=_FEATURE, width=max(1, round(s * 0.05)))
+    d.arc(
+        _box(s, 0.5, 0.85, 0.25), start=215, end=325, fill=_FEATURE, width=max(1, round(s * 0.05))
+    )
     d.ellipse(_box(s, 0.3, 0.56, 0.05, 0.08), fill=(80, 160, 255, 255))
 
 
 def _e_flower(d: _Draw, s: float) -> None:
     for k in range(6):
         t = k * math.pi / 3
-        d.ellipse(_box(s, 0.5 + 0.27 * math.cos(t), 0.5 + 0.27 * math.sin(t), 0.2), fill=(255, 105, 180, 255))
+        d.ellipse(
+            _box(s, 0.5 + 0.27 * math.cos(t), 0.5 + 0.27 * math.sin(t), 0.2),
+            fill=(255, 105, 180, 255),
+        )
     d.ellipse(_box(s, 0.5, 0.5, 0.16), fill=(255, 210, 40, 255))
 
 
@@ -378,15 +424,32 @@ def _e_moon(d: _Draw, s: float) -> None:
 
 
 def _e_lightning(d: _Draw, s: float) -> None:
-    pts = [(0.58, 0.02), (0.18, 0.56), (0.45, 0.56), (0.33, 0.98), (0.84, 0.38), (0.56, 0.38), (0.74, 0.02)]
-    d.polygon([(s * x, s * y) for x, y in pts], fill=(255, 222, 0, 255), outline=(230, 120, 0, 255), width=max(1, round(s * 0.02)))
+    pts = [
+        (0.58, 0.02),
+        (0.18, 0.56),
+        (0.45, 0.56),
+        (0.33, 0.98),
+        (0.84, 0.38),
+        (0.56, 0.38),
+        (0.74, 0.02),
+    ]
+    d.polygon(
+        [(s * x, s * y) for x, y in pts],
+        fill=(255, 222, 0, 255),
+        outline=(230, 120, 0, 255),
+        width=max(1, round(s * 0.02)),
+    )
 
 
 def _e_cool(d: _Draw, s: float) -> None:
     _face(d, s)
     for cx in (0.33, 0.67):
         d.rounded_rectangle(_box(s, cx, 0.4, 0.15, 0.09), radius=s * 0.05, fill=(20, 20, 20, 255))
-    d.line((s * 0.45, s * 0.38, s * 0.55, s * 0.38), fill=(20, 20, 20, 255), width=max(1, round(s * 0.03)))
+    d.line(
+        (s * 0.45, s * 0.38, s * 0.55, s * 0.38),
+        fill=(20, 20, 20, 255),
+        width=max(1, round(s * 0.03)),
+    )
     _smile(d, s)
 
 
@@ -428,8 +491,21 @@ def _area_strength(p: Mapping[str, Any]) -> float:
     "emoji_overlay",
     Family.OVERLAY,
     params=[
-        Param("emoji", int, low=0, high=len(_EMOJI) - 1, random=True, doc=f"which emoji: {', '.join(EMOJI_NAMES)}"),
-        Param("size", float, low=0.01, high=1.0, doc="emoji side as a fraction of the image's short side"),
+        Param(
+            "emoji",
+            int,
+            low=0,
+            high=len(_EMOJI) - 1,
+            random=True,
+            doc=f"which emoji: {', '.join(EMOJI_NAMES)}",
+        ),
+        Param(
+            "size",
+            float,
+            low=0.01,
+            high=1.0,
+            doc="emoji side as a fraction of the image's short side",
+        ),
         *_xy("top-left corner as a fraction of the width / height"),
         Param("opacity", float, low=0.0, high=1.0),
     ],
@@ -460,9 +536,22 @@ def emoji_overlay(
     "image_overlay",
     Family.OVERLAY,
     params=[
-        Param("source", str, random=True, nullable=True, draw=_draw_background, doc="path; null -> texture from seed"),
+        Param(
+            "source",
+            str,
+            random=True,
+            nullable=True,
+            draw=_draw_background,
+            doc="path; null -> texture from seed",
+        ),
         _seed_param("seed of the procedural texture used when source is null"),
-        Param("size", float, low=0.01, high=1.0, doc="overlay's long side as a fraction of the image's short side"),
+        Param(
+            "size",
+            float,
+            low=0.01,
+            high=1.0,
+            doc="overlay's long side as a fraction of the image's short side",
+        ),
         *_xy("top-left corner as a fraction of the width / height"),
         Param("opacity", float, low=0.0, high=1.0),
     ],
@@ -496,11 +585,31 @@ def image_overlay(
     "insert",
     Family.OVERLAY,
     params=[
-        Param("scale", float, low=0.05, high=1.0, doc="inserted image's long side relative to the background's"),
+        Param(
+            "scale",
+            float,
+            low=0.05,
+            high=1.0,
+            doc="inserted image's long side relative to the background's",
+        ),
         *_xy("position as a fraction of the free range (the copy stays inside)"),
-        Param("background", str, random=True, nullable=True, draw=_draw_background, doc="path; null -> texture from seed"),
+        Param(
+            "background",
+            str,
+            random=True,
+            nullable=True,
+            draw=_draw_background,
+            doc="path; null -> texture from seed",
+        ),
         _seed_param("seed of the procedural background used when background is null"),
-        Param("bg_size", int, low=64, high=4096, nullable=True, doc="background long side; null -> the input's size"),
+        Param(
+            "bg_size",
+            int,
+            low=64,
+            high=4096,
+            nullable=True,
+            doc="background long side; null -> the input's size",
+        ),
     ],
     strength=lambda p: 1.0 - p["scale"],
 )
@@ -587,7 +696,11 @@ def _title_bar(d: _Draw, theme: _Theme, left: int, top: int, right: int, bar_h: 
             x0 = x1 - w
             glyph = theme.title if theme.buttons == "win" else (0, 0, 0)
             if theme.buttons == "classic":
-                d.rectangle((x0 + 2, top + 3, x1 - 2, top + bar_h - 3), fill=(192, 192, 192), outline=(255, 255, 255))
+                d.rectangle(
+                    (x0 + 2, top + 3, x1 - 2, top + bar_h - 3),
+                    fill=(192, 192, 192),
+                    outline=(255, 255, 255),
+                )
             elif i == 0:
                 d.rectangle((x0, top, x1, top + bar_h), fill=(232, 17, 35))
                 glyph = (255, 255, 255)
@@ -608,8 +721,21 @@ def _title_bar(d: _Draw, theme: _Theme, left: int, top: int, right: int, bar_h: 
     Family.OVERLAY,
     params=[
         Param("scale", float, low=0.3, high=1.0, doc="content size relative to the output"),
-        Param("bar", float, low=0.0, high=0.3, doc="title bar height as a fraction of the output height"),
-        Param("theme", int, low=0, high=len(_THEMES) - 1, random=True, doc="0 light, 1 dark, 2 flat, 3 classic"),
+        Param(
+            "bar",
+            float,
+            low=0.0,
+            high=0.3,
+            doc="title bar height as a fraction of the output height",
+        ),
+        Param(
+            "theme",
+            int,
+            low=0,
+            high=len(_THEMES) - 1,
+            random=True,
+            doc="0 light, 1 dark, 2 flat, 3 classic",
+        ),
         _seed_param("desktop colour and window position"),
     ],
     strength=lambda p: 1.0 - p["scale"],
@@ -656,8 +782,20 @@ def screenshot(
     "meme",
     Family.OVERLAY,
     params=[
-        Param("text", str, random=True, draw=_draw_caption, doc="caption; drawn: 2-5 random words, upper case"),
-        Param("caption", float, low=0.05, high=0.5, doc="caption bar height as a fraction of the image height"),
+        Param(
+            "text",
+            str,
+            random=True,
+            draw=_draw_caption,
+            doc="caption; drawn: 2-5 random words, upper case",
+        ),
+        Param(
+            "caption",
+            float,
+            low=0.05,
+            high=0.5,
+            doc="caption bar height as a fraction of the image height",
+        ),
         Param("above", bool, doc="caption bar above (True) or below the image"),
     ],
     strength=lambda p: p["caption"],
@@ -677,6 +815,13 @@ def meme(
     if w_units > 0 and h_units > 0:
         px = min(0.8 * cap_h / max(h_units, 0.7), 0.94 * width / w_units)
         mask = _text_mask(text, max(1, math.floor(px)))
+        fit = min(1.0, 0.94 * width / mask.shape[1], 0.8 * cap_h / mask.shape[0])
+        if fit < 1.0:  # tiny fonts do not scale linearly: shrink the rendered text to fit
+            size = (
+                max(1, math.floor(mask.shape[1] * fit)),
+                max(1, math.floor(mask.shape[0] * fit)),
+            )
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
         x0, y0 = (width - mask.shape[1]) // 2, (cap_h - mask.shape[0]) // 2
         strip = _paste(strip, np.zeros(3, np.float32), mask.astype(np.float32) / 255.0, x0, y0)
     parts = (strip, image) if above else (image, strip)

@@ -183,7 +183,9 @@ def vignette(image: Image, *, strength: float = 0.5) -> Image:
     return out.astype(np.uint8)
 
 
-def _draw_order(rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]) -> list[int]:
+def _draw_order(
+    rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]
+) -> list[int]:
     return [int(i) for i in rng.permutation(4)]
 
 
