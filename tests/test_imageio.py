@@ -39,7 +39,14 @@ from tracemark.imageio import (
 
 FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
 LOSSLESS = ("PNG", "TIFF", "BMP")
-SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif"}
+SUFFIX = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "TIFF": ".tif",
+    "BMP": ".bmp",
+    "GIF": ".gif",
+}
 
 
 # --- helpers --------------------------------------------------------------------
@@ -248,7 +255,9 @@ def test_array_zero_size_is_empty(shape: tuple[int, ...]) -> None:
 
 
 def test_huge_array_refused_without_allocating() -> None:
-    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (200_000, 200_000, 3))  # a view: no memory
+    huge = np.broadcast_to(
+        np.zeros((1, 1, 3), np.uint8), (200_000, 200_000, 3)
+    )  # a view: no memory
     with pytest.raises(ImageTooLargeError) as err:
         load_image(huge)
     assert err.value.source == "<array>" and "100,000,000" in err.value.message
@@ -298,9 +307,11 @@ def test_writable_table_is_accurate(mode: str, fmt: str) -> None:
 sides = st.integers(min_value=1, max_value=40)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(combo=st.sampled_from(COMBOS), width=sides, height=sides, seed=st.integers(0, 2**16))
-def test_every_mode_and_format_loads(combo: tuple[str, str], width: int, height: int, seed: int) -> None:
+def test_every_mode_and_format_loads(
+    combo: tuple[str, str], width: int, height: int, seed: int
+) -> None:
     mode, fmt = combo
     im = random_image(mode, width, height, seed)
     with warnings.catch_warnings():
@@ -411,7 +422,9 @@ def test_cmyk_jpeg_and_tiff() -> None:
 
 
 def test_other_colour_spaces_give_plausible_colours() -> None:
-    np.testing.assert_array_equal(load_image(Image.new("HSV", (1, 1), (0, 255, 255)))[0, 0], [255, 0, 0])
+    np.testing.assert_array_equal(
+        load_image(Image.new("HSV", (1, 1), (0, 255, 255)))[0, 0], [255, 0, 0]
+    )
     for mode, white in (("LAB", (255, 128, 128)), ("YCbCr", (255, 128, 128))):
         out = load_image(pil_bytes(Image.new(mode, (2, 2), white), "TIFF"))
         assert (out >= 250).all(), (mode, out[0, 0])
@@ -469,6 +482,23 @@ def test_exif_orientation_applied_to_pil_input_and_3() -> None:
     assert out[-4, -4, 0] > 200 and out[4, 4, 2] > 200  # rotated by 180 degrees
 
 
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared JPEG corpus is not in this checkout")
+def test_real_jpegs_and_their_truncated_halves(tmp_path: Path) -> None:
+    for path in sorted(CORPUS.glob("*/*.jpg"))[:3]:
+        info = open_image_info(path)
+        out = load_image(path)
+        assert out.shape == (info.height, info.width, 3)
+        data = path.read_bytes()
+        half = tmp_path / path.name
+        half.write_bytes(data[: len(data) // 2])
+        with pytest.raises(CorruptImageError) as err:
+            load_image(half)
+        assert err.value.source == str(half)
+
+
 # --- bad inputs ------------------------------------------------------------------------
 
 
@@ -492,7 +522,9 @@ def test_truncated_png() -> None:
         assert err.value.source == "<bytes>"
 
 
-def test_truncation_detected_even_with_pillow_load_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_truncation_detected_even_with_pillow_load_truncated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     jpeg = pil_bytes(Image.fromarray(noise(96, 96)), "JPEG")
     png = pil_bytes(Image.fromarray(noise(64, 64)), "PNG")
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
@@ -516,7 +548,11 @@ def test_empty_inputs(kind: str, tmp_path: Path) -> None:
     source = _as_source(kind, b"", "JPEG", tmp_path)
     with pytest.raises(EmptyImageError) as err:
         load_image(source)
-    expected = str(tmp_path / "img.jpg") if kind == "path" else ("<file object>" if kind == "file" else "<bytes>")
+    expected = (
+        str(tmp_path / "img.jpg")
+        if kind == "path"
+        else ("<file object>" if kind == "file" else "<bytes>")
+    )
     assert err.value.source == expected
 
 
@@ -594,7 +630,9 @@ def test_bad_max_pixels(bad: object) -> None:
         load_image(blocks(), max_pixels=bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [(0, 0), (0, 0, 256), (0, 0, -1), (0.5, 0, 0), "white", None, (True, 0, 0)])
+@pytest.mark.parametrize(
+    "bad", [(0, 0), (0, 0, 256), (0, 0, -1), (0.5, 0, 0), "white", None, (True, 0, 0)]
+)
 def test_bad_background(bad: object) -> None:
     with pytest.raises(ConfigError):
         load_image(blocks(), background=bad)  # type: ignore[arg-type]
@@ -648,7 +686,11 @@ def test_pillow_global_state_untouched() -> None:
     for bad in (crafted_png(50_000, 50_000), crafted_png(12_000, 12_000), b"junk", b"\xff\xd8\xff"):
         with pytest.raises(ImageError):
             load_image(bad)
-    assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, list(warnings.filters)) == before
+    assert (
+        Image.MAX_IMAGE_PIXELS,
+        ImageFile.LOAD_TRUNCATED_IMAGES,
+        list(warnings.filters),
+    ) == before
 
 
 # --- header and metadata ------------------------------------------------------------------
@@ -658,7 +700,13 @@ def test_open_image_info_reads_header() -> None:
     data = pil_bytes(Image.new("RGBA", (7, 5)), "PNG")
     assert open_image_info(data) == ImageInfo("PNG", "RGBA", 7, 5, 1, True, False, 1)
     info = open_image_info(np.zeros((3, 4, 4), np.uint8))
-    assert (info.format, info.mode, info.width, info.height, info.has_alpha) == (None, "RGBA", 4, 3, True)
+    assert (info.format, info.mode, info.width, info.height, info.has_alpha) == (
+        None,
+        "RGBA",
+        4,
+        3,
+        True,
+    )
     assert open_image_info(Image.new("L", (2, 3))).mode == "L"
 
 
@@ -670,7 +718,12 @@ def test_read_metadata_of_jpeg_with_exif_and_icc() -> None:
     meta = read_metadata(data)
     assert meta["format"] == "JPEG" and meta["icc_profile"] == icc
     assert meta["exif"].startswith(b"Exif\x00\x00")
-    assert read_metadata(blocks()) == {"format": None, "exif": None, "icc_profile": None, "xmp": None}
+    assert read_metadata(blocks()) == {
+        "format": None,
+        "exif": None,
+        "icc_profile": None,
+        "xmp": None,
+    }
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -687,10 +740,16 @@ def test_save_strip_and_keep_metadata(fmt: str, tmp_path: Path) -> None:
     save_image(image, stripped)
     meta = read_metadata(source)
     save_image(image, kept, metadata="keep", exif=meta["exif"], icc_profile=meta["icc_profile"])
-    assert read_metadata(stripped) == {"format": fmt, "exif": None, "icc_profile": None, "xmp": None}
+    assert read_metadata(stripped) == {
+        "format": fmt,
+        "exif": None,
+        "icc_profile": None,
+        "xmp": None,
+    }
     kept_meta = read_metadata(kept)
     assert kept_meta["icc_profile"] == icc and kept_meta["exif"] is not None
-    assert Image.open(kept).getexif()[0x010F] == "tracemark-camera"
+    with Image.open(kept) as reopened:
+        assert reopened.getexif()[0x010F] == "tracemark-camera"
     assert not open_image_info(stripped).has_exif
 
 
@@ -741,7 +800,12 @@ def test_config_contradictions() -> None:
 
 
 def test_formats_and_suffixes(tmp_path: Path) -> None:
-    for name, fmt in (("a.JPG", "JPEG"), ("b.jpeg", "JPEG"), ("c.tiff", "TIFF"), ("d.webp", "WEBP")):
+    for name, fmt in (
+        ("a.JPG", "JPEG"),
+        ("b.jpeg", "JPEG"),
+        ("c.tiff", "TIFF"),
+        ("d.webp", "WEBP"),
+    ):
         save_image(blocks(), tmp_path / name)
         assert open_image_info(tmp_path / name).format == fmt
     save_image(blocks(), tmp_path / "noext", format="png")
@@ -776,7 +840,11 @@ def test_save_to_bad_destinations(tmp_path: Path) -> None:
 
 
 def test_save_rejects_non_rgb_arrays() -> None:
-    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), Image.new("RGB", (2, 2))):
+    for bad in (
+        np.zeros((4, 4), np.uint8),
+        np.zeros((4, 4, 3), np.float32),
+        Image.new("RGB", (2, 2)),
+    ):
         with pytest.raises(UnsupportedImageError):
             encode_image(bad)  # type: ignore[arg-type]
 

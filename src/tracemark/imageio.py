@@ -6,8 +6,11 @@ array). :func:`open_image_info` and :func:`read_metadata` read the header only;
 :func:`save_image` / :func:`encode_image` write images with metadata stripped by default.
 
 Formats read and written: JPEG (also MPO, the multi-picture JPEG of many cameras), PNG,
-WebP, TIFF, BMP and GIF. Files in any other format are refused with
-:class:`~tracemark.errors.UnsupportedImageError`, before any decoder for it runs.
+WebP, TIFF, BMP and GIF; no other decoder of Pillow is ever run. Other formats are
+refused with :class:`~tracemark.errors.UnsupportedImageError` when their magic number
+tells what they are (HEIC, AVIF, JPEG 2000, JPEG XL, PDF, PSD, Netpbm, ...), otherwise
+with :class:`~tracemark.errors.CorruptImageError` ("not a recognised image").
+``bytes`` are always image data, never a path.
 For animated GIF, APNG and WebP, multi-page TIFF and MPO, only the first frame is read.
 The EXIF orientation tag is applied (``ImageOps.exif_transpose``); a corrupt EXIF block
 is ignored rather than making the image unreadable. Embedded ICC profiles are *not*
@@ -461,7 +464,7 @@ def _opened(
     """Open ``source`` lazily (header only), check its size, and close it afterwards."""
     reader = _reader(source, label)
     try:
-        with _pil_errors(label, "reading the header", reader):
+        with _pil_errors(label, "reading the header", reader), _no_bomb_warning():
             im = Image.open(reader, formats=_OPEN_FORMATS)
         with im:
             _check_size(im.width, im.height, label, limit)
@@ -474,36 +477,36 @@ def _opened(
 def _pil_errors(
     label: str, stage: str, reader: _WatchedBytes | _WatchedFile | None = None
 ) -> Iterator[None]:
-    """Map what Pillow raises to typed errors; keep Pillow's bomb warning quiet."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        except TracemarkError:
-            raise
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(
-                f"{exc} (over Pillow's hard limit of 2 * PIL.Image.MAX_IMAGE_PIXELS)",
-                source=label,
-            ) from exc
-        except UnidentifiedImageError as exc:
-            raise _unidentified(reader, label, caught) from exc
-        except MemoryError as exc:
-            raise ImageTooLargeError(f"not enough memory while {stage}", source=label) from exc
-        except _DECODE_ERRORS as exc:
-            text = str(exc) or type(exc).__name__
-            lowered = text.lower()
-            if any(s in lowered for s in ("unsupported", "not supported", "not available")):
-                raise UnsupportedImageError(f"{stage}: {text}", source=label) from exc
-            raise CorruptImageError(f"{stage}: {text}", source=label) from exc
-    for w in caught:
-        if not issubclass(w.category, Image.DecompressionBombWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    """Map what Pillow raises to typed errors."""
+    try:
+        yield
+    except TracemarkError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            f"{exc} (over Pillow's hard limit of 2 * PIL.Image.MAX_IMAGE_PIXELS)", source=label
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise _unidentified(reader, label) from exc
+    except MemoryError as exc:
+        raise ImageTooLargeError(f"not enough memory while {stage}", source=label) from exc
+    except _DECODE_ERRORS as exc:
+        text = str(exc) or type(exc).__name__
+        lowered = text.lower()
+        if any(s in lowered for s in ("unsupported", "not supported", "not available")):
+            raise UnsupportedImageError(f"{stage}: {text}", source=label) from exc
+        raise CorruptImageError(f"{stage}: {text}", source=label) from exc
 
 
-def _unidentified(
-    reader: _WatchedBytes | _WatchedFile | None, label: str, caught: list[warnings.WarningMessage]
-) -> TracemarkError:
+@contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    """Silence Pillow's DecompressionBombWarning here only: our own limit decides."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _unidentified(reader: _WatchedBytes | _WatchedFile | None, label: str) -> TracemarkError:
     head = b""
     if reader is not None and not reader.closed:
         reader.seek(0)
@@ -514,9 +517,7 @@ def _unidentified(
             f"{foreign} images are not supported; supported: {', '.join(SUPPORTED_FORMATS)}",
             source=label,
         )
-    notes = "; ".join(str(w.message) for w in caught)
-    detail = f" ({notes})" if notes else ""
-    return CorruptImageError(f"not a recognised image{detail}", source=label)
+    return CorruptImageError("not a recognised image", source=label)
 
 
 def _sniff(head: bytes) -> str | None:
@@ -696,7 +697,8 @@ def _to_rgb(im: Image.Image, bg: tuple[int, int, int], label: str) -> np.ndarray
 def _info(im: Image.Image) -> ImageInfo:
     fmt = _REPORTED_FORMAT.get(im.format or "", im.format)
     has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
-    n_frames = int(getattr(im, "n_frames", 1))
+    with _no_bomb_warning():  # counting frames may check each frame's size
+        n_frames = int(getattr(im, "n_frames", 1))
     exif = im.info.get("exif")
     orientation = 1
     if isinstance(exif, bytes) and exif:

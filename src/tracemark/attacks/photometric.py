@@ -4,9 +4,9 @@
 ``ImageEnhance.Brightness/Contrast/Color/Sharpness`` (as W-Bench and Stable Signature use
 them), so numbers compare with the papers. ``hue`` follows torchvision's ``adjust_hue`` on
 float tensors: RGB -> HSV in float, hue shifted by ``shift`` of the circle (mod 1), back to
-RGB and rounded to uint8 (torchvision truncates with ``x * 255.999``; we round, which is
-never further than one grey level away). ``color_jitter`` chains those four in a given
-order, as torchvision's ``ColorJitter`` on PIL images does.
+RGB and rounded to uint8 (torchvision truncates when converting back; rounding differs by
+at most one level; torchvision's PIL path shifts a uint8 hue instead). ``color_jitter``
+chains those four in a given order, as torchvision's ``ColorJitter`` on PIL images does.
 """
 
 from __future__ import annotations
@@ -152,14 +152,11 @@ def grayscale(image: Image) -> Image:
     return cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB)
 
 
-@functools.lru_cache(maxsize=16)
 def _radius2(height: int, width: int) -> np.ndarray:
     """Squared normalized distance from the centre: 0 at the centre, 1 at the corners."""
     ys = (np.arange(height, dtype=np.float32) + 0.5) / np.float32(height / 2.0) - 1.0
     xs = (np.arange(width, dtype=np.float32) + 0.5) / np.float32(width / 2.0) - 1.0
-    r2 = (ys[:, None] ** 2 + xs[None, :] ** 2) * np.float32(0.5)
-    r2.flags.writeable = False
-    return r2
+    return (ys[:, None] ** 2 + xs[None, :] ** 2) * np.float32(0.5)
 
 
 @register_attack(

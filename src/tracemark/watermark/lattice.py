@@ -1,0 +1,338 @@
+"""The signal chain of tracemark's own watermark, "lattice" (pure functions).
+
+Design (see docs/watermark.md):
+
+* A keyed N x N tile of +-1 chips is repeated over the whole image (a lattice). A share
+  of the chips carries a known keyed synchronisation sequence; the others carry the coded
+  payload bits, each bit spread over several keyed chips.
+* The tile is rendered smoothly (periodic cubic interpolation) at ``c`` pixels per chip,
+  with ``c`` proportional to the image's short side, multiplied by a perceptual mask
+  (local activity) and added to the luma, scaled to a target PSNR.
+* Detection never needs the original: the luma residual (band-pass, locally normalised)
+  is autocorrelated; the repetition makes peaks on the lattice, whose basis vectors
+  give scale, rotation, aspect and shear. Folding the residual modulo the lattice
+  gives one noisy tile up to a cyclic shift and a symmetry of the square (rotations by
+  90 degrees and mirrors); the keyed synchronisation sequence fixes both by FFT
+  correlation. Its normalised peak is the detection statistic; the aligned chips give
+  soft payload bits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from scipy import fft as sfft
+from scipy import ndimage
+from scipy.special import ndtr
+
+F32 = npt.NDArray[np.float32]
+
+N_CHIPS = 32
+"""Chips per tile side."""
+SUB = 4
+"""Folding bins per chip (sub-chip alignment resolution)."""
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+# --- layout -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which chips carry what, and their keyed signs."""
+
+    pn: npt.NDArray[np.float32]  # (N*N,) +-1
+    sync_idx: npt.NDArray[np.intp]  # (n_sync,)
+    msg_idx: npt.NDArray[np.intp]  # (n_coded, reps)
+
+    @property
+    def n_coded(self) -> int:
+        return int(self.msg_idx.shape[0])
+
+    def tile(self, bits: npt.NDArray[np.uint8] | None) -> F32:
+        """The N x N chip values: sync chips, and message chips (0 when ``bits`` is None)."""
+        t = np.zeros(N_CHIPS * N_CHIPS, np.float32)
+        t[self.sync_idx] = self.pn[self.sync_idx]
+        if bits is not None:
+            signs = (2.0 * np.asarray(bits, np.float32) - 1.0)[:, None]
+            t[self.msg_idx] = self.pn[self.msg_idx] * signs
+        return t.reshape(N_CHIPS, N_CHIPS)
+
+
+def make_layout(pn: npt.NDArray[np.floating], perm: npt.NDArray[np.intp], n_coded: int) -> Layout:
+    """Split the chips (in keyed order ``perm``) into message chips (``reps`` per coded bit)
+    and synchronisation chips (the rest)."""
+    total = N_CHIPS * N_CHIPS
+    reps = total // (n_coded + max(1, total // (4 * n_coded)))  # leave >= ~1/5 for sync
+    reps = max(1, min(reps, (total - 128) // n_coded))
+    n_msg = n_coded * reps
+    return Layout(
+        pn=np.asarray(pn, np.float32),
+        sync_idx=np.sort(perm[n_msg:]),
+        msg_idx=perm[:n_msg].reshape(n_coded, reps),
+    )
+
+
+# --- rendering and embedding ---------------------------------------------------------------
+
+
+def render_tile(tile: F32, c: int) -> F32:
+    """Smooth periodic rendering of an N x N chip tile at ``c`` pixels per chip (cubic)."""
+    n = tile.shape[0]
+    pad = 2
+    big = np.pad(tile, pad, mode="wrap")
+    up = cv2.resize(big, ((n + 2 * pad) * c, (n + 2 * pad) * c), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(up[pad * c : pad * c + n * c, pad * c : pad * c + n * c])
+
+
+def chip_size(height: int, width: int) -> int:
+    """Pixels per chip for an image: the tile spans about a quarter of the short side."""
+    return max(2, int(round(min(height, width) / (4.4 * N_CHIPS))))
+
+
+def luma(image: npt.NDArray[np.uint8]) -> F32:
+    return (image.astype(np.float32) @ LUMA).astype(np.float32)
+
+
+def activity_mask(y: F32, c: int) -> F32:
+    """Perceptual mask: more strength where the local contrast hides it, mean 1."""
+    k = 2 * c + 1
+    mu = cv2.blur(y, (k, k))
+    var = np.maximum(cv2.blur(y * y, (k, k)) - mu * mu, 0.0)
+    m = np.sqrt(var) + 4.0
+    m = cv2.blur(m, (k, k))
+    m /= float(m.mean())
+    return np.clip(m, 0.35, 2.5).astype(np.float32)
+
+
+def embed_delta(y: F32, tile: F32, c: int, mse: float) -> F32:
+    """The luma change that carries ``tile``: rendered, tiled, masked, scaled to ``mse``."""
+    h, w = y.shape
+    pattern = render_tile(tile, c)
+    t = pattern.shape[0]
+    full = np.tile(pattern, (-(-h // t), -(-w // t)))[:h, :w]
+    d = activity_mask(y, c) * full
+    power = float(np.mean(d * d))
+    return (d * math.sqrt(mse / power)).astype(np.float32) if power > 0 else d
+
+
+# --- detection ---------------------------------------------------------------------
+
+
+WORK_SIDE = 512
+
+
+def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
+    """Luma at the working resolution (short side <= ~1.15 * WORK_SIDE) and the scale used."""
+    y = luma(image)
+    short = min(y.shape)
+    if short > int(WORK_SIDE * 1.15):
+        f = WORK_SIDE / short
+        y = cv2.resize(y, (max(1, round(y.shape[1] * f)), max(1, round(y.shape[0] * f))),
+                       interpolation=cv2.INTER_AREA)
+        return y, f
+    return y, 1.0
+
+
+def residual(y: F32) -> F32:
+    """Band-pass luma residual, locally normalised to unit variance and clipped."""
+    r = cv2.GaussianBlur(y, (0, 0), 0.7) - cv2.GaussianBlur(y, (0, 0), 3.0)
+    s = np.sqrt(np.maximum(cv2.blur(r * r, (17, 17)), 0.0)) + 0.5
+    r = np.clip(r / s, -3.0, 3.0)
+    return (r - r.mean()).astype(np.float32)
+
+
+def autocorrelation(r: F32) -> F32:
+    """Linear autocorrelation (zero-padded), spectrally whitened, normalised by overlap; centred."""
+    h, w = r.shape
+    fh, fw = sfft.next_fast_len(2 * h, real=True), sfft.next_fast_len(2 * w, real=True)
+    spec = sfft.rfft2(r, (fh, fw), workers=1)
+    p = np.abs(spec) ** 2
+    p = p / (ndimage.uniform_filter(p, 9, mode="wrap") + 1e-6)
+    a = sfft.irfft2(p, (fh, fw), workers=1)
+    ones = sfft.rfft2(np.ones_like(r), (fh, fw), workers=1)
+    cnt = sfft.irfft2(np.abs(ones) ** 2, (fh, fw), workers=1)
+    a = np.where(cnt > 0.25 * h * w, a / np.maximum(cnt, 1.0), 0.0)
+    a = np.fft.fftshift(a)
+    return a.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Lattice:
+    basis: npt.NDArray[np.float64]  # 2x2, columns are lattice vectors (x, y) in working pixels
+    score: float
+
+
+def _peak_value(a: F32, cy: int, cx: int, v: npt.NDArray[np.float64]) -> float:
+    x, y = int(round(cx + v[0])), int(round(cy + v[1]))
+    if not (1 <= y < a.shape[0] - 1 and 1 <= x < a.shape[1] - 1):
+        return 0.0
+    return float(a[y - 1 : y + 2, x - 1 : x + 2].max())
+
+
+def _subpixel_peak(a: F32, cy: int, cx: int, v: npt.NDArray[np.float64], rad: int = 3) -> tuple[npt.NDArray[np.float64], float] | None:
+    x0, y0 = int(round(cx + v[0])), int(round(cy + v[1]))
+    if not (rad + 1 <= y0 < a.shape[0] - rad - 1 and rad + 1 <= x0 < a.shape[1] - rad - 1):
+        return None
+    win = a[y0 - rad : y0 + rad + 1, x0 - rad : x0 + rad + 1]
+    iy, ix = np.unravel_index(int(np.argmax(win)), win.shape)
+    py, px = y0 - rad + iy, x0 - rad + ix
+    val = float(a[py, px])
+
+    def quad(m1: float, m0: float, p1: float) -> float:
+        den = m1 - 2 * m0 + p1
+        return 0.0 if den >= 0 else 0.5 * (m1 - p1) / den
+
+    dx = quad(float(a[py, px - 1]), val, float(a[py, px + 1]))
+    dy = quad(float(a[py - 1, px]), val, float(a[py + 1, px]))
+    return np.array([px + dx - cx, py + dy - cy]), val
+
+
+def find_lattices(r: F32, *, top: int = 3, max_peaks: int = 24) -> list[Lattice]:
+    """Candidate lattice bases from autocorrelation peaks, best first."""
+    a = autocorrelation(r)
+    h, w = r.shape
+    cy, cx = a.shape[0] // 2, a.shape[1] // 2
+    rmin = 20.0
+    rmax = 0.62 * min(h, w)
+    if rmax <= rmin:
+        return []
+    yy, xx = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
+    dy, dx = yy - cy, xx - cx
+    rad = np.hypot(dx, dy)
+    half = (dy > 0) | ((dy == 0) & (dx > 0))
+    region = (rad >= rmin) & (rad <= rmax) & half
+    local_max = a == ndimage.maximum_filter(a, size=5)
+    cand = np.flatnonzero((region & local_max & (a > 0)).ravel())
+    if cand.size < 2:
+        return []
+    vals = a.ravel()[cand]
+    order = np.argsort(vals)[::-1][:max_peaks]
+    pts = np.stack([dx.ravel()[cand[order]], dy.ravel()[cand[order]]], 1).astype(np.float64)
+    noise = float(np.std(a[region])) + 1e-9
+    found: list[Lattice] = []
+    for i in range(len(pts)):
+        for j in range(i + 1, len(pts)):
+            p, q = pts[i], pts[j]
+            lp, lq = np.hypot(*p), np.hypot(*q)
+            if not (0.7 < lp / lq < 1.43):
+                continue
+            cos = abs(float(p @ q)) / (lp * lq)
+            if cos > 0.4:
+                continue
+            s = sum(_peak_value(a, cy, cx, v) for v in (p, q, p + q, p - q))
+            # a lattice of half the period would also put peaks at half vectors: prefer the shortest
+            found.append(Lattice(np.stack([p, q], 1), s / noise))
+    found.sort(key=lambda l: -l.score)
+    out: list[Lattice] = []
+    for lat in found:
+        if any(_same_lattice(lat.basis, o.basis) for o in out):
+            continue
+        out.append(Lattice(_refine(a, cy, cx, lat.basis), lat.score))
+        if len(out) == top:
+            break
+    return out
+
+
+def _same_lattice(b1: npt.NDArray[np.float64], b2: npt.NDArray[np.float64]) -> bool:
+    m = np.linalg.solve(b2, b1)
+    return bool(np.all(np.abs(m - np.round(m)) < 0.1) and abs(abs(np.linalg.det(np.round(m))) - 1) < 0.5)
+
+
+def _refine(a: F32, cy: int, cx: int, basis: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Least-squares fit of the basis to sub-pixel peaks at small lattice combinations."""
+    src, dst = [], []
+    for m in range(-3, 4):
+        for n in range(-3, 4):
+            if (m, n) == (0, 0):
+                continue
+            v = basis @ np.array([m, n], np.float64)
+            got = _subpixel_peak(a, cy, cx, v)
+            if got is None:
+                continue
+            pos, val = got
+            if val <= 0 or np.hypot(*(pos - v)) > 2.5:
+                continue
+            src.append((m, n))
+            dst.append(pos)
+    if len(src) < 3:
+        return basis
+    s, d = np.array(src, np.float64), np.array(dst, np.float64)
+    sol, *_ = np.linalg.lstsq(s, d, rcond=None)  # d = s @ sol -> basis = sol.T
+    return sol.T
+
+
+def fold(r: F32, basis: npt.NDArray[np.float64], bins: int = N_CHIPS * SUB) -> F32:
+    """Average the residual modulo the lattice into a bins x bins tile (zero-mean)."""
+    h, w = r.shape
+    inv = np.linalg.inv(basis)
+    xs = np.arange(w, dtype=np.float64)
+    ys = np.arange(h, dtype=np.float64)
+    u = inv[0, 0] * xs[None, :] + inv[0, 1] * ys[:, None]
+    v = inv[1, 0] * xs[None, :] + inv[1, 1] * ys[:, None]
+    iu = (np.floor((u - np.floor(u)) * bins).astype(np.int64)) % bins
+    iv = (np.floor((v - np.floor(v)) * bins).astype(np.int64)) % bins
+    idx = (iv * bins + iu).ravel()
+    acc = np.bincount(idx, weights=r.ravel().astype(np.float64), minlength=bins * bins)
+    cnt = np.bincount(idx, minlength=bins * bins)
+    t = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0.0)
+    t = t - t[cnt > 0].mean() if np.any(cnt > 0) else t
+    return t.reshape(bins, bins).astype(np.float32)
+
+
+def dihedral(t: F32, k: int) -> F32:
+    """The k-th of the 8 symmetries of the square (k in 0..7)."""
+    out = np.rot90(t, k % 4)
+    return np.ascontiguousarray(out.T if k >= 4 else out)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    z: float
+    sym: int
+    shift: tuple[int, int]
+    aligned: F32
+
+
+def align(folded: F32, sync_ref: F32) -> Alignment:
+    """Best symmetry and cyclic shift of the folded tile against the rendered sync tile."""
+    ref = sfft.rfft2(sync_ref - sync_ref.mean(), workers=1)
+    best: Alignment | None = None
+    all_c = []
+    for k in range(8):
+        d = dihedral(folded, k)
+        c = sfft.irfft2(sfft.rfft2(d, workers=1) * np.conj(ref), d.shape, workers=1)
+        all_c.append(c)
+    stack = np.stack(all_c)
+    mu, sd = float(stack.mean()), float(stack.std()) + 1e-12
+    k, sy, sx = np.unravel_index(int(np.argmax(stack)), stack.shape)
+    z = (float(stack[k, sy, sx]) - mu) / sd
+    aligned = np.roll(dihedral(folded, int(k)), (-int(sy), -int(sx)), axis=(0, 1))
+    best = Alignment(z=z, sym=int(k), shift=(int(sy), int(sx)), aligned=aligned)
+    return best
+
+
+def chip_values(aligned: F32) -> npt.NDArray[np.float64]:
+    """Per-chip sums of the aligned folded tile (N*N,), row-major like the layout."""
+    n = aligned.shape[0] // SUB
+    return aligned.reshape(n, SUB, n, SUB).sum(axis=(1, 3)).ravel().astype(np.float64)
+
+
+def soft_bits(chips: npt.NDArray[np.float64], layout: Layout) -> npt.NDArray[np.float64]:
+    """Soft payload bits (positive = 1), normalised by the sync chips' noise level."""
+    s = (chips[layout.msg_idx] * layout.pn[layout.msg_idx]).sum(axis=1)
+    sync = chips[layout.sync_idx] * layout.pn[layout.sync_idx]
+    gain = max(float(sync.mean()), 1e-9)
+    noise = float(np.std(sync - sync.mean())) + 1e-9
+    reps = layout.msg_idx.shape[1]
+    # in units of the per-bit noise std, signed by the estimated gain
+    return s / (noise * math.sqrt(reps)) * np.sign(gain)
+
+
+def z_to_p(z: float, trials: float) -> float:
+    """Bonferroni p-value of a maximum of ``trials`` standard-normal statistics."""
+    return float(min(1.0, trials * float(ndtr(-z))))
