@@ -120,12 +120,8 @@ def _compose_draw_is_wired() -> bool:
     return drawn["steps"] == []
 
 
-@pytest.mark.skipif(
-    not _compose_draw_is_wired(),
-    reason="AttackSpec.draw has no per-attack resolve hook yet, so compose's draw cannot call "
-    "draw_compose (tested directly above)",
-)
 def test_spec_draw_uses_draw_compose() -> None:
+    assert _compose_draw_is_wired()
     config = {"steps": [{"attack": "jpeg", "params": {"quality": {"randint": [0, 100]}}, "p": 0.7}]}
     for seed in range(5):
         rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)

@@ -235,8 +235,9 @@ class AttackSpec:
     """True for attacks allowed to exceed the 10 ms budget on 512x512 (stated in docs)."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     resolver: ResolveFn | None = None
-    """Optional hook replacing the generic draw: ``resolver(rng, config, context) -> params``.
-    Used by composite attacks whose configuration nests other attacks' configurations."""
+    """Optional hook run first by :meth:`draw`: ``resolver(rng, config, context) -> config``.
+    Used by composite attacks whose configuration nests other attacks' configurations;
+    parameters it leaves out are then drawn as usual."""
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -292,7 +293,7 @@ class AttackSpec:
                 f"{self.name}: unknown parameter(s) {sorted(unknown)}; expected some of {list(self.param_names)}"
             )
         if self.resolver is not None:
-            return self.validate(self.resolver(rng, config, ctx))
+            config = dict(self.resolver(rng, config, ctx))
         resolved: dict[str, Any] = {}
         for p in self.params:
             if p.name in config:

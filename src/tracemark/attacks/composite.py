@@ -177,6 +177,7 @@ _STEPS_DOC = "list of {attack, params}; when drawing, each may carry p (probabil
     params=[Param("steps", list, random=True, draw=_draw_empty, doc=_STEPS_DOC)],
     strength=_steps_strength,
     identity={"steps": []},
+    resolver=draw_compose,
 )
 def compose(image: Image, *, steps: Sequence[Mapping[str, Any]] = ()) -> Image:
     """Apply ``steps`` (``{"attack": name, "params": {...}}``) in order through the registry."""
@@ -273,6 +274,7 @@ def _draw_disc21(
     ],
     strength=_steps_strength,
     slow=True,
+    resolver=draw_compose,
 )
 def disc21_augment(image: Image, *, steps: Sequence[Mapping[str, Any]] = ()) -> Image:
     """Apply a drawn DISC21/SSCD-like stack of attacks (replay: pass the recorded ``steps``)."""
