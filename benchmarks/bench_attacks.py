@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     result = run_attack_speed(image_path=args.image, size=args.size, repeats=args.repeats)
     result["image"] = str(args.image.relative_to(ROOT.parent)) if args.image.is_relative_to(ROOT.parent) else str(args.image)

@@ -259,7 +259,7 @@ def bench_group() -> None:
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Image to attack (resized to --size); default: a synthetic photo-like image.")
 @click.option("--size", type=int, default=512, show_default=True)
-@click.option("--repeats", type=int, default=20, show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True)
 @click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results as JSON here.")
 def bench_attacks(image_path: Path | None, size: int, repeats: int, out_json: Path | None) -> None:

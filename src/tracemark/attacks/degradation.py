@@ -82,7 +82,6 @@ def _ratio_size(height: int, width: int, area: float, ratio: float) -> tuple[int
     Family.DEGRADATION,
     params=[Param("quality", int, low=0, high=100, doc="PIL JPEG quality")],
     strength=lambda p: (100 - p["quality"]) / 100,
-    slow=True,
 )
 def jpeg(image: Image, *, quality: int = 75) -> Image:
     """JPEG-compress at ``quality`` with PIL (libjpeg, 4:2:0 chroma subsampling) and decode."""
@@ -94,6 +93,7 @@ def jpeg(image: Image, *, quality: int = 75) -> Image:
     Family.DEGRADATION,
     params=[Param("quality", int, low=0, high=100, doc="PIL WebP quality (lossy)")],
     strength=lambda p: (100 - p["quality"]) / 100,
+    slow=True,
 )
 def webp(image: Image, *, quality: int = 75) -> Image:
     """Lossy WebP-compress at ``quality`` with PIL (libwebp defaults, method 4) and decode.
