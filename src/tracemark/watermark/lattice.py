@@ -227,7 +227,7 @@ def find_lattices(r: F32, *, top: int = 3, max_peaks: int = 24) -> list[Lattice]
             s = sum(_peak_value(a, cy, cx, v) for v in (p, q, p + q, p - q))
             # a lattice of half the period would also put peaks at half vectors: prefer the shortest
             found.append(Lattice(np.stack([p, q], 1), s / noise))
-    found.sort(key=lambda l: -l.score)
+    found.sort(key=lambda lat: -lat.score)
     out: list[Lattice] = []
     for lat in found:
         if any(_same_lattice(lat.basis, o.basis) for o in out):
