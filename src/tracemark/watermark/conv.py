@@ -62,7 +62,9 @@ class ConvCode:
             state = (int(bit) << (self.k - 2)) | (state >> 1)
         return coded.ravel()
 
-    def decode(self, soft: npt.NDArray[np.floating], n_info: int) -> tuple[npt.NDArray[np.uint8], float]:
+    def decode(
+        self, soft: npt.NDArray[np.floating], n_info: int
+    ) -> tuple[npt.NDArray[np.uint8], float]:
         """Maximum-likelihood info bits from soft values (positive = 1) and the path metric
         (correlation of the chosen codeword with ``soft``)."""
         r = self.rate_inverse

@@ -132,16 +132,26 @@ def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
     short = min(y.shape)
     if short > int(WORK_SIDE * 1.15):
         f = WORK_SIDE / short
-        y = cv2.resize(y, (max(1, round(y.shape[1] * f)), max(1, round(y.shape[0] * f))),
-                       interpolation=cv2.INTER_AREA)
+        y = cv2.resize(
+            y,
+            (max(1, round(y.shape[1] * f)), max(1, round(y.shape[0] * f))),
+            interpolation=cv2.INTER_AREA,
+        )
         return y, f
     return y, 1.0
 
 
-def residual(y: F32) -> F32:
-    """Band-pass luma residual, locally normalised to unit variance and clipped."""
-    r = cv2.GaussianBlur(y, (0, 0), 0.7) - cv2.GaussianBlur(y, (0, 0), 3.0)
-    s = np.sqrt(np.maximum(cv2.blur(r * r, (17, 17)), 0.0)) + 0.5
+NOMINAL_CHIP = 4.0
+"""Chip size (working pixels) the default residual filter is tuned for."""
+
+
+def residual(y: F32, chip: float = NOMINAL_CHIP) -> F32:
+    """Band-pass luma residual tuned to ``chip`` px chips, locally normalised, clipped."""
+    s1, s2 = 0.175 * chip, 0.75 * chip
+    lo = cv2.GaussianBlur(y, (0, 0), s1) if s1 >= 0.3 else y
+    r = lo - cv2.GaussianBlur(y, (0, 0), max(s2, 0.6))
+    win = max(9, int(round(4.25 * chip)) | 1)
+    s = np.sqrt(np.maximum(cv2.blur(r * r, (win, win)), 0.0)) + 0.5
     r = np.clip(r / s, -3.0, 3.0)
     return (r - r.mean()).astype(np.float32)
 
@@ -174,7 +184,9 @@ def _peak_value(a: F32, cy: int, cx: int, v: npt.NDArray[np.float64]) -> float:
     return float(a[y - 1 : y + 2, x - 1 : x + 2].max())
 
 
-def _subpixel_peak(a: F32, cy: int, cx: int, v: npt.NDArray[np.float64], rad: int = 3) -> tuple[npt.NDArray[np.float64], float] | None:
+def _subpixel_peak(
+    a: F32, cy: int, cx: int, v: npt.NDArray[np.float64], rad: int = 3
+) -> tuple[npt.NDArray[np.float64], float] | None:
     x0, y0 = int(round(cx + v[0])), int(round(cy + v[1]))
     if not (rad + 1 <= y0 < a.shape[0] - rad - 1 and rad + 1 <= x0 < a.shape[1] - rad - 1):
         return None
@@ -214,33 +226,99 @@ def find_lattices(r: F32, *, top: int = 3, max_peaks: int = 24) -> list[Lattice]
     order = np.argsort(vals)[::-1][:max_peaks]
     pts = np.stack([dx.ravel()[cand[order]], dy.ravel()[cand[order]]], 1).astype(np.float64)
     noise = float(np.std(a[region])) + 1e-9
+    amax = ndimage.maximum_filter(a, size=3)
     found: list[Lattice] = []
+    seen: list[npt.NDArray[np.float64]] = []
     for i in range(len(pts)):
         for j in range(i + 1, len(pts)):
-            p, q = pts[i], pts[j]
+            b = _gauss_reduce(pts[i], pts[j])
+            if b is None:
+                continue
+            p, q = b[:, 0], b[:, 1]
             lp, lq = np.hypot(*p), np.hypot(*q)
-            if not (0.7 < lp / lq < 1.43):
+            if lp < rmin or not (0.7 < lp / lq < 1.43):
                 continue
-            cos = abs(float(p @ q)) / (lp * lq)
-            if cos > 0.4:
+            if abs(float(p @ q)) / (lp * lq) > 0.4:
                 continue
-            s = sum(_peak_value(a, cy, cx, v) for v in (p, q, p + q, p - q))
-            # a lattice of half the period would also put peaks at half vectors: prefer the shortest
-            found.append(Lattice(np.stack([p, q], 1), s / noise))
+            if any(_same_lattice(b, o) for o in seen):
+                continue
+            seen.append(b)
+            found.append(Lattice(b, _lattice_score(amax, cy, cx, b, rmax, noise)))
     found.sort(key=lambda lat: -lat.score)
     out: list[Lattice] = []
     for lat in found:
         if any(_same_lattice(lat.basis, o.basis) for o in out):
             continue
-        out.append(Lattice(_refine(a, cy, cx, lat.basis), lat.score))
+        out.append(Lattice(_refine(a, cy, cx, _reduce(a, cy, cx, lat.basis, rmin, noise)), lat.score))
         if len(out) == top:
             break
     return out
 
 
+def _gauss_reduce(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+    """Lagrange-Gauss reduction of a 2-D lattice basis (shortest, nearly orthogonal)."""
+    if abs(p[0] * q[1] - p[1] * q[0]) < 1.0:
+        return None
+    u, v = p.copy(), q.copy()
+    if u @ u > v @ v:
+        u, v = v, u
+    for _ in range(20):
+        mu = round(float(u @ v) / float(u @ u))
+        v = v - mu * u
+        if v @ v >= u @ u:
+            break
+        u, v = v, u
+    return np.stack([u, v], 1)
+
+
+def _lattice_score(
+    amax: F32, cy: int, cx: int, basis: npt.NDArray[np.float64], radius: float, noise: float
+) -> float:
+    """Sum over lattice points within ``radius`` of (peak - 2 noise), capped: a lattice whose
+    every point is a peak beats its sub-lattices (fewer points) and finer false lattices
+    (points without peaks count negative)."""
+    inv_len = 1.0 / min(np.hypot(*basis[:, 0]), np.hypot(*basis[:, 1]))
+    m_max = int(radius * inv_len) + 1
+    m, n = np.meshgrid(np.arange(-m_max, m_max + 1), np.arange(-m_max, m_max + 1))
+    pts = basis @ np.stack([m.ravel(), n.ravel()]).astype(np.float64)
+    dist = np.hypot(*pts)
+    keep = (dist > 1e-6) & (dist <= radius)
+    x = np.rint(cx + pts[0, keep]).astype(int)
+    y = np.rint(cy + pts[1, keep]).astype(int)
+    ok = (x >= 0) & (x < amax.shape[1]) & (y >= 0) & (y < amax.shape[0])
+    vals = amax[y[ok], x[ok]] / noise
+    return float(np.sum(np.minimum(vals, 12.0) - 2.0))
+
+
+def _reduce(
+    a: F32, cy: int, cx: int, basis: npt.NDArray[np.float64], rmin: float, noise: float
+) -> npt.NDArray[np.float64]:
+    """Halve basis vectors while the half-vectors are lattice peaks too (a found lattice may
+    be a sub-lattice of the embedded one: every multiple of a period is a period)."""
+    b = basis.copy()
+    for _ in range(3):
+        changed = False
+        for j in range(2):
+            half = b[:, j] / 2
+            if np.hypot(*half) < rmin:
+                continue
+            full_v = _peak_value(a, cy, cx, b[:, j])
+            half_v = _peak_value(a, cy, cx, half)
+            if half_v > 3 * noise and half_v > 0.35 * full_v:
+                b[:, j] = half
+                changed = True
+        if not changed:
+            break
+    return b
+
+
 def _same_lattice(b1: npt.NDArray[np.float64], b2: npt.NDArray[np.float64]) -> bool:
+    if abs(np.linalg.det(b2)) < 1e-6:
+        return False
     m = np.linalg.solve(b2, b1)
-    return bool(np.all(np.abs(m - np.round(m)) < 0.1) and abs(abs(np.linalg.det(np.round(m))) - 1) < 0.5)
+    return bool(
+        np.all(np.abs(m - np.round(m)) < 0.1) and abs(abs(np.linalg.det(np.round(m))) - 1) < 0.5
+    )
 
 
 def _refine(a: F32, cy: int, cx: int, basis: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -263,7 +341,15 @@ def _refine(a: F32, cy: int, cx: int, basis: npt.NDArray[np.float64]) -> npt.NDA
         return basis
     s, d = np.array(src, np.float64), np.array(dst, np.float64)
     sol, *_ = np.linalg.lstsq(s, d, rcond=None)  # d = s @ sol -> basis = sol.T
-    return sol.T
+    refined = sol.T
+    drift = np.hypot(*(refined - basis)) / np.hypot(*basis)
+    if (
+        not np.all(np.isfinite(refined))
+        or np.any(drift > 0.15)
+        or abs(np.linalg.det(refined)) < 1.0
+    ):
+        return basis
+    return refined
 
 
 def fold(r: F32, basis: npt.NDArray[np.float64], bins: int = N_CHIPS * SUB) -> F32:

@@ -139,7 +139,7 @@ class _Field:
     exp_array: npt.NDArray[np.int64]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field(m: int) -> _Field:
     n = (1 << m) - 1
     poly = _PRIMITIVE_POLYS[m]
@@ -468,7 +468,7 @@ class PayloadCodec:
         return self._bch
 
     @property
-    def payload_bytes(self) -> int:
+    def payload_nbytes(self) -> int:
         """Length of :attr:`PayloadDecode.payload_bytes`: ``ceil(payload_bits / 8)``."""
         return -(-self.payload_bits // 8)
 
@@ -485,10 +485,10 @@ class PayloadCodec:
             return _int_to_bits(value, cap)
         if isinstance(payload, bytes | bytearray):
             value = int.from_bytes(payload, "big")
-            if len(payload) > self.payload_bytes or value >= 1 << cap:
+            if len(payload) > self.payload_nbytes or value >= 1 << cap:
                 raise PayloadError(
                     f"payload of {len(payload)} bytes does not fit; {capacity} "
-                    f"({self.payload_bytes} bytes, big-endian, zero bits on the left)"
+                    f"({self.payload_nbytes} bytes, big-endian, zero bits on the left)"
                 )
             return _int_to_bits(value, cap)
         if isinstance(payload, list | tuple | np.ndarray):
@@ -593,7 +593,7 @@ class PayloadCodec:
         return PayloadDecode(
             payload_bits=payload,
             payload_int=value,
-            payload_bytes=value.to_bytes(self.payload_bytes, "big"),
+            payload_bytes=value.to_bytes(self.payload_nbytes, "big"),
             crc_ok=True,
             corrected=int(np.count_nonzero(hard != best)),
             candidates_tried=tried,

@@ -1,0 +1,31 @@
+"""Invisible watermarks: one interface, a registry, tracemark's own method and peer adapters.
+
+>>> from tracemark import watermark
+>>> wm = watermark.get_method("lattice")
+>>> marked = wm.embed(image, payload=0xC0FFEE, key="my secret passphrase")
+>>> result = wm.detect(marked, key="my secret passphrase")
+>>> result.present, result.payload_int, result.p_value
+"""
+
+from tracemark.watermark import ours  # noqa: F401  (registers "lattice")
+from tracemark.watermark.base import (
+    DEFAULT_ALPHA,
+    Detection,
+    WatermarkMethod,
+    bits_to_bytes,
+    get_method,
+    list_methods,
+    payload_to_bits,
+    register_method,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "Detection",
+    "WatermarkMethod",
+    "bits_to_bytes",
+    "get_method",
+    "list_methods",
+    "payload_to_bits",
+    "register_method",
+]

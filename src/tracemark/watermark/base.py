@@ -1,0 +1,244 @@
+"""The watermark interface: one small base class, a result type, and a registry.
+
+A method implements ``_embed`` and ``_detect`` on RGB uint8 arrays; the base does the
+plumbing: input conversion (anything :func:`tracemark.imageio.load_image` accepts),
+size checks, payload conversion to bits, key checks, and turning "no watermark" into a
+normal result rather than an exception.
+
+Input policy (documented behaviour): every input is converted to RGB uint8 by the one
+loader; grayscale inputs are replicated to three channels and alpha is composited over
+white, so ``embed`` returns an RGB image. Images below ``min_size`` on their short side
+raise :class:`~tracemark.errors.ImageTooSmallError` in ``embed``; ``detect`` returns
+``present=False`` for them (a crop too small to carry the mark is "not found").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from tracemark.errors import (
+    ConfigError,
+    ImageTooSmallError,
+    PayloadError,
+    UnknownMethodError,
+    WatermarkKeyError,
+)
+
+__all__ = [
+    "Detection",
+    "WatermarkMethod",
+    "register_method",
+    "get_method",
+    "list_methods",
+    "payload_to_bits",
+    "bits_to_bytes",
+    "DEFAULT_ALPHA",
+]
+
+Bits = npt.NDArray[np.uint8]
+
+DEFAULT_ALPHA = 1e-4
+"""Default false-positive rate for ``present``: a clean image is called marked with
+probability at most this (for methods with a calibrated p-value)."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What a detector found.
+
+    ``p_value`` is the probability that an unmarked image (or one marked with another
+    key) scores at least ``score``; ``None`` for methods without a calibrated detector
+    (the peers). ``payload`` is the decoded payload as bytes (big-endian, the method's
+    capacity rounded up to whole bytes) when it could be read and verified, else None.
+    """
+
+    present: bool
+    payload: bytes | None
+    score: float
+    p_value: float | None
+    bits: Bits | None = None
+    """Raw decoded payload bits (also for peers, which have no verification)."""
+    bit_errors: int | None = None
+    """Coded-bit errors corrected by the error-correcting code, when known."""
+    method: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def payload_int(self) -> int | None:
+        return None if self.payload is None else int.from_bytes(self.payload, "big")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "present": self.present,
+            "payload": None if self.payload is None else self.payload.hex(),
+            "score": self.score,
+            "p_value": self.p_value,
+            "bit_errors": self.bit_errors,
+            "method": self.method,
+            "details": self.details,
+        }
+
+
+def payload_to_bits(payload: Any, n_bits: int) -> Bits:
+    """Payload (bytes, int, or a 0/1 sequence) to exactly ``n_bits`` bits, big-endian.
+
+    Shorter payloads are left-padded with zeros; longer ones raise :class:`PayloadError`.
+    """
+    if isinstance(payload, bool):
+        raise PayloadError("payload must be bytes, an int or a bit sequence; got bool")
+    if isinstance(payload, bytes | bytearray | memoryview):
+        data = bytes(payload)
+        if len(data) * 8 > n_bits and any(data[: len(data) - (n_bits + 7) // 8]):
+            raise PayloadError(
+                f"payload of {len(data)} bytes exceeds the capacity of {n_bits} bits"
+            )
+        bits = np.unpackbits(np.frombuffer(data, np.uint8)) if data else np.zeros(0, np.uint8)
+        if bits.size > n_bits:
+            if np.any(bits[: bits.size - n_bits]):
+                raise PayloadError(
+                    f"payload of {len(data)} bytes exceeds the capacity of {n_bits} bits"
+                )
+            bits = bits[bits.size - n_bits :]
+    elif isinstance(payload, int | np.integer):
+        v = int(payload)
+        if v < 0 or v >= 1 << n_bits:
+            raise PayloadError(f"payload integer must be in [0, 2**{n_bits}); got {v}")
+        bits = np.array([(v >> (n_bits - 1 - i)) & 1 for i in range(n_bits)], np.uint8)
+    elif isinstance(payload, list | tuple | np.ndarray):
+        arr = np.asarray(payload)
+        if arr.ndim != 1 or (arr.size and not np.isin(arr, [0, 1]).all()):
+            raise PayloadError("a bit payload must be a 1-D sequence of 0 and 1")
+        if arr.size > n_bits:
+            raise PayloadError(f"payload of {arr.size} bits exceeds the capacity of {n_bits} bits")
+        bits = arr.astype(np.uint8)
+    else:
+        raise PayloadError(
+            f"payload must be bytes, an int or a bit sequence; got {type(payload).__name__}"
+        )
+    out = np.zeros(n_bits, np.uint8)
+    if bits.size:
+        out[n_bits - bits.size :] = bits
+    return out
+
+
+def bits_to_bytes(bits: Bits) -> bytes:
+    n = bits.size
+    pad = (-n) % 8
+    return np.packbits(np.concatenate([np.zeros(pad, np.uint8), bits.astype(np.uint8)])).tobytes()
+
+
+class WatermarkMethod(ABC):
+    """Base of every watermarking method (ours and the peers' adapters)."""
+
+    name: ClassVar[str]
+    payload_bits: ClassVar[int]
+    """Capacity in bits."""
+    keyed: ClassVar[bool] = True
+    """Whether the method takes a secret key (the peers do not)."""
+    calibrated: ClassVar[bool] = False
+    """Whether ``detect`` returns a calibrated p-value."""
+    min_size: ClassVar[int] = 64
+    """Smallest short side ``embed`` accepts."""
+    extra: ClassVar[str | None] = None
+    """The pip extra a method needs, if any."""
+
+    # --- public API -----------------------------------------------------------------------
+
+    def embed(self, image: Any, payload: Any, key: Any = None) -> npt.NDArray[np.uint8]:
+        """Return a marked copy of ``image`` (RGB uint8) carrying ``payload``."""
+        img = self._load(image)
+        if min(img.shape[:2]) < self.min_size:
+            raise ImageTooSmallError(
+                f"{self.name} needs a short side of at least {self.min_size} px; got {img.shape[1]}x{img.shape[0]}"
+            )
+        bits = payload_to_bits(payload, self.payload_bits)
+        return self._embed(img, bits, self._check_key(key))
+
+    def detect(self, image: Any, key: Any = None, *, alpha: float = DEFAULT_ALPHA) -> Detection:
+        """Look for the mark; an unmarked image gives ``present=False``, not an exception."""
+        if not 0 < alpha < 1:
+            raise ConfigError(f"alpha must be in (0, 1); got {alpha}")
+        img = self._load(image)
+        k = self._check_key(key)
+        if min(img.shape[:2]) < 16:
+            return Detection(
+                False,
+                None,
+                0.0,
+                1.0 if self.calibrated else None,
+                method=self.name,
+                details={"reason": "image too small"},
+            )
+        return self._detect(img, k, alpha)
+
+    # --- hooks --------------------------------------------------------------------------
+
+    @abstractmethod
+    def _embed(
+        self, image: npt.NDArray[np.uint8], bits: Bits, key: Any
+    ) -> npt.NDArray[np.uint8]: ...
+
+    @abstractmethod
+    def _detect(self, image: npt.NDArray[np.uint8], key: Any, alpha: float) -> Detection: ...
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _load(image: Any) -> npt.NDArray[np.uint8]:
+        from tracemark.imageio import load_image
+
+        return load_image(image)
+
+    def _check_key(self, key: Any) -> Any:
+        if not self.keyed:
+            if key is not None:
+                from tracemark.watermark.keys import as_key
+
+                as_key(key)  # a malformed key is still an error, even if unused
+            return None
+        if key is None:
+            raise WatermarkKeyError(f"{self.name} needs a key (bytes of >= 16, or a passphrase)")
+        from tracemark.watermark.keys import as_key
+
+        return as_key(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, payload_bits={self.payload_bits})"
+
+
+_METHODS: dict[str, Callable[..., WatermarkMethod]] = {}
+
+
+def register_method(name: str) -> Callable[[type[WatermarkMethod]], type[WatermarkMethod]]:
+    """Class decorator registering a method factory under ``name``."""
+
+    def deco(cls: type[WatermarkMethod]) -> type[WatermarkMethod]:
+        if name in _METHODS:
+            raise ConfigError(f"watermark method {name!r} is already registered")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str, **config: Any) -> WatermarkMethod:
+    """An instance of the method registered as ``name`` (a missing extra raises
+    :class:`~tracemark.errors.MissingExtraError` naming it)."""
+    try:
+        factory = _METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"unknown watermark method {name!r}; known: {', '.join(sorted(_METHODS))}"
+        ) from None
+    return factory(**config)
+
+
+def list_methods() -> list[str]:
+    return sorted(_METHODS)
