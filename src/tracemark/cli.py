@@ -273,5 +273,9 @@ def bench_attacks(image_path: Path | None, size: int, repeats: int, out_json: Pa
     click.echo(format_markdown(result))
 
 
+from tracemark.watermark.cli import watermark_group  # noqa: E402
+
+main.add_command(watermark_group)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

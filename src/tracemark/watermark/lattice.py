@@ -141,6 +141,8 @@ def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
     return y, 1.0
 
 
+NOTCH = True
+SCORE_FLOOR = 3.0
 NOMINAL_CHIP = 4.0
 """Chip size (working pixels) the default residual filter is tuned for."""
 
@@ -163,6 +165,18 @@ def autocorrelation(r: F32) -> F32:
     spec = sfft.rfft2(r, (fh, fw), workers=1)
     p = np.abs(spec) ** 2
     p = p / (ndimage.uniform_filter(p, 9, mode="wrap") + 1e-6)
+    # notch the 8x8 block grid of JPEG/WebP coding (lines at multiples of 1/8 cycle/px),
+    # whose periods (8, 16, ..., 96, ...) would otherwise pose as lattices
+    for k in range(1, 8 if NOTCH else 1):
+        for n_len, axis in ((fh, 0), (fw, 1)):
+            if axis == 1 and k > 4:
+                continue  # rfft: only non-negative horizontal frequencies
+            centre = k * n_len / 8
+            lo, hi = int(np.floor(centre)) - 1, int(np.ceil(centre)) + 2
+            if axis == 0:
+                p[max(lo, 0) : hi, :] = 1.0
+            else:
+                p[:, max(lo, 0) : hi] = 1.0
     a = sfft.irfft2(p, (fh, fw), workers=1)
     ones = sfft.rfft2(np.ones_like(r), (fh, fw), workers=1)
     cnt = sfft.irfft2(np.abs(ones) ** 2, (fh, fw), workers=1)
@@ -204,12 +218,14 @@ def _subpixel_peak(
     return np.array([px + dx - cx, py + dy - cy]), val
 
 
-def find_lattices(r: F32, *, top: int = 3, max_peaks: int = 24) -> list[Lattice]:
+def find_lattices(r: F32, *, top: int = 6, max_peaks: int = 24) -> list[Lattice]:
     """Candidate lattice bases from autocorrelation peaks, best first."""
     a = autocorrelation(r)
     h, w = r.shape
     cy, cx = a.shape[0] // 2, a.shape[1] // 2
-    rmin = 20.0
+    # the embedded tile spans ~1/4.4 of the original short side; crops raise that share,
+    # padding or expanding rotations lower it: search periods from 1/9 to 0.62 of it
+    rmin = max(20.0, min(h, w) / 9.0)
     rmax = 0.62 * min(h, w)
     if rmax <= rmin:
         return []
@@ -240,16 +256,18 @@ def find_lattices(r: F32, *, top: int = 3, max_peaks: int = 24) -> list[Lattice]
                 continue
             if abs(float(p @ q)) / (lp * lq) > 0.4:
                 continue
-            if any(_same_lattice(b, o) for o in seen):
-                continue
-            seen.append(b)
-            found.append(Lattice(b, _lattice_score(amax, cy, cx, b, rmax, noise)))
+            reduced, rscore = _reduce(amax, cy, cx, b, rmin, rmax, noise)
+            for cand, score in ((reduced, rscore), (b, _lattice_score(amax, cy, cx, b, rmax, noise))):
+                if any(_same_lattice(cand, o) for o in seen):
+                    continue
+                seen.append(cand)
+                found.append(Lattice(cand, score))
     found.sort(key=lambda lat: -lat.score)
     out: list[Lattice] = []
     for lat in found:
         if any(_same_lattice(lat.basis, o.basis) for o in out):
             continue
-        out.append(Lattice(_refine(a, cy, cx, _reduce(a, cy, cx, lat.basis, rmin, noise)), lat.score))
+        out.append(Lattice(_refine(a, cy, cx, lat.basis), lat.score))
         if len(out) == top:
             break
     return out
@@ -287,29 +305,36 @@ def _lattice_score(
     y = np.rint(cy + pts[1, keep]).astype(int)
     ok = (x >= 0) & (x < amax.shape[1]) & (y >= 0) & (y < amax.shape[0])
     vals = amax[y[ok], x[ok]] / noise
-    return float(np.sum(np.minimum(vals, 12.0) - 2.0))
+    return float(np.sum(np.minimum(vals, 12.0) - SCORE_FLOOR))
 
 
 def _reduce(
-    a: F32, cy: int, cx: int, basis: npt.NDArray[np.float64], rmin: float, noise: float
-) -> npt.NDArray[np.float64]:
-    """Halve basis vectors while the half-vectors are lattice peaks too (a found lattice may
-    be a sub-lattice of the embedded one: every multiple of a period is a period)."""
+    amax: F32, cy: int, cx: int, basis: npt.NDArray[np.float64], rmin: float, radius: float, noise: float
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Move to an index-2 super-lattice while that raises the lattice score.
+
+    A found lattice may be a sub-lattice of the embedded one (every multiple or
+    combination of periods is a period); its index-2 super-lattices add p/2, q/2 or
+    (p+q)/2; the score rewards lattices whose every point is a peak.
+    """
     b = basis.copy()
-    for _ in range(3):
-        changed = False
-        for j in range(2):
-            half = b[:, j] / 2
-            if np.hypot(*half) < rmin:
+    best = _lattice_score(amax, cy, cx, b, radius, noise)
+    for _ in range(4):
+        p, q = b[:, 0], b[:, 1]
+        options = [np.stack([p / 2, q], 1), np.stack([p, q / 2], 1), np.stack([(p + q) / 2, q], 1)]
+        scored = []
+        for o in options:
+            red = _gauss_reduce(o[:, 0], o[:, 1])
+            if red is None or min(np.hypot(*red[:, 0]), np.hypot(*red[:, 1])) < rmin:
                 continue
-            full_v = _peak_value(a, cy, cx, b[:, j])
-            half_v = _peak_value(a, cy, cx, half)
-            if half_v > 3 * noise and half_v > 0.35 * full_v:
-                b[:, j] = half
-                changed = True
-        if not changed:
+            scored.append((_lattice_score(amax, cy, cx, red, radius, noise), red))
+        if not scored:
             break
-    return b
+        sc, red = max(scored, key=lambda t: t[0])
+        if sc <= best:
+            break
+        best, b = sc, red
+    return b, best
 
 
 def _same_lattice(b1: npt.NDArray[np.float64], b2: npt.NDArray[np.float64]) -> bool:

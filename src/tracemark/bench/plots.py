@@ -1,0 +1,133 @@
+"""Plots of the watermark benchmark (matplotlib, the ``bench`` extra, Agg canvas).
+
+For each suite and each ``group`` of its entries with at least two entries: bit accuracy
+and TPR at FPR 1% (bit-accuracy score) against the entry's ``level`` (its mean drawn
+strength when it has none), one line per method, in ``<suite>_<group>.png``. Groups of a
+single entry are drawn together as grouped bars in ``<suite>_single.png``. Figures are
+built on ``matplotlib.figure.Figure`` directly, so pyplot's global state is never touched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tracemark._optional import require
+
+__all__ = ["plot_suites"]
+
+_TPR_KEY = "0.01"
+
+
+def _figure() -> Any:
+    require("matplotlib", "bench", purpose="benchmark plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _x(agg: Mapping[str, Any]) -> float | None:
+    return agg["level"] if agg["level"] is not None else agg["strength"]
+
+
+def _tpr(agg: Mapping[str, Any]) -> float | None:
+    block = agg.get("tpr_bit_acc")
+    return None if block is None else block[_TPR_KEY]["tpr"]
+
+
+def _panels(fig: Any, title: str) -> tuple[Any, Any]:
+    ax1, ax2 = fig.subplots(1, 2)
+    fig.suptitle(title)
+    ax1.set_ylabel("bit accuracy")
+    ax1.set_ylim(0.4, 1.02)
+    ax1.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax2.set_ylabel("TPR at FPR 1% (bit-accuracy score)")
+    ax2.set_ylim(-0.02, 1.02)
+    return ax1, ax2
+
+
+def _line_plot(
+    suite: str, group: str, aggs: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path
+) -> None:
+    fig = _figure()
+    ax1, ax2 = _panels(fig, f"{suite}: {group}")
+    uses_level = all(a["level"] is not None for a in aggs)
+    for m in methods:
+        pts = sorted(
+            (_x(a), a["bit_acc"], _tpr(a))
+            for a in aggs
+            if a["method"] == m and a["n"] and _x(a) is not None
+        )
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        ax1.plot(xs, [p[1] for p in pts], marker="o", label=m)
+        ax2.plot(xs, [p[2] for p in pts], marker="o", label=m)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("level" if uses_level else "strength")
+        ax.grid(alpha=0.3)
+    ax2.legend(loc="best", fontsize="small")
+    fig.savefig(path, dpi=100)
+
+
+def _bar_plot(
+    suite: str, aggs: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path
+) -> None:
+    fig = _figure()
+    ax1, ax2 = _panels(fig, f"{suite}: single-entry groups")
+    labels = list(dict.fromkeys(a["entry"] for a in aggs))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        by_entry = {a["entry"]: a for a in aggs if a["method"] == m}
+        xs = [j + i * width for j in range(len(labels))]
+        acc = [(by_entry[lab]["bit_acc"] or 0.0) if lab in by_entry else 0.0 for lab in labels]
+        tpr = [(_tpr(by_entry[lab]) or 0.0) if lab in by_entry else 0.0 for lab in labels]
+        ax1.bar(xs, acc, width=width, label=m)
+        ax2.bar(xs, tpr, width=width, label=m)
+    ticks = [j + 0.4 - width / 2 for j in range(len(labels))]
+    for ax in (ax1, ax2):
+        ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize="small")
+    ax2.legend(loc="best", fontsize="small")
+    fig.savefig(path, dpi=100)
+
+
+def plot_suites(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Draw the plots of a benchmark result into ``out_dir``; returns the written files.
+
+    Raises :class:`~tracemark.errors.MissingExtraError` when matplotlib is not installed.
+    """
+    require("matplotlib", "bench", purpose="benchmark plots")
+    methods = [m["name"] for m in result["methods"]]
+    written: list[Path] = []
+    if not methods:
+        return written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for suite in result["suites"]:
+        name = suite["name"]
+        groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for a in result["aggregates"]:
+            if a["suite"] == name:
+                groups[a["group"]].append(a)
+        singles: list[Mapping[str, Any]] = []
+        for group, aggs in groups.items():
+            if len({a["entry"] for a in aggs}) < 2:
+                singles += aggs
+                continue
+            path = out_dir / f"{_safe(name)}_{_safe(group)}.png"
+            _line_plot(name, group, aggs, methods, path)
+            written.append(path)
+        if singles:
+            path = out_dir / f"{_safe(name)}_single.png"
+            _bar_plot(name, singles, methods, path)
+            written.append(path)
+    return written
