@@ -257,30 +257,28 @@ def test_prepare_image_and_config_validation() -> None:
 
 
 def test_command_writes_outputs_and_exits_partial(images: Path, tmp_path: Path) -> None:
+    suite = tmp_path / "one.yaml"
+    suite.write_text("name: one\nentries:\n  - {label: flip, attack: hflip}\n", encoding="utf-8")
     runner = CliRunner()
     out = tmp_path / "out"
-    args = [
-        "--methods",
-        "lattice",
-        "--images",
-        str(images),
-        "--resize",
-        "160",
-        "--no-plots",
-        "--out",
-        str(out),
-    ]
-    res = runner.invoke(watermark_bench_command, [*args, "--suite", "tree-ring", "--limit", "2"])
-    assert res.exit_code == 0, res.output  # two images spread: art and photo, no bad one
+    args = ["--images", str(images), "--resize", "128", "--no-plots", "--out", str(out)]
+    res = runner.invoke(watermark_bench_command, [*args, "--suite", str(suite), "--limit", "2"])
+    assert res.exit_code == 0, res.output  # two images spread over the folder: no bad one
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert len(data["images"]) == 2 and data["summary"]["n_errors"] == 0
+    assert data["images"] == [
+        f"art/{corpus_images('art', 1)[0].name}",
+        f"photo/{corpus_images('photo', 2)[1].name}",
+    ]
+    assert data["summary"]["n_errors"] == 0 and [m["name"] for m in data["methods"]] == ["lattice"]
     assert not (out / "plots").exists()
-    assert "## tree-ring" in res.stdout
-    res = runner.invoke(watermark_bench_command, [*args, "--suite", "tree-ring", "--limit", "4"])
-    assert res.exit_code == 1  # the truncated image is an error row
+    assert "## one" in res.stdout and "| flip |" in res.stdout
+    res = runner.invoke(watermark_bench_command, [*args, "--suite", str(suite), "--limit", "4"])
+    assert res.exit_code == 1  # the truncated image is an error row, the others ran
     res = runner.invoke(
-        watermark_bench_command, [*args, "--methods", "nope", "--suite", "tree-ring"]
+        watermark_bench_command, [*args, "--methods", "nope", "--suite", str(suite)]
     )
     assert res.exit_code == 2 and "unknown watermark method" in res.output
     res = runner.invoke(watermark_bench_command, [*args, "--suite", "no-such-suite"])
     assert res.exit_code == 2 and "unknown suite" in res.output
+    res = runner.invoke(watermark_bench_command, [*args, "--suite", str(suite), "--max-side", "99"])
+    assert res.exit_code == 2 and "not both" in res.output

@@ -368,10 +368,30 @@ def bench_image(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(method_names: Sequence[str], suites: Sequence[Suite], config: BenchConfig) -> None:
+def _load_method(name: str) -> Any:
+    """``get_method(name)``, then one embed and detect on a small synthetic image.
+
+    The trial run raises :class:`MissingExtraError` for a method whose optional library is
+    missing (the peers import it lazily, on first use) and loads any model before
+    anything is timed. Any other failure is left to surface in the per-image records.
+    """
+    from tracemark.bench.attack_speed import synthetic_image
     from tracemark.watermark import get_method
 
-    _WORKER.update(methods={m: get_method(m) for m in method_names}, suites=suites, config=config)
+    method = get_method(name)
+    key = BENCH_KEY if method.keyed else None
+    image = synthetic_image(max(256, method.min_size))
+    try:
+        method.detect(method.embed(image, np.zeros(method.payload_bits, np.uint8), key), key)
+    except MissingExtraError:
+        raise
+    except Exception:  # surfaces again, recorded per image, in bench_image
+        pass
+    return method
+
+
+def _worker_init(method_names: Sequence[str], suites: Sequence[Suite], config: BenchConfig) -> None:
+    _WORKER.update(methods={m: _load_method(m) for m in method_names}, suites=suites, config=config)
 
 
 def _worker_run(task: tuple[Path, str]) -> dict[str, list[dict[str, Any]]]:
@@ -408,7 +428,7 @@ def run_watermark_bench(
     """
     from tqdm import tqdm
 
-    from tracemark.watermark import get_method
+    import tracemark.watermark.peers  # noqa: F401  (registers dwtDct, dwtDctSvd, rivaGan)
 
     cfg = config or BenchConfig()
     suite_objs = [s if isinstance(s, Suite) else get_suite(s) for s in suites]
@@ -419,7 +439,7 @@ def run_watermark_bench(
     skipped: list[dict[str, str]] = []
     for m in dict.fromkeys(methods):
         try:
-            instances[m] = get_method(m)
+            instances[m] = _load_method(m)
         except MissingExtraError as exc:
             skipped.append({"method": m, "reason": exc.message})
     names = _image_names(images, root)
@@ -878,8 +898,6 @@ def watermark_bench_command(
     Writes OUT/results.json, OUT/report.md and OUT/plots/*.png, and prints the report.
     Exit codes: 0 success, 1 some records failed, 3 nothing could be benchmarked.
     """
-    from tracemark.watermark import get_method  # noqa: F401  (registers the methods)
-
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
         raise click.UsageError("--methods is empty")

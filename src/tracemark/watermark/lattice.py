@@ -144,6 +144,8 @@ def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
 NOTCH = True
 SCORE_FLOOR = 3.0
 NOMINAL_CHIP = 4.0
+MIN_PERIOD = 14.0
+"""Shortest tile period searched (working pixels): a 256 px image resized to 1/4."""
 """Chip size (working pixels) the default residual filter is tuned for."""
 
 
@@ -218,17 +220,96 @@ def _subpixel_peak(
     return np.array([px + dx - cx, py + dy - cy]), val
 
 
-def find_lattices(r: F32, *, top: int = 6, max_peaks: int = 24) -> list[Lattice]:
-    """Candidate lattice bases from autocorrelation peaks, best first."""
+def _acf_context(r: F32) -> tuple[F32, F32, int, int, float, float, float] | None:
     a = autocorrelation(r)
     h, w = r.shape
     cy, cx = a.shape[0] // 2, a.shape[1] // 2
     # the embedded tile spans ~1/4.4 of the original short side; crops raise that share,
     # padding or expanding rotations lower it: search periods from 1/9 to 0.62 of it
-    rmin = max(20.0, min(h, w) / 9.0)
+    rmin = max(MIN_PERIOD, min(h, w) / 9.0)
     rmax = 0.62 * min(h, w)
     if rmax <= rmin:
+        return None
+    yy, xx = np.ogrid[0 : a.shape[0], 0 : a.shape[1]]
+    rad = np.hypot(xx - cx, yy - cy)
+    ring = (rad >= rmin) & (rad <= rmax)
+    noise = float(np.std(a[ring])) + 1e-9
+    a = a / noise
+    amax = ndimage.maximum_filter(a, size=5)
+    return a, amax, cy, cx, rmin, rmax, noise
+
+
+HOUGH_POINTS = np.array(
+    [(1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (1, 2), (2, -1), (1, -2)], np.float64
+).T
+
+
+def _hough(amax: F32, cy: int, cx: int, rmin: float, rmax: float, top: int) -> list[npt.NDArray[np.float64]]:
+    """Square lattices (rotation x period) scored by the mean max-filtered ACF over the
+    lattice points within reach; the finest of near-equal scores wins (a multiple of the
+    period scores alike)."""
+    periods = np.exp(np.arange(np.log(rmin), np.log(rmax), 0.012))
+    out: list[tuple[float, float, float]] = []
+    h, w = amax.shape
+    for t in periods:
+        step = 1.6 / (2.3 * t)
+        thetas = np.arange(0.0, np.pi / 2, step)
+        c, s_ = np.cos(thetas), np.sin(thetas)
+        # points (k, l) -> k*v1 + l*v2, v1 = t(c, s), v2 = t(-s, c)
+        px = t * (np.outer(c, HOUGH_POINTS[0]) - np.outer(s_, HOUGH_POINTS[1]))
+        py = t * (np.outer(s_, HOUGH_POINTS[0]) + np.outer(c, HOUGH_POINTS[1]))
+        dist = t * np.hypot(HOUGH_POINTS[0], HOUGH_POINTS[1])
+        use = dist <= rmax
+        if use.sum() < 2:
+            continue
+        xi = np.rint(cx + px[:, use]).astype(np.int64)
+        yi = np.rint(cy + py[:, use]).astype(np.int64)
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        vals = np.where(ok, amax[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)], 0.0)
+        score = np.minimum(vals, 12.0).mean(axis=1)
+        j = int(np.argmax(score))
+        out.append((float(score[j]), float(t), float(thetas[j])))
+    if not out:
         return []
+    out.sort(key=lambda x: -x[0])
+    chosen: list[tuple[float, float, float]] = []
+    for sc, t, th in out:
+        if any(abs(np.log(t / t2)) < 0.05 and abs(th - th2) < 0.05 for _, t2, th2 in chosen):
+            continue
+        chosen.append((sc, t, th))
+        if len(chosen) == top:
+            break
+    # finest of near-equal: move a smaller period with >= 75% of the best score to the front
+    best = chosen[0][0]
+    chosen.sort(key=lambda x: (x[0] < 0.75 * best, x[1] if x[0] >= 0.75 * best else -x[0]))
+    return [
+        np.array([[t * np.cos(th), -t * np.sin(th)], [t * np.sin(th), t * np.cos(th)]]) for _, t, th in chosen
+    ]
+
+
+def find_lattices(r: F32, *, top: int = 8, max_peaks: int = 24) -> list[Lattice]:
+    """Candidate lattice bases, best first: a square-lattice Hough search over period and
+    rotation, then pairs of strong autocorrelation peaks (which also catch aspect changes
+    and shear); each refined by a least-squares fit to sub-pixel peaks."""
+    ctx = _acf_context(r)
+    if ctx is None:
+        return []
+    a, amax, cy, cx, rmin, rmax, _ = ctx
+    noise = 1.0
+    seen: list[npt.NDArray[np.float64]] = []
+    out: list[Lattice] = []
+
+    def add(b: npt.NDArray[np.float64], score: float) -> None:
+        if any(_same_lattice(b, o) for o in seen):
+            return
+        seen.append(b)
+        out.append(Lattice(_refine(a, cy, cx, b), score))
+
+    for b in _hough(amax, cy, cx, rmin, rmax, max(2, top // 2)):
+        add(b, _lattice_score(amax, cy, cx, b, rmax, noise))
+        if np.hypot(*b[:, 0]) / 2 >= MIN_PERIOD:
+            # image content can make a multiple of the period look stronger than the period
+            add(b / 2, _lattice_score(amax, cy, cx, b / 2, rmax, noise))
     yy, xx = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
     dy, dx = yy - cy, xx - cx
     rad = np.hypot(dx, dy)
@@ -236,40 +317,28 @@ def find_lattices(r: F32, *, top: int = 6, max_peaks: int = 24) -> list[Lattice]
     region = (rad >= rmin) & (rad <= rmax) & half
     local_max = a == ndimage.maximum_filter(a, size=5)
     cand = np.flatnonzero((region & local_max & (a > 0)).ravel())
-    if cand.size < 2:
-        return []
-    vals = a.ravel()[cand]
-    order = np.argsort(vals)[::-1][:max_peaks]
-    pts = np.stack([dx.ravel()[cand[order]], dy.ravel()[cand[order]]], 1).astype(np.float64)
-    noise = float(np.std(a[region])) + 1e-9
-    amax = ndimage.maximum_filter(a, size=3)
-    found: list[Lattice] = []
-    seen: list[npt.NDArray[np.float64]] = []
-    for i in range(len(pts)):
-        for j in range(i + 1, len(pts)):
-            b = _gauss_reduce(pts[i], pts[j])
-            if b is None:
-                continue
-            p, q = b[:, 0], b[:, 1]
-            lp, lq = np.hypot(*p), np.hypot(*q)
-            if lp < rmin or not (0.7 < lp / lq < 1.43):
-                continue
-            if abs(float(p @ q)) / (lp * lq) > 0.4:
-                continue
-            reduced, rscore = _reduce(amax, cy, cx, b, rmin, rmax, noise)
-            for cand, score in ((reduced, rscore), (b, _lattice_score(amax, cy, cx, b, rmax, noise))):
-                if any(_same_lattice(cand, o) for o in seen):
+    pairs: list[Lattice] = []
+    if cand.size >= 2:
+        vals = a.ravel()[cand]
+        order = np.argsort(vals)[::-1][:max_peaks]
+        pts = np.stack([dx.ravel()[cand[order]], dy.ravel()[cand[order]]], 1).astype(np.float64)
+        for i in range(len(pts)):
+            for j in range(i + 1, len(pts)):
+                b = _gauss_reduce(pts[i], pts[j])
+                if b is None:
                     continue
-                seen.append(cand)
-                found.append(Lattice(cand, score))
-    found.sort(key=lambda lat: -lat.score)
-    out: list[Lattice] = []
-    for lat in found:
-        if any(_same_lattice(lat.basis, o.basis) for o in out):
-            continue
-        out.append(Lattice(_refine(a, cy, cx, lat.basis), lat.score))
-        if len(out) == top:
+                p, q = b[:, 0], b[:, 1]
+                lp, lq = np.hypot(*p), np.hypot(*q)
+                if lp < rmin or not (0.7 < lp / lq < 1.43) or abs(float(p @ q)) / (lp * lq) > 0.4:
+                    continue
+                reduced, rscore = _reduce(amax, cy, cx, b, rmin, rmax, noise)
+                pairs.append(Lattice(reduced, rscore))
+                pairs.append(Lattice(b, _lattice_score(amax, cy, cx, b, rmax, noise)))
+    pairs.sort(key=lambda lat: -lat.score)
+    for lat in pairs:
+        if len(out) >= top:
             break
+        add(lat.basis, lat.score)
     return out
 
 

@@ -95,7 +95,9 @@ class _InvisibleWatermark(WatermarkMethod):
                 0.0,
                 None,
                 method=self.name,
-                details={"reason": f"image too small (invisible-watermark needs {LIBRARY_MIN_AREA} pixels)"},
+                details={
+                    "reason": f"image too small (invisible-watermark needs {LIBRARY_MIN_AREA} pixels)"
+                },
             )
         iw = self._library()
         bgr = np.ascontiguousarray(image[..., ::-1])

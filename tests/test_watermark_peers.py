@@ -1,0 +1,185 @@
+"""The invisible-watermark adapters (``peers`` extra): registration, round trips, bad input.
+
+The library itself is the oracle for the colour convention: the adapter on RGB must equal
+the library on the same pixels in BGR.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.util import find_spec
+
+import numpy as np
+import pytest
+
+from tests.conftest import corpus_images
+from tracemark.errors import ImageTooSmallError, PayloadError, WatermarkKeyError
+from tracemark.imageio import load_image
+from tracemark.watermark.base import bits_to_bytes, get_method, list_methods
+
+HAVE_PEERS = all(find_spec(m) is not None for m in ("imwatermark", "onnxruntime", "torch"))
+needs_peers = pytest.mark.skipif(
+    not HAVE_PEERS, reason="the 'peers' extra is not installed (pip install 'tracemark[peers]')"
+)
+
+PEERS = {"dwtDct": 64, "dwtDctSvd": 64, "rivaGan": 32}
+# Natural photos (no saturated background, which defeats dwtDct and dwtDctSvd).
+ROUND_TRIP_IMAGES = ["gcompris_100.jpg", "gcompris_48.jpg"]
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _payload(n_bits: int) -> np.ndarray:
+    return np.random.default_rng(n_bits).integers(0, 2, n_bits).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def small_photo(corpus_dir) -> np.ndarray:
+    """A 256 x 256 crop of a corpus photo: the smallest size every peer embeds."""
+    return np.ascontiguousarray(load_image(corpus_images("photo", 1)[0])[:256, 100:356])
+
+
+def test_registering_the_peers_imports_no_library() -> None:
+    out = _run(
+        "import sys; import tracemark.watermark.peers as p; from tracemark.watermark import base; "
+        "assert {'dwtDct', 'dwtDctSvd', 'rivaGan'} <= set(base.list_methods()); "
+        "print(sorted(m for m in ('imwatermark', 'torch', 'onnxruntime') if m in sys.modules))"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_extra_names_it() -> None:
+    out = _run(
+        "import sys; sys.modules['imwatermark'] = None\n"
+        "import numpy as np\n"
+        "import tracemark.watermark.peers\n"
+        "from tracemark.errors import MissingExtraError\n"
+        "from tracemark.watermark.base import get_method\n"
+        "try:\n"
+        "    get_method('dwtDct').embed(np.zeros((256, 256, 3), np.uint8), 1)\n"
+        "except MissingExtraError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'tracemark[peers]'" in out.stdout
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_declared_attributes(name: str) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    assert name in list_methods()
+    assert (wm.name, wm.payload_bits, wm.keyed, wm.calibrated, wm.extra, wm.min_size) == (
+        name,
+        PEERS[name],
+        False,
+        False,
+        "peers",
+        256,
+    )
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+@pytest.mark.parametrize("filename", ROUND_TRIP_IMAGES)
+def test_round_trip_on_corpus_photos(name: str, filename: str, corpus_dir) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    image = load_image(corpus_dir / "photo" / filename)
+    payload = _payload(wm.payload_bits)
+    marked = wm.embed(image, payload)
+    assert marked.shape == image.shape and marked.dtype == np.uint8
+    mse = np.mean((marked.astype(np.float64) - image) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 35  # measured about 40 dB
+
+    found = wm.detect(marked)
+    assert found.present and found.p_value is None and found.method == name
+    assert found.bits is not None and found.bits.shape == (wm.payload_bits,)
+    assert found.bits.dtype == np.uint8
+    assert found.payload == bits_to_bytes(found.bits)
+    assert np.mean(found.bits == payload) >= 0.9  # measured 1.0 on both photos
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+def test_unmarked_image_decodes_to_chance(name: str, small_photo: np.ndarray) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    found = wm.detect(small_photo)
+    assert found.present  # documented: no verification, so no "absent" for decodable images
+    assert found.score == 0.0 and found.p_value is None
+    assert np.mean(found.bits == _payload(wm.payload_bits)) < 0.8
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+def test_adapter_equals_the_library_on_bgr(name: str, small_photo: np.ndarray) -> None:
+    import imwatermark
+
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    payload = _payload(wm.payload_bits)
+    if name == "rivaGan":
+        imwatermark.WatermarkEncoder.loadModel()
+    encoder = imwatermark.WatermarkEncoder()
+    encoder.set_watermark("bits", payload.tolist())
+    expected = encoder.encode(np.ascontiguousarray(small_photo[..., ::-1]), name)[..., ::-1]
+    np.testing.assert_array_equal(wm.embed(small_photo, payload), expected)
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+def test_too_small_to_embed(name: str, small_photo: np.ndarray) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    with pytest.raises(ImageTooSmallError, match=name):
+        get_method(name).embed(small_photo[:255], 1)
+
+
+@needs_peers
+def test_detect_follows_the_library_area_rule(small_photo: np.ndarray) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method("dwtDct")
+    below = wm.detect(np.ascontiguousarray(small_photo[:200, :300]))  # 60,000 px < 256**2
+    assert not below.present and below.payload is None and below.bits is None
+    assert "too small" in below.details["reason"]
+    wide = np.ascontiguousarray(np.concatenate([small_photo, small_photo], axis=1)[:200])
+    assert wm.detect(wide).present  # 200 x 512 = 102,400 px: the library decodes it
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+def test_payload_too_long(name: str, small_photo: np.ndarray) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    with pytest.raises(PayloadError):
+        wm.embed(small_photo, [1] * (wm.payload_bits + 1))
+    with pytest.raises(PayloadError):
+        wm.embed(small_photo, 1 << wm.payload_bits)
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+def test_keys_are_checked_then_ignored(name: str, small_photo: np.ndarray) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    with pytest.raises(WatermarkKeyError):
+        wm.embed(small_photo, 1, key=12345)
+    with pytest.raises(WatermarkKeyError):
+        wm.detect(small_photo, key=b"short")
+    np.testing.assert_array_equal(
+        wm.embed(small_photo, 5, key="a valid passphrase"), wm.embed(small_photo, 5)
+    )
