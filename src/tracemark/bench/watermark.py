@@ -680,8 +680,15 @@ def _tpr(block: Mapping[str, Any] | None, fpr: float) -> str:
     return f"{cell['tpr']:.2f}" + ("" if cell["resolvable"] else "*")
 
 
-def format_markdown(result: Mapping[str, Any]) -> str:
-    """The report: a quality/speed table, then per suite a table (rows: entries)."""
+def format_markdown(
+    result: Mapping[str, Any], *, suites: Sequence[str] | None = None, level: int = 1
+) -> str:
+    """The report: a quality/speed table, then per suite a table (rows: entries).
+
+    ``suites`` restricts the suite tables to those names (default: all); ``level`` is the
+    Markdown level of the title, sections one below (e.g. 3 to embed it under a ``##``).
+    """
+    h1, h2 = "#" * level, "#" * (level + 1)
     cfg = result["config"]
     size = (
         f"resized to {cfg['resize']}x{cfg['resize']}"
@@ -692,7 +699,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     )
     summ = result["summary"]
     lines = [
-        "# Watermark benchmark",
+        f"{h1} Watermark benchmark",
         "",
         f"{summ['n_images']} images ({size}), seed {cfg['seed']}, {result['machine']}, "
         f"{result['date']}; {summ['n_detections']} detections in {summ['elapsed_s']:.0f} s, "
@@ -702,7 +709,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"Skipped {s['method']}: {s['reason']}")
     lines += [
         "",
-        "## Quality and speed",
+        f"{h2} Quality and speed",
         "",
         "| method | images | PSNR dB | SSIM | embed ms | detect ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -717,13 +724,15 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     calibrated = [m["name"] for m in result["methods"] if m["calibrated"]]
     index = {(a["method"], a["suite"], a["entry"]): a for a in aggs}
     for suite in result["suites"]:
+        if suites is not None and suite["name"] not in suites:
+            continue
         labels = [NONE_ENTRY] + [e["label"] for e in suite["entries"]]
         keys = [(NONE_ENTRY if lab == NONE_ENTRY else suite["name"], lab) for lab in labels]
         ns = [index[(m, s, lab)]["n"] for m in methods for s, lab in keys if (m, s, lab) in index]
         n = max(ns, default=0)
         lines += [
             "",
-            f"## {suite['name']}",
+            f"{h2} {suite['name']}",
             "",
             f"Source: {suite['source'] or '—'}. Per method: bit accuracy / exact payload rate / "
             f"TPR at FPR 1% / TPR at FPR 0.1%, with bit accuracy as the score and the clean "

@@ -8,6 +8,7 @@
 """
 
 from tracemark.watermark import ours  # noqa: F401  (registers "lattice")
+from tracemark.watermark import peers  # noqa: F401  (registers the peers; imports no library)
 from tracemark.watermark.base import (
     DEFAULT_ALPHA,
     Detection,

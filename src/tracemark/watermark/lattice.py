@@ -230,12 +230,16 @@ def _acf_context(r: F32) -> tuple[F32, F32, int, int, float, float, float] | Non
     rmax = 0.62 * min(h, w)
     if rmax <= rmin:
         return None
+    # keep only the lags that can matter (|lag| <= rmax + margin)
+    m = int(rmax) + 4
+    a = np.ascontiguousarray(a[max(cy - m, 0) : cy + m + 1, max(cx - m, 0) : cx + m + 1])
+    cy, cx = min(cy, m), min(cx, m)
     yy, xx = np.ogrid[0 : a.shape[0], 0 : a.shape[1]]
     rad = np.hypot(xx - cx, yy - cy)
     ring = (rad >= rmin) & (rad <= rmax)
     noise = float(np.std(a[ring])) + 1e-9
     a = a / noise
-    amax = ndimage.maximum_filter(a, size=5)
+    amax = cv2.dilate(a, np.ones((5, 5), np.uint8))
     return a, amax, cy, cx, rmin, rmax, noise
 
 
@@ -287,7 +291,7 @@ def _hough(amax: F32, cy: int, cx: int, rmin: float, rmax: float, top: int) -> l
     ]
 
 
-def find_lattices(r: F32, *, top: int = 8, max_peaks: int = 24) -> list[Lattice]:
+def find_lattices(r: F32, *, top: int = 7, max_peaks: int = 16) -> list[Lattice]:
     """Candidate lattice bases, best first: a square-lattice Hough search over period and
     rotation, then pairs of strong autocorrelation peaks (which also catch aspect changes
     and shear); each refined by a least-squares fit to sub-pixel peaks."""
@@ -315,7 +319,7 @@ def find_lattices(r: F32, *, top: int = 8, max_peaks: int = 24) -> list[Lattice]
     rad = np.hypot(dx, dy)
     half = (dy > 0) | ((dy == 0) & (dx > 0))
     region = (rad >= rmin) & (rad <= rmax) & half
-    local_max = a == ndimage.maximum_filter(a, size=5)
+    local_max = a == amax
     cand = np.flatnonzero((region & local_max & (a > 0)).ravel())
     pairs: list[Lattice] = []
     if cand.size >= 2:
@@ -331,10 +335,13 @@ def find_lattices(r: F32, *, top: int = 8, max_peaks: int = 24) -> list[Lattice]
                 lp, lq = np.hypot(*p), np.hypot(*q)
                 if lp < rmin or not (0.7 < lp / lq < 1.43) or abs(float(p @ q)) / (lp * lq) > 0.4:
                     continue
-                reduced, rscore = _reduce(amax, cy, cx, b, rmin, rmax, noise)
-                pairs.append(Lattice(reduced, rscore))
                 pairs.append(Lattice(b, _lattice_score(amax, cy, cx, b, rmax, noise)))
     pairs.sort(key=lambda lat: -lat.score)
+    reduced = []
+    for lat in pairs[:top]:
+        b, sc = _reduce(amax, cy, cx, lat.basis, rmin, rmax, noise)
+        reduced += [Lattice(b, sc), lat]
+    pairs = sorted(reduced, key=lambda lat: -lat.score)
     for lat in pairs:
         if len(out) >= top:
             break
