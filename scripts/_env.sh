@@ -30,4 +30,12 @@ fi
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
 .venv/bin/python -m pip install -q -e "$spec" 2>&1 | grep -v "^WARNING: Location" || true
+case ",$extras," in
+  *,peers,*)
+    # invisible-watermark pulls the GUI build of OpenCV, which shares the cv2 folder with
+    # the headless build tracemark uses: put the headless files back on top.
+    v=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps "opencv-python-headless==$v" 2>&1 | grep -v "^WARNING: Location" || true
+    ;;
+esac
 .venv/bin/python -c "import tracemark" # fail loudly if the install did not work

@@ -45,6 +45,8 @@ EXPECTED_COUNTS = {
     "disc21-like": 15,
 }
 SUITE_NAMES = sorted(EXPECTED_COUNTS)
+# tracemark's own suites (not from a publication, so not compared with ATTACK_SUITES.md)
+OWN_SUITES = {"watermark-robustness"}
 RANDOM_KEYS = {"uniform", "loguniform", "randint", "choice", "normal"}
 
 
@@ -98,8 +100,16 @@ def _run(suite: Suite, img: np.ndarray, seed: int) -> list[tuple[Any, np.ndarray
 # --- the built-in suites load and draw -------------------------------------------------
 
 
-def test_list_suites_is_exactly_the_seven() -> None:
-    assert list_suites() == SUITE_NAMES
+def test_list_suites_is_the_seven_published_and_our_own() -> None:
+    assert list_suites() == sorted([*SUITE_NAMES, *OWN_SUITES])
+
+
+@pytest.mark.parametrize("name", sorted(OWN_SUITES))
+def test_own_suites_load_and_draw(name: str) -> None:
+    suite = get_suite(name)
+    assert suite.name == name and len(suite) > 0 and suite.source.strip()
+    for e in suite:
+        get_attack(e.attack).draw(np.random.default_rng(0), e.params, SampleContext(512, 512))
 
 
 @pytest.mark.parametrize("name", SUITE_NAMES)
@@ -676,7 +686,7 @@ CHECKERS: dict[str, Callable[[Suite, str], None]] = {
 
 
 def test_document_sections_are_the_builtin_suites(doc_sections: dict[str, tuple[str, str]]) -> None:
-    assert sorted(n for n in doc_sections if n != "Metrics") == list_suites()
+    assert sorted(n for n in doc_sections if n != "Metrics") == sorted(set(list_suites()) - OWN_SUITES)
 
 
 @pytest.mark.parametrize("name", SUITE_NAMES)
