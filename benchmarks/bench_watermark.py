@@ -49,8 +49,9 @@ DOC_HEADING = "## Watermark robustness"
 
 
 def _rel(path: Path) -> str:
+    """The path as written from the repository root (absolute when outside its parent)."""
     path = path.resolve()
-    return str(path.relative_to(ROOT.parent)) if path.is_relative_to(ROOT.parent) else str(path)
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT.parent) else str(path)
 
 
 def main() -> None:

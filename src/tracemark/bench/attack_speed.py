@@ -58,7 +58,9 @@ def _configs() -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def run_attack_speed(*, image_path: Path | None = None, size: int = 512, repeats: int = 10) -> dict[str, Any]:
+def run_attack_speed(
+    *, image_path: Path | None = None, size: int = 512, repeats: int = 10
+) -> dict[str, Any]:
     """Time each configuration ``repeats`` times on a ``size`` x ``size`` image; milliseconds."""
     import cv2
 
@@ -124,11 +126,16 @@ def format_markdown(result: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---|:---:|",
     ]
     for r in result["rows"]:
-        ok = "yes" if r["within_budget"] else ("no (stated slow)" if r["slow_allowed"] else "**no**")
+        ok = (
+            "yes" if r["within_budget"] else ("no (stated slow)" if r["slow_allowed"] else "**no**")
+        )
         lines.append(
             f"| {r['attack']} | {r['family']} | {r['configs']} | {r['mean_ms']:.2f} | {r['median_ms']:.2f} | "
             f"{r['slowest_config']} ({r['slowest_config_mean_ms']:.2f}) | {ok} |"
         )
-    lines += ["", f"Mean over attacks: {result['mean_of_means_ms']:.2f} ms; over budget: "
-              f"{', '.join(result['over_budget']) or 'none'}."]
+    lines += [
+        "",
+        f"Mean over attacks: {result['mean_of_means_ms']:.2f} ms; over budget: "
+        f"{', '.join(result['over_budget']) or 'none'}.",
+    ]
     return "\n".join(lines)

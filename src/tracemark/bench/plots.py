@@ -49,7 +49,7 @@ def _panels(fig: Any, title: str) -> tuple[Any, Any]:
     ax1, ax2 = fig.subplots(1, 2)
     fig.suptitle(title)
     ax1.set_ylabel("bit accuracy")
-    ax1.set_ylim(0.4, 1.02)
+    ax1.set_ylim(-0.02, 1.02)
     ax1.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax2.set_ylabel("TPR at FPR 1% (bit-accuracy score)")
     ax2.set_ylim(-0.02, 1.02)

@@ -69,6 +69,7 @@ __all__ = [
     "list_images",
     "select_spread",
     "prepare_image",
+    "bench_image",
     "run_watermark_bench",
     "aggregate",
     "format_markdown",
@@ -314,8 +315,10 @@ def bench_image(
                 "suite": suite_name,
                 "entry": label,
             }
+            stage = "attack"
             try:
                 attacked = out if apply is None else apply(out)
+                stage = "detect"
                 row.update(
                     _evaluate(
                         methods[mname],
@@ -326,7 +329,7 @@ def bench_image(
                     )
                 )
             except Exception as exc:
-                row.update(stage="detect", error=_error(exc))
+                row.update(stage=stage, error=_error(exc))
             records.append(row)
 
     run_entry(NONE_ENTRY, NONE_ENTRY, None)
