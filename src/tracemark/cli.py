@@ -273,7 +273,10 @@ def bench_attacks(image_path: Path | None, size: int, repeats: int, out_json: Pa
     click.echo(format_markdown(result))
 
 
+from tracemark.bench.watermark import watermark_bench_command  # noqa: E402
 from tracemark.watermark.cli import watermark_group  # noqa: E402
+
+bench_group.add_command(watermark_bench_command)
 
 main.add_command(watermark_group)
 

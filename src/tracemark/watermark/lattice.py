@@ -106,7 +106,7 @@ def activity_mask(y: F32, c: int) -> F32:
     m = np.sqrt(var) + 4.0
     m = cv2.blur(m, (k, k))
     m /= float(m.mean())
-    return np.clip(m, 0.35, 2.5).astype(np.float32)
+    return np.clip(m, 0.5, 2.5).astype(np.float32)
 
 
 def embed_delta(y: F32, tile: F32, c: int, mse: float) -> F32:

@@ -57,7 +57,7 @@ class LatticeWatermark(WatermarkMethod):
     calibrated = True
     min_size = 128
 
-    def __init__(self, *, psnr: float = 41.0) -> None:
+    def __init__(self, *, psnr: float = 40.5) -> None:
         if not 20.0 <= psnr <= 60.0:
             raise ConfigError(f"psnr must be in [20, 60] dB; got {psnr}")
         self.psnr = float(psnr)
