@@ -7,8 +7,10 @@
 >>> result.present, result.payload_int, result.p_value
 """
 
-from tracemark.watermark import ours  # noqa: F401  (registers "lattice")
-from tracemark.watermark import peers  # noqa: F401  (registers the peers; imports no library)
+from tracemark.watermark import (
+    ours,  # noqa: F401  (registers "lattice")
+    peers,  # noqa: F401  (registers the peers; imports no library)
+)
 from tracemark.watermark.base import (
     DEFAULT_ALPHA,
     Detection,

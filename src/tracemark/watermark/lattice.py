@@ -453,18 +453,36 @@ def _refine(a: F32, cy: int, cx: int, basis: npt.NDArray[np.float64]) -> npt.NDA
     return refined
 
 
-def fold(r: F32, basis: npt.NDArray[np.float64], bins: int = N_CHIPS * SUB) -> F32:
-    """Average the residual modulo the lattice into a bins x bins tile (zero-mean)."""
+def fold(
+    r: F32,
+    basis: npt.NDArray[np.float64],
+    bins: int = N_CHIPS * SUB,
+    *,
+    offset: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+    mask: npt.NDArray[np.bool_] | None = None,
+) -> F32:
+    """Average the residual modulo the lattice into a bins x bins tile (zero-mean).
+
+    ``offset`` (per-pixel, in tile units) is subtracted from the lattice coordinates (a
+    smooth correction of the global lattice, e.g. for perspective); ``mask`` restricts the
+    pixels folded."""
     h, w = r.shape
     inv = np.linalg.inv(basis)
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
     u = inv[0, 0] * xs[None, :] + inv[0, 1] * ys[:, None]
     v = inv[1, 0] * xs[None, :] + inv[1, 1] * ys[:, None]
+    if offset is not None:
+        u = u - offset[0]
+        v = v - offset[1]
     iu = (np.floor((u - np.floor(u)) * bins).astype(np.int64)) % bins
     iv = (np.floor((v - np.floor(v)) * bins).astype(np.int64)) % bins
     idx = (iv * bins + iu).ravel()
-    acc = np.bincount(idx, weights=r.ravel().astype(np.float64), minlength=bins * bins)
+    weights = r.ravel().astype(np.float64)
+    if mask is not None:
+        keep = mask.ravel()
+        idx, weights = idx[keep], weights[keep]
+    acc = np.bincount(idx, weights=weights, minlength=bins * bins)
     cnt = np.bincount(idx, minlength=bins * bins)
     t = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0.0)
     t = t - t[cnt > 0].mean() if np.any(cnt > 0) else t
@@ -501,6 +519,56 @@ def align(folded: F32, sync_ref: F32) -> Alignment:
     aligned = np.roll(dihedral(folded, int(k)), (-int(sy), -int(sx)), axis=(0, 1))
     best = Alignment(z=z, sym=int(k), shift=(int(sy), int(sx)), aligned=aligned)
     return best
+
+
+def dihedral_inverse(t: F32, k: int) -> F32:
+    out = t.T if k >= 4 else t
+    return np.ascontiguousarray(np.rot90(out, -(k % 4)))
+
+
+def _shift_in_fold(folded: F32, ref_u: npt.NDArray[np.complex128]) -> tuple[npt.NDArray[np.float64], float]:
+    """Cyclic shift (bins, (dv, du)) of ``folded`` against a reference spectrum, and its z."""
+    c = sfft.irfft2(sfft.rfft2(folded, workers=1) * ref_u, folded.shape, workers=1)
+    k = int(np.argmax(c))
+    sy, sx = np.unravel_index(k, c.shape)
+    z = (float(c.flat[k]) - float(c.mean())) / (float(c.std()) + 1e-12)
+    return np.array([sy, sx], np.float64), z
+
+
+def local_offsets(
+    r: F32, basis: npt.NDArray[np.float64], sync_ref: F32, sym: int, grid: int = 3, min_z: float = 4.0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Per-pixel lattice corrections (tile units) from the shift of each region of a grid x grid
+    partition relative to the whole image, interpolated bilinearly: a piecewise-affine
+    lattice that follows perspective and other smooth warps. None if too few regions lock."""
+    bins = sync_ref.shape[0]
+    g = dihedral_inverse(sync_ref - sync_ref.mean(), sym)
+    ref_u = np.conj(sfft.rfft2(g, workers=1))
+    whole, _ = _shift_in_fold(fold(r, basis), ref_u)
+    h, w = r.shape
+    ys = np.linspace(0, h, grid + 1).astype(int)
+    xs = np.linspace(0, w, grid + 1).astype(int)
+    du = np.full((grid, grid), np.nan)
+    dv = np.full((grid, grid), np.nan)
+    for i in range(grid):
+        for j in range(grid):
+            mask = np.zeros((h, w), bool)
+            mask[ys[i] : ys[i + 1], xs[j] : xs[j + 1]] = True
+            shift, z = _shift_in_fold(fold(r, basis, mask=mask), ref_u)
+            if z < min_z:
+                continue
+            d = (shift - whole + bins / 2) % bins - bins / 2
+            dv[i, j], du[i, j] = d / bins
+    good = np.isfinite(du)
+    if good.sum() < max(3, grid * grid // 2):
+        return None
+    du[~good] = np.median(du[good])
+    dv[~good] = np.median(dv[good])
+    size = (w, h)
+    return (
+        cv2.resize(du.astype(np.float32), size, interpolation=cv2.INTER_LINEAR).astype(np.float64),
+        cv2.resize(dv.astype(np.float32), size, interpolation=cv2.INTER_LINEAR).astype(np.float64),
+    )
 
 
 def chip_values(aligned: F32) -> npt.NDArray[np.float64]:

@@ -75,6 +75,13 @@ class LatticeWatermark(WatermarkMethod):
         crc_bits = np.array([(crc >> (CRC_BITS - 1 - i)) & 1 for i in range(CRC_BITS)], np.uint8)
         return np.concatenate([bits.astype(np.uint8), crc_bits])
 
+    def _decode(self, al: L.Alignment, layout: L.Layout, key: WatermarkKey) -> tuple[Bits, bool]:
+        soft = L.soft_bits(L.chip_values(al.aligned), layout)
+        info, _ = CODE.decode(soft, self.n_info)
+        payload_bits, crc_bits = info[: self.payload_bits], info[self.payload_bits :]
+        crc = crc_of_bits(payload_bits, CRC_BITS, init=_crc_init(key))
+        return info, crc == int("".join(map(str, crc_bits.tolist())), 2)
+
     def _embed(
         self, image: npt.NDArray[np.uint8], bits: Bits, key: WatermarkKey
     ) -> npt.NDArray[np.uint8]:
@@ -105,13 +112,23 @@ class LatticeWatermark(WatermarkMethod):
                 False, None, 0.0, 1.0, method=self.name, details={"reason": "no lattice found"}
             )
         al, lat = best
+        info, crc_ok = self._decode(al, layout, key)
+        decodes, local = 1, False
+        if not crc_ok:
+            # second chance: follow smooth warps (perspective) with per-region corrections
+            r = L.residual(y, float(np.mean(np.hypot(*lat.basis))) / L.N_CHIPS)
+            off = L.local_offsets(r, lat.basis, sync_ref, al.sym)
+            if off is not None:
+                al2 = L.align(L.fold(r, lat.basis, offset=off), sync_ref)
+                info2, ok2 = self._decode(al2, layout, key)
+                decodes += 1
+                if ok2 or al2.z > al.z:
+                    al, info, crc_ok, local = al2, info2, ok2, True
+                trials *= 2  # the refined alignment is one more family of trials
         p_sync = L.z_to_p(al.z, trials)
         soft = L.soft_bits(L.chip_values(al.aligned), layout)
-        info, _ = CODE.decode(soft, self.n_info)
-        payload_bits, crc_bits = info[: self.payload_bits], info[self.payload_bits :]
-        crc = crc_of_bits(payload_bits, CRC_BITS, init=_crc_init(key))
-        crc_ok = crc == int("".join(map(str, crc_bits.tolist())), 2)
-        p_crc = 2.0**-CRC_BITS if crc_ok else 1.0
+        payload_bits = info[: self.payload_bits]
+        p_crc = decodes * 2.0**-CRC_BITS if crc_ok else 1.0
         p = min(1.0, 2.0 * min(p_sync, p_crc))
         recoded = CODE.encode(info)
         bit_errors = int(np.sum((soft > 0).astype(np.uint8) != recoded)) if crc_ok else None
@@ -132,5 +149,6 @@ class LatticeWatermark(WatermarkMethod):
                 "chip_px": round(scale, 3),
                 "symmetry": al.sym,
                 "lattice": np.round(lat.basis, 3).tolist(),
+                "local_refinement": local,
             },
         )
