@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--no-docs", action="store_true", help="do not update the docs section")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--doc-key", default=DOC_KEY, help="the docs section to write (default: %(default)s)")
     args = ap.parse_args()
 
     suites = args.suites or list(SUITES)
@@ -94,7 +95,7 @@ def main() -> None:
     for s in result["skipped_methods"]:
         print(f"skipped {s['method']}: {s['reason']}", file=sys.stderr)
     if not args.no_docs:
-        if args.docs.exists() and f"<!-- BEGIN {DOC_KEY} -->" not in args.docs.read_text(
+        if args.docs.exists() and f"<!-- BEGIN {args.doc_key} -->" not in args.docs.read_text(
             encoding="utf-8"
         ):
             text = args.docs.read_text(encoding="utf-8").rstrip()
@@ -103,13 +104,13 @@ def main() -> None:
                 "invisible-watermark peers under the published attack suites.\n",
                 encoding="utf-8",
             )
-        shown = [s for s in suites if s == "watermark-robustness"] or suites[:1]
+        shown = suites
         body = (
             f"Command: `{command}` (machine: {os.cpu_count()} cores, {result['date']}). "
             f"All suites: `{_rel(args.out / 'report.md')}`; plots in `{_rel(args.out / 'plots')}`.\n\n"
             + format_markdown(result, suites=shown, level=3)
         )
-        update_section(args.docs, DOC_KEY, body)
+        update_section(args.docs, args.doc_key, body)
     summ = result["summary"]
     print(
         f"{summ['n_detections']} detections on {summ['n_images']} images in {summ['elapsed_s']:.0f} s, "
