@@ -24,6 +24,10 @@ PUBLIC = {
         "apply_attack", "attack_names", "draw_params", "get_attack", "get_suite", "list_attacks",
         "list_suites", "load_suite", "register_attack", "resolve_random", "suite_from_dict",
     ],
+    "tracemark.index": ["Index", "VectorSpec", "NewReference", "Reference", "AddResult", "Hit",
+                        "FORMAT_VERSION", "IndexFormatError", "IndexExistsError"],
+    "tracemark.watermark": ["get_method", "list_methods", "register_method", "Detection",
+                            "WatermarkMethod", "payload_to_bits"],
     "tracemark.metrics": [
         "psnr", "ssim", "bit_accuracy", "roc_curve", "auroc", "tpr_at_fpr",
         "micro_average_precision", "recall_at_precision", "accuracy_at_rank1",

@@ -28,6 +28,16 @@ __all__ = [
     "PayloadError",
     "WatermarkKeyError",
     "UnknownMethodError",
+    "IndexStoreError",
+    "IndexExistsError",
+    "IndexNotFoundError",
+    "IndexFormatError",
+    "IndexReadOnlyError",
+    "IndexLockedError",
+    "IndexClosedError",
+    "IndexInputError",
+    "UnknownVectorSetError",
+    "ReferenceNotFoundError",
     "MissingExtraError",
     "ConfigError",
 ]
@@ -134,6 +144,55 @@ class WatermarkKeyError(WatermarkError, TypeError):
 
 class UnknownMethodError(WatermarkError, KeyError):
     """No watermark method (or fingerprint) is registered under that name."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+# --- the reference index ------------------------------------------------------------
+
+
+class IndexStoreError(TracemarkError):
+    """Base class of the errors raised by :mod:`tracemark.index`."""
+
+
+class IndexExistsError(IndexStoreError, FileExistsError):
+    """``Index.create`` was given a path that exists and is not an empty directory."""
+
+
+class IndexNotFoundError(IndexStoreError, FileNotFoundError):
+    """``Index.open`` was given a path that does not exist."""
+
+
+class IndexFormatError(IndexStoreError, ValueError):
+    """The path is not a tracemark index, is corrupt, or has an unsupported format version."""
+
+
+class IndexReadOnlyError(IndexStoreError, PermissionError):
+    """A write was attempted on an index opened with ``read_only=True``."""
+
+
+class IndexLockedError(IndexStoreError, BlockingIOError):
+    """Another writer holds the index open for writing."""
+
+
+class IndexClosedError(IndexStoreError, ValueError):
+    """An operation was attempted on a closed index."""
+
+
+class IndexInputError(IndexStoreError, ValueError):
+    """A vector, metadata field, blob or search argument has the wrong type, dtype or shape."""
+
+
+class UnknownVectorSetError(IndexInputError, KeyError):
+    """No vector set of that name exists in the index."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return Exception.__str__(self)
+
+
+class ReferenceNotFoundError(IndexStoreError, KeyError):
+    """No reference with that id exists in the index."""
 
     def __str__(self) -> str:
         return Exception.__str__(self)

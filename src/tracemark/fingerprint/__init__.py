@@ -1,0 +1,48 @@
+"""Fingerprints: perceptual hashes and descriptors behind one interface and a registry.
+
+``get_fingerprinter("pdq").compute(image)`` returns a :class:`Fingerprint`; see
+:mod:`tracemark.fingerprint.base` for the vector conventions and distances. Built-in
+fingerprinters: ``pdq`` (:mod:`~tracemark.fingerprint.pdq`), ``ahash``, ``dhash``,
+``phash``, ``whash`` (:mod:`~tracemark.fingerprint.hashes`).
+"""
+
+from __future__ import annotations
+
+# Importing the modules registers their fingerprinters.
+from tracemark.fingerprint import hashes, pdq
+from tracemark.fingerprint.base import (
+    Fingerprint,
+    Fingerprinter,
+    get_fingerprinter,
+    hamming_distance,
+    list_fingerprinters,
+    register_fingerprinter,
+)
+from tracemark.fingerprint.hashes import ahash, dhash, phash, whash
+from tracemark.fingerprint.pdq import (
+    DIHEDRAL_NAMES,
+    pdq_dihedral,
+    pdq_hash,
+    pdq_match_distance,
+)
+
+# --- LEAD: add the imports of `local` and `global_desc` here (and their names below) ---
+
+__all__ = [
+    "DIHEDRAL_NAMES",
+    "Fingerprint",
+    "Fingerprinter",
+    "ahash",
+    "dhash",
+    "get_fingerprinter",
+    "hamming_distance",
+    "hashes",
+    "list_fingerprinters",
+    "pdq",
+    "pdq_dihedral",
+    "pdq_hash",
+    "pdq_match_distance",
+    "phash",
+    "register_fingerprinter",
+    "whash",
+]

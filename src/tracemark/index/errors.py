@@ -1,0 +1,27 @@
+"""Typed errors of the reference index (defined in :mod:`tracemark.errors`, re-exported here)."""
+
+from tracemark.errors import (
+    IndexStoreError,
+    IndexExistsError,
+    IndexNotFoundError,
+    IndexFormatError,
+    IndexReadOnlyError,
+    IndexLockedError,
+    IndexClosedError,
+    IndexInputError,
+    UnknownVectorSetError,
+    ReferenceNotFoundError,
+)
+
+__all__ = [
+    "IndexStoreError",
+    "IndexExistsError",
+    "IndexNotFoundError",
+    "IndexFormatError",
+    "IndexReadOnlyError",
+    "IndexLockedError",
+    "IndexClosedError",
+    "IndexInputError",
+    "UnknownVectorSetError",
+    "ReferenceNotFoundError",
+]
