@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     paths = sorted(
-        p for p in args.corpus.rglob("*") if p.suffix.lower() in {".jpg", ".png"} and in_training_half(p)
+        p
+        for p in args.corpus.rglob("*")
+        if p.suffix.lower() in {".jpg", ".png"} and in_training_half(p)
     )
     if not paths:
         parser.error(f"no training images under {args.corpus}")
@@ -51,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         "training": "corpus files whose name's SHA-1 starts with an even byte",
         "images": len(paths),
         "descriptors": int(len(descriptors)),
-        "command": " ".join(["scripts/train_codebook.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            ["scripts/train_codebook.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
     }
-    model = fit_model(descriptors, features, k=args.k, d=args.d, dim=args.dim, seed=args.seed, info=info)
+    model = fit_model(
+        descriptors, features, k=args.k, d=args.d, dim=args.dim, seed=args.seed, info=info
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(model.to_bytes())
     sys.stderr.write(json.dumps({"output": str(args.output), **json.loads(model.info)}) + "\n")

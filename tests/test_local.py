@@ -40,7 +40,13 @@ def _synthetic(seed: int = 0, size: tuple[int, int] = (300, 400)) -> np.ndarray:
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
         if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 60)), y + int(rng.integers(8, 60))), colour, -1)
+            cv2.rectangle(
+                img,
+                (x, y),
+                (x + int(rng.integers(8, 60)), y + int(rng.integers(8, 60))),
+                colour,
+                -1,
+            )
         else:
             cv2.circle(img, (x, y), int(rng.integers(4, 30)), colour, -1)
     return img
@@ -58,7 +64,14 @@ def photo_features(photos: list[np.ndarray]) -> list[LocalFeatures]:
 
 
 def _box(x0: float, y0: float, w: float, h: float) -> np.ndarray:
-    return np.array([[x0 - 0.5, y0 - 0.5], [x0 + w - 0.5, y0 - 0.5], [x0 + w - 0.5, y0 + h - 0.5], [x0 - 0.5, y0 + h - 0.5]])
+    return np.array(
+        [
+            [x0 - 0.5, y0 - 0.5],
+            [x0 + w - 0.5, y0 - 0.5],
+            [x0 + w - 0.5, y0 + h - 0.5],
+            [x0 - 0.5, y0 + h - 0.5],
+        ]
+    )
 
 
 def _map(t: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -136,7 +149,13 @@ def test_serialised_size_of_500_sift_features(photo_features: list[LocalFeatures
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"TMLF", b"XXXX" + bytes(20), b"TMLF\x09" + bytes(20), b"TMLF\x01\x00\x00\x00" + bytes(12) + b"garbage"],
+    [
+        b"",
+        b"TMLF",
+        b"XXXX" + bytes(20),
+        b"TMLF\x09" + bytes(20),
+        b"TMLF\x01\x00\x00\x00" + bytes(12) + b"garbage",
+    ],
 )
 def test_from_bytes_rejects_bad_bytes(data: bytes) -> None:
     with pytest.raises(LocalFeatureError):
@@ -183,7 +202,9 @@ def test_bad_arguments_are_typed() -> None:
 # --- verification against known geometry ----------------------------------------------
 
 
-def test_crop_to_30_percent_maps_onto_its_box(photos: list[np.ndarray], photo_features: list[LocalFeatures]) -> None:
+def test_crop_to_30_percent_maps_onto_its_box(
+    photos: list[np.ndarray], photo_features: list[LocalFeatures]
+) -> None:
     rng = np.random.default_rng(5)
     for img, ref in zip(photos, photo_features, strict=True):
         h, w = img.shape[:2]
@@ -195,7 +216,9 @@ def test_crop_to_30_percent_maps_onto_its_box(photos: list[np.ndarray], photo_fe
         assert v.inlier_ratio > 0.2
 
 
-def test_flip_is_found_through_the_mirror(photos: list[np.ndarray], photo_features: list[LocalFeatures]) -> None:
+def test_flip_is_found_through_the_mirror(
+    photos: list[np.ndarray], photo_features: list[LocalFeatures]
+) -> None:
     img, ref = photos[0], photo_features[0]
     h, w = img.shape[:2]
     query = extract(img[:, ::-1])
@@ -216,7 +239,9 @@ def test_orb_flip_needs_mirror_extraction(photos: list[np.ndarray]) -> None:
     assert v.flipped and v.inliers >= 50
 
 
-def test_rotation_matches_the_rotation_matrix(photos: list[np.ndarray], photo_features: list[LocalFeatures]) -> None:
+def test_rotation_matches_the_rotation_matrix(
+    photos: list[np.ndarray], photo_features: list[LocalFeatures]
+) -> None:
     img, ref = photos[2], photo_features[2]
     h, w = img.shape[:2]
     v = verify(extract(jpeg(rotate(img, angle=15.0), quality=50)), ref)
@@ -229,7 +254,9 @@ def test_rotation_matches_the_rotation_matrix(photos: list[np.ndarray], photo_fe
     assert np.abs(_map(v.transform, _map(fwd, pts)) - pts).max() < 2.5
 
 
-def test_inset_is_located_in_the_query(photos: list[np.ndarray], photo_features: list[LocalFeatures]) -> None:
+def test_inset_is_located_in_the_query(
+    photos: list[np.ndarray], photo_features: list[LocalFeatures]
+) -> None:
     img, ref = photos[3], photo_features[3]
     canvas = photos[4].copy()
     ih, iw = int(img.shape[0] * 0.5), int(img.shape[1] * 0.5)
@@ -244,7 +271,12 @@ def test_unrelated_pairs_stay_below_the_threshold(
     photos: list[np.ndarray], photo_features: list[LocalFeatures]
 ) -> None:
     queries = [extract(jpeg(p, quality=80)) for p in photos]
-    inliers = [verify(q, r).inliers for i, q in enumerate(queries) for j, r in enumerate(photo_features) if i != j]
+    inliers = [
+        verify(q, r).inliers
+        for i, q in enumerate(queries)
+        for j, r in enumerate(photo_features)
+        if i != j
+    ]
     assert len(inliers) == 56
     assert max(inliers) <= UNRELATED_MAX
     true = [verify(q, r).inliers for q, r in zip(queries, photo_features, strict=True)]

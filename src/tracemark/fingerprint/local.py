@@ -139,10 +139,9 @@ class LocalFeatures:
         ``(N, 2)``, [scale, angle float16 ``(N,)``], descriptors (SIFT: two 4-bit bins per
         byte, high nibble first; ORB: raw). All little-endian.
         """
-        has_shape = self.scale is not None and self.angle is not None
         parts = [self.xy.astype("<f4").tobytes()]
-        if has_shape:
-            assert self.scale is not None and self.angle is not None  # for the type checker
+        has_shape = self.scale is not None and self.angle is not None
+        if self.scale is not None and self.angle is not None:
             parts += [self.scale.astype("<f2").tobytes(), self.angle.astype("<f2").tobytes()]
         d = self.descriptors
         parts.append(
@@ -324,12 +323,8 @@ def verify(
             mirror = mirrored(query)
         if mirror is not None:
             variants.append((mirror, True))
-    best: Verification | None = None
-    for q, flipped in variants:
-        result = _verify_one(q, ref, ratio, thr, homography, flipped, query)
-        if best is None or (result.inliers, result.matches) > (best.inliers, best.matches):
-            best = result
-    assert best is not None
+    results = [_verify_one(q, ref, ratio, thr, homography, f, query) for q, f in variants]
+    best = max(results, key=lambda v: (v.inliers, v.matches, not v.flipped))
     return best
 
 
@@ -439,6 +434,7 @@ def _match(q: LocalFeatures, r: LocalFeatures, ratio: float) -> tuple[np.ndarray
     none = np.zeros(0, np.int64)
     if len(q) < 1 or len(r) < 2:
         return none, none
+    rows = np.arange(len(q))
     if q.kind == "sift":
         a = q.descriptors.astype(np.float32)
         b = r.descriptors.astype(np.float32)
@@ -448,15 +444,17 @@ def _match(q: LocalFeatures, r: LocalFeatures, ratio: float) -> tuple[np.ndarray
         dist += (b * b).sum(1)[None, :]
         np.maximum(dist, 0.0, out=dist)
         limit = ratio * ratio  # squared distances
+        nn = np.argmin(dist, axis=1)
+        d1 = dist[rows, nn]
+        two = np.partition(dist, 1, axis=1)[:, 1]
+        back = np.argmin(dist, axis=0)
     else:
-        xor = q.descriptors.view(np.uint64)[:, None, :] ^ r.descriptors.view(np.uint64)[None, :, :]
-        dist = np.bitwise_count(xor).sum(axis=2, dtype=np.int32).astype(np.float32)
+        hamming = cv2.NORM_HAMMING
+        d2, i2 = cv2.batchDistance(q.descriptors, r.descriptors, cv2.CV_32S, normType=hamming, K=2)
+        _, ib = cv2.batchDistance(r.descriptors, q.descriptors, cv2.CV_32S, normType=hamming, K=1)
+        nn, d1, two = i2[:, 0].astype(np.int64), d2[:, 0], d2[:, 1]
+        back = ib[:, 0].astype(np.int64)
         limit = ratio
-    nn = np.argmin(dist, axis=1)
-    rows = np.arange(len(q))
-    d1 = dist[rows, nn]
-    two = np.partition(dist, 1, axis=1)[:, 1]
-    back = np.argmin(dist, axis=0)
     keep = (back[nn] == rows) & (d1 < limit * two)
     return rows[keep], nn[keep]
 
