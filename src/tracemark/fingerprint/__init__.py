@@ -3,7 +3,9 @@
 ``get_fingerprinter("pdq").compute(image)`` returns a :class:`Fingerprint`; see
 :mod:`tracemark.fingerprint.base` for the vector conventions and distances. Built-in
 fingerprinters: ``pdq`` (:mod:`~tracemark.fingerprint.pdq`), ``ahash``, ``dhash``,
-``phash``, ``whash`` (:mod:`~tracemark.fingerprint.hashes`).
+``phash``, ``whash`` (:mod:`~tracemark.fingerprint.hashes`), ``vlad`` (a global
+descriptor, :mod:`~tracemark.fingerprint.global_desc`); local features and geometric
+verification in :mod:`~tracemark.fingerprint.local`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ from tracemark.fingerprint.pdq import (
     pdq_match_distance,
 )
 
-# --- LEAD: add the imports of `local` and `global_desc` here (and their names below) ---
+from tracemark.fingerprint import global_desc, local  # noqa: E402  (registers "vlad")
+from tracemark.fingerprint.local import LocalFeatures, Verification, extract, verify  # noqa: E402
 
 __all__ = [
     "DIHEDRAL_NAMES",
     "Fingerprint",
+    "LocalFeatures",
+    "Verification",
+    "extract",
+    "global_desc",
+    "local",
+    "verify",
     "Fingerprinter",
     "ahash",
     "dhash",
