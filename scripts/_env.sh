@@ -27,6 +27,16 @@ if [ ! -x .venv/bin/python ]; then
   fi
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 fi
+case ",$extras," in
+  *,dev,*)
+    # the PDQ reference used as a test oracle (pdqhash) builds from source
+    if ! command -v g++ >/dev/null 2>&1; then
+      echo "installing Debian's build-essential (a C++ compiler for the pdqhash test oracle)" >&2
+      if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+      else sudo apt-get update -qq && sudo apt-get install -y -qq build-essential >/dev/null; fi
+    fi
+    ;;
+esac
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
 .venv/bin/python -m pip install -q -e "$spec" 2>&1 | grep -v "^WARNING: Location" || true

@@ -28,6 +28,7 @@ __all__ = [
     "PayloadError",
     "WatermarkKeyError",
     "UnknownMethodError",
+    "FingerprintError",
     "IndexStoreError",
     "IndexExistsError",
     "IndexNotFoundError",
@@ -147,6 +148,13 @@ class UnknownMethodError(WatermarkError, KeyError):
 
     def __str__(self) -> str:
         return Exception.__str__(self)
+
+
+# --- fingerprints -------------------------------------------------------------------
+
+
+class FingerprintError(TracemarkError, ValueError):
+    """A fingerprint could not be computed or compared (wrong kind, shape, featureless...)."""
 
 
 # --- the reference index ------------------------------------------------------------

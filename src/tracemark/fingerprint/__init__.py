@@ -11,7 +11,7 @@ verification in :mod:`~tracemark.fingerprint.local`.
 from __future__ import annotations
 
 # Importing the modules registers their fingerprinters.
-from tracemark.fingerprint import hashes, pdq
+from tracemark.fingerprint import global_desc, hashes, local, pdq  # noqa: E402  (registers "vlad")
 from tracemark.fingerprint.base import (
     Fingerprint,
     Fingerprinter,
@@ -21,15 +21,13 @@ from tracemark.fingerprint.base import (
     register_fingerprinter,
 )
 from tracemark.fingerprint.hashes import ahash, dhash, phash, whash
+from tracemark.fingerprint.local import LocalFeatures, Verification, extract, verify  # noqa: E402
 from tracemark.fingerprint.pdq import (
     DIHEDRAL_NAMES,
     pdq_dihedral,
     pdq_hash,
     pdq_match_distance,
 )
-
-from tracemark.fingerprint import global_desc, local  # noqa: E402  (registers "vlad")
-from tracemark.fingerprint.local import LocalFeatures, Verification, extract, verify  # noqa: E402
 
 __all__ = [
     "DIHEDRAL_NAMES",

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from tracemark.errors import (
     ConfigError,
+    FingerprintError,
     ImageTooSmallError,
     TracemarkError,
     UnknownMethodError,
@@ -47,11 +48,7 @@ Metric = Literal["hamming", "ip"]
 _POPCOUNT: Final = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-class _FingerprintError(TracemarkError, ValueError):
-    """Fingerprints that cannot be compared or are malformed (wrong name, shape or dtype).
-
-    Module-private until ``tracemark.errors`` gains ``FingerprintError``.
-    """
+_FingerprintError = FingerprintError  # kept for internal callers
 
 
 @dataclass(frozen=True, eq=False, slots=True)

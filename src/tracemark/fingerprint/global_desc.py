@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from tracemark.errors import ConfigError, TracemarkError
+from tracemark.errors import ConfigError, FingerprintError
 from tracemark.fingerprint.base import Fingerprint, Fingerprinter, register_fingerprinter
 from tracemark.fingerprint.local import LocalFeatures, extract, mirrored
 from tracemark.imageio import ImageSource
@@ -82,7 +82,7 @@ MIN_REGION_FEATURES: Final = 5
 _MODEL_FILE: Final = "vlad_v1.npz"
 
 
-class GlobalDescriptorError(TracemarkError, ValueError):
+class GlobalDescriptorError(FingerprintError):
     """A VLAD model file is missing, corrupt, or inconsistent."""
 
 

@@ -45,7 +45,7 @@ from typing import Final, Literal, TypeAlias
 import cv2
 import numpy as np
 
-from tracemark.errors import ConfigError, CorruptImageError, TracemarkError
+from tracemark.errors import ConfigError, CorruptImageError, FingerprintError
 from tracemark.imageio import ImageSource, load_image
 
 __all__ = [
@@ -77,7 +77,7 @@ _SIFT_CONTRAST: Final = 0.02  # half of OpenCV's default: flat artwork still get
 _MIN_MODEL_INLIERS: Final = 4  # fewer inliers than this: no transform is reported
 
 
-class LocalFeatureError(TracemarkError, ValueError):
+class LocalFeatureError(FingerprintError):
     """Local features are inconsistent, of the wrong kind, or their bytes are corrupt."""
 
 

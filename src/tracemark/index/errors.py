@@ -1,16 +1,16 @@
 """Typed errors of the reference index (defined in :mod:`tracemark.errors`, re-exported here)."""
 
 from tracemark.errors import (
-    IndexStoreError,
-    IndexExistsError,
-    IndexNotFoundError,
-    IndexFormatError,
-    IndexReadOnlyError,
-    IndexLockedError,
     IndexClosedError,
+    IndexExistsError,
+    IndexFormatError,
     IndexInputError,
-    UnknownVectorSetError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexReadOnlyError,
+    IndexStoreError,
     ReferenceNotFoundError,
+    UnknownVectorSetError,
 )
 
 __all__ = [
