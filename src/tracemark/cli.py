@@ -280,5 +280,11 @@ bench_group.add_command(watermark_bench_command)
 
 main.add_command(watermark_group)
 
+from tracemark.match_cli import index_group, scan_command, search_command  # noqa: E402
+
+main.add_command(index_group)
+main.add_command(search_command)
+main.add_command(scan_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -251,7 +251,7 @@ class CopyIndex:
             raw = float(v.inliers) + 10.0 * (sim - bg)
             p = self._p_value(raw)
             decision = p <= cfg.alpha if p is not None else v.inliers >= cfg.min_inliers
-            score = 1.0 - p if p is not None else 1.0 / (1.0 + math.exp(-(raw - cfg.min_inliers) / 3.0))
+            score = 1.0 - p if p is not None else 0.5 * (1.0 + math.tanh((raw - cfg.min_inliers) / 6.0))
             ref = self.index.get(ref_id)
             out.append(Match(
                 ref_id=ref_id, source=ref.source, score=score, p_value=p, raw_score=raw,

@@ -1,0 +1,643 @@
+"""``tracemark index|search|scan``: register works, find edited copies, audit generated images.
+
+* ``index add|remove|list|stats|calibrate`` manage a persistent :class:`~tracemark.match.CopyIndex`
+  (a directory given with ``--db``);
+* ``search`` looks for each query image in the index;
+* ``scan`` audits generated images for replication of training images, against an index or
+  a folder of training images (indexed on the fly).
+
+One JSON line per item goes to stdout; a progress bar and a summary go to stderr. A bad
+item is reported in its line (``"error": {"type", "message", "source"}``) and the batch
+carries on. Exit codes (:mod:`tracemark.cli`): 0 success, 1 some items failed, 2 usage
+error (including a ``--db`` that is not an index), 3 nothing could be processed.
+
+:mod:`tracemark.cli` adds :data:`index_group`, :data:`search_command` and
+:data:`scan_command` to ``tracemark``; its helpers are imported when a command runs, so
+either module may be imported first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tracemark.errors import ConfigError, TracemarkError
+
+if TYPE_CHECKING:
+    from tracemark.match import CopyIndex, MatchConfig
+
+__all__ = ["CALIBRATION_ALPHAS", "index_group", "scan_command", "search_command"]
+
+CALIBRATION_ALPHAS = (1e-2, 1e-3, 1e-4)
+"""False-positive rates whose raw-score thresholds ``index calibrate`` reports."""
+
+_SQLITE_NAME = "index.sqlite"
+
+
+# --- plumbing ---------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(_clean(record), default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def _write(bar: Any, line: dict[str, Any] | str, *, err: bool = False) -> None:
+    """A JSON line to stdout (or a message to stderr) without tearing the progress bar."""
+    text = line if isinstance(line, str) else _dumps(line)
+    with type(bar).external_write_mode(file=sys.stderr if err else sys.stdout):
+        click.echo(text, err=err)
+
+
+def _finish(n_ok: int, n_bad: int) -> None:
+    from tracemark.cli import EXIT_NOTHING, EXIT_PARTIAL
+
+    if n_ok == 0:
+        sys.exit(EXIT_NOTHING)
+    if n_bad:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _paths(inputs: Sequence[str], what: str) -> list[Path]:
+    from tracemark.cli import iter_inputs
+
+    paths = list(iter_inputs(inputs))
+    if not paths:
+        raise click.UsageError(f"no {what} images found")
+    return paths
+
+
+def _config(alpha: float | None = None, min_inliers: int | None = None) -> MatchConfig:
+    from tracemark.match import MatchConfig
+
+    changes: dict[str, Any] = {}
+    if alpha is not None:
+        changes["alpha"] = alpha
+    if min_inliers is not None:
+        changes["min_inliers"] = min_inliers
+    try:
+        return dataclasses.replace(MatchConfig(), **changes)
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from exc
+
+
+def _open(db: Path, *, read_only: bool, config: MatchConfig | None = None) -> CopyIndex:
+    """Open an existing index; a missing or foreign ``db`` is a usage error."""
+    from tracemark.match import CopyIndex
+
+    if not db.exists():
+        raise click.UsageError(
+            f"no index at {db}: create one with `tracemark index add IMAGES... --db {db}`"
+        )
+    try:
+        return CopyIndex.open(db, read_only=read_only, config=config)
+    except TracemarkError as exc:
+        raise click.UsageError(f"cannot open the index {db}: {exc.message}") from exc
+
+
+def _open_or_create(db: Path) -> CopyIndex:
+    """Open ``db``, or create an index there when it is missing or an empty directory."""
+    from tracemark.match import CopyIndex
+
+    if db.exists() and not db.is_dir():
+        raise click.UsageError(f"--db {db} is a file, not an index directory")
+    try:
+        return CopyIndex.open_or_create(db)
+    except (TracemarkError, OSError) as exc:
+        message = exc.message if isinstance(exc, TracemarkError) else str(exc)
+        raise click.UsageError(f"cannot open or create the index {db}: {message}") from exc
+
+
+def _decision_rule(ci: CopyIndex) -> dict[str, Any]:
+    """How ``decision`` is taken: a calibrated p-value, or an inlier count."""
+    cfg = ci.config
+    threshold = ci.threshold_for_alpha(cfg.alpha)
+    if threshold is None:
+        return {
+            "calibrated": False,
+            "rule": "inliers >= min_inliers",
+            "min_inliers": cfg.min_inliers,
+        }
+    return {
+        "calibrated": True,
+        "rule": "p_value <= alpha",
+        "alpha": cfg.alpha,
+        "raw_score": threshold,
+    }
+
+
+def _describe_rule(rule: dict[str, Any]) -> str:
+    if rule["calibrated"]:
+        return f"decision: p-value <= {rule['alpha']:g} (raw score >= {rule['raw_score']:.2f})"
+    return (
+        f"index not calibrated: decision by inliers >= {rule['min_inliers']} "
+        "(run `tracemark index calibrate` for calibrated p-values)"
+    )
+
+
+def _add_batches(
+    ci: CopyIndex,
+    paths: Sequence[Path],
+    meta: dict[str, str | None],
+    *,
+    batch_size: int,
+    commit_interval: float,
+    on_item: Callable[[dict[str, Any]], None],
+    bar: Any,
+) -> tuple[int, int, int]:
+    """Add ``paths`` in batches; call ``on_item`` with one row per path; (added, duplicates, failed).
+
+    Each batch is one ``add_many`` call; the index is committed after a batch when
+    ``commit_interval`` seconds have passed since the last commit (0: after every batch),
+    and at the end.
+    """
+    added = duplicates = failed = 0
+    last_commit = time.monotonic()
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        try:
+            results: list[Any] = ci.add_many([(p, {**meta, "source": str(p)}) for p in batch])
+        except TracemarkError as exc:  # the store refused the whole batch
+            results = [exc] * len(batch)
+        for path, res in zip(batch, results, strict=True):
+            row: dict[str, Any] = {
+                "source": str(path),
+                "id": None,
+                "duplicate_of": None,
+                "error": None,
+            }
+            if isinstance(res, TracemarkError):
+                failed += 1
+                row["error"] = res.to_dict()
+            else:
+                row["id"], row["duplicate_of"] = res.id, res.duplicate_of
+                if res.duplicate_of is None:
+                    added += 1
+                else:
+                    duplicates += 1
+            on_item(row)
+        bar.update(len(batch))
+        if time.monotonic() - last_commit >= commit_interval:
+            ci.commit()
+            last_commit = time.monotonic()
+    ci.commit()
+    return added, duplicates, failed
+
+
+def _db_option(f: Any) -> Any:
+    return click.option(
+        "--db",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="The index directory.",
+    )(f)
+
+
+def _decision_options(f: Any) -> Any:
+    f = click.option(
+        "--min-inliers",
+        type=click.IntRange(1, 1000),
+        default=None,
+        help="Decision threshold on inliers for an uncalibrated index [default: 12].",
+    )(f)
+    return click.option(
+        "--alpha",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=None,
+        help="Decision threshold on the calibrated p-value [default: 0.001].",
+    )(f)
+
+
+# --- index ------------------------------------------------------------------------------
+
+
+@click.group("index")
+def index_group() -> None:
+    """Manage a collection of protected works (a copy-detection index)."""
+
+
+@index_group.command("add")
+@_db_option
+@click.option("--owner", default=None, help="Owner recorded with every image of this call.")
+@click.option("--license", "license_", default=None, help="License recorded with every image.")
+@click.option("--notes", default=None, help="Free text recorded with every image.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Images added per transaction.",
+)
+@click.option(
+    "--commit-every",
+    "commit_interval",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Commit after a batch when this many seconds passed since the last commit "
+    "(0: after every batch); a crash loses at most the uncommitted batches.",
+)
+@click.argument("images", nargs=-1, required=True)
+def index_add(
+    db: Path,
+    owner: str | None,
+    license_: str | None,
+    notes: str | None,
+    batch_size: int,
+    commit_interval: float,
+    images: tuple[str, ...],
+) -> None:
+    """Register IMAGES (files or folders, recursively) in the index --db, created if needed.
+
+    Prints one JSON line per image: source (the path as given, also stored as the
+    reference's source), id, duplicate_of (the id of the reference with the same pixels,
+    when nothing was added) and error (null, or {type, message, source}). A duplicate is
+    not an error. Batches are committed as they go (--commit-every); an interrupted run
+    keeps the batches finished before it.
+
+    Exit codes: 0 every image added or a duplicate; 1 some images failed (reported, the
+    rest added); 2 usage error; 3 no image could be added.
+    """
+    from tracemark.cli import _progress
+
+    paths = _paths(images, "input")
+    meta = {"owner": owner, "license": license_, "notes": notes}
+    with contextlib.closing(_open_or_create(db)) as ci, _progress(len(paths), "index add") as bar:
+
+        def emit(row: dict[str, Any]) -> None:
+            if row["error"] is not None:
+                _write(bar, f"failed {row['source']}: {row['error']['message']}", err=True)
+            _write(bar, row)
+
+        added, duplicates, failed = _add_batches(
+            ci,
+            paths,
+            meta,
+            batch_size=batch_size,
+            commit_interval=commit_interval,
+            on_item=emit,
+            bar=bar,
+        )
+        total = len(ci.index)
+    click.echo(
+        f"{added} added, {duplicates} duplicates, {failed} failed; {db} holds {total} references",
+        err=True,
+    )
+    _finish(added + duplicates, failed)
+
+
+@index_group.command("remove")
+@_db_option
+@click.argument("ids", nargs=-1, type=int, required=True)
+def index_remove(db: Path, ids: tuple[int, ...]) -> None:
+    """Remove the references with the given IDS.
+
+    Prints one JSON line per id: {"id", "removed"}. Exit codes: 0 every id removed;
+    1 some ids were unknown; 2 usage error; 3 no id was known.
+    """
+    removed = unknown = 0
+    with contextlib.closing(_open(db, read_only=False)) as ci:
+        for ref_id in ids:
+            ok = ci.remove(ref_id)
+            removed += ok
+            unknown += not ok
+            click.echo(_dumps({"id": ref_id, "removed": ok}))
+        ci.commit()
+    click.echo(f"{removed} removed, {unknown} unknown ids", err=True)
+    _finish(removed, unknown)
+
+
+@index_group.command("list")
+@_db_option
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=None,
+    help="At most this many references [default: all].",
+)
+@click.option(
+    "--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many first."
+)
+def index_list(db: Path, limit: int | None, offset: int) -> None:
+    """Print the references as JSON lines, in id order: id, content_hash, source, owner,
+    license, notes, added_at."""
+    page = 1000
+    with contextlib.closing(_open(db, read_only=True)) as ci:
+        left = limit
+        while left is None or left > 0:
+            n = page if left is None else min(page, left)
+            refs = ci.index.list(limit=n, offset=offset)
+            for ref in refs:
+                click.echo(_dumps(dataclasses.asdict(ref)))
+            offset += len(refs)
+            if left is not None:
+                left -= len(refs)
+            if len(refs) < n:
+                break
+
+
+@index_group.command("stats")
+@_db_option
+def index_stats(db: Path) -> None:
+    """Print one JSON object: reference count, vector sets, sizes, calibration state."""
+    with contextlib.closing(_open(db, read_only=True)) as ci:
+        click.echo(_dumps(ci.stats()))
+
+
+@index_group.command("calibrate")
+@_db_option
+@click.argument("background", nargs=-1, required=True)
+def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
+    """Learn the score distribution of non-copies from BACKGROUND images (files or folders).
+
+    BACKGROUND must be images that are NOT copies of anything in the collection, like the
+    queries the index will see (at least 4; a few hundred give a well-founded p-value).
+    Images whose pixels are a registered reference are left out and counted as
+    in_collection. The images are decoded into memory first. Prints one JSON object: the
+    calibration summary (background_rows, null_samples, null_quantiles), thresholds (the
+    raw score at which the p-value reaches each alpha), used, in_collection and failed.
+
+    Exit codes: 0 calibrated; 1 calibrated, some images failed; 2 usage error (fewer than
+    4 usable images); 3 no image could be read.
+    """
+    from tracemark.cli import _progress
+    from tracemark.imageio import load_image
+    from tracemark.match import content_hash
+
+    paths = _paths(background, "background")
+    with contextlib.closing(_open(db, read_only=False)) as ci:
+        images = []
+        failed = in_collection = 0
+        with _progress(len(paths), "load background") as bar:
+            for path in paths:
+                bar.update(1)
+                try:
+                    rgb = load_image(path)
+                except TracemarkError as exc:
+                    failed += 1
+                    _write(bar, f"failed {path}: {exc.message}", err=True)
+                    continue
+                ref_id = ci.index.find(content_hash(rgb))
+                if ref_id is not None:
+                    in_collection += 1
+                    _write(
+                        bar,
+                        f"left out {path}: it is reference {ref_id} of the collection",
+                        err=True,
+                    )
+                    continue
+                images.append(rgb)
+        if failed == len(paths):
+            click.echo("no background image could be read", err=True)
+            _finish(0, failed)
+        try:
+            summary = ci.calibrate(images)
+        except ConfigError as exc:
+            raise click.UsageError(f"{exc.message} (got {len(images)} usable)") from exc
+        thresholds = {f"{a:g}": ci.threshold_for_alpha(a) for a in CALIBRATION_ALPHAS}
+        rule = _decision_rule(ci)
+    click.echo(
+        _dumps(
+            {
+                **summary,
+                "thresholds": thresholds,
+                "used": len(images),
+                "in_collection": in_collection,
+                "failed": failed,
+            }
+        )
+    )
+    click.echo(f"calibrated on {len(images)} images; {_describe_rule(rule)}", err=True)
+    _finish(len(images), failed)
+
+
+# --- search -----------------------------------------------------------------------------
+
+
+@click.command("search")
+@_db_option
+@click.option(
+    "-k",
+    "--k",
+    "k",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Matches kept per query, best first.",
+)
+@click.option("--all", "show_all", is_flag=True, help="List the top k whatever their decision.")
+@_decision_options
+@click.argument("queries", nargs=-1, required=True)
+def search_command(
+    db: Path,
+    k: int,
+    show_all: bool,
+    alpha: float | None,
+    min_inliers: int | None,
+    queries: tuple[str, ...],
+) -> None:
+    """Look for each QUERY image (files or folders) among the references of --db.
+
+    Prints one JSON line per query: query, matches (best first: ref_id, source, score,
+    p_value, raw_score, inliers, similarity, pdq_distance, region, query_region, flipped,
+    decision), error and seconds. By default only matches whose decision is true are
+    listed; --all lists the top k.
+
+    Exit codes: 0 every query was searched; 1 some queries failed (reported); 2 usage
+    error (e.g. no index at --db); 3 no query could be searched.
+    """
+    from tracemark.cli import _progress
+
+    paths = _paths(queries, "query")
+    n_ok = n_bad = n_matched = 0
+    with contextlib.closing(_open(db, read_only=True, config=_config(alpha, min_inliers))) as ci:
+        rule = _decision_rule(ci)
+        if len(ci.index) == 0:
+            click.echo(f"the index {db} is empty", err=True)
+        with _progress(len(paths), "search") as bar:
+            for path in paths:
+                bar.update(1)
+                res = ci.search_many([path], k=k)[0]
+                if res.error is not None:
+                    n_bad += 1
+                    _write(bar, f"failed {path}: {res.error['message']}", err=True)
+                else:
+                    n_ok += 1
+                    n_matched += any(m.decision for m in res.matches)
+                if not show_all:
+                    res.matches = [m for m in res.matches if m.decision]
+                _write(bar, res.to_dict())
+    click.echo(
+        f"{n_ok} queries searched, {n_matched} with a match, {n_bad} failed; "
+        f"{_describe_rule(rule)}",
+        err=True,
+    )
+    _finish(n_ok, n_bad)
+
+
+# --- scan -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _scan_index(
+    against: Path, db_out: Path | None, config: MatchConfig
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The index to scan against, and facts about it for the summary."""
+    from tracemark.cli import _progress
+    from tracemark.match import CopyIndex
+
+    if not against.exists():
+        raise click.UsageError(f"--against {against} does not exist")
+    if (against / _SQLITE_NAME).is_file():
+        if db_out is not None:
+            raise click.UsageError("--db-out applies when --against is a folder of training images")
+        with contextlib.closing(_open(against, read_only=True, config=config)) as ci:
+            yield ci, {"index": str(against), "training_failed": 0}
+        return
+    if not against.is_dir():
+        raise click.UsageError(
+            f"--against {against} is neither an index nor a folder of training images"
+        )
+    training = _paths([str(against)], "training")
+    with contextlib.ExitStack() as stack:
+        if db_out is None:
+            db = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tracemark-scan-")))
+                / "index"
+            )
+        else:
+            db = db_out
+            if db.exists() and not db.is_dir():
+                raise click.UsageError(f"--db-out {db} is a file, not an index directory")
+        try:
+            ci = CopyIndex.open_or_create(db, config)
+        except TracemarkError as exc:
+            raise click.UsageError(f"cannot open or create the index {db}: {exc.message}") from exc
+        stack.callback(ci.close)
+        with _progress(len(training), "index training") as bar:
+
+            def report(row: dict[str, Any]) -> None:
+                if row["error"] is not None:
+                    _write(
+                        bar,
+                        f"training image skipped, {row['source']}: {row['error']['message']}",
+                        err=True,
+                    )
+
+            added, duplicates, failed = _add_batches(
+                ci, training, {}, batch_size=64, commit_interval=30.0, on_item=report, bar=bar
+            )
+        if added + duplicates == 0:
+            click.echo(f"no training image of {against} could be indexed", err=True)
+            _finish(0, failed)
+        click.echo(f"indexed {added + duplicates} training images ({failed} failed)", err=True)
+        yield ci, {"index": None if db_out is None else str(db_out), "training_failed": failed}
+
+
+@click.command("scan")
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="An index directory, or a folder of training images to index first.",
+)
+@click.option(
+    "-k",
+    "--k",
+    "k",
+    type=click.IntRange(1, 1000),
+    default=3,
+    show_default=True,
+    help="Nearest training images listed per generated image.",
+)
+@click.option(
+    "--db-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the index built from a training folder here (default: a temporary directory).",
+)
+@_decision_options
+@click.argument("generated", nargs=-1, required=True)
+def scan_command(
+    against: Path,
+    k: int,
+    db_out: Path | None,
+    alpha: float | None,
+    min_inliers: int | None,
+    generated: tuple[str, ...],
+) -> None:
+    """Audit GENERATED images (files or folders) for copies of training images.
+
+    --against is an index directory (used read-only) or a folder of training images,
+    indexed first (into --db-out when given; an index already there is reused and the
+    folder's images are added to it). Prints one JSON line per generated image: query,
+    matches (the k nearest training images, each with its decision), replicated (some
+    match has decision true), error and seconds; then one summary line {"summary":
+    {generated, scanned, replicated, replication_rate, failed, calibrated, threshold,
+    references, index, training_failed}}, where replication_rate = replicated / scanned
+    (the images that could be read) and threshold says how decisions were taken (an
+    uncalibrated index decides by inlier count).
+
+    Exit codes: 0 every generated image scanned; 1 some failed (reported); 2 usage error;
+    3 none could be scanned, or no training image could be indexed.
+    """
+    from tracemark.cli import _progress
+
+    paths = _paths(generated, "generated")
+    config = _config(alpha, min_inliers)
+    n_ok = n_bad = n_replicated = 0
+    with _scan_index(against, db_out, config) as (ci, facts):
+        rule = _decision_rule(ci)
+        references = len(ci.index)
+        with _progress(len(paths), "scan") as bar:
+            for path in paths:
+                bar.update(1)
+                res = ci.search_many([path], k=k)[0]
+                row = res.to_dict()
+                if res.error is not None:
+                    n_bad += 1
+                    row["replicated"] = None
+                    _write(bar, f"failed {path}: {res.error['message']}", err=True)
+                else:
+                    n_ok += 1
+                    row["replicated"] = any(m.decision for m in res.matches)
+                    n_replicated += row["replicated"]
+                _write(bar, row)
+    summary = {
+        "generated": len(paths),
+        "scanned": n_ok,
+        "replicated": n_replicated,
+        "replication_rate": n_replicated / n_ok if n_ok else None,
+        "failed": n_bad,
+        "calibrated": rule["calibrated"],
+        "threshold": rule,
+        "references": references,
+        **facts,
+    }
+    click.echo(_dumps({"summary": summary}))
+    click.echo(
+        f"{n_replicated} of {n_ok} generated images replicate a training image; {n_bad} failed; "
+        f"{_describe_rule(rule)}",
+        err=True,
+    )
+    _finish(n_ok, n_bad)
