@@ -278,6 +278,10 @@ from tracemark.watermark.cli import watermark_group  # noqa: E402
 
 bench_group.add_command(watermark_bench_command)
 
+from tracemark.bench.copydetect import copydetect_bench_command  # noqa: E402
+
+bench_group.add_command(copydetect_bench_command)
+
 main.add_command(watermark_group)
 
 from tracemark.match_cli import index_group, scan_command, search_command  # noqa: E402

@@ -189,19 +189,25 @@ HARD_EDITS_YAML = """
 name: copydetect-hard
 description: Hard copy edits named by issue 4 (small crops, insertion, framing, rotation, overlays, mirror).
 entries:
-  - {label: hard_crop, attack: random_crop, params: {area: {uniform: [0.3, 0.45]}}}
-  - {label: hard_insert, attack: insert, params: {scale: {uniform: [0.4, 0.7]}}}
-  - {label: hard_screenshot, attack: screenshot, params: {scale: {uniform: [0.5, 0.8]}}}
+  - {label: hard_crop, group: hard_crop, attack: random_crop, params: {area: {uniform: [0.3, 0.45]}}}
+  - {label: hard_insert, group: hard_insert, attack: insert, params: {scale: {uniform: [0.4, 0.7]}}}
+  - label: hard_screenshot
+    group: hard_screenshot
+    attack: screenshot
+    params: {scale: {uniform: [0.5, 0.8]}}
   - label: hard_rotate
+    group: hard_rotate
     attack: rotate
     params: {angle: {uniform: [-45.0, 45.0]}, expand: {choice: [true, false]}}
   - label: hard_overlay
+    group: hard_overlay
     attack: compose
     params:
       steps:
         - {attack: text_overlay, params: {font_size: {uniform: [0.12, 0.25]}}}
         - {attack: emoji_overlay, params: {size: {uniform: [0.3, 0.5]}}}
   - label: hard_mirror
+    group: hard_mirror
     attack: compose
     params:
       steps:
@@ -820,6 +826,10 @@ def _f(x: float | None, spec: str = ".3f") -> str:
     return "—" if x is None else format(x, spec)
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
 def format_markdown(result: Mapping[str, Any], *, level: int = 1) -> str:
     """The report: the method table, the operating points, per-group accuracy and timings."""
     h1, h2 = "#" * level, "#" * (level + 1)
@@ -893,6 +903,16 @@ def format_markdown(result: Mapping[str, Any], *, level: int = 1) -> str:
         lines.append(
             f"| {g} | {cells[0]['n']} | " + " | ".join(f"{c['acc_at_1']:.2f}" for c in cells) + " |"
         )
+    full = met["methods"].get("full")
+    if full is not None:
+        hn = full["operating_point"].get("hard_negatives_below")
+        checks = [
+            f"muAP {full['micro_ap']:.3f} (target >= 0.90: {_met(full['micro_ap'] >= 0.9)})",
+            f"recall@P90 {full['recall_at_p90']:.3f} (>= 0.90: {_met(full['recall_at_p90'] >= 0.9)})",
+            f"hard negatives below the recommended threshold {_f(hn)} "
+            f"(>= 0.99: {_met(hn is not None and hn >= 0.99)})",
+        ]
+        lines += ["", "Full pipeline against the issue's targets: " + "; ".join(checks) + "."]
     lines += [
         "",
         f"Index build: {tim['index_build_s']:.1f} s for {len(sp['references'])} references "
