@@ -59,7 +59,7 @@ def content_hash(rgb: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class MatchConfig:
-    candidates: int = 10
+    candidates: int = 25
     """References verified per query, by descriptor similarity."""
     pdq_max_distance: int = 64
     """PDQ hits within this Hamming distance (any of 8 orientations) are verified too."""
