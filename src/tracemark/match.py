@@ -27,7 +27,6 @@ exceedances beyond it. ``decision`` is ``p <= alpha``. Without calibration,
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -379,7 +378,3 @@ class CopyIndex:
 def _as_kwargs(ref: NewReference) -> dict[str, Any]:
     return {"content_hash": ref.content_hash, "vectors": ref.vectors, "source": ref.source,
             "owner": ref.owner, "license": ref.license, "notes": ref.notes, "blobs": ref.blobs}
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=False)

@@ -141,8 +141,8 @@ def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
     return y, 1.0
 
 
-NOTCH = True
 SCORE_FLOOR = 3.0
+"""Autocorrelation level (in noise units) a lattice point must exceed to add to a score."""
 NOMINAL_CHIP = 4.0
 MIN_PERIOD = 14.0
 """Shortest tile period searched (working pixels): a 256 px image resized to 1/4."""
@@ -169,7 +169,7 @@ def autocorrelation(r: F32) -> F32:
     p = p / (ndimage.uniform_filter(p, 9, mode="wrap") + 1e-6)
     # notch the 8x8 block grid of JPEG/WebP coding (lines at multiples of 1/8 cycle/px),
     # whose periods (8, 16, ..., 96, ...) would otherwise pose as lattices
-    for k in range(1, 8 if NOTCH else 1):
+    for k in range(1, 8):
         for n_len, axis in ((fh, 0), (fw, 1)):
             if axis == 1 and k > 4:
                 continue  # rfft: only non-negative horizontal frequencies
@@ -191,13 +191,6 @@ def autocorrelation(r: F32) -> F32:
 class Lattice:
     basis: npt.NDArray[np.float64]  # 2x2, columns are lattice vectors (x, y) in working pixels
     score: float
-
-
-def _peak_value(a: F32, cy: int, cx: int, v: npt.NDArray[np.float64]) -> float:
-    x, y = int(round(cx + v[0])), int(round(cy + v[1]))
-    if not (1 <= y < a.shape[0] - 1 and 1 <= x < a.shape[1] - 1):
-        return 0.0
-    return float(a[y - 1 : y + 2, x - 1 : x + 2].max())
 
 
 def _subpixel_peak(
