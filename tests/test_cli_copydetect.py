@@ -289,6 +289,14 @@ def test_scan_against_a_training_folder_then_its_index(
     assert again.exit_code == 0, again.output
     assert _rows(again)[-1]["summary"] == summary
     assert _run("scan", gen, "--against", kept, "--db-out", tmp_path / "x").exit_code == 2
+    assert _run("scan", gen, "--against", kept, "--background", data["bg"]).exit_code == 2
+
+    calibrated = _run("scan", gen, "--against", data["refs"], "--background", data["bg"], "--k", "2")
+    assert calibrated.exit_code == 0, calibrated.output
+    *lines, last = _rows(calibrated)
+    assert [r["replicated"] for r in lines] == [True, True, False, False]
+    assert last["summary"]["calibrated"] is True
+    assert all(m["p_value"] is not None for r in lines for m in r["matches"])
 
 
 def test_scan_with_a_temporary_index_reports_failures(

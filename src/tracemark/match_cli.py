@@ -500,7 +500,7 @@ def search_command(
 
 @contextlib.contextmanager
 def _scan_index(
-    against: Path, db_out: Path | None, config: MatchConfig
+    against: Path, db_out: Path | None, config: MatchConfig, background: tuple[str, ...] = ()
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The index to scan against, and facts about it for the summary."""
     from tracemark.cli import _progress
@@ -511,6 +511,11 @@ def _scan_index(
     if (against / _SQLITE_NAME).is_file():
         if db_out is not None:
             raise click.UsageError("--db-out applies when --against is a folder of training images")
+        if background:
+            raise click.UsageError(
+                "--background applies when --against is a folder of training images "
+                "(calibrate an existing index with 'tracemark index calibrate')"
+            )
         with contextlib.closing(_open(against, read_only=True, config=config)) as ci:
             yield ci, {"index": str(against), "training_failed": 0}
         return
@@ -551,6 +556,14 @@ def _scan_index(
             click.echo(f"no training image of {against} could be indexed", err=True)
             _finish(0, failed)
         click.echo(f"indexed {added + duplicates} training images ({failed} failed)", err=True)
+        if background:
+            bg = _paths(background, "background")
+            try:
+                ci.calibrate(bg)
+            except ConfigError as exc:
+                raise click.UsageError(f"--background: {exc.message}") from exc
+            ci.commit()
+            click.echo(f"calibrated on {len(bg)} background images", err=True)
         yield ci, {"index": None if db_out is None else str(db_out), "training_failed": failed}
 
 
@@ -576,12 +589,19 @@ def _scan_index(
     default=None,
     help="Keep the index built from a training folder here (default: a temporary directory).",
 )
+@click.option(
+    "--background",
+    multiple=True,
+    help="Images (files or folders, repeatable) known NOT to be in the training set: the "
+    "index built from --against is calibrated on them, so decisions use a p-value.",
+)
 @_decision_options
 @click.argument("generated", nargs=-1, required=True)
 def scan_command(
     against: Path,
     k: int,
     db_out: Path | None,
+    background: tuple[str, ...],
     alpha: float | None,
     min_inliers: int | None,
     generated: tuple[str, ...],
@@ -606,7 +626,7 @@ def scan_command(
     paths = _paths(generated, "generated")
     config = _config(alpha, min_inliers)
     n_ok = n_bad = n_replicated = 0
-    with _scan_index(against, db_out, config) as (ci, facts):
+    with _scan_index(against, db_out, config, background) as (ci, facts):
         rule = _decision_rule(ci)
         references = len(ci.index)
         with _progress(len(paths), "scan") as bar:
