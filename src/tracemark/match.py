@@ -179,8 +179,8 @@ class CopyIndex:
         """Register one image; a second add of the same content returns ``duplicate_of``."""
         if source is None and isinstance(image, str | Path):
             source = str(image)
-        return self.index.add(**_as_kwargs(self._reference(image, source=source, owner=owner,
-                                                              license=license, notes=notes)))
+        ref = self._reference(image, source=source, owner=owner, license=license, notes=notes)
+        return self.index.add_many([ref])[0]
 
     def add_many(self, items: Iterable[tuple[Any, Mapping[str, str | None]]]) -> list[AddResult | TracemarkError]:
         """Register a batch: one transaction for the good items; a bad item is returned as its
@@ -373,8 +373,3 @@ class CopyIndex:
         s["calibrated"] = self._null is not None
         s["calibration"] = None if self._null is None else {"null_samples": int(self._null.size)}
         return s
-
-
-def _as_kwargs(ref: NewReference) -> dict[str, Any]:
-    return {"content_hash": ref.content_hash, "vectors": ref.vectors, "source": ref.source,
-            "owner": ref.owner, "license": ref.license, "notes": ref.notes, "blobs": ref.blobs}

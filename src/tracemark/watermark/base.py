@@ -25,10 +25,10 @@ import numpy.typing as npt
 from tracemark.errors import (
     ConfigError,
     ImageTooSmallError,
-    PayloadError,
     UnknownMethodError,
     WatermarkKeyError,
 )
+from tracemark.watermark.payload import payload_to_bits
 
 __all__ = [
     "Detection",
@@ -83,48 +83,6 @@ class Detection:
             "method": self.method,
             "details": self.details,
         }
-
-
-def payload_to_bits(payload: Any, n_bits: int) -> Bits:
-    """Payload (bytes, int, or a 0/1 sequence) to exactly ``n_bits`` bits, big-endian.
-
-    Shorter payloads are left-padded with zeros; longer ones raise :class:`PayloadError`.
-    """
-    if isinstance(payload, bool):
-        raise PayloadError("payload must be bytes, an int or a bit sequence; got bool")
-    if isinstance(payload, bytes | bytearray | memoryview):
-        data = bytes(payload)
-        if len(data) * 8 > n_bits and any(data[: len(data) - (n_bits + 7) // 8]):
-            raise PayloadError(
-                f"payload of {len(data)} bytes exceeds the capacity of {n_bits} bits"
-            )
-        bits = np.unpackbits(np.frombuffer(data, np.uint8)) if data else np.zeros(0, np.uint8)
-        if bits.size > n_bits:
-            if np.any(bits[: bits.size - n_bits]):
-                raise PayloadError(
-                    f"payload of {len(data)} bytes exceeds the capacity of {n_bits} bits"
-                )
-            bits = bits[bits.size - n_bits :]
-    elif isinstance(payload, int | np.integer):
-        v = int(payload)
-        if v < 0 or v >= 1 << n_bits:
-            raise PayloadError(f"payload integer must be in [0, 2**{n_bits}); got {v}")
-        bits = np.array([(v >> (n_bits - 1 - i)) & 1 for i in range(n_bits)], np.uint8)
-    elif isinstance(payload, list | tuple | np.ndarray):
-        arr = np.asarray(payload)
-        if arr.ndim != 1 or (arr.size and not np.isin(arr, [0, 1]).all()):
-            raise PayloadError("a bit payload must be a 1-D sequence of 0 and 1")
-        if arr.size > n_bits:
-            raise PayloadError(f"payload of {arr.size} bits exceeds the capacity of {n_bits} bits")
-        bits = arr.astype(np.uint8)
-    else:
-        raise PayloadError(
-            f"payload must be bytes, an int or a bit sequence; got {type(payload).__name__}"
-        )
-    out = np.zeros(n_bits, np.uint8)
-    if bits.size:
-        out[n_bits - bits.size :] = bits
-    return out
 
 
 def bits_to_bytes(bits: Bits) -> bytes:

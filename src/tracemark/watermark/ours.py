@@ -29,7 +29,7 @@ from tracemark.watermark.base import (
 )
 from tracemark.watermark.conv import ConvCode
 from tracemark.watermark.keys import WatermarkKey, derive, permutation, pn_sequence
-from tracemark.watermark.payload import crc_of_bits
+from tracemark.watermark.payload import bits_to_int, crc_of_bits, int_to_bits
 
 CRC_BITS = 16
 CODE = ConvCode()
@@ -72,15 +72,17 @@ class LatticeWatermark(WatermarkMethod):
 
     def _info_bits(self, bits: Bits, key: WatermarkKey) -> Bits:
         crc = crc_of_bits(bits, CRC_BITS, init=_crc_init(key))
-        crc_bits = np.array([(crc >> (CRC_BITS - 1 - i)) & 1 for i in range(CRC_BITS)], np.uint8)
-        return np.concatenate([bits.astype(np.uint8), crc_bits])
+        return np.concatenate([bits.astype(np.uint8), int_to_bits(crc, CRC_BITS)])
 
-    def _decode(self, al: L.Alignment, layout: L.Layout, key: WatermarkKey) -> tuple[Bits, bool]:
+    def _decode(
+        self, al: L.Alignment, layout: L.Layout, key: WatermarkKey
+    ) -> tuple[Bits, bool, npt.NDArray[np.float64]]:
+        """Info bits decoded from an alignment, whether their keyed CRC holds, and the soft bits."""
         soft = L.soft_bits(L.chip_values(al.aligned), layout)
         info, _ = CODE.decode(soft, self.n_info)
         payload_bits, crc_bits = info[: self.payload_bits], info[self.payload_bits :]
         crc = crc_of_bits(payload_bits, CRC_BITS, init=_crc_init(key))
-        return info, crc == int("".join(map(str, crc_bits.tolist())), 2)
+        return info, crc == bits_to_int(crc_bits), soft
 
     def _embed(
         self, image: npt.NDArray[np.uint8], bits: Bits, key: WatermarkKey
@@ -112,7 +114,7 @@ class LatticeWatermark(WatermarkMethod):
                 False, None, 0.0, 1.0, method=self.name, details={"reason": "no lattice found"}
             )
         al, lat = best
-        info, crc_ok = self._decode(al, layout, key)
+        info, crc_ok, soft = self._decode(al, layout, key)
         decodes, local = 1, False
         if not crc_ok:
             # second chance: follow smooth warps (perspective) with per-region corrections
@@ -120,13 +122,12 @@ class LatticeWatermark(WatermarkMethod):
             off = L.local_offsets(r, lat.basis, sync_ref, al.sym)
             if off is not None:
                 al2 = L.align(L.fold(r, lat.basis, offset=off), sync_ref)
-                info2, ok2 = self._decode(al2, layout, key)
+                info2, ok2, soft2 = self._decode(al2, layout, key)
                 decodes += 1
                 if ok2 or al2.z > al.z:
-                    al, info, crc_ok, local = al2, info2, ok2, True
+                    al, info, crc_ok, soft, local = al2, info2, ok2, soft2, True
                 trials *= 2  # the refined alignment is one more family of trials
         p_sync = L.z_to_p(al.z, trials)
-        soft = L.soft_bits(L.chip_values(al.aligned), layout)
         payload_bits = info[: self.payload_bits]
         p_crc = decodes * 2.0**-CRC_BITS if crc_ok else 1.0
         p = min(1.0, 2.0 * min(p_sync, p_crc))

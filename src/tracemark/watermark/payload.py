@@ -47,6 +47,9 @@ __all__ = [
     "BCHResult",
     "PayloadCodec",
     "PayloadDecode",
+    "payload_to_bits",
+    "int_to_bits",
+    "bits_to_int",
 ]
 
 PAYLOAD_LAYOUT_VERSION = 1
@@ -116,11 +119,13 @@ def crc16(data: bytes) -> int:
     return crc_of_bits(np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8)), 16)
 
 
-def _int_to_bits(value: int, width: int) -> Bits:
+def int_to_bits(value: int, width: int) -> Bits:
+    """``value`` as ``width`` bits, MSB first."""
     return np.array([(value >> (width - 1 - i)) & 1 for i in range(width)], dtype=np.uint8)
 
 
-def _bits_to_int(bits: Bits) -> int:
+def bits_to_int(bits: Bits) -> int:
+    """Bits (MSB first) as an unsigned integer."""
     value = 0
     for bit in bits.tolist():
         value = (value << 1) | bit
@@ -385,6 +390,38 @@ def _as_bit_vector(
     return array.astype(np.uint8)
 
 
+def payload_to_bits(payload: Any, cap: int) -> Bits:
+    """A payload (``int``, big-endian ``bytes``, or a sequence of 0/1 bits) as exactly ``cap``
+    bits, MSB first; shorter payloads get zero bits on the left. Anything that does not fit,
+    or is of another type, raises :class:`PayloadError` naming the capacity."""
+    capacity = f"the payload capacity is {cap} bits"
+    if isinstance(payload, bool | np.bool_):
+        raise PayloadError(f"a payload must be bytes, an int or bits, not bool; {capacity}")
+    if isinstance(payload, int | np.integer):
+        value = int(payload)
+        if not 0 <= value < 1 << cap:
+            raise PayloadError(f"payload {value} is out of range [0, 2**{cap}); {capacity}")
+        return int_to_bits(value, cap)
+    if isinstance(payload, bytes | bytearray):
+        value = int.from_bytes(payload, "big")
+        nbytes = -(-cap // 8)
+        if len(payload) > nbytes or value >= 1 << cap:
+            raise PayloadError(
+                f"payload of {len(payload)} bytes does not fit; {capacity} "
+                f"({nbytes} bytes, big-endian, zero bits on the left)"
+            )
+        return int_to_bits(value, cap)
+    if isinstance(payload, list | tuple | np.ndarray):
+        bits = _as_bit_vector(
+            payload, None, f"payload bits ({capacity})", PayloadError, max_length=cap
+        )
+        return np.concatenate((np.zeros(cap - bits.size, dtype=np.uint8), bits))
+    raise PayloadError(
+        f"a payload must be bytes, an int or a sequence of 0/1 bits; "
+        f"got {type(payload).__name__}; {capacity}"
+    )
+
+
 # --- the payload codec ----------------------------------------------------------------
 
 
@@ -474,37 +511,12 @@ class PayloadCodec:
 
     def to_bits(self, payload: Any) -> Bits:
         """The payload as ``payload_bits`` bits (MSB first); see :meth:`encode` for inputs."""
-        cap = self.payload_bits
-        capacity = f"the payload capacity is {cap} bits"
-        if isinstance(payload, bool | np.bool_):
-            raise PayloadError(f"a payload must be bytes, an int or bits, not bool; {capacity}")
-        if isinstance(payload, int | np.integer):
-            value = int(payload)
-            if not 0 <= value < 1 << cap:
-                raise PayloadError(f"payload {value} is out of range [0, 2**{cap}); {capacity}")
-            return _int_to_bits(value, cap)
-        if isinstance(payload, bytes | bytearray):
-            value = int.from_bytes(payload, "big")
-            if len(payload) > self.payload_nbytes or value >= 1 << cap:
-                raise PayloadError(
-                    f"payload of {len(payload)} bytes does not fit; {capacity} "
-                    f"({self.payload_nbytes} bytes, big-endian, zero bits on the left)"
-                )
-            return _int_to_bits(value, cap)
-        if isinstance(payload, list | tuple | np.ndarray):
-            bits = _as_bit_vector(
-                payload, None, f"payload bits ({capacity})", PayloadError, max_length=cap
-            )
-            return np.concatenate((np.zeros(cap - bits.size, dtype=np.uint8), bits))
-        raise PayloadError(
-            f"a payload must be bytes, an int or a sequence of 0/1 bits; "
-            f"got {type(payload).__name__}; {capacity}"
-        )
+        return payload_to_bits(payload, self.payload_bits)
 
     def _crc(self, payload: Bits, crc_key: bytes) -> Bits:
         key_bits = np.unpackbits(np.frombuffer(crc_key, dtype=np.uint8))
         value = crc_of_bits(np.concatenate((key_bits, payload)), self.crc_bits)
-        return _int_to_bits(value, self.crc_bits)
+        return int_to_bits(value, self.crc_bits)
 
     def _whitening(self, key: KeyLike) -> Bits:
         return (pn_sequence(key, "whiten", self.n_coded) > 0).astype(np.uint8)
@@ -589,7 +601,7 @@ class PayloadCodec:
         if best is None:
             return PayloadDecode(None, None, None, False, 0, tried)
         payload = best[: self.payload_bits].copy()
-        value = _bits_to_int(payload)
+        value = bits_to_int(payload)
         return PayloadDecode(
             payload_bits=payload,
             payload_int=value,
