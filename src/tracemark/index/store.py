@@ -20,6 +20,7 @@ import builtins
 import json
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -586,12 +587,12 @@ class Index:
                     "rows": rows,
                     "vector_bytes": rows * vset.spec.row_bytes,
                     "id_bytes": rows * 8,
-                    "file_bytes": file.stat().st_size if file.is_file() else 0,
+                    "file_bytes": _size(file),
                 }
             n_blobs, blob_bytes = self._conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM blobs"
             ).fetchone()
-            disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            disk = sum(_size(f) for f in self.path.rglob("*"))
             return {
                 "count": count,
                 "format_version": int(self._meta["format_version"]),
@@ -785,6 +786,16 @@ class Index:
                         _faiss.write_index(vset.index, vset.spec, self._faiss_path(vset.name))
                         vset.dirty = False
         self.repaired = tuple(repaired)
+
+
+def _size(path: Path) -> int:
+    """Size of a regular file, 0 for anything else, or when it vanished meanwhile (a
+    writer's temporary file renamed between the listing and the stat)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _insert_set(conn: sqlite3.Connection, name: str, spec: VectorSpec) -> int:
