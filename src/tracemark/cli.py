@@ -292,3 +292,15 @@ main.add_command(scan_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+from tracemark.credentials.cli import (  # noqa: E402
+    certs_group,
+    credentials_group,
+    sign_command,
+    verify_command,
+)
+
+main.add_command(sign_command)
+main.add_command(verify_command)
+main.add_command(certs_group)
+main.add_command(credentials_group)

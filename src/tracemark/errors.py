@@ -39,6 +39,12 @@ __all__ = [
     "IndexInputError",
     "UnknownVectorSetError",
     "ReferenceNotFoundError",
+    "CredentialError",
+    "CertificateError",
+    "SigningError",
+    "UnsupportedFormatError",
+    "ManifestStoreError",
+    "ManifestNotFoundError",
     "MissingExtraError",
     "ConfigError",
 ]
@@ -201,6 +207,37 @@ class UnknownVectorSetError(IndexInputError, KeyError):
 
 class ReferenceNotFoundError(IndexStoreError, KeyError):
     """No reference with that id exists in the index."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+# --- content credentials -------------------------------------------------------------
+
+
+class CredentialError(TracemarkError):
+    """Base class of the errors raised by :mod:`tracemark.credentials`."""
+
+
+class CertificateError(CredentialError, ValueError):
+    """A certificate or key is missing, unreadable, expired, not yet valid, mismatched, or
+    unfit for C2PA signing (a CA certificate, no digitalSignature key usage...)."""
+
+
+class SigningError(CredentialError):
+    """The C2PA library refused to sign (its message is kept)."""
+
+
+class UnsupportedFormatError(CredentialError, ValueError):
+    """The output format cannot carry a C2PA manifest here (JPEG, PNG and WebP can)."""
+
+
+class ManifestStoreError(CredentialError):
+    """The manifest store is missing, corrupt, of an unsupported version, or locked."""
+
+
+class ManifestNotFoundError(ManifestStoreError, KeyError):
+    """No manifest with that identifier is in the store."""
 
     def __str__(self) -> str:
         return Exception.__str__(self)

@@ -1,0 +1,40 @@
+"""Content credentials that survive stripping: C2PA manifests bound to a watermark and a
+fingerprint.
+
+``sign_image`` watermarks an image with the identifier of its manifest, signs a C2PA
+manifest (c2pa-python) naming both soft bindings, and stores the manifest and the image's
+fingerprint in a :class:`CredentialStore`. ``verify_image`` validates an embedded manifest,
+or recovers the stored one through the watermark, then the fingerprint. Needs the ``c2pa``
+extra (``pip install 'tracemark[c2pa]'``). See ``docs/credentials.md``.
+"""
+
+from tracemark.credentials.certs import (
+    DEV_MARKER,
+    DevCA,
+    SigningCredentials,
+    init_dev_ca,
+    load_signing_credentials,
+    load_trust_anchors,
+)
+from tracemark.credentials.sign import SignOptions, SignResult, sign_image, sign_many
+from tracemark.credentials.store import CredentialStore, ManifestRecord
+from tracemark.credentials.verify import VerifyOptions, VerifyResult, verify_image, verify_many
+
+__all__ = [
+    "DEV_MARKER",
+    "DevCA",
+    "SigningCredentials",
+    "init_dev_ca",
+    "load_signing_credentials",
+    "load_trust_anchors",
+    "CredentialStore",
+    "ManifestRecord",
+    "SignOptions",
+    "SignResult",
+    "sign_image",
+    "sign_many",
+    "VerifyOptions",
+    "VerifyResult",
+    "verify_image",
+    "verify_many",
+]

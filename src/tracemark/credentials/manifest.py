@@ -1,0 +1,269 @@
+"""C2PA manifests through c2pa-python: the definitions tracemark signs, signing, reading.
+
+Everything that touches the ``c2pa`` package is here, so that the rest of
+:mod:`tracemark.credentials` works with plain bytes, dicts and dataclasses.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracemark._optional import require
+from tracemark.credentials.certs import SigningCredentials
+from tracemark.errors import SigningError, UnsupportedFormatError
+
+__all__ = [
+    "MEDIA_TYPES",
+    "SOFT_BINDING_WATERMARK",
+    "SOFT_BINDING_FINGERPRINT",
+    "TRACEMARK_ASSERTION",
+    "TRAINED_ALGORITHMIC_MEDIA",
+    "ManifestReading",
+    "manifest_definition",
+    "media_type_for",
+    "read_manifest",
+    "sign_asset",
+]
+
+MEDIA_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
+"""Output formats tracemark signs (the suffix decides)."""
+
+PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+
+SOFT_BINDING_WATERMARK = "org.tracemark.watermark.lattice.1"
+"""``alg`` of the soft-binding assertion naming the watermark (its value: the 64-bit payload)."""
+SOFT_BINDING_FINGERPRINT = "org.tracemark.fingerprint.pdq.1"
+"""``alg`` of the soft-binding assertion naming the fingerprint (its value: the PDQ hash)."""
+TRACEMARK_ASSERTION = "org.tracemark.credential"
+TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+CLAIM_GENERATOR = "tracemark"
+
+
+def _c2pa() -> Any:
+    return require("c2pa", "c2pa", purpose="content credentials")
+
+
+def media_type_for(suffix: str) -> str:
+    """The MIME type tracemark signs for a file suffix, or :class:`UnsupportedFormatError`."""
+    mt = MEDIA_TYPES.get(suffix.lower())
+    if mt is None:
+        raise UnsupportedFormatError(
+            f"cannot sign {suffix or 'a file without a suffix'}: the output must be "
+            f"{', '.join(sorted(MEDIA_TYPES))}"
+        )
+    return mt
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tracemark")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+def manifest_definition(
+    *,
+    title: str,
+    media_type: str,
+    store_id: str,
+    manifest_id: int,
+    payload: int,
+    pdq_hash: bytes,
+    author: str | None = None,
+) -> dict[str, Any]:
+    """The manifest definition (c2pa-python's JSON form) tracemark signs.
+
+    Two soft-binding assertions name the watermark (payload, 8 bytes big-endian, base64)
+    and the fingerprint (the 256-bit PDQ hash, base64); a tracemark assertion names the
+    store and manifest id. The actions (created with a digital source type, or opened from
+    a parent ingredient, then watermarked) are added by :func:`sign_asset`.
+    """
+    assertions: list[dict[str, Any]] = [
+        {
+            "label": "c2pa.soft-binding",
+            "data": {
+                "alg": SOFT_BINDING_WATERMARK,
+                "blocks": [{"scope": {},
+                            "value": base64.b64encode(payload.to_bytes(8, "big")).decode()}],
+            },
+        },
+        {
+            "label": "c2pa.soft-binding",
+            "data": {
+                "alg": SOFT_BINDING_FINGERPRINT,
+                "blocks": [{"scope": {}, "value": base64.b64encode(pdq_hash).decode()}],
+            },
+        },
+        {
+            "label": TRACEMARK_ASSERTION,
+            "data": {"store_id": store_id, "manifest_id": manifest_id,
+                     "watermark": "lattice", "fingerprint": "vlad+pdq+sift"},
+        },
+    ]
+    if author:
+        assertions.append({
+            "label": "stds.schema-org.CreativeWork",
+            "data": {"@context": "http://schema.org/", "@type": "CreativeWork",
+                     "author": [{"@type": "Person", "name": author}]},
+        })
+    return {
+        "claim_generator_info": [{"name": CLAIM_GENERATOR, "version": _version()}],
+        "title": title,
+        "format": media_type,
+        "assertions": assertions,
+    }
+
+
+def sign_asset(
+    creds: SigningCredentials,
+    definition: dict[str, Any],
+    media_type: str,
+    asset: bytes,
+    *,
+    ai_generated: bool,
+    parent: tuple[bytes, str, str] | None = None,
+) -> tuple[bytes, bytes]:
+    """Sign ``asset`` (bytes of ``media_type``); return (signed file, manifest store bytes).
+
+    AI-generated: intent *create* with the digital source type trainedAlgorithmicMedia.
+    Otherwise intent *edit* with ``parent`` = (bytes, media type, title) as the parent
+    ingredient (the image before tracemark watermarked it). Both add ``c2pa.watermarked``.
+    """
+    c2pa = _c2pa()
+    try:
+        ctx = c2pa.Context.from_dict({
+            "builder": {"thumbnail": {"enabled": False}},
+            "verify": {"verify_after_sign": True, "remote_manifest_fetch": False,
+                       "ocsp_fetch": False},
+        })
+        builder = c2pa.Builder(definition, context=ctx)
+        if ai_generated or parent is None:
+            source = (c2pa.C2paDigitalSourceType.TRAINED_ALGORITHMIC_MEDIA if ai_generated
+                      else c2pa.C2paDigitalSourceType.DIGITAL_CREATION)
+            builder.set_intent(c2pa.C2paBuilderIntent.CREATE, source)
+        else:
+            data, parent_type, parent_title = parent
+            builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
+            builder.add_ingredient({"title": parent_title, "relationship": "parentOf"},
+                                   parent_type, io.BytesIO(data))
+        builder.add_action({
+            "action": "c2pa.watermarked",
+            "softwareAgent": {"name": CLAIM_GENERATOR, "version": _version()},
+            "parameters": {"description": "tracemark invisible watermark carrying the "
+                                          "manifest identifier (soft binding)"},
+        })
+        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+            creds.alg.encode(), creds.chain_pem.encode(), creds.key_pem.encode(), None))
+        out = io.BytesIO()
+        manifest_store = builder.sign(signer, media_type, io.BytesIO(asset), out)
+    except c2pa.C2paError as exc:
+        raise SigningError(f"c2pa refused to sign: {exc}") from None
+    return out.getvalue(), bytes(manifest_store)
+
+
+@dataclass
+class ManifestReading:
+    """What c2pa's Reader says of an asset (or of a stored manifest against an asset).
+
+    ``state``: ``"trusted"``, ``"valid"``, ``"invalid"`` or ``"absent"`` (no manifest).
+    ``codes``: c2pa's validation codes of the active manifest, by kind (success,
+    informational, failure). ``error``: set when the manifest could not be parsed at all
+    (then ``state`` is ``"invalid"`` and ``codes["failure"]`` holds the error's kind).
+    """
+
+    state: str
+    label: str | None = None
+    manifest: dict[str, Any] | None = None
+    codes: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def failures(self) -> list[str]:
+        return list(self.codes.get("failure", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "label": self.label, "codes": self.codes, "error": self.error}
+
+
+def _context(trust_pem: str | None) -> Any:
+    c2pa = _c2pa()
+    settings: dict[str, Any] = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    if trust_pem:
+        settings["trust"] = {"user_anchors": trust_pem}
+    return c2pa.Context.from_dict(settings)
+
+
+def _error_code(exc: Exception) -> str:
+    name = type(exc).__name__.lstrip("_")
+    return "c2pa." + (name[4:] if name.startswith("C2pa") else name).lower()
+
+
+def read_manifest(
+    asset: bytes,
+    media_type: str | None,
+    *,
+    trust_pem: str | None = None,
+    manifest_store: bytes | None = None,
+) -> ManifestReading:
+    """Read and validate the manifest embedded in ``asset`` (or ``manifest_store`` given
+    beside it, as a sidecar). Never raises for a bad manifest: that is ``"invalid"``."""
+    c2pa = _c2pa()
+    try:
+        reader = c2pa.Reader.try_create(
+            media_type or None, io.BytesIO(asset), manifest_store, _context(trust_pem)
+        )
+    except c2pa.C2paError as exc:
+        code = _error_code(exc)
+        if code in ("c2pa.notsupported",) and manifest_store is None:
+            return ManifestReading("absent", error=str(exc))
+        return ManifestReading("invalid", codes={"failure": [code]}, error=str(exc))
+    if reader is None:
+        return ManifestReading("absent")
+    try:
+        raw_state = (reader.get_validation_state() or "Invalid").lower()
+        results = reader.get_validation_results() or {}
+        active = reader.get_active_manifest()
+    except c2pa.C2paError as exc:
+        return ManifestReading("invalid", codes={"failure": [_error_code(exc)]}, error=str(exc))
+    finally:
+        reader.close()
+    block = results.get("activeManifest") or {}
+    codes = {kind: [c["code"] for c in block.get(kind, [])]
+             for kind in ("success", "informational", "failure")}
+    state = raw_state if raw_state in ("trusted", "valid", "invalid") else "invalid"
+    # c2pa reports an untrusted signer as a failure of an otherwise valid manifest; any
+    # other failure makes the manifest invalid whatever the summary state says.
+    if state != "invalid" and any(c != "signingCredential.untrusted" for c in codes["failure"]):
+        state = "invalid"
+    label = active.get("label") if active else None
+    return ManifestReading(state, label=label, manifest=active, codes=codes)
+
+
+def manifest_json(asset: bytes, media_type: str) -> str:
+    """The Reader's JSON of the manifest store embedded in ``asset``."""
+    c2pa = _c2pa()
+    with c2pa.Reader(media_type, io.BytesIO(asset)) as reader:
+        return str(reader.json())
+
+
+def tracemark_assertion(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The data of the ``org.tracemark.credential`` assertion of a manifest, if any."""
+    for a in (manifest or {}).get("assertions", []):
+        if a.get("label") == TRACEMARK_ASSERTION and isinstance(a.get("data"), dict):
+            return dict(a["data"])
+    return None
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,199 @@
+"""Signing: watermark the image with its manifest id, sign a C2PA manifest, store both.
+
+Order of a sign (one image)::
+
+    reserve a manifest id (pending row)  ->  embed the watermark (payload: tag | id)
+    ->  encode in the output format       ->  sign the C2PA manifest (c2pa-python)
+    ->  fingerprint the signed pixels into the store's index
+    ->  commit the index, activate the row (label, manifest bytes, file hash)
+    ->  write the signed file (temp file, then rename)
+
+A failure before the row is active discards it; nothing is written to ``out``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracemark.credentials import manifest as mf
+from tracemark.credentials.certs import SigningCredentials
+from tracemark.credentials.store import CredentialStore
+from tracemark.errors import ImageSourceError, TracemarkError
+from tracemark.fingerprint import pdq
+from tracemark.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image
+from tracemark.watermark import get_method
+
+__all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
+
+DEFAULT_QUALITY = {"image/jpeg": 92, "image/webp": 92, "image/png": None}
+
+
+@dataclass(frozen=True)
+class SignOptions:
+    ai_generated: bool = False
+    title: str | None = None
+    author: str | None = None
+    quality: int | None = None
+    """JPEG/WebP quality of the signed file (default 92)."""
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class SignResult:
+    source: str
+    output: str
+    manifest_id: int
+    label: str
+    media_type: str
+    ref_id: int | None
+    file_sha256: str
+    psnr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _read_input(image: Any) -> tuple[bytes | None, str]:
+    """The input's original bytes (for the parent ingredient) and a display name."""
+    if isinstance(image, str | os.PathLike):
+        p = Path(image)
+        try:
+            return p.read_bytes(), str(p)
+        except FileNotFoundError:
+            raise ImageSourceError("no such file", source=str(p)) from None
+        except IsADirectoryError:
+            raise ImageSourceError("is a directory", source=str(p)) from None
+        except OSError as exc:
+            raise ImageSourceError(f"cannot read: {exc.strerror or exc}", source=str(p)) from None
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image), "<bytes>"
+    return None, "<image>"
+
+
+def _parent(original: bytes | None, rgb: np.ndarray, name: str) -> tuple[bytes, str, str]:
+    """The parent ingredient: the original file when c2pa can read its format, else PNG."""
+    from PIL import Image
+
+    if original is not None:
+        try:
+            with Image.open(io.BytesIO(original)) as im:
+                fmt = (im.format or "").upper()
+        except Exception:  # noqa: BLE001 - load_image already accepted the bytes
+            fmt = ""
+        mt = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+              "TIFF": "image/tiff", "GIF": "image/gif"}.get(fmt)
+        if mt is not None:
+            return original, mt, Path(name).name
+    return encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sign_image(
+    store: CredentialStore,
+    image: Any,
+    out: str | os.PathLike[str] | None,
+    creds: SigningCredentials,
+    options: SignOptions | None = None,
+    *,
+    media_type: str | None = None,
+) -> tuple[SignResult, bytes]:
+    """Watermark, sign and register one image; write it to ``out`` (unless None).
+
+    ``media_type`` is required when ``out`` is None (otherwise the suffix of ``out``
+    decides). Returns the result and the signed file's bytes.
+    """
+    opts = options or SignOptions()
+    if out is not None:
+        media_type = mf.media_type_for(Path(out).suffix)
+    elif media_type not in mf.PIL_FORMATS:
+        raise mf.UnsupportedFormatError(f"cannot sign as {media_type!r}; use "
+                                        f"{', '.join(mf.PIL_FORMATS)}")
+    original, name = _read_input(image)
+    rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
+                     name=name)
+    method = get_method(store.watermark_method)
+    title = opts.title or (Path(out).name if out is not None else Path(name).name)
+    manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
+                                media_type=media_type)
+    added = None
+    try:
+        payload = store.payload_for(manifest_id)
+        marked = method.embed(rgb, payload, store.watermark_key)
+        quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
+        asset = encode_image(marked, mf.PIL_FORMATS[media_type], quality=quality)
+        distributed = load_image(asset, max_pixels=None)
+        pdq_bits, _quality = pdq.pdq_hash(distributed, packed=True)
+        definition = mf.manifest_definition(
+            title=title, media_type=media_type, store_id=store.store_id,
+            manifest_id=manifest_id, payload=payload,
+            pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
+        )
+        parent = None if opts.ai_generated else _parent(original, rgb, name)
+        signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
+                                               ai_generated=opts.ai_generated, parent=parent)
+        reading = mf.read_manifest(signed, media_type)
+        if reading.label is None:
+            raise mf.SigningError("the signed file has no readable manifest")
+        index = store.index
+        added = index.add(distributed, source=str(out) if out is not None else name,
+                          notes=json.dumps({"manifest_id": manifest_id}))
+        index.commit()
+        file_sha256 = hashlib.sha256(signed).hexdigest()
+        store.activate(manifest_id, label=reading.label, ref_id=added.id, file_sha256=file_sha256,
+                       signer=creds.subject, manifest_json=mf.manifest_json(signed, media_type),
+                       manifest_store=manifest_store)
+    except BaseException:
+        store.discard(manifest_id)
+        if added is not None and added.added:
+            store.index.remove(added.id)
+            store.index.commit()
+        raise
+    if out is not None:
+        _write_atomic(Path(out), signed)
+    result = SignResult(
+        source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
+        label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
+        psnr=round(float(_psnr(rgb, distributed)), 2),
+    )
+    return result, signed
+
+
+def sign_many(
+    store: CredentialStore,
+    items: Iterable[tuple[Any, str | os.PathLike[str]]],
+    creds: SigningCredentials,
+    options: SignOptions | None = None,
+) -> list[SignResult | TracemarkError]:
+    """Sign a batch; a bad item is returned as its typed error in its slot, the rest go on."""
+    out: list[SignResult | TracemarkError] = []
+    for image, dest in items:
+        try:
+            out.append(sign_image(store, image, dest, creds, options)[0])
+        except TracemarkError as exc:
+            if exc.source is None:
+                exc.source = str(image)
+            out.append(exc)
+    return out

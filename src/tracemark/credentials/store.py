@@ -1,0 +1,400 @@
+"""The manifest store: signed C2PA manifests, findable by identifier and by fingerprint.
+
+A store is a directory::
+
+    credentials.sqlite   store metadata and one row per manifest (SQLAlchemy Core; the
+                         metadata may live in another database given by URL)
+    secret.key           32 random bytes, mode 0600: the store's watermark key
+    index/               a copy-detection index (:class:`tracemark.match.CopyIndex`) of
+                         every signed image, for recovery by fingerprint
+
+Each manifest gets an integer identifier when signing starts (state ``pending``); the
+watermark embedded in the image carries it, joined to the store's 24-bit tag (a keyed hash
+of the secret, so that a mark of another store never names one of ours)::
+
+    payload (64 bits) = tag (24 bits) << 40 | manifest id (40 bits)
+
+When the signed file is ready the row becomes ``active`` with the manifest's label, the
+raw manifest store (JUMBF bytes, as c2pa returns them), its JSON, the SHA-256 of the signed
+file and the id of its fingerprint in ``index/``. The database commit happens before the
+signed file is written, so a crash never leaves a signed file whose manifest is not stored
+(it may leave a ``pending`` row, which is never returned). See ``docs/credentials.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tracemark.errors import (
+    ConfigError,
+    ManifestNotFoundError,
+    ManifestStoreError,
+    TracemarkError,
+)
+from tracemark.watermark.keys import WatermarkKey
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ID_BITS",
+    "TAG_BITS",
+    "CredentialStore",
+    "ManifestRecord",
+]
+
+FORMAT_NAME = "tracemark-credentials"
+FORMAT_VERSION = 1
+TAG_BITS = 24
+ID_BITS = 40
+WATERMARK_METHOD = "lattice"
+SQLITE_NAME = "credentials.sqlite"
+SECRET_NAME = "secret.key"
+INDEX_DIR = "index"
+
+_metadata = sa.MetaData()
+_meta = sa.Table(
+    "meta",
+    _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+_manifests = sa.Table(
+    "manifests",
+    _metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("label", sa.String(255), unique=True),
+    sa.Column("title", sa.Text),
+    sa.Column("author", sa.Text),
+    sa.Column("ai_generated", sa.Boolean, nullable=False),
+    sa.Column("media_type", sa.String(64)),
+    sa.Column("ref_id", sa.BigInteger, index=True),
+    sa.Column("file_sha256", sa.String(64), index=True),
+    sa.Column("signer", sa.Text),
+    sa.Column("manifest_json", sa.Text),
+    sa.Column("manifest_store", sa.LargeBinary),
+)
+_STATES = ("pending", "active")
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One stored manifest. ``manifest_store`` is the signed JUMBF manifest store."""
+
+    id: int
+    state: str
+    created_at: str
+    label: str | None
+    title: str | None
+    author: str | None
+    ai_generated: bool
+    media_type: str | None
+    ref_id: int | None
+    file_sha256: str | None
+    signer: str | None
+    manifest_json: str | None
+    manifest_store: bytes | None
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest store's JSON, parsed (``None`` while pending)."""
+        return None if self.manifest_json is None else json.loads(self.manifest_json)
+
+    def summary(self) -> dict[str, Any]:
+        """The record without the manifest bytes (for listings and JSON output)."""
+        return {
+            "id": self.id, "state": self.state, "created_at": self.created_at,
+            "label": self.label, "title": self.title, "author": self.author,
+            "ai_generated": self.ai_generated, "media_type": self.media_type,
+            "ref_id": self.ref_id, "file_sha256": self.file_sha256, "signer": self.signer,
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _sqlite_engine(path: Path, *, read_only: bool) -> sa.Engine:
+    url = f"sqlite:///file:{path}?mode=ro&uri=true" if read_only else f"sqlite:///{path}"
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    return engine
+
+
+class CredentialStore:
+    """Manifests signed by this store, its watermark key, and the fingerprints of its images.
+
+    Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`; close with
+    :meth:`close` or a ``with`` block. ``database_url`` puts the metadata in another
+    database SQLAlchemy can reach (e.g. ``postgresql+psycopg://...``); the secret and the
+    fingerprint index stay in the directory.
+    """
+
+    def __init__(self, path: Path, engine: sa.Engine, secret: bytes, *, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._engine = engine
+        self._secret = secret
+        self._index: Any = None
+        with engine.connect() as conn:
+            meta = dict(conn.execute(sa.select(_meta.c.key, _meta.c.value)).tuples().all())
+        if meta.get("format") != FORMAT_NAME:
+            raise ManifestStoreError("not a tracemark credential store", source=str(path))
+        version = int(meta.get("version", "0"))
+        if version != FORMAT_VERSION:
+            raise ManifestStoreError(
+                f"unsupported credential store version {version} (this tracemark reads "
+                f"version {FORMAT_VERSION})",
+                source=str(path),
+            )
+        self.store_id: str = meta["store_id"]
+        self.created_at: str = meta.get("created_at", "")
+        self.watermark_method: str = meta.get("watermark_method", WATERMARK_METHOD)
+        expected = hashlib.sha256(secret).hexdigest()[:16]
+        if meta.get("secret_check") != expected:
+            raise ManifestStoreError(
+                "secret.key does not belong to this store's database", source=str(path)
+            )
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, database_url: str | None = None) -> CredentialStore:
+        """Make a new, empty store at ``path`` (a missing or empty directory)."""
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise ManifestStoreError("exists and is not an empty directory", source=str(root))
+        root.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        fd = os.open(root / SECRET_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+        engine = cls._engine_for(root, database_url, read_only=False)
+        _metadata.create_all(engine)
+        rows = {
+            "format": FORMAT_NAME,
+            "version": str(FORMAT_VERSION),
+            "store_id": str(uuid.uuid4()),
+            "created_at": _now(),
+            "watermark_method": WATERMARK_METHOD,
+            "secret_check": hashlib.sha256(secret).hexdigest()[:16],
+        }
+        with engine.begin() as conn:
+            if conn.execute(sa.select(sa.func.count()).select_from(_meta)).scalar_one():
+                raise ManifestStoreError("the database already holds a credential store",
+                                         source=database_url)
+            conn.execute(_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
+        from tracemark.match import CopyIndex
+
+        CopyIndex.create(root / INDEX_DIR).close()
+        return cls(root, engine, secret, read_only=False)
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, read_only: bool = False, database_url: str | None = None
+    ) -> CredentialStore:
+        """Open an existing store."""
+        root = Path(path)
+        if not root.is_dir():
+            raise ManifestStoreError("no credential store here (missing directory)", source=str(root))
+        try:
+            secret = (root / SECRET_NAME).read_bytes()
+        except OSError as exc:
+            raise ManifestStoreError(
+                f"cannot read the store's secret: {exc.strerror or exc}", source=str(root)
+            ) from None
+        if len(secret) != 32:
+            raise ManifestStoreError("secret.key is not 32 bytes", source=str(root))
+        if database_url is None and not (root / SQLITE_NAME).is_file():
+            raise ManifestStoreError(f"{SQLITE_NAME} is missing", source=str(root))
+        engine = cls._engine_for(root, database_url, read_only=read_only)
+        try:
+            return cls(root, engine, secret, read_only=read_only)
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise ManifestStoreError(f"unreadable store database: {exc.orig or exc}",
+                                     source=str(root)) from None
+        except TracemarkError:
+            engine.dispose()
+            raise
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str], *, database_url: str | None = None) -> CredentialStore:
+        root = Path(path)
+        if root.is_dir() and (root / SECRET_NAME).exists():
+            return cls.open(root, database_url=database_url)
+        return cls.create(root, database_url=database_url)
+
+    @staticmethod
+    def _engine_for(root: Path, database_url: str | None, *, read_only: bool) -> sa.Engine:
+        if database_url is None:
+            return _sqlite_engine(root / SQLITE_NAME, read_only=read_only)
+        try:
+            return sa.create_engine(database_url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(f"unusable database URL: {exc}") from None
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._engine.dispose()
+
+    def __enter__(self) -> CredentialStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CredentialStore({str(self.path)!r}, store_id={self.store_id!r})"
+
+    # --- keys and payloads -------------------------------------------------------------
+
+    @property
+    def watermark_key(self) -> WatermarkKey:
+        """The store's watermark key (secret: never print or return it)."""
+        return WatermarkKey(self._secret)
+
+    @property
+    def tag(self) -> int:
+        digest = hmac.new(self._secret, b"tracemark-credentials/tag", hashlib.sha256).digest()
+        return int.from_bytes(digest[:3], "big")
+
+    def payload_for(self, manifest_id: int) -> int:
+        """The 64-bit watermark payload that names ``manifest_id`` in this store."""
+        if not 0 < manifest_id < (1 << ID_BITS):
+            raise ConfigError(f"manifest id out of range: {manifest_id}")
+        return (self.tag << ID_BITS) | manifest_id
+
+    def id_from_payload(self, payload: int) -> int | None:
+        """The manifest id a decoded payload names, or None when its tag is not ours."""
+        if payload >> ID_BITS != self.tag:
+            return None
+        return payload & ((1 << ID_BITS) - 1)
+
+    # --- the fingerprint index ---------------------------------------------------------
+
+    @property
+    def index(self) -> Any:
+        """The store's :class:`~tracemark.match.CopyIndex` (opened on first use)."""
+        if self._index is None:
+            from tracemark.match import CopyIndex
+
+            self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only)
+        return self._index
+
+    # --- manifests ---------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ManifestStoreError("the store is open read-only", source=str(self.path))
+
+    def reserve(self, *, title: str | None, author: str | None, ai_generated: bool,
+                media_type: str | None) -> int:
+        """Start a manifest: a ``pending`` row whose id the watermark will carry."""
+        self._check_writable()
+        with self._engine.begin() as conn:
+            res = conn.execute(_manifests.insert().values(
+                state="pending", created_at=_now(), title=title, author=author,
+                ai_generated=bool(ai_generated), media_type=media_type,
+            ))
+            manifest_id = int(res.inserted_primary_key[0])
+        if manifest_id >= 1 << ID_BITS:
+            raise ManifestStoreError("the store has run out of manifest identifiers")
+        return manifest_id
+
+    def activate(self, manifest_id: int, *, label: str, ref_id: int | None, file_sha256: str,
+                 signer: str, manifest_json: str, manifest_store: bytes) -> None:
+        """Finish a manifest: record what was signed (committed before the file is written)."""
+        self._check_writable()
+        with self._engine.begin() as conn:
+            n = conn.execute(
+                _manifests.update()
+                .where(_manifests.c.id == manifest_id, _manifests.c.state == "pending")
+                .values(state="active", label=label, ref_id=ref_id, file_sha256=file_sha256,
+                        signer=signer, manifest_json=manifest_json, manifest_store=manifest_store)
+            ).rowcount
+        if n != 1:
+            raise ManifestNotFoundError(f"no pending manifest {manifest_id}")
+
+    def discard(self, manifest_id: int) -> None:
+        """Drop a pending manifest whose signing failed."""
+        self._check_writable()
+        with self._engine.begin() as conn:
+            conn.execute(_manifests.delete().where(
+                _manifests.c.id == manifest_id, _manifests.c.state == "pending"))
+
+    def _one(self, where: Any) -> ManifestRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(_manifests).where(where)).mappings().first()
+        if row is None:
+            return None
+        return ManifestRecord(**{k: row[k] for k in ManifestRecord.__dataclass_fields__})
+
+    def get(self, manifest_id: int) -> ManifestRecord:
+        """The active manifest ``manifest_id``; :class:`ManifestNotFoundError` otherwise."""
+        rec = self._one(sa.and_(_manifests.c.id == int(manifest_id), _manifests.c.state == "active"))
+        if rec is None:
+            raise ManifestNotFoundError(f"no manifest {manifest_id} in this store")
+        return rec
+
+    def find(self, manifest_id: int) -> ManifestRecord | None:
+        """The active manifest ``manifest_id``, or None."""
+        try:
+            return self.get(manifest_id)
+        except ManifestNotFoundError:
+            return None
+
+    def by_label(self, label: str) -> ManifestRecord | None:
+        return self._one(sa.and_(_manifests.c.label == label, _manifests.c.state == "active"))
+
+    def by_ref(self, ref_id: int) -> ManifestRecord | None:
+        return self._one(sa.and_(_manifests.c.ref_id == int(ref_id), _manifests.c.state == "active"))
+
+    def list(self, limit: int = 100, offset: int = 0) -> list[ManifestRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_manifests).where(_manifests.c.state == "active")
+                .order_by(_manifests.c.id).limit(limit).offset(offset)
+            ).mappings().all()
+        return [ManifestRecord(**{k: r[k] for k in ManifestRecord.__dataclass_fields__}) for r in rows]
+
+    def __len__(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count()).select_from(_manifests)
+                .where(_manifests.c.state == "active")).scalar_one())
+
+    def stats(self) -> dict[str, Any]:
+        with self._engine.connect() as conn:
+            counts = dict(conn.execute(
+                sa.select(_manifests.c.state, sa.func.count()).group_by(_manifests.c.state)
+            ).tuples().all())
+        return {
+            "path": str(self.path), "store_id": self.store_id, "format": FORMAT_NAME,
+            "version": FORMAT_VERSION, "created_at": self.created_at,
+            "watermark_method": self.watermark_method,
+            "manifests": int(counts.get("active", 0)), "pending": int(counts.get("pending", 0)),
+        }

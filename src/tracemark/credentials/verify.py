@@ -1,0 +1,275 @@
+"""Verifying: the embedded manifest first; when it is gone, the watermark; then the fingerprint.
+
+Routes, in order:
+
+1. **embedded** — c2pa's Reader validates the manifest in the file (state ``trusted``,
+   ``valid`` or ``invalid``, with c2pa's codes). For a manifest this store signed, the file
+   must also be byte-identical to the signed file: c2pa leaves some bytes of the manifest
+   container unauthenticated, and a change there is reported as ``invalid`` with the code
+   ``tracemark.file.modified``.
+2. **watermark** — no manifest in the file: the store's watermark is detected (calibrated
+   p-value at most ``alpha``), its tag must be this store's, and the manifest id it carries
+   must be an active manifest: the stored manifest is returned, state ``recovered``.
+3. **fingerprint** — no watermark either: the image is searched in the store's index; a
+   match whose decision is positive gives the manifest of the matched image.
+
+A recovered manifest is validated too, as a sidecar of the file: its signature and
+certificate are checked, and c2pa's hard-binding failure (the pixels changed) is expected
+and reported as ``binding: soft``. Nothing is found: state ``not_found``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracemark.credentials import manifest as mf
+from tracemark.credentials.store import CredentialStore, ManifestRecord
+from tracemark.errors import ImageError, ImageSourceError, TracemarkError
+from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image
+from tracemark.watermark import get_method
+
+__all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES"]
+
+MAX_FILE_BYTES = 200 * 1024 * 1024
+HARD_BINDING_CODES = frozenset({
+    "assertion.dataHash.mismatch",
+    "assertion.boxesHash.mismatch",
+    "assertion.bmffHash.mismatch",
+})
+"""c2pa failure codes that only say the file's bytes are not the signed ones."""
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    trust_pem: str | None = None
+    """Trust anchors (PEM) added to c2pa's own list; without them a valid manifest from an
+    unknown CA is ``valid``, not ``trusted``."""
+    watermark_alpha: float = 1e-4
+    """A watermark counts when its calibrated p-value is at most this."""
+    min_inliers: int | None = None
+    """Fingerprint route on an uncalibrated index: geometric inliers needed (default 12)."""
+    fingerprint_alpha: float | None = None
+    """Fingerprint route on a calibrated index: p-value needed (default the index's)."""
+    recover_invalid: bool = True
+    """When the embedded manifest is invalid, still look for the watermark/fingerprint and
+    report what they name under ``recovered`` (the state stays ``invalid``)."""
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class VerifyResult:
+    source: str
+    state: str
+    """``trusted``, ``valid``, ``invalid`` (embedded manifest), ``recovered`` (through the
+    watermark or fingerprint) or ``not_found``."""
+    route: str | None = None
+    """``embedded``, ``watermark`` or ``fingerprint``."""
+    confidence: float | None = None
+    """Embedded: 1.0. Watermark: 1 - p-value. Fingerprint: the copy-detection score."""
+    manifest_id: int | None = None
+    label: str | None = None
+    codes: dict[str, list[str]] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None
+    signature: str | None = None
+    """Of a recovered manifest: ``trusted``, ``valid`` or ``invalid`` (its own signature)."""
+    recovered: dict[str, Any] | None = None
+    """Beside an invalid embedded manifest: what the watermark or fingerprint names."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def found(self) -> bool:
+        return self.state in ("trusted", "valid", "recovered")
+
+    def to_dict(self, *, with_manifest: bool = True) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        if not with_manifest:
+            d.pop("manifest")
+        d["seconds"] = round(self.seconds, 4)
+        return d
+
+
+def _bytes_of(image: Any) -> tuple[bytes, str]:
+    if isinstance(image, str | os.PathLike):
+        p = Path(image)
+        try:
+            size = p.stat().st_size
+            if p.is_dir():
+                raise ImageSourceError("is a directory", source=str(p))
+            if size > MAX_FILE_BYTES:
+                raise ImageError(f"file of {size} bytes is over the {MAX_FILE_BYTES}-byte limit",
+                                 source=str(p))
+            return p.read_bytes(), str(p)
+        except FileNotFoundError:
+            raise ImageSourceError("no such file", source=str(p)) from None
+        except OSError as exc:
+            raise ImageSourceError(f"cannot read: {exc.strerror or exc}", source=str(p)) from None
+    if isinstance(image, bytes | bytearray | memoryview):
+        if len(image) > MAX_FILE_BYTES:
+            raise ImageError(f"{len(image)} bytes is over the {MAX_FILE_BYTES}-byte limit")
+        return bytes(image), "<bytes>"
+    raise ImageSourceError(f"verify reads a path or bytes; got {type(image).__name__}")
+
+
+def _media_type(data: bytes) -> str | None:
+    """The MIME type from the file's magic bytes (None when c2pa would not know it)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        return "image/avif" if data[8:12] == b"avif" else "image/heic"
+    return None
+
+
+def _signature_state(reading: mf.ManifestReading) -> str:
+    """The state of a manifest read as a sidecar, ignoring the hard-binding mismatch."""
+    if reading.error is not None:
+        return "invalid"
+    failures = [c for c in reading.failures if c not in HARD_BINDING_CODES]
+    if any(c != "signingCredential.untrusted" for c in failures):
+        return "invalid"
+    return "trusted" if "signingCredential.trusted" in reading.codes.get("success", []) else "valid"
+
+
+def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: Any,
+             opts: VerifyOptions, evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """Watermark, then fingerprint; the recovered record and how, or None."""
+    method = get_method(store.watermark_method)
+    det = method.detect(rgb, store.watermark_key, alpha=opts.watermark_alpha)
+    wm: dict[str, Any] = {"present": bool(det.present), "p_value": det.p_value,
+                          "score": round(float(det.score), 4)}
+    rec: ManifestRecord | None = None
+    route, confidence = None, None
+    if det.present and det.payload_int is not None:
+        manifest_id = store.id_from_payload(det.payload_int)
+        wm["tag_match"] = manifest_id is not None
+        if manifest_id is not None:
+            wm["manifest_id"] = manifest_id
+            rec = store.find(manifest_id)
+            if rec is not None:
+                route = "watermark"
+                confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
+    evidence["watermark"] = wm
+    if rec is None:
+        index = store.index
+        cfg_changes: dict[str, Any] = {}
+        if opts.min_inliers is not None:
+            cfg_changes["min_inliers"] = opts.min_inliers
+        if opts.fingerprint_alpha is not None:
+            cfg_changes["alpha"] = opts.fingerprint_alpha
+        if cfg_changes:
+            from dataclasses import replace
+
+            index.config = replace(index.config, **cfg_changes)
+        matches = index.search(rgb, k=1)
+        fp: dict[str, Any] = {"match": False}
+        if matches:
+            m = matches[0]
+            fp = {"match": bool(m.decision), "ref_id": m.ref_id, "score": round(m.score, 4),
+                  "p_value": m.p_value, "inliers": m.inliers}
+            if m.decision:
+                rec = store.by_ref(m.ref_id)
+                if rec is not None:
+                    route, confidence = "fingerprint", float(m.score)
+        evidence["fingerprint"] = fp
+    if rec is None:
+        return None
+    sidecar = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
+                               manifest_store=rec.manifest_store)
+    if sidecar.state == "absent":  # c2pa cannot read this container: check the bytes alone
+        sidecar = mf.read_manifest(rec.manifest_store or b"", "application/c2pa",
+                                   trust_pem=opts.trust_pem)
+    return {
+        "route": route, "confidence": round(float(confidence or 0.0), 6),
+        "manifest_id": rec.id, "label": rec.label, "signature": _signature_state(sidecar),
+        "codes": sidecar.codes, "manifest": rec.manifest,
+    }
+
+
+def verify_image(
+    image: Any,
+    store: CredentialStore | None = None,
+    options: VerifyOptions | None = None,
+) -> VerifyResult:
+    """Verify one image (path or bytes); see the module docstring for the routes."""
+    opts = options or VerifyOptions()
+    t0 = time.perf_counter()
+    data, name = _bytes_of(image)
+    media_type = _media_type(data)
+    reading = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem) \
+        if media_type is not None else mf.ManifestReading("absent")
+    result = VerifyResult(source=name, state="not_found")
+    if reading.state != "absent":
+        result.route, result.state, result.codes = "embedded", reading.state, reading.codes
+        result.label, result.manifest = reading.label, reading.manifest
+        if reading.error is not None:
+            result.evidence["error"] = reading.error
+        if store is not None:
+            rec = store.by_label(reading.label) if reading.label else None
+            if rec is not None:
+                result.manifest_id = rec.id
+                if rec.file_sha256 != hashlib.sha256(data).hexdigest():
+                    result.evidence["file_sha256_match"] = False
+                    if result.state in ("trusted", "valid"):
+                        result.state = "invalid"
+                        result.codes = {**result.codes,
+                                        "failure": [*result.codes.get("failure", []),
+                                                    "tracemark.file.modified"]}
+                else:
+                    result.evidence["file_sha256_match"] = True
+        result.confidence = 1.0 if result.state in ("trusted", "valid") else 0.0
+        if result.state != "invalid" or store is None or not opts.recover_invalid:
+            result.seconds = time.perf_counter() - t0
+            return result
+    if store is None:
+        result.seconds = time.perf_counter() - t0
+        return result
+    try:
+        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+    except ImageError as exc:
+        if result.state != "invalid":
+            raise
+        result.evidence["recovery_error"] = exc.to_dict()  # the verdict stands: invalid
+        result.seconds = time.perf_counter() - t0
+        return result
+    recovered = _recover(store, data, media_type, rgb, opts, result.evidence)
+    if result.state == "invalid":
+        result.recovered = recovered
+    elif recovered is not None:
+        result.state = "recovered"
+        result.route = recovered["route"]
+        result.confidence = recovered["confidence"]
+        result.manifest_id = recovered["manifest_id"]
+        result.label = recovered["label"]
+        result.codes = recovered["codes"]
+        result.signature = recovered["signature"]
+        result.manifest = recovered["manifest"]
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def verify_many(
+    images: list[Any], store: CredentialStore | None = None, options: VerifyOptions | None = None
+) -> list[VerifyResult | TracemarkError]:
+    """Verify a batch; a bad item is its typed error in its slot and the rest go on."""
+    out: list[VerifyResult | TracemarkError] = []
+    for image in images:
+        try:
+            out.append(verify_image(image, store, options))
+        except TracemarkError as exc:
+            if exc.source is None:
+                exc.source = str(image)
+            out.append(exc)
+    return out
