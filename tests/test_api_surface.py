@@ -28,6 +28,11 @@ PUBLIC = {
                         "FORMAT_VERSION", "IndexFormatError", "IndexExistsError"],
     "tracemark.watermark": ["get_method", "list_methods", "register_method", "Detection",
                             "WatermarkMethod", "payload_to_bits"],
+    "tracemark.credentials": [
+        "CredentialStore", "ManifestRecord", "SignOptions", "SignResult", "sign_image",
+        "sign_many", "VerifyOptions", "VerifyResult", "verify_image", "verify_many",
+        "init_dev_ca", "load_signing_credentials", "load_trust_anchors", "SigningCredentials",
+    ],
     "tracemark.metrics": [
         "psnr", "ssim", "bit_accuracy", "roc_curve", "auroc", "tpr_at_fpr",
         "micro_average_precision", "recall_at_precision", "accuracy_at_rank1",

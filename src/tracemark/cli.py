@@ -282,6 +282,10 @@ from tracemark.bench.copydetect import copydetect_bench_command  # noqa: E402
 
 bench_group.add_command(copydetect_bench_command)
 
+from tracemark.bench.credentials import credentials_bench_command  # noqa: E402
+
+bench_group.add_command(credentials_bench_command)
+
 main.add_command(watermark_group)
 
 from tracemark.match_cli import index_group, scan_command, search_command  # noqa: E402
