@@ -41,10 +41,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "credentials")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="rewrite the report from a results.json")
     args = ap.parse_args()
     cfg = CredentialsBenchConfig(signed=args.signed, other=args.other, unsigned=args.unsigned,
                                  seed=args.seed)
-    result = run_credentials_bench(list_images(args.images), cfg, progress=True)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text(encoding="utf-8"))
+    else:
+        result = run_credentials_bench(list_images(args.images), cfg, progress=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     flags = [f"--{k} {v}" for k, v in (("signed", args.signed), ("other", args.other),

@@ -279,3 +279,24 @@ def credentials_show(store_path: Path, manifest_id: int) -> None:
         except TracemarkError as exc:
             raise _fail(exc) from None
         _emit({**rec.summary(), "manifest": rec.manifest})
+
+
+@credentials_group.command("calibrate")
+@_store_option
+@click.argument("background", nargs=-1, required=True)
+def credentials_calibrate(store_path: Path, background: tuple[str, ...]) -> None:
+    """Calibrate the store's fingerprint route on BACKGROUND images it never signed.
+
+    Afterwards the fingerprint route decides on a p-value against that background (as
+    `tracemark index calibrate` does for a collection) instead of an inlier count.
+    """
+    from tracemark.cli import iter_inputs
+    from tracemark.credentials.store import CredentialStore
+
+    paths = list(iter_inputs(background))
+    try:
+        with CredentialStore.open(store_path) as store:
+            summary = store.index.calibrate(paths)
+    except TracemarkError as exc:
+        raise _fail(exc) from None
+    _emit(summary)

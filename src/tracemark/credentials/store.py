@@ -180,13 +180,21 @@ class CredentialStore:
     # --- lifecycle -----------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, database_url: str | None = None) -> CredentialStore:
-        """Make a new, empty store at ``path`` (a missing or empty directory)."""
+    def create(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
+               secret: bytes | None = None) -> CredentialStore:
+        """Make a new, empty store at ``path`` (a missing or empty directory).
+
+        ``secret`` (32 bytes) fixes the watermark key, for reproducible benchmarks and
+        tests; by default it is drawn from the operating system's CSPRNG.
+        """
         root = Path(path)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise ManifestStoreError("exists and is not an empty directory", source=str(root))
+        if secret is None:
+            secret = secrets.token_bytes(32)
+        elif not isinstance(secret, bytes) or len(secret) != 32:
+            raise ConfigError("a store secret is 32 bytes")
         root.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(32)
         fd = os.open(root / SECRET_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secret)

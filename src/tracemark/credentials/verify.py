@@ -51,8 +51,10 @@ class VerifyOptions:
     unknown CA is ``valid``, not ``trusted``."""
     watermark_alpha: float = 1e-4
     """A watermark counts when its calibrated p-value is at most this."""
-    min_inliers: int | None = None
-    """Fingerprint route on an uncalibrated index: geometric inliers needed (default 12)."""
+    min_inliers: int | None = 16
+    """Fingerprint route on an uncalibrated index: geometric inliers needed. Stricter than
+    copy detection's 12, because returning a wrong manifest is worse than returning none
+    (docs/credentials.md); ``None`` keeps the index's own setting."""
     fingerprint_alpha: float | None = None
     """Fingerprint route on a calibrated index: p-value needed (default the index's)."""
     recover_invalid: bool = True
