@@ -234,7 +234,7 @@ def read_manifest(
         raw_state = (reader.get_validation_state() or "Invalid").lower()
         results = reader.get_validation_results() or {}
         active = reader.get_active_manifest()
-    except c2pa.C2paError as exc:
+    except (c2pa.C2paError, KeyError, ValueError) as exc:  # KeyError: no active manifest
         return ManifestReading("invalid", codes={"failure": [_error_code(exc)]}, error=str(exc))
     finally:
         reader.close()

@@ -27,7 +27,7 @@ import numpy as np
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.certs import SigningCredentials
 from tracemark.credentials.store import CredentialStore
-from tracemark.errors import ImageSourceError, TracemarkError
+from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
 from tracemark.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image
 from tracemark.watermark import get_method
@@ -101,14 +101,22 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path`` (fsynced); the caller renames it into place."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SigningError(f"cannot write the output: {exc.strerror or exc}",
+                           source=str(path)) from None
+    return tmp
 
 
 def sign_image(
@@ -139,6 +147,7 @@ def sign_image(
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
                                 media_type=media_type)
     added = None
+    tmp: Path | None = None
     try:
         payload = store.payload_for(manifest_id)
         marked = method.embed(rgb, payload, store.watermark_key)
@@ -162,17 +171,25 @@ def sign_image(
                           notes=json.dumps({"manifest_id": manifest_id}))
         index.commit()
         file_sha256 = hashlib.sha256(signed).hexdigest()
+        tmp = _write_temp(Path(out), signed) if out is not None else None
         store.activate(manifest_id, label=reading.label, ref_id=added.id, file_sha256=file_sha256,
                        signer=creds.subject, manifest_json=mf.manifest_json(signed, media_type),
                        manifest_store=manifest_store)
     except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         store.discard(manifest_id)
         if added is not None and added.added:
             store.index.remove(added.id)
             store.index.commit()
         raise
-    if out is not None:
-        _write_atomic(Path(out), signed)
+    if tmp is not None:  # the manifest is stored: now the file may appear
+        try:
+            os.replace(tmp, Path(out))  # type: ignore[arg-type]
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SigningError(f"cannot write the output: {exc.strerror or exc}",
+                               source=str(out)) from None
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
         label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
@@ -194,6 +211,7 @@ def sign_many(
             out.append(sign_image(store, image, dest, creds, options)[0])
         except TracemarkError as exc:
             if exc.source is None:
-                exc.source = str(image)
+                exc.source = (str(image) if isinstance(image, str | os.PathLike)
+                              else f"<{type(image).__name__}> -> {dest}")
             out.append(exc)
     return out

@@ -158,10 +158,16 @@ class CredentialStore:
         self._secret = secret
         self._index: Any = None
         with engine.connect() as conn:
-            meta = dict(conn.execute(sa.select(_meta.c.key, _meta.c.value)).tuples().all())
+            meta = {r[0]: r[1] for r in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
         if meta.get("format") != FORMAT_NAME:
             raise ManifestStoreError("not a tracemark credential store", source=str(path))
-        version = int(meta.get("version", "0"))
+        try:
+            version = int(meta.get("version", "0"))
+        except ValueError:
+            raise ManifestStoreError(f"corrupt store metadata: version {meta['version']!r}",
+                                     source=str(path)) from None
+        if "store_id" not in meta:
+            raise ManifestStoreError("corrupt store metadata: no store_id", source=str(path))
         if version != FORMAT_VERSION:
             raise ManifestStoreError(
                 f"unsupported credential store version {version} (this tracemark reads "
@@ -397,9 +403,8 @@ class CredentialStore:
 
     def stats(self) -> dict[str, Any]:
         with self._engine.connect() as conn:
-            counts = dict(conn.execute(
-                sa.select(_manifests.c.state, sa.func.count()).group_by(_manifests.c.state)
-            ).tuples().all())
+            counts = {r[0]: r[1] for r in conn.execute(
+                sa.select(_manifests.c.state, sa.func.count()).group_by(_manifests.c.state))}
         return {
             "path": str(self.path), "store_id": self.store_id, "format": FORMAT_NAME,
             "version": FORMAT_VERSION, "created_at": self.created_at,

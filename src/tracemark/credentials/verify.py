@@ -166,22 +166,19 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
     evidence["watermark"] = wm
     if rec is None:
         index = store.index
-        cfg_changes: dict[str, Any] = {}
-        if opts.min_inliers is not None:
-            cfg_changes["min_inliers"] = opts.min_inliers
-        if opts.fingerprint_alpha is not None:
-            cfg_changes["alpha"] = opts.fingerprint_alpha
-        if cfg_changes:
-            from dataclasses import replace
-
-            index.config = replace(index.config, **cfg_changes)
         matches = index.search(rgb, k=1)
         fp: dict[str, Any] = {"match": False}
         if matches:
             m = matches[0]
-            fp = {"match": bool(m.decision), "ref_id": m.ref_id, "score": round(m.score, 4),
+            if m.p_value is not None:  # calibrated index: decide on the p-value
+                alpha = opts.fingerprint_alpha or index.config.alpha
+                decision = m.p_value <= alpha
+            else:
+                need = opts.min_inliers if opts.min_inliers is not None else index.config.min_inliers
+                decision = m.inliers >= need
+            fp = {"match": bool(decision), "ref_id": m.ref_id, "score": round(m.score, 4),
                   "p_value": m.p_value, "inliers": m.inliers}
-            if m.decision:
+            if decision:
                 rec = store.by_ref(m.ref_id)
                 if rec is not None:
                     route, confidence = "fingerprint", float(m.score)
@@ -213,6 +210,11 @@ def verify_image(
     reading = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem) \
         if media_type is not None else mf.ManifestReading("absent")
     result = VerifyResult(source=name, state="not_found")
+    rgb = None
+    if reading.state == "absent" or (reading.error is not None and reading.manifest is None):
+        # No manifest, or c2pa could not parse the container: the file must at least be an
+        # image (a typed error otherwise), so that a broken file is not "tampered".
+        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
     if reading.state != "absent":
         result.route, result.state, result.codes = "embedded", reading.state, reading.codes
         result.label, result.manifest = reading.label, reading.manifest
@@ -239,7 +241,8 @@ def verify_image(
         result.seconds = time.perf_counter() - t0
         return result
     try:
-        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+        if rgb is None:
+            rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
     except ImageError as exc:
         if result.state != "invalid":
             raise
