@@ -308,3 +308,8 @@ main.add_command(sign_command)
 main.add_command(verify_command)
 main.add_command(certs_group)
 main.add_command(credentials_group)
+
+from tracemark.service.cli import serve_command, service_group  # noqa: E402
+
+main.add_command(serve_command)
+main.add_command(service_group)

@@ -1,0 +1,1 @@
+"""``tracemark serve``: the HTTP service (FastAPI on uvicorn), behind the ``service`` extra."""

@@ -1,0 +1,142 @@
+"""``tracemark serve`` and ``tracemark service keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["serve_command", "service_group"]
+
+DEFAULT_DATA = "tracemark-data"
+
+
+def _data_option(f: Any) -> Any:
+    return click.option(
+        "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_DATA, envvar="TRACEMARK_DATA", show_default=True,
+        help="Service data directory: collections, and the SQLite metadata by default.",
+    )(f)
+
+
+def _db_option(f: Any) -> Any:
+    return click.option(
+        "--database-url", default=None, envvar="TRACEMARK_DATABASE_URL",
+        help="Metadata database (e.g. postgresql+psycopg://user@host/db) instead of SQLite.",
+    )(f)
+
+
+def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
+    from tracemark._optional import require
+
+    require("fastapi", "service", purpose="the HTTP service")
+    from tracemark.service.app import ServiceSettings
+
+    return ServiceSettings(data_dir=data_dir, database_url=database_url, **kw)
+
+
+@click.command("serve")
+@_data_option
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Signing certificate chain (PEM) for /sign.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Signing private key (PEM) for /sign.")
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Trust anchors (PEM) for /verify.")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=20.0, show_default=True)
+@click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True)
+@click.option("--timeout", "request_timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+              show_default=True, help="Seconds a request's work may take before a 503.")
+@click.option("--concurrency", "max_concurrency", type=click.IntRange(1, 256), default=4,
+              show_default=True, help="Blocking jobs (decode, watermark, search) run at once.")
+def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
+                  cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
+                  max_pixels: int, request_timeout: float, max_concurrency: int) -> None:
+    """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
+
+    One process serves a data directory (collections hold a writer lock); concurrency
+    comes from worker threads. Create API keys first with `tracemark service keys create`.
+    """
+    from tracemark.errors import TracemarkError
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --cert and --key together")
+    try:
+        settings = _settings(data_dir, database_url, cert=cert, key=key, trust=trust,
+                             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             max_pixels=max_pixels, request_timeout=request_timeout,
+                             max_concurrency=max_concurrency)
+        from tracemark.service.app import create_app
+
+        app = create_app(settings)
+    except TracemarkError as exc:
+        raise click.ClickException(str(exc)) from None
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+@click.group("service")
+def service_group() -> None:
+    """Administer the HTTP service (API keys)."""
+
+
+@service_group.group("keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys (stored hashed)."""
+
+
+def _keystore(data_dir: Path, database_url: str | None) -> Any:
+    import sqlalchemy as sa
+
+    from tracemark.service.keys import KeyStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url or f"sqlite:///{data_dir / 'service.sqlite'}"
+    return KeyStore(sa.create_engine(url))
+
+
+@keys_group.command("create")
+@_data_option
+@_db_option
+@click.option("--scope", type=click.Choice(["read", "write"]), required=True)
+@click.option("--collections", default="*", show_default=True,
+              help="Comma-separated collection names, or * for all.")
+@click.option("--name", default=None, help="A label for the key.")
+def keys_create(data_dir: Path, database_url: str | None, scope: str, collections: str,
+                name: str | None) -> None:
+    """Create a key; its token is printed once (only its hash is stored)."""
+    from tracemark.errors import TracemarkError
+
+    try:
+        token, rec = _keystore(data_dir, database_url).create(
+            scope=scope, collections=collections.split(","), name=name)
+    except TracemarkError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"token": token, **rec.to_dict()}))
+    click.echo("store the token now: it cannot be shown again", err=True)
+
+
+@keys_group.command("list")
+@_data_option
+@_db_option
+def keys_list(data_dir: Path, database_url: str | None) -> None:
+    """One JSON line per key (never the token)."""
+    for rec in _keystore(data_dir, database_url).list():
+        click.echo(json.dumps(rec.to_dict()))
+
+
+@keys_group.command("revoke")
+@_data_option
+@_db_option
+@click.argument("key_id")
+def keys_revoke(data_dir: Path, database_url: str | None, key_id: str) -> None:
+    """Revoke the key KEY_ID (the 8 hex characters after tm_)."""
+    if not _keystore(data_dir, database_url).revoke(key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(json.dumps({"revoked": key_id}))
