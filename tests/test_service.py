@@ -309,7 +309,9 @@ def test_a_slow_request_times_out_with_503(tmp_path: Path) -> None:
     token, _ = app.state.tm.keys.create(scope="write", collections=["*"])
     h = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
-        app.state.tm.create("c")
+        store = app.state.tm.create("c")  # one reference, so a search extracts features
+        store.index.add(small("photo/gcompris_50.jpg", 256))
+        store.index.commit()
         res = client.post("/v1/collections/c/search",
                           files=upload(png(small("photo/gcompris_48.jpg", 512))), headers=h)
         assert_error(res, 503, "Timeout")

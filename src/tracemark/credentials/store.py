@@ -36,6 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tracemark._db import sqlite_engine, url_engine
 from tracemark.errors import (
     ConfigError,
     ManifestNotFoundError,
@@ -127,21 +128,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _sqlite_engine(path: Path, *, read_only: bool) -> sa.Engine:
-    url = f"sqlite:///file:{path}?mode=ro&uri=true" if read_only else f"sqlite:///{path}"
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        if not read_only:
-            cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
-        cur.close()
-
-    return engine
-
-
 class CredentialStore:
     """Manifests signed by this store, its watermark key, and the fingerprints of its images.
 
@@ -187,7 +173,7 @@ class CredentialStore:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
-               secret: bytes | None = None) -> CredentialStore:
+               schema: str | None = None, secret: bytes | None = None) -> CredentialStore:
         """Make a new, empty store at ``path`` (a missing or empty directory).
 
         ``secret`` (32 bytes) fixes the watermark key, for reproducible benchmarks and
@@ -204,7 +190,7 @@ class CredentialStore:
         fd = os.open(root / SECRET_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secret)
-        engine = cls._engine_for(root, database_url, read_only=False)
+        engine = cls._engine_for(root, database_url, read_only=False, schema=schema, create=True)
         _metadata.create_all(engine)
         rows = {
             "format": FORMAT_NAME,
@@ -216,8 +202,8 @@ class CredentialStore:
         }
         with engine.begin() as conn:
             if conn.execute(sa.select(sa.func.count()).select_from(_meta)).scalar_one():
-                raise ManifestStoreError("the database already holds a credential store",
-                                         source=database_url)
+                raise ManifestStoreError("the database (schema) already holds a credential "
+                                         "store", source=str(root))
             conn.execute(_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
         from tracemark.match import CopyIndex
 
@@ -226,7 +212,8 @@ class CredentialStore:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, read_only: bool = False, database_url: str | None = None
+        cls, path: str | os.PathLike[str], *, read_only: bool = False,
+        database_url: str | None = None, schema: str | None = None,
     ) -> CredentialStore:
         """Open an existing store."""
         root = Path(path)
@@ -242,7 +229,7 @@ class CredentialStore:
             raise ManifestStoreError("secret.key is not 32 bytes", source=str(root))
         if database_url is None and not (root / SQLITE_NAME).is_file():
             raise ManifestStoreError(f"{SQLITE_NAME} is missing", source=str(root))
-        engine = cls._engine_for(root, database_url, read_only=read_only)
+        engine = cls._engine_for(root, database_url, read_only=read_only, schema=schema)
         try:
             return cls(root, engine, secret, read_only=read_only)
         except sa.exc.SQLAlchemyError as exc:
@@ -254,20 +241,19 @@ class CredentialStore:
             raise
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike[str], *, database_url: str | None = None) -> CredentialStore:
+    def open_or_create(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
+                       schema: str | None = None) -> CredentialStore:
         root = Path(path)
         if root.is_dir() and (root / SECRET_NAME).exists():
-            return cls.open(root, database_url=database_url)
-        return cls.create(root, database_url=database_url)
+            return cls.open(root, database_url=database_url, schema=schema)
+        return cls.create(root, database_url=database_url, schema=schema)
 
     @staticmethod
-    def _engine_for(root: Path, database_url: str | None, *, read_only: bool) -> sa.Engine:
+    def _engine_for(root: Path, database_url: str | None, *, read_only: bool,
+                    schema: str | None = None, create: bool = False) -> sa.Engine:
         if database_url is None:
-            return _sqlite_engine(root / SQLITE_NAME, read_only=read_only)
-        try:
-            return sa.create_engine(database_url, pool_pre_ping=True)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise ConfigError(f"unusable database URL: {exc}") from None
+            return sqlite_engine(root / SQLITE_NAME, read_only=read_only)
+        return url_engine(database_url, schema=schema, create_schema=create)
 
     def close(self) -> None:
         if self._index is not None:

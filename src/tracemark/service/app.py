@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tracemark._db import schema_name
 from tracemark.errors import (
     ConfigError,
     ImageError,
@@ -40,7 +41,7 @@ from tracemark.errors import (
     TracemarkError,
     UnsupportedFormatError,
 )
-from tracemark.service.keys import ApiKey, KeyStore
+from tracemark.service.keys import ApiKey, KeyStore, service_engine
 
 __all__ = ["ServiceSettings", "create_app", "ApiError"]
 
@@ -103,8 +104,7 @@ class _State:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "collections").mkdir(exist_ok=True)
-        url = settings.database_url or f"sqlite:///{settings.data_dir / 'service.sqlite'}"
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = service_engine(settings.data_dir, settings.database_url)
         self.keys = KeyStore(self.engine)
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         self._open: dict[str, Any] = {}
@@ -146,7 +146,7 @@ class _State:
             if store is None:
                 if not NAME_RE.match(name) or not self.path(name).is_dir():
                     raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
-                store = CredentialStore.open(self.path(name), database_url=self._store_url(name))
+                store = CredentialStore.open(self.path(name), **self._store_db(name))
                 self._open[name] = store
                 self._locks[name] = threading.Lock()
             return store
@@ -161,13 +161,18 @@ class _State:
         with self._registry_lock:
             if self.path(name).exists():
                 raise ApiError(409, "CollectionExists", f"collection {name!r} exists")
-            store = CredentialStore.create(self.path(name), database_url=self._store_url(name))
+            store = CredentialStore.create(self.path(name), **self._store_db(name))
             self._open[name] = store
             self._locks[name] = threading.Lock()
             return store
 
-    def _store_url(self, name: str) -> str | None:
-        return None  # each collection keeps its metadata in its own SQLite file
+    def _store_db(self, name: str) -> dict[str, Any]:
+        """Where a collection's manifests live: its own SQLite file, or a schema of its own
+        in the service's database."""
+        if self.settings.database_url is None:
+            return {}
+        return {"database_url": self.settings.database_url,
+                "schema": schema_name("tm_col", name)}
 
     def close(self) -> None:
         with self._registry_lock:

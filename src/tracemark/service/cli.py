@@ -92,13 +92,9 @@ def keys_group() -> None:
 
 
 def _keystore(data_dir: Path, database_url: str | None) -> Any:
-    import sqlalchemy as sa
+    from tracemark.service.keys import KeyStore, service_engine
 
-    from tracemark.service.keys import KeyStore
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    url = database_url or f"sqlite:///{data_dir / 'service.sqlite'}"
-    return KeyStore(sa.create_engine(url))
+    return KeyStore(service_engine(data_dir, database_url))
 
 
 @keys_group.command("create")

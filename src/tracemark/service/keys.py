@@ -16,13 +16,27 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from tracemark.errors import ConfigError
 
-__all__ = ["ApiKey", "KeyStore", "SCOPES", "service_metadata"]
+__all__ = ["ApiKey", "KeyStore", "SCOPES", "SERVICE_SCHEMA", "service_engine", "service_metadata"]
+
+SERVICE_SCHEMA = "tracemark_service"
+"""The schema of the service's own tables in a shared database (PostgreSQL)."""
+
+
+def service_engine(data_dir: Path, database_url: str | None) -> sa.Engine:
+    """The service's metadata database: ``<data>/service.sqlite`` or ``database_url``."""
+    from tracemark._db import sqlite_engine, url_engine
+
+    if database_url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return sqlite_engine(data_dir / "service.sqlite")
+    return url_engine(database_url, schema=SERVICE_SCHEMA, create_schema=True)
 
 SCOPES = ("read", "write")
 
