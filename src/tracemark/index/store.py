@@ -100,6 +100,8 @@ def _now() -> str:
 def _check_id(ref_id: object) -> int:
     if isinstance(ref_id, bool) or not isinstance(ref_id, int | np.integer):
         raise IndexInputError(f"a reference id must be an int, got {type(ref_id).__name__}")
+    if not -(2**63) <= int(ref_id) < 2**63:  # SQLite's INTEGER range
+        raise IndexInputError(f"reference id out of range: {int(ref_id)}")
     return int(ref_id)
 
 

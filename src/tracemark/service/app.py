@@ -23,7 +23,8 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -369,7 +370,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"])
-    async def list_images(name: str, key: Key, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    async def list_images(name: str, key: Key, limit: int = 100,
+                          offset: Annotated[int, Query(ge=0, lt=2**62)] = 0) -> dict[str, Any]:
         allow(key, name, write=False)
         if not 1 <= limit <= 1000 or offset < 0:
             raise ApiError(422, "ValidationError", "limit must be 1..1000 and offset >= 0")
@@ -380,7 +382,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     @app.delete(f"{API_PREFIX}/collections/{{name}}/images/{{ref_id}}", tags=["collections"])
-    async def remove_image(name: str, ref_id: int, key: Key) -> dict[str, Any]:
+    async def remove_image(name: str, ref_id: Annotated[int, PathParam(ge=1, lt=2**62)], key: Key) -> dict[str, Any]:
         allow(key, name, write=True)
 
         def work() -> dict[str, Any]:
@@ -510,7 +512,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await _verify(None, await read_upload(image))
 
     @app.get(f"{API_PREFIX}/collections/{{name}}/manifests/{{manifest_id}}", tags=["credentials"])
-    async def get_manifest(name: str, manifest_id: int, key: Key) -> dict[str, Any]:
+    async def get_manifest(name: str, manifest_id: Annotated[int, PathParam(ge=1, lt=2**62)],
+                           key: Key) -> dict[str, Any]:
         allow(key, name, write=False)
 
         def work() -> dict[str, Any]:
