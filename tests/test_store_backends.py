@@ -194,4 +194,6 @@ def test_service_on_postgresql(tmp_path: Path) -> None:
         keys = conn.execute(sa.text("SELECT count(*) FROM tracemark_service.api_keys")).scalar_one()
     engine.dispose()
     assert n == 1 and keys >= 1
-    assert not (tmp_path / "data" / "collections" / name / "credentials.sqlite").exists()
+    col = tmp_path / "data" / "collections" / name
+    assert not (col / "credentials.sqlite").exists()
+    assert not (col / "index" / "index.sqlite").exists() and (col / "index" / "database.json").exists()

@@ -134,12 +134,17 @@ class CopyIndex:
         return {"pdq": VectorSpec("binary", 256), "vlad": VectorSpec("float", global_desc.DIM)}
 
     @classmethod
-    def create(cls, path: str | Path, config: MatchConfig | None = None) -> CopyIndex:
-        return cls(Index.create(path, vector_specs=cls.vector_specs()), config)
+    def create(cls, path: str | Path, config: MatchConfig | None = None, *,
+               database_url: str | None = None, schema: str | None = None) -> CopyIndex:
+        """A new collection at ``path``; with ``database_url`` and ``schema`` its metadata
+        and vectors live in that (PostgreSQL) schema, FAISS files in ``path``."""
+        return cls(Index.create(path, vector_specs=cls.vector_specs(), database_url=database_url,
+                                schema=schema), config)
 
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False, config: MatchConfig | None = None) -> CopyIndex:
-        return cls(Index.open(path, read_only=read_only), config)
+    def open(cls, path: str | Path, *, read_only: bool = False, config: MatchConfig | None = None,
+             database_url: str | None = None) -> CopyIndex:
+        return cls(Index.open(path, read_only=read_only, database_url=database_url), config)
 
     @classmethod
     def open_or_create(cls, path: str | Path, config: MatchConfig | None = None) -> CopyIndex:

@@ -128,6 +128,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _index_db(database_url: str | None, schema: str | None) -> dict[str, Any]:
+    """Where the store's fingerprint index keeps its metadata: beside the manifests."""
+    if database_url is None:
+        return {}
+    base = schema or "tracemark_credentials"
+    return {"database_url": database_url, "schema": f"{base}_ix"[:63]}
+
+
 class CredentialStore:
     """Manifests signed by this store, its watermark key, and the fingerprints of its images.
 
@@ -143,6 +151,7 @@ class CredentialStore:
         self._engine = engine
         self._secret = secret
         self._index: Any = None
+        self._database_url: str | None = None
         with engine.connect() as conn:
             meta = {r[0]: r[1] for r in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
         if meta.get("format") != FORMAT_NAME:
@@ -207,8 +216,10 @@ class CredentialStore:
             conn.execute(_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
         from tracemark.match import CopyIndex
 
-        CopyIndex.create(root / INDEX_DIR).close()
-        return cls(root, engine, secret, read_only=False)
+        CopyIndex.create(root / INDEX_DIR, **_index_db(database_url, schema)).close()
+        store = cls(root, engine, secret, read_only=False)
+        store._database_url = database_url
+        return store
 
     @classmethod
     def open(
@@ -231,7 +242,9 @@ class CredentialStore:
             raise ManifestStoreError(f"{SQLITE_NAME} is missing", source=str(root))
         engine = cls._engine_for(root, database_url, read_only=read_only, schema=schema)
         try:
-            return cls(root, engine, secret, read_only=read_only)
+            store = cls(root, engine, secret, read_only=read_only)
+            store._database_url = database_url
+            return store
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
             raise ManifestStoreError(f"unreadable store database: {exc.orig or exc}",
@@ -302,7 +315,8 @@ class CredentialStore:
         if self._index is None:
             from tracemark.match import CopyIndex
 
-            self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only)
+            self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only,
+                                         database_url=self._database_url)
         return self._index
 
     # --- manifests ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 from tracemark.errors import ConfigError
 from tracemark.index.errors import IndexFormatError
@@ -65,6 +66,18 @@ _REQUIRED_COLUMNS = {
 }
 
 
+def _tables(conn: Any) -> set[str]:
+    if hasattr(conn, "tables"):  # PostgreSQL (index._pg.PgConnection)
+        return set(conn.tables())
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _columns(conn: Any, table: str) -> set[str]:
+    if hasattr(conn, "columns"):
+        return set(conn.columns(table))
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def check_format(conn: sqlite3.Connection, *, source: str) -> dict[str, str]:
     """Check the magic, version and tables of an index database; return its ``meta`` table.
 
@@ -72,7 +85,7 @@ def check_format(conn: sqlite3.Connection, *, source: str) -> dict[str, str]:
     column, or a format version this reader does not know.
     """
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = _tables(conn)
         if "meta" not in tables:
             raise IndexFormatError("not a tracemark index: no 'meta' table", source=source)
         meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
@@ -102,7 +115,7 @@ def check_format(conn: sqlite3.Connection, *, source: str) -> dict[str, str]:
         for table, columns in _REQUIRED_COLUMNS.items():
             if table not in tables:
                 raise IndexFormatError(f"corrupt index: table {table!r} is missing", source=source)
-            found = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            found = _columns(conn, table)
             if not columns <= found:
                 missing = ", ".join(sorted(columns - found))
                 raise IndexFormatError(

@@ -32,7 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from tracemark.errors import ConfigError
-from tracemark.index import _faiss
+from tracemark.index import _faiss, _pg
 from tracemark.index._schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -65,6 +65,7 @@ __all__ = ["Index", "SQLITE_NAME", "VECTORS_DIR", "LOCK_NAME"]
 SQLITE_NAME = "index.sqlite"
 VECTORS_DIR = "vectors"
 LOCK_NAME = "write.lock"
+DATABASE_NAME = "database.json"
 
 _MAX_HASH_LEN = 512
 _TEXT_FIELDS = ("source", "owner", "license", "notes")
@@ -109,6 +110,16 @@ def _check_count(value: object, what: str, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise IndexInputError(f"{what} must be an int >= {low}, got {value!r}")
     return int(value)
+
+
+def _open_pg(url: str, schema: str | None, *, source: str, read_only: bool,
+             create: bool = False) -> Any:
+    try:
+        return _pg.connect_pg(url, str(schema), read_only=read_only, create=create)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source) from None
+    except sqlite3.DatabaseError as exc:
+        raise IndexFormatError(str(exc), source=source) from None
 
 
 def _acquire_lock(path: Path) -> IO[bytes] | None:
@@ -180,9 +191,20 @@ class Index:
 
     @classmethod
     def create(
-        cls, path: str | os.PathLike[str], *, vector_specs: Mapping[str, VectorSpec]
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        vector_specs: Mapping[str, VectorSpec],
+        database_url: str | None = None,
+        schema: str | None = None,
     ) -> Index:
-        """Create a new, empty index at ``path`` (a new or empty directory) and open it for writing."""
+        """Create a new, empty index at ``path`` (a new or empty directory) and open it for writing.
+
+        With ``database_url`` (PostgreSQL) and ``schema``, the metadata and raw vectors go to
+        that schema (which must not hold an index yet) instead of ``index.sqlite``; the
+        directory keeps the FAISS files, the writer lock and ``database.json`` naming the
+        schema.
+        """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise IndexExistsError("path exists and is not an empty directory", source=str(path))
@@ -196,14 +218,34 @@ class Index:
                 )
         from tracemark import __version__
 
+        if (database_url is None) != (schema is None):
+            raise ConfigError("give database_url and schema together")
         existed = path.exists()
         path.mkdir(parents=True, exist_ok=True)
         try:
             (path / VECTORS_DIR).mkdir()
-            conn = sqlite3.connect(path / SQLITE_NAME, isolation_level=None)
+            conn: Any
+            if database_url is not None:
+                conn = _open_pg(database_url, schema, source=str(path), read_only=False,
+                                create=True)
+                if "meta" in conn.tables():
+                    conn.close()
+                    raise IndexExistsError(f"schema {schema!r} already holds an index",
+                                           source=str(path))
+                (path / DATABASE_NAME).write_text(json.dumps(
+                    {"backend": "postgresql", "schema": schema}) + "\n")
+            else:
+                conn = sqlite3.connect(path / SQLITE_NAME, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript("BEGIN;\n" + SCHEMA + "\nCOMMIT;")
+                if database_url is not None:
+                    conn.execute("BEGIN")
+                    for statement in _pg.pg_schema().split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("COMMIT")
+                else:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript("BEGIN;\n" + SCHEMA + "\nCOMMIT;")
                 conn.execute("BEGIN")
                 conn.executemany(
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
@@ -225,6 +267,7 @@ class Index:
                 )
         except BaseException:
             for child in [
+                path / DATABASE_NAME,
                 path / SQLITE_NAME,
                 path / f"{SQLITE_NAME}-wal",
                 path / f"{SQLITE_NAME}-shm",
@@ -237,10 +280,16 @@ class Index:
             if not existed:
                 path.rmdir()
             raise
-        return cls.open(path)
+        return cls.open(path, database_url=database_url)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Index:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        database_url: str | None = None,
+    ) -> Index:
         """Open an existing index; check its format and the FAISS files' consistency.
 
         Raises :class:`IndexNotFoundError` for a missing path, :class:`IndexFormatError` for a
@@ -251,9 +300,26 @@ class Index:
         source = str(path)
         if not path.exists():
             raise IndexNotFoundError("no index at this path", source=source)
-        if not path.is_dir() or not (path / SQLITE_NAME).is_file():
+        conn: Any
+        db_file = path / DATABASE_NAME
+        if path.is_dir() and db_file.is_file():
+            try:
+                where = json.loads(db_file.read_text())
+                schema = str(where["schema"])
+            except (ValueError, KeyError, TypeError, OSError):
+                raise IndexFormatError(f"corrupt {DATABASE_NAME}", source=source) from None
+            if database_url is None:
+                raise IndexFormatError(
+                    f"this index keeps its metadata in PostgreSQL (schema {schema!r}); "
+                    "give the database URL", source=source)
+            conn = _open_pg(database_url, schema, source=source, read_only=read_only)
+        elif database_url is not None:
+            raise IndexFormatError(f"not a PostgreSQL-backed index (no {DATABASE_NAME})",
+                                   source=source)
+        elif not path.is_dir() or not (path / SQLITE_NAME).is_file():
             raise IndexFormatError(f"not a tracemark index (no {SQLITE_NAME})", source=source)
-        conn = _connect(path, read_only=read_only)
+        else:
+            conn = _connect(path, read_only=read_only)
         lock: IO[bytes] | None = None
         try:
             meta = check_format(conn, source=source)
