@@ -31,9 +31,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(data: Path, port: int, log: Path) -> subprocess.Popen:
+PG_URL = os.environ.get("TRACEMARK_TEST_PG_URL")
+
+
+def _start(data: Path, port: int, log: Path, db_url: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "from tracemark.cli import main; main()", "serve",
            "--data", str(data), "--port", str(port), "--concurrency", "2"]
+    if db_url is not None:
+        cmd += ["--database-url", db_url]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -65,28 +70,35 @@ def _images(n: int) -> list[bytes]:
 
 
 @pytest.mark.slow
-def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(
+        PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")),
+])
+def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path, backend: str) -> None:
     if not CORPUS.is_dir():
         pytest.skip("no corpus")
     from tracemark.service.keys import KeyStore, service_engine
 
     data, log = tmp_path / "data", tmp_path / "server.log"
-    token, _ = KeyStore(service_engine(data, None)).create(scope="write", collections=["*"])
+    db_url = PG_URL if backend == "postgresql" else None
+    name = "bulk" if db_url is None else "bulk-" + os.urandom(4).hex()
+    token, _ = KeyStore(service_engine(data, db_url)).create(scope="write", collections=["*"])
     h = {"Authorization": f"Bearer {token}"}
     port = _free_port()
     base = f"http://127.0.0.1:{port}/v1"
     images = _images(48)
-    proc = _start(data, port, log)
+    proc = _start(data, port, log, db_url)
     acked: dict[int, int] = {}  # image index -> ref id
     lock = threading.Lock()
     try:
-        assert httpx.post(f"{base}/collections", json={"name": "bulk"}, headers=h,
+        assert httpx.post(f"{base}/collections", json={"name": name}, headers=h,
                           timeout=30).status_code == 201
 
         def client(start: int) -> None:
             for i in range(start, len(images), 2):
                 try:
-                    r = httpx.post(f"{base}/collections/bulk/images", headers=h, timeout=30,
+                    r = httpx.post(f"{base}/collections/{name}/images", headers=h, timeout=30,
                                    files={"image": (f"{i}.png", io.BytesIO(images[i]), "image/png")})
                 except httpx.HTTPError:
                     return  # the server is gone
@@ -113,26 +125,29 @@ def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path) -> Non
     from tracemark.index import _faiss
     from tracemark.match import CopyIndex
 
-    with CopyIndex.open(data / "collections" / "bulk" / "index", read_only=True) as ci:
+    with CopyIndex.open(data / "collections" / name / "index", read_only=True,
+                        database_url=db_url) as ci:
         idx = ci.index
         refs = {r.id for r in idx.list(limit=10_000)}
         assert set(acked.values()) <= refs  # no acknowledged add lost
-        for name, vset in idx._sets.items():
+        for set_name, vset in idx._sets.items():
             labels = _faiss.labels_of(vset.index)
             in_faiss = {int(x) >> _faiss.ROW_BITS for x in labels}
-            assert in_faiss == refs, name  # no orphan vectors, none missing
+            assert in_faiss == refs, set_name  # no orphan vectors, none missing
 
-    proc = _start(data, port, log)
+    proc = _start(data, port, log, db_url)
     try:
-        listed = httpx.get(f"{base}/collections/bulk/images?limit=1000", headers=h,
-                           timeout=30).json()["images"]
+        listed = httpx.get(f"{base}/collections/{name}/images?limit=1000", headers=h,
+                           timeout=30).json()
+        assert "images" in listed, listed
+        listed = listed["images"]
         assert set(acked.values()) <= {r["id"] for r in listed}
         for i, ref in list(acked.items())[:8]:  # the recovered index finds them
-            r = httpx.post(f"{base}/collections/bulk/search", headers=h, timeout=30,
+            r = httpx.post(f"{base}/collections/{name}/search", headers=h, timeout=30,
                            files={"image": ("q.png", io.BytesIO(images[i]), "image/png")})
             assert ref in [m["ref_id"] for m in r.json()["matches"] if m["decision"]], (i, ref, r.json(), acked)
         # and accepts new adds after the restart
-        r = httpx.post(f"{base}/collections/bulk/images", headers=h, timeout=30,
+        r = httpx.post(f"{base}/collections/{name}/images", headers=h, timeout=30,
                        files={"image": ("x.png", io.BytesIO(images[-1]), "image/png")})
         assert r.status_code == 201
     finally:
