@@ -267,6 +267,16 @@ def test_truncated_oversized_and_missing_uploads(service) -> None:  # type: igno
     big = b"\xff\xd8" + bytes(3 * 1024 * 1024)
     assert_error(client.post("/v1/collections/works/search", files=upload(big), headers=h), 413)
     assert_error(client.post("/v1/collections/works/search", headers=h), 422, "ValidationError")
+
+    def chunks():  # no Content-Length: the body limit is enforced while reading
+        boundary = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x\"\r\n\r\n"
+        yield boundary
+        for _ in range(64):
+            yield bytes(64 * 1024)
+        yield b"\r\n--b--\r\n"
+    assert_error(client.post("/v1/collections/works/search", content=chunks(),
+                             headers={**h, "Content-Type": "multipart/form-data; boundary=b"}),
+                 413, "PayloadTooLarge")
     assert_error(client.post("/v1/collections/works/search", data={"image": "text"}, headers=h),
                  422)
     assert_error(client.post("/v1/collections/works/search", files=upload(good),

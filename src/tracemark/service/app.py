@@ -74,6 +74,42 @@ class ApiError(Exception):
         self.status, self.type, self.message = status, type_, message
 
 
+class _BodyLimit:
+    """ASGI middleware: a request body (chunked or not) larger than ``limit`` bytes stops
+    being read at the limit and is answered 413 -- nothing past it is buffered or spooled."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+        answered = False
+
+        async def limited() -> Any:
+            nonlocal seen, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # answer now; the app sees the client leave
+                    answered = True
+                    await _error(413, "PayloadTooLarge",
+                                 f"request bodies are limited to {self.limit} bytes")(
+                        scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Any) -> None:
+            if not answered:
+                await send(message)
+
+        await self.app(scope, limited, guarded)
+
+
 def _status_for(exc: TracemarkError) -> int:
     if isinstance(exc, ImageTooLargeError):
         return 413
@@ -239,6 +275,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="Image provenance: watermarks, copy detection, content credentials.",
     )
     app.state.tm = state
+    app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
 
     # --- errors ----------------------------------------------------------------------
 
