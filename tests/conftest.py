@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,26 @@ def corpus_images(kind: str | None = None, n: int | None = None) -> list[Path]:
     kinds = [kind] if kind else ["photo", "art"]
     files = sorted(f for k in kinds for f in (CORPUS / k).glob("*.jpg"))
     return files[:n] if n is not None else files
+
+
+def corpus_crop(rel: str, size: int = 256) -> np.ndarray:
+    """A centred ``size`` x ``size`` crop of the corpus image ``rel``, subsampled first."""
+    from tracemark.imageio import load_image
+
+    im = load_image(CORPUS / rel)
+    f = max(1, min(im.shape[:2]) // size)
+    im = im[::f, ::f]
+    h, w = im.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(im[y : y + size, x : x + size])
+
+
+PG_URL = os.environ.get("TRACEMARK_TEST_PG_URL")
+"""The throw-away PostgreSQL server that scripts/test.sh starts (None when run otherwise)."""
+requires_pg = pytest.mark.skipif(
+    PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=requires_pg)]
+"""Parameters of the tests that run a store on both metadata backends."""
 
 
 @pytest.fixture(scope="session")

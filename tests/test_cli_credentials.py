@@ -7,7 +7,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -17,6 +16,7 @@ from tracemark.credentials.cli import EXIT_INVALID, EXIT_NOT_FOUND
 from tracemark.imageio import encode_image, load_image
 
 from .conftest import CORPUS
+from .conftest import corpus_crop as small
 
 UNSIGNED = ("art/gcompris_21.jpg", "photo/gcompris_62.jpg")
 
@@ -29,13 +29,6 @@ def _rows(res: Result) -> list[dict]:
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
-def small(rel: str, size: int = 256) -> np.ndarray:
-    im = load_image(CORPUS / rel)
-    f = max(1, min(im.shape[:2]) // size)
-    im = im[::f, ::f]
-    h, w = im.shape[:2]
-    y, x = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(im[y : y + size, x : x + size])
 
 
 def flip(data: bytes, pos: int) -> bytes:

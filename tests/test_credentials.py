@@ -73,6 +73,7 @@ from tracemark.fingerprint import pdq
 from tracemark.imageio import encode_image, load_image
 
 from .conftest import CORPUS
+from .conftest import corpus_crop as small
 
 FIXTURE = Path(__file__).parent / "data" / "credentials_v1"
 NOW = dt.datetime.now(dt.UTC)
@@ -93,14 +94,6 @@ UNSIGNED = ("photo/gcompris_60.jpg", "art/gcompris_20.jpg")
 # --- helpers -------------------------------------------------------------------------------
 
 
-def small(rel: str, size: int = 256) -> np.ndarray:
-    """A centred ``size`` x ``size`` crop of a corpus image, subsampled first."""
-    im = load_image(CORPUS / rel)
-    f = max(1, min(im.shape[:2]) // size)
-    im = im[::f, ::f]
-    h, w = im.shape[:2]
-    y, x = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(im[y : y + size, x : x + size])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

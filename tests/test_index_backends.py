@@ -5,7 +5,6 @@ FAISS write is repaired from the vectors kept in the database."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -27,13 +26,9 @@ from tracemark.index import (
 )
 from tracemark.index.store import DATABASE_NAME, SQLITE_NAME
 
-PG_URL = os.environ.get("TRACEMARK_TEST_PG_URL")
+from .conftest import BACKENDS, PG_URL, requires_pg
+
 SPECS = {"pdq": VectorSpec("binary", 256), "emb": VectorSpec("float", 8)}
-BACKENDS = [
-    "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.skipif(
-        PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")),
-]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -141,7 +136,7 @@ def test_one_writer_at_a_time(tmp_path: Path, db: dict) -> None:
             assert len(reader) == 0
 
 
-@pytest.mark.skipif(PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")
+@requires_pg
 def test_postgresql_index_mistakes(tmp_path: Path) -> None:
     schema = schema_name("ix", uuid.uuid4().hex[:12])
     Index.create(tmp_path / "a", vector_specs=SPECS, database_url=PG_URL, schema=schema).close()

@@ -18,16 +18,8 @@ from tracemark.imageio import encode_image, load_image  # noqa: E402
 from tracemark.service.app import ServiceSettings, create_app  # noqa: E402
 
 from .conftest import CORPUS  # noqa: E402
+from .conftest import corpus_crop as small  # noqa: E402
 from .test_imageio import crafted_png  # noqa: E402
-
-
-def small(rel: str, size: int = 256) -> np.ndarray:
-    im = load_image(CORPUS / rel)
-    f = max(1, min(im.shape[:2]) // size)
-    im = im[::f, ::f]
-    h, w = im.shape[:2]
-    y, x = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(im[y : y + size, x : x + size])
 
 
 def png(rgb: np.ndarray) -> bytes:

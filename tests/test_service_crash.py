@@ -22,16 +22,13 @@ import httpx  # noqa: E402
 
 from tracemark.imageio import encode_image, load_image  # noqa: E402
 
-from .conftest import CORPUS, corpus_images  # noqa: E402
+from .conftest import BACKENDS, CORPUS, PG_URL, corpus_images  # noqa: E402
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-PG_URL = os.environ.get("TRACEMARK_TEST_PG_URL")
 
 
 def _start(data: Path, port: int, log: Path, db_url: str | None = None) -> subprocess.Popen:
@@ -70,11 +67,7 @@ def _images(n: int) -> list[bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", [
-    "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.skipif(
-        PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")),
-])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path, backend: str) -> None:
     if not CORPUS.is_dir():
         pytest.skip("no corpus")

@@ -10,7 +10,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -29,14 +28,8 @@ from tracemark.errors import ConfigError, ManifestNotFoundError, ManifestStoreEr
 from tracemark.imageio import encode_image, load_image
 from tracemark.service.keys import KeyStore, service_engine
 
-from .conftest import CORPUS
-
-PG_URL = os.environ.get("TRACEMARK_TEST_PG_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.skipif(
-        PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")),
-]
+from .conftest import BACKENDS, CORPUS, PG_URL, requires_pg
+from .conftest import corpus_crop as small
 
 
 @pytest.fixture(params=BACKENDS)
@@ -54,11 +47,6 @@ def creds(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     return load_signing_credentials(ca.signer_chain, ca.signer_key), load_trust_anchors(ca.ca_cert)
 
 
-def small(rel: str, size: int = 256) -> np.ndarray:
-    im = load_image(CORPUS / rel)
-    f = max(1, min(im.shape[:2]) // size)
-    im = im[::f, ::f]
-    return np.ascontiguousarray(im[:size, :size])
 
 
 def _activate(store: CredentialStore, mid: int, n: int) -> None:
@@ -160,7 +148,7 @@ def test_key_store(tmp_path: Path, db: dict) -> None:
     engine.dispose()
 
 
-@pytest.mark.skipif(PG_URL is None, reason="no PostgreSQL: run scripts/test.sh, which starts one")
+@requires_pg
 def test_service_on_postgresql(tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     if not CORPUS.is_dir():
