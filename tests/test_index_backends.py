@@ -155,3 +155,22 @@ def test_postgresql_index_mistakes(tmp_path: Path) -> None:
     bad_url = "postgresql+psycopg://postgres@/no_such_db?host=/nonexistent&port=1"
     with pytest.raises(IndexFormatError, match="cannot connect"):
         Index.open(tmp_path / "a", database_url=bad_url)
+
+
+def test_commit_without_writing_vectors_is_durable(tmp_path: Path, db: dict) -> None:
+    """commit(write_vectors=False) makes adds durable in the database only; a reader (or the
+    next writer after a crash) rebuilds FAISS from the database and finds them."""
+    path = tmp_path / "idx"
+    writer = Index.create(path, vector_specs=SPECS, **db)
+    writer.add_many(_refs(1, 3))
+    writer.commit()
+    extra = _refs(4, 3, start=30)
+    writer.add_many(extra)
+    writer.commit(write_vectors=False)  # the process "dies" here: FAISS files are old
+    with Index.open(path, read_only=True, **_open_kw(db)) as reader:
+        assert set(reader.repaired) == {"pdq", "emb"} and len(reader) == 6
+        for i, item in enumerate(extra):
+            assert reader.search("emb", item.vectors["emb"][None, :], 1)[0][0].ref_id == 4 + i
+    writer.close()  # a clean close writes the files
+    with Index.open(path, read_only=True, **_open_kw(db)) as reader:
+        assert reader.repaired == () and len(reader) == 6

@@ -208,8 +208,9 @@ class CopyIndex:
     def remove(self, ref_id: int) -> bool:
         return self.index.remove(ref_id)
 
-    def commit(self) -> None:
-        self.index.commit()
+    def commit(self, *, write_vectors: bool = True) -> None:
+        """Commit (see :meth:`tracemark.index.Index.commit` for ``write_vectors``)."""
+        self.index.commit(write_vectors=write_vectors)
 
     # --- searching -------------------------------------------------------------------
 

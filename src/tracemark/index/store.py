@@ -380,14 +380,24 @@ class Index:
 
     # --- transactions --------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Make pending writes durable: commit SQLite, then write the changed FAISS files."""
+    def commit(self, *, write_vectors: bool = True) -> None:
+        """Make pending writes durable: commit the database, then write the changed FAISS
+        files.
+
+        ``write_vectors=False`` commits the database only: the writes are durable (the
+        database holds the vectors), the in-memory FAISS indexes serve searches, and the
+        FAISS files are written by a later commit or :meth:`close`. After a crash in
+        between, :meth:`open` finds files that disagree with the database and rebuilds
+        them, so adds stay cheap for a service without risking an acknowledged write.
+        """
         with self._mutex:
             self._check_open()
             if self.read_only:
                 return
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
+            if not write_vectors:
+                return
             for vset in self._sets.values():
                 if vset.stale:
                     self._rebuild(vset)

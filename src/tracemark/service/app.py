@@ -60,6 +60,9 @@ class ServiceSettings:
     max_pixels: int = 40_000_000
     request_timeout: float = 30.0
     max_concurrency: int = 4
+    vector_flush_seconds: float = 30.0
+    """Adds are acknowledged after the database commit; FAISS files are rewritten at most
+    this often (0: after every write)."""
     cert: Path | None = None
     key: Path | None = None
     trust: Path | None = None
@@ -147,6 +150,7 @@ class _State:
         self._open: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._registry_lock = threading.Lock()
+        self._flushed: dict[str, float] = {}
         self.creds: Any = None
         self.trust_pem: str | None = None
         if settings.cert is not None and settings.key is not None:
@@ -187,6 +191,17 @@ class _State:
                 self._open[name] = store
                 self._locks[name] = threading.Lock()
             return store
+
+    def commit(self, name: str, store: Any) -> None:
+        """Make a collection's write durable before it is acknowledged: the database commit.
+        The FAISS files follow at most every ``vector_flush_seconds`` (and on shutdown); a
+        crash in between is repaired from the database when the index is opened."""
+        now = time.monotonic()
+        last = self._flushed.get(name, 0.0)
+        write = now - last >= self.settings.vector_flush_seconds
+        store.index.commit(write_vectors=write)
+        if write:
+            self._flushed[name] = now
 
     def write_lock(self, name: str) -> threading.Lock:
         self.collection(name)
@@ -402,7 +417,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             with state.write_lock(name):
                 res = store.index.add(rgb, source=source or image.filename, owner=owner,
                                       license=license)
-                store.index.commit()
+                state.commit(name, store)
             return {"ref_id": res.id, "duplicate_of": res.duplicate_of}
         return await state.run(work)
 
@@ -426,7 +441,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             store = state.collection(name)
             with state.write_lock(name):
                 removed = store.index.remove(ref_id)
-                store.index.commit()
+                state.commit(name, store)
             if not removed:
                 raise ApiError(404, "UnknownImage", f"no image {ref_id} in {name!r}")
             return {"removed": ref_id}

@@ -54,9 +54,13 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
               show_default=True, help="Seconds a request's work may take before a 503.")
 @click.option("--concurrency", "max_concurrency", type=click.IntRange(1, 256), default=4,
               show_default=True, help="Blocking jobs (decode, watermark, search) run at once.")
+@click.option("--flush-seconds", "vector_flush_seconds", type=click.FloatRange(0), default=30.0,
+              show_default=True, help="Rewrite a collection's FAISS files at most this often; "
+              "adds are acknowledged after the database commit (0: after every write).")
 def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
                   cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
-                  max_pixels: int, request_timeout: float, max_concurrency: int) -> None:
+                  max_pixels: int, request_timeout: float, max_concurrency: int,
+                  vector_flush_seconds: float) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
     One process serves a data directory (collections hold a writer lock); concurrency
@@ -70,7 +74,8 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
         settings = _settings(data_dir, database_url, cert=cert, key=key, trust=trust,
                              max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              max_pixels=max_pixels, request_timeout=request_timeout,
-                             max_concurrency=max_concurrency)
+                             max_concurrency=max_concurrency,
+                             vector_flush_seconds=vector_flush_seconds)
         from tracemark.service.app import create_app
 
         app = create_app(settings)
