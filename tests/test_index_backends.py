@@ -174,3 +174,34 @@ def test_commit_without_writing_vectors_is_durable(tmp_path: Path, db: dict) -> 
     writer.close()  # a clean close writes the files
     with Index.open(path, read_only=True, **_open_kw(db)) as reader:
         assert reader.repaired == () and len(reader) == 6
+
+
+@requires_pg
+def test_index_cli_on_postgresql(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from tracemark.cli import main
+    from tracemark.imageio import encode_image
+
+    from .conftest import CORPUS, corpus_crop
+
+    if not CORPUS.is_dir():
+        pytest.skip("no corpus")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, rel in enumerate(["photo/gcompris_100.jpg", "photo/gcompris_50.jpg"]):
+        (imgs / f"{i}.png").write_bytes(encode_image(corpus_crop(rel, 256), "PNG"))
+    db = tmp_path / ("cli_" + uuid.uuid4().hex[:10])
+    run = CliRunner().invoke
+    res = run(main, ["index", "add", str(imgs), "--db", str(db), "--database-url", PG_URL])
+    assert res.exit_code == 0, res.output
+    assert (db / DATABASE_NAME).exists() and not (db / SQLITE_NAME).exists()
+    res = run(main, ["index", "stats", "--db", str(db)])
+    assert res.exit_code == 2 and "give the database URL" in res.output
+    res = run(main, ["index", "stats", "--db", str(db)], env={"TRACEMARK_DATABASE_URL": PG_URL})
+    assert res.exit_code == 0 and json.loads(res.stdout)["count"] == 2
+    res = run(main, ["search", str(imgs / "1.png"), "--db", str(db), "--database-url", PG_URL])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[0])["matches"][0]["ref_id"] == 2

@@ -19,7 +19,9 @@ either module may be imported first.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -101,6 +103,26 @@ def _config(alpha: float | None = None, min_inliers: int | None = None) -> Match
         raise click.UsageError(exc.message) from exc
 
 
+_DATABASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tracemark_index_database_url", default=None)
+"""The ``--database-url`` of the running index command (set by :func:`_db_option`)."""
+
+
+def _db_kwargs(db: Path, *, create: bool) -> dict[str, Any]:
+    url = _DATABASE_URL.get()
+    if url is None:
+        return {}
+    if not create:
+        return {"database_url": url}
+    from tracemark._db import schema_name
+
+    try:
+        return {"database_url": url, "schema": schema_name("tm_ix", db.resolve().name)}
+    except ConfigError as exc:
+        raise click.UsageError(f"--db {db}: {exc.message} (the schema is named after the "
+                               "index directory)") from exc
+
+
 def _open(db: Path, *, read_only: bool, config: MatchConfig | None = None) -> CopyIndex:
     """Open an existing index; a missing or foreign ``db`` is a usage error."""
     from tracemark.match import CopyIndex
@@ -110,7 +132,8 @@ def _open(db: Path, *, read_only: bool, config: MatchConfig | None = None) -> Co
             f"no index at {db}: create one with `tracemark index add IMAGES... --db {db}`"
         )
     try:
-        return CopyIndex.open(db, read_only=read_only, config=config)
+        return CopyIndex.open(db, read_only=read_only, config=config,
+                              **_db_kwargs(db, create=False))
     except TracemarkError as exc:
         raise click.UsageError(f"cannot open the index {db}: {exc.message}") from exc
 
@@ -122,7 +145,9 @@ def _open_or_create(db: Path) -> CopyIndex:
     if db.exists() and not db.is_dir():
         raise click.UsageError(f"--db {db} is a file, not an index directory")
     try:
-        return CopyIndex.open_or_create(db)
+        if db.exists() and any(db.iterdir()):
+            return CopyIndex.open(db, **_db_kwargs(db, create=False))
+        return CopyIndex.create(db, **_db_kwargs(db, create=True))
     except (TracemarkError, OSError) as exc:
         message = exc.message if isinstance(exc, TracemarkError) else str(exc)
         raise click.UsageError(f"cannot open or create the index {db}: {message}") from exc
@@ -205,12 +230,28 @@ def _add_batches(
 
 
 def _db_option(f: Any) -> Any:
+    """``--db DIR`` and ``--database-url URL`` (metadata in PostgreSQL: the schema is named
+    after the index directory, FAISS files stay in it)."""
+
+    @functools.wraps(f)
+    def with_url(*args: Any, database_url: str | None = None, **kwargs: Any) -> Any:
+        token = _DATABASE_URL.set(database_url)
+        try:
+            return f(*args, **kwargs)
+        finally:
+            _DATABASE_URL.reset(token)
+
+    with_url = click.option(
+        "--database-url", default=None, envvar="TRACEMARK_DATABASE_URL",
+        help="Keep the index's metadata and vectors in this database (PostgreSQL) instead "
+        "of index.sqlite [env TRACEMARK_DATABASE_URL].",
+    )(with_url)
     return click.option(
         "--db",
         type=click.Path(path_type=Path),
         required=True,
         help="The index directory.",
-    )(f)
+    )(with_url)
 
 
 def _decision_options(f: Any) -> Any:
