@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -47,7 +47,8 @@ from tracemark.service.keys import ApiKey, KeyStore, service_engine
 __all__ = ["ServiceSettings", "create_app", "ApiError"]
 
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+"""Collection names: 1-48 characters, so that their database schemas stay valid names."""
 API_PREFIX = "/v1"
 
 
@@ -66,7 +67,6 @@ class ServiceSettings:
     cert: Path | None = None
     key: Path | None = None
     trust: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ApiError(Exception):
