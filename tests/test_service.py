@@ -328,3 +328,23 @@ def test_signing_not_configured_is_409(tmp_path: Path) -> None:
         assert client.post("/v1/collections", json={"name": "c"}, headers=h).status_code == 201
         assert_error(client.post("/v1/collections/c/sign", files=upload(b"x"), headers=h), 409,
                      "SigningNotConfigured")
+
+
+def test_delete_a_collection(service) -> None:  # type: ignore[no-untyped-def]
+    client, tokens, app = service
+    h = auth(tokens, "admin")
+    assert client.post("/v1/collections", json={"name": "gone"}, headers=h).status_code == 201
+    img = png(small("photo/gcompris_100.jpg"))
+    assert client.post("/v1/collections/gone/images", files=upload(img), headers=h).status_code == 201
+    assert_error(client.delete("/v1/collections/gone", headers=auth(tokens, "reader")), 403)
+    assert_error(client.delete("/v1/collections/gone", headers=auth(tokens, "other")), 403)
+    res = client.delete("/v1/collections/gone", headers=h)
+    assert res.status_code == 200 and res.json() == {"deleted": "gone"}
+    assert "gone" not in client.get("/v1/collections", headers=h).json()["collections"]
+    assert_error(client.get("/v1/collections/gone", headers=h), 404, "UnknownCollection")
+    assert_error(client.delete("/v1/collections/gone", headers=h), 404)
+    root = Path(app.state.tm.settings.data_dir) / "collections"
+    assert not any(p.name.startswith((".deleted-gone", "gone")) for p in root.iterdir())
+    # the name can be used again, for a new, empty collection
+    assert client.post("/v1/collections", json={"name": "gone"}, headers=h).status_code == 201
+    assert client.get("/v1/collections/gone", headers=h).json()["images"] == 0

@@ -185,3 +185,12 @@ def test_service_on_postgresql(tmp_path: Path) -> None:
     col = tmp_path / "data" / "collections" / name
     assert not (col / "credentials.sqlite").exists()
     assert not (col / "index" / "index.sqlite").exists() and (col / "index" / "database.json").exists()
+    with TestClient(app) as client:  # deleting the collection drops its schemas
+        assert client.delete(f"/v1/collections/{name}", headers=h).status_code == 200
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        left = conn.execute(sa.text("SELECT schema_name FROM information_schema.schemata "
+                                    "WHERE schema_name LIKE :p"),
+                            {"p": schema_name("tm_col", name) + "%"}).all()
+    engine.dispose()
+    assert left == [] and not col.exists()

@@ -35,6 +35,7 @@ from tracemark.errors import (
     ConfigError,
     ImageError,
     ImageTooLargeError,
+    IndexClosedError,
     IndexLockedError,
     ManifestNotFoundError,
     PayloadError,
@@ -120,7 +121,7 @@ def _status_for(exc: TracemarkError) -> int:
         return 415
     if isinstance(exc, ManifestNotFoundError | ReferenceNotFoundError):
         return 404
-    if isinstance(exc, IndexLockedError):
+    if isinstance(exc, IndexLockedError | IndexClosedError):
         return 409
     if isinstance(exc, ConfigError | PayloadError):
         return 422
@@ -217,6 +218,27 @@ class _State:
             self._open[name] = store
             self._locks[name] = threading.Lock()
             return store
+
+    def delete(self, name: str) -> None:
+        """Close and delete a collection: its directory, and its schemas in a shared
+        database. In-flight writes finish first; a search still running may fail."""
+        import shutil
+        import uuid
+
+        store = self.collection(name)
+        with self._locks[name], self._registry_lock:
+            store.close()
+            self._open.pop(name, None)
+            self._locks.pop(name, None)
+            self._flushed.pop(name, None)
+            where = self._store_db(name)
+            if where:
+                with self.engine.begin() as conn:
+                    for schema in (where["schema"], f"{where['schema']}_ix"):
+                        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            trash = self.path(name).with_name(f".deleted-{name}-{uuid.uuid4().hex[:8]}")
+            self.path(name).rename(trash)  # the name is free at once
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _store_db(self, name: str) -> dict[str, Any]:
         """Where a collection's manifests live: its own SQLite file, or a schema of its own
@@ -391,6 +413,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def list_collections(key: Key) -> dict[str, Any]:
         """The collections this key may read."""
         return {"collections": [n for n in state.names() if key.allows(n, write=False)]}
+
+    @app.delete(f"{API_PREFIX}/collections/{{name}}", tags=["collections"])
+    async def delete_collection(name: str, key: Key) -> dict[str, Any]:
+        """Delete a collection with everything in it: images, watermark key, manifests
+        (needs a write key for all collections, ``*``)."""
+        allow(key, name, write=True)
+        if "*" not in key.collections:
+            raise ApiError(403, "Forbidden", "deleting collections needs a key scoped to '*'")
+        await state.run(lambda: state.delete(name))
+        return {"deleted": name}
 
     @app.get(f"{API_PREFIX}/collections/{{name}}", tags=["collections"])
     async def collection_stats(name: str, key: Key) -> dict[str, Any]:
