@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +186,8 @@ class ManifestReading:
     manifest: dict[str, Any] | None = None
     codes: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    store_json: str | None = None
+    """The Reader's JSON of the whole manifest store (all manifests, validation results)."""
 
     @property
     def failures(self) -> list[str]:
@@ -234,6 +235,7 @@ def read_manifest(
         raw_state = (reader.get_validation_state() or "Invalid").lower()
         results = reader.get_validation_results() or {}
         active = reader.get_active_manifest()
+        store_json = str(reader.json())
     except (c2pa.C2paError, KeyError, ValueError) as exc:  # KeyError: no active manifest
         return ManifestReading("invalid", codes={"failure": [_error_code(exc)]}, error=str(exc))
     finally:
@@ -247,23 +249,4 @@ def read_manifest(
     if state != "invalid" and any(c != "signingCredential.untrusted" for c in codes["failure"]):
         state = "invalid"
     label = active.get("label") if active else None
-    return ManifestReading(state, label=label, manifest=active, codes=codes)
-
-
-def manifest_json(asset: bytes, media_type: str) -> str:
-    """The Reader's JSON of the manifest store embedded in ``asset``."""
-    c2pa = _c2pa()
-    with c2pa.Reader(media_type, io.BytesIO(asset)) as reader:
-        return str(reader.json())
-
-
-def tracemark_assertion(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The data of the ``org.tracemark.credential`` assertion of a manifest, if any."""
-    for a in (manifest or {}).get("assertions", []):
-        if a.get("label") == TRACEMARK_ASSERTION and isinstance(a.get("data"), dict):
-            return dict(a["data"])
-    return None
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
+    return ManifestReading(state, label=label, manifest=active, codes=codes, store_json=store_json)

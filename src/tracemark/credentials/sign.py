@@ -164,7 +164,7 @@ def sign_image(
         signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                                ai_generated=opts.ai_generated, parent=parent)
         reading = mf.read_manifest(signed, media_type)
-        if reading.label is None:
+        if reading.label is None or reading.store_json is None:
             raise mf.SigningError("the signed file has no readable manifest")
         index = store.index
         added = index.add(distributed, source=str(out) if out is not None else name,
@@ -173,7 +173,7 @@ def sign_image(
         file_sha256 = hashlib.sha256(signed).hexdigest()
         tmp = _write_temp(Path(out), signed) if out is not None else None
         store.activate(manifest_id, label=reading.label, ref_id=added.id, file_sha256=file_sha256,
-                       signer=creds.subject, manifest_json=mf.manifest_json(signed, media_type),
+                       signer=creds.subject, manifest_json=reading.store_json,
                        manifest_store=manifest_store)
     except BaseException:
         if tmp is not None:

@@ -88,7 +88,6 @@ _manifests = sa.Table(
     sa.Column("manifest_json", sa.Text),
     sa.Column("manifest_store", sa.LargeBinary),
 )
-_STATES = ("pending", "active")
 
 
 @dataclass(frozen=True)

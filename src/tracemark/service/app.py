@@ -206,7 +206,10 @@ class _State:
 
     def write_lock(self, name: str) -> threading.Lock:
         self.collection(name)
-        return self._locks[name]
+        lock = self._locks.get(name)
+        if lock is None:  # deleted meanwhile
+            raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
+        return lock
 
     def create(self, name: str) -> Any:
         from tracemark.credentials import CredentialStore
