@@ -203,8 +203,33 @@ def verify_image(
     options: VerifyOptions | None = None,
 ) -> VerifyResult:
     """Verify one image (path or bytes); see the module docstring for the routes."""
-    opts = options or VerifyOptions()
     t0 = time.perf_counter()
+    result = _verify(image, store, options or VerifyOptions())
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _embedded(result: VerifyResult, reading: mf.ManifestReading, data: bytes,
+              store: CredentialStore | None) -> None:
+    """Fill ``result`` from the embedded manifest; a file this store signed must also be
+    byte-identical to what it signed."""
+    result.route, result.state, result.codes = "embedded", reading.state, reading.codes
+    result.label, result.manifest = reading.label, reading.manifest
+    if reading.error is not None:
+        result.evidence["error"] = reading.error
+    rec = store.by_label(reading.label) if store is not None and reading.label else None
+    if rec is not None:
+        result.manifest_id = rec.id
+        same = rec.file_sha256 == hashlib.sha256(data).hexdigest()
+        result.evidence["file_sha256_match"] = same
+        if not same and result.state in ("trusted", "valid"):
+            result.state = "invalid"
+            result.codes = {**result.codes, "failure": [*result.codes.get("failure", []),
+                                                         "tracemark.file.modified"]}
+    result.confidence = 1.0 if result.state in ("trusted", "valid") else 0.0
+
+
+def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> VerifyResult:
     data, name = _bytes_of(image)
     media_type = _media_type(data)
     reading = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem) \
@@ -216,52 +241,25 @@ def verify_image(
         # image (a typed error otherwise), so that a broken file is not "tampered".
         rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
     if reading.state != "absent":
-        result.route, result.state, result.codes = "embedded", reading.state, reading.codes
-        result.label, result.manifest = reading.label, reading.manifest
-        if reading.error is not None:
-            result.evidence["error"] = reading.error
-        if store is not None:
-            rec = store.by_label(reading.label) if reading.label else None
-            if rec is not None:
-                result.manifest_id = rec.id
-                if rec.file_sha256 != hashlib.sha256(data).hexdigest():
-                    result.evidence["file_sha256_match"] = False
-                    if result.state in ("trusted", "valid"):
-                        result.state = "invalid"
-                        result.codes = {**result.codes,
-                                        "failure": [*result.codes.get("failure", []),
-                                                    "tracemark.file.modified"]}
-                else:
-                    result.evidence["file_sha256_match"] = True
-        result.confidence = 1.0 if result.state in ("trusted", "valid") else 0.0
-        if result.state != "invalid" or store is None or not opts.recover_invalid:
-            result.seconds = time.perf_counter() - t0
+        _embedded(result, reading, data, store)
+        if result.state != "invalid" or not opts.recover_invalid:
             return result
     if store is None:
-        result.seconds = time.perf_counter() - t0
         return result
-    try:
-        if rgb is None:
+    if rgb is None:
+        try:
             rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
-    except ImageError as exc:
-        if result.state != "invalid":
-            raise
-        result.evidence["recovery_error"] = exc.to_dict()  # the verdict stands: invalid
-        result.seconds = time.perf_counter() - t0
-        return result
+        except ImageError as exc:  # an invalid manifest on an undecodable file: stays invalid
+            result.evidence["recovery_error"] = exc.to_dict()
+            return result
     recovered = _recover(store, data, media_type, rgb, opts, result.evidence)
     if result.state == "invalid":
         result.recovered = recovered
     elif recovered is not None:
         result.state = "recovered"
-        result.route = recovered["route"]
-        result.confidence = recovered["confidence"]
-        result.manifest_id = recovered["manifest_id"]
-        result.label = recovered["label"]
-        result.codes = recovered["codes"]
-        result.signature = recovered["signature"]
-        result.manifest = recovered["manifest"]
-    result.seconds = time.perf_counter() - t0
+        for key in ("route", "confidence", "manifest_id", "label", "codes", "signature",
+                    "manifest"):
+            setattr(result, key, recovered[key])
     return result
 
 
@@ -275,6 +273,7 @@ def verify_many(
             out.append(verify_image(image, store, options))
         except TracemarkError as exc:
             if exc.source is None:
-                exc.source = str(image)
+                exc.source = ("<bytes>" if isinstance(image, bytes | bytearray | memoryview)
+                              else str(image))
             out.append(exc)
     return out
