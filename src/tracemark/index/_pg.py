@@ -41,20 +41,20 @@ def libpq_url(url: str) -> str:
 
 
 class _Cursor:
+    """The fetched rows of one statement, read once (like a sqlite3 cursor)."""
+
     def __init__(self, rows: list[tuple[Any, ...]] | None, lastrowid: int | None) -> None:
-        self._rows = rows or []
+        self._rows: Iterator[tuple[Any, ...]] = iter(rows or [])
         self.lastrowid = lastrowid
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        return self._rows.pop(0) if self._rows else None
+        return next(self._rows, None)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        rows, self._rows = self._rows, []
-        return rows
+        return list(self._rows)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        while self._rows:
-            yield self._rows.pop(0)
+        return self._rows
 
 
 class PgConnection:
