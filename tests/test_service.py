@@ -307,15 +307,17 @@ def test_concurrent_adds_and_searches_agree(service) -> None:  # type: ignore[no
 def test_a_slow_request_times_out_with_503(tmp_path: Path) -> None:
     if not CORPUS.is_dir():
         pytest.skip("no corpus")
-    app = create_app(ServiceSettings(data_dir=tmp_path, request_timeout=0.001))
+    app = create_app(ServiceSettings(data_dir=tmp_path, request_timeout=0.05))
     token, _ = app.state.tm.keys.create(scope="write", collections=["*"])
     h = {"Authorization": f"Bearer {token}"}
+    # a 6-megapixel query: decoding and SIFT extraction take far longer than 50 ms, so the
+    # deadline passes while the worker thread is busy, however loaded the machine is
+    big = np.kron(small("photo/gcompris_50.jpg", 256), np.ones((10, 10, 1), np.uint8))
     with TestClient(app) as client:
         store = app.state.tm.create("c")  # one reference, so a search extracts features
         store.index.add(small("photo/gcompris_50.jpg", 256))
         store.index.commit()
-        res = client.post("/v1/collections/c/search",
-                          files=upload(png(small("photo/gcompris_48.jpg", 512))), headers=h)
+        res = client.post("/v1/collections/c/search", files=upload(jpeg(big, 90)), headers=h)
         assert_error(res, 503, "Timeout")
         assert client.get("/v1/health").status_code == 200
 
