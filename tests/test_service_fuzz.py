@@ -27,7 +27,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case) -> None:  # type: ignore[no-untyped-def]
     name = (case.path_parameters or {}).get("name")
     deleting = case.method.upper() == "DELETE" and case.path == "/v1/collections/{name}"
