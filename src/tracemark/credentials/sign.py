@@ -14,7 +14,6 @@ A failure before the row is active discards it; nothing is written to ``out``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterable
@@ -29,7 +28,8 @@ from tracemark.credentials.certs import SigningCredentials
 from tracemark.credentials.store import CredentialStore
 from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
-from tracemark.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image
+from tracemark.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image, open_image_info
+from tracemark.metrics import psnr
 from tracemark.watermark import get_method
 
 __all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
@@ -81,24 +81,12 @@ def _read_input(image: Any) -> tuple[bytes | None, str]:
 
 def _parent(original: bytes | None, rgb: np.ndarray, name: str) -> tuple[bytes, str, str]:
     """The parent ingredient: the original file when c2pa can read its format, else PNG."""
-    from PIL import Image
-
     if original is not None:
-        try:
-            with Image.open(io.BytesIO(original)) as im:
-                fmt = (im.format or "").upper()
-        except Exception:  # noqa: BLE001 - load_image already accepted the bytes
-            fmt = ""
         mt = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-              "TIFF": "image/tiff", "GIF": "image/gif"}.get(fmt)
+              "TIFF": "image/tiff", "GIF": "image/gif"}.get(open_image_info(original).format or "")
         if mt is not None:
             return original, mt, Path(name).name
     return encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
@@ -193,7 +181,7 @@ def sign_image(
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
         label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
-        psnr=round(float(_psnr(rgb, distributed)), 2),
+        psnr=round(psnr(rgb, distributed), 2),
     )
     return result, signed
 
