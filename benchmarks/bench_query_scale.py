@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_query_scale.py [--n 100000] [--real 170] [--queries 50]
         [--float-index flat,hnsw] [--no-docs]
 
-The index is a :class:`tracemark.match.CopyIndex` (same vector sets and blob as
+The index is a :class:`tracemark.copydetect.CopyIndex` (same vector sets and blob as
 ``CopyIndex.add``): the first ``--real`` references are corpus images of the half the VLAD
 model was not trained on, fully described (SIFT, VLAD regions, PDQ); the other ``--n``
 are synthetic, added with ``Index.add_many``: six VLAD region rows each, drawn from a
@@ -52,7 +52,7 @@ from tracemark.bench.watermark import list_images  # noqa: E402
 from tracemark.fingerprint import global_desc, local, pdq  # noqa: E402
 from tracemark.imageio import load_image, save_image  # noqa: E402
 from tracemark.index import Index, NewReference, VectorSpec  # noqa: E402
-from tracemark.match import CopyIndex, MatchConfig, content_hash  # noqa: E402
+from tracemark.copydetect import CopyIndex, MatchConfig, content_hash  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "corpus"

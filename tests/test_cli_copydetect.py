@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tracemark.imageio import load_image, save_image
-from tracemark.match_cli import CALIBRATION_ALPHAS, index_group, scan_command, search_command
+from tracemark.cli.copydetect import CALIBRATION_ALPHAS, index_group, scan_command, search_command
 
 from .conftest import corpus_images
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 
 from tracemark.cli import main
 from tracemark.credentials import init_dev_ca
-from tracemark.credentials.cli import EXIT_INVALID, EXIT_NOT_FOUND
+from tracemark.cli._common import EXIT_INVALID
+from tracemark.cli._common import EXIT_NONE_FOUND as EXIT_NOT_FOUND
 from tracemark.imageio import encode_image, load_image
 
 from .conftest import CORPUS
@@ -234,7 +235,7 @@ def test_verify_a_tampered_file_exits_11(
     tampered.write_bytes(flip(data, len(data) * 3 // 4))
     res = _run("verify", signed_file["output"], CORPUS / UNSIGNED[0], tampered,
                "--trust", certs / "ca.pem", "--store", store)
-    assert res.exit_code == EXIT_INVALID == 11, res.output
+    assert res.exit_code == EXIT_INVALID == 12, res.output
     rows = _rows(res)
     assert [r["state"] for r in rows] == ["trusted", "not_found", "invalid"]
     assert "assertion.dataHash.mismatch" in rows[2]["codes"]["failure"]

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 from tracemark.errors import PayloadError
 from tracemark.imageio import encode_image, load_image, open_image_info
 from tracemark.watermark import get_method
-from tracemark.watermark.cli import parse_payload, plan_outputs, watermark_group
+from tracemark.cli._common import expand_inputs, keep_suffix, plan_outputs
+from tracemark.cli.watermark import watermark_group
+from tracemark.watermark import parse_payload
 
 from .conftest import CORPUS
 
@@ -405,7 +408,9 @@ def test_output_names_are_relative_unique_and_never_an_input(tmp_path: Path) -> 
     out = tmp_path / "out"
     out.mkdir()
     (out / "z.png").write_bytes(b"")
-    plan = plan_outputs([str(a), str(b / "x.jpg"), str(out / "z.png")], out, ".png")
+    found = expand_inputs([str(a), str(b / "x.jpg"), str(out / "z.png")])
+    assert [str(f.relative_to(tmp_path)) for f, _ in found.skipped] == ["a/notes.txt"]
+    plan = plan_outputs(found, out, keep_suffix("png"), force=False)
     names = [(str(s.relative_to(tmp_path)), str(d.relative_to(out))) for s, d in plan]
     assert names == [
         ("a/sub/y.jpg", "sub/y.png"),
@@ -414,8 +419,15 @@ def test_output_names_are_relative_unique_and_never_an_input(tmp_path: Path) -> 
         ("b/x.jpg", "x-3.png"),
         ("out/z.png", "z-2.png"),
     ]
-    same = plan_outputs([str(a)], out, None)
+    same = plan_outputs(expand_inputs([str(a)]), out, keep_suffix("same"), force=False)
     assert [d.name for _, d in same] == ["y.jpg", "x.jpg", "x.png"]
+    (out / "x.jpg").write_bytes(b"")  # an earlier run's output: refused without --force
+    with pytest.raises(click.ClickException, match="--force"):
+        plan_outputs(expand_inputs([str(a)]), out, keep_suffix("same"), force=False)
+    assert len(plan_outputs(expand_inputs([str(a)]), out, keep_suffix("same"), force=True)) == 3
+    with pytest.raises(click.ClickException, match="never writes over an input"):
+        plan_outputs(expand_inputs([str(a / "x.jpg")]), a / "x.jpg", keep_suffix("same"),
+                     force=True)
 
 
 # --- payload parsing -----------------------------------------------------------------------

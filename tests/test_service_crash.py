@@ -116,7 +116,7 @@ def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path, backen
 
     # the index as the crash left it: opening it checks FAISS against SQLite (and repairs)
     from tracemark.index import _faiss
-    from tracemark.match import CopyIndex
+    from tracemark.copydetect import CopyIndex
 
     with CopyIndex.open(data / "collections" / name / "index", read_only=True,
                         database_url=db_url) as ci:

@@ -59,6 +59,7 @@ path, ``"<bytes>"``, ``"<file object>"``, ``"<PIL image>"``, ``"<array>"``, or t
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -89,7 +90,11 @@ __all__ = [
     "ImageInfo",
     "ImageSource",
     "encode_image",
+    "format_of_suffix",
+    "image_suffixes",
     "load_image",
+    "media_type",
+    "sniff_format",
     "open_image_info",
     "read_metadata",
     "save_image",
@@ -748,20 +753,6 @@ _WRITERS: Final[dict[str, _Writer]] = {
     "GIF": _Writer("GIF", quality=False, exif=False, icc=False),
 }
 _FORMAT_ALIASES: Final = {"JPG": "JPEG", "TIF": "TIFF"}
-_SUFFIXES: Final = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".jpe": "JPEG",
-    ".jfif": "JPEG",
-    ".png": "PNG",
-    ".webp": "WEBP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-    ".gif": "GIF",
-}
-
-
 def _writer(format: object) -> _Writer:
     if not isinstance(format, str):
         raise UnsupportedImageError(f"format must be a string; got {format!r}")
@@ -775,13 +766,14 @@ def _writer(format: object) -> _Writer:
 
 def _format_from_suffix(path: str) -> str:
     suffix = os.path.splitext(path)[1].lower()
-    if suffix not in _SUFFIXES:
+    fmt = format_of_suffix(suffix)
+    if fmt is None:
         raise UnsupportedImageError(
             f"cannot tell the format from suffix {suffix or '(none)'!r}; pass format= "
             f"(one of {', '.join(SUPPORTED_FORMATS)})",
             source=path,
         )
-    return _SUFFIXES[suffix]
+    return fmt
 
 
 def _save_options(
@@ -832,3 +824,65 @@ def _checked_exif(exif: bytes) -> bytes:
     except _DECODE_ERRORS as exc:
         raise ConfigError(f"exif bytes do not parse as an EXIF block: {exc}") from exc
     return exif
+
+
+# --- the image vocabulary: suffixes, media types and magic numbers, derived from the decoders
+
+
+@functools.cache
+def _suffix_table() -> dict[str, str]:
+    """Suffix (lower case, with the dot) -> tracemark format name, from the extensions that
+    Pillow registers for the plugins :func:`load_image` runs (MPO files are JPEG)."""
+    Image.init()
+    accepted = set(_OPEN_FORMATS) | set(_REPORTED_FORMAT)
+    return {ext.lower(): _REPORTED_FORMAT.get(fmt, fmt)
+            for ext, fmt in Image.registered_extensions().items() if fmt in accepted}
+
+
+def image_suffixes() -> frozenset[str]:
+    """Every file suffix (lower case, with the dot: ``".jpg"``, ``".jfif"``, ``".mpo"``...)
+    of a format :func:`load_image` decodes. Derived from Pillow's registered extensions of
+    the accepted plugins, so it never disagrees with the loader."""
+    return frozenset(_suffix_table())
+
+
+def format_of_suffix(suffix: str) -> str | None:
+    """The format (one of :data:`SUPPORTED_FORMATS`) of a file suffix or path (any case,
+    ``".JPG"`` or ``"photo.jpg"``); None when the loader does not read it."""
+    ext = os.path.splitext(suffix)[1] if suffix.count(".") != 1 or not suffix.startswith(".") \
+        else suffix
+    return _suffix_table().get(ext.lower())
+
+
+def media_type(format: str) -> str:
+    """The IANA media type of a format name (``"JPEG"``, ``"jpg"``, ``"TIF"``...) or a
+    suffix (``".webp"``): ``"image/jpeg"``, ``"image/png"``... Raises
+    :class:`~tracemark.errors.UnsupportedImageError` for a format tracemark does not read."""
+    if not isinstance(format, str):
+        raise UnsupportedImageError(f"format must be a string; got {format!r}")
+    fmt = format_of_suffix(format) if format.startswith(".") else \
+        _FORMAT_ALIASES.get(format.upper(), format.upper())
+    if fmt not in SUPPORTED_FORMATS:
+        raise UnsupportedImageError(
+            f"not a format tracemark reads: {format!r} (one of {', '.join(SUPPORTED_FORMATS)})")
+    Image.init()
+    return Image.MIME[fmt]
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format (one of :data:`SUPPORTED_FORMATS`) whose decoder accepts the first bytes
+    ``head`` (16 or more bytes are enough), or None. Uses the accept test of each Pillow
+    plugin that :func:`load_image` runs; it reads no further than ``head``."""
+    Image.init()
+    head = bytes(head[:64])
+    for fmt in (*_OPEN_FORMATS, *_REPORTED_FORMAT):
+        entry = Image.OPEN.get(fmt)
+        if entry is None or entry[1] is None:
+            continue
+        try:
+            ok = entry[1](head)
+        except Exception:  # an accept test that trips on short input is a "no"
+            ok = False
+        if ok:
+            return _REPORTED_FORMAT.get(fmt, fmt)
+    return None

@@ -11,7 +11,7 @@ parameters of every query are recorded):
    held out from it (no leakage). ``refs`` keeps that many, evenly spread over the sorted
    list (photos and art mixed). The training half is the distractor pool D, never
    indexed: a share ``background_share`` of it (a seeded permutation) is the calibration
-   background, used only by :meth:`tracemark.match.CopyIndex.calibrate` and never as a
+   background, used only by :meth:`tracemark.copydetect.CopyIndex.calibrate` and never as a
    query or inside one; the rest, P, supplies negative queries, hard negatives and the
    backgrounds of insertions.
 2. **Positive queries.** For each reference, ``queries_per_ref`` distinct entries of the
@@ -64,7 +64,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 import numpy.typing as npt
 
@@ -431,16 +430,17 @@ def _phash(rt: _Runtime, image: Image) -> tuple[Predictions, None]:
 
 @_method("local")
 def _local(rt: _Runtime, image: Image) -> tuple[Predictions, None]:
-    from tracemark.fingerprint import global_desc, local
+    from tracemark.copydetect import describe_query
+    from tracemark.fingerprint import local
 
-    feats = local.extract(image, kind="sift", max_features=global_desc.N_FEATURES)
+    d = describe_query(image, max_features=rt.index.config.max_features)
     candidates = range(len(rt.refs.names))
     if rt.config.local_shortlist is not None:
-        sims = global_desc.describe_features(feats, mirror=True) @ rt.refs.vlad.T
+        sims = d.vlad @ rt.refs.vlad.T
         best = np.full(len(rt.refs.names), -np.inf)
         np.maximum.at(best, rt.refs.vlad_owner, sims.max(axis=0))
         candidates = np.argsort(-best, kind="stable")[: rt.config.local_shortlist].tolist()
-    q = feats.head(rt.index.config.max_features)
+    q = d.features
     scores = np.full(len(rt.refs.names), 0.0)
     for i in candidates:
         scores[i] = local.verify(q, rt.refs.local[i]).inliers
@@ -530,7 +530,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(index_path: str, refs: _Refs, config: CopyDetectConfig, split: Split) -> None:
-    from tracemark.match import CopyIndex
+    from tracemark.copydetect import CopyIndex
 
     guard = one_thread()
     guard.__enter__()  # for the worker's lifetime
@@ -582,10 +582,9 @@ def run_copydetect_bench(
     """Build, query and score the benchmark; returns the JSON-serialisable result."""
     from tqdm import tqdm
 
-    from tracemark.fingerprint import global_desc, local
+    from tracemark.copydetect import CopyIndex, describe_query
+    from tracemark.fingerprint import local
     from tracemark.fingerprint.hashes import phash
-    from tracemark.fingerprint.pdq import pdq_dihedral
-    from tracemark.match import CopyIndex
 
     cfg = config or CopyDetectConfig()
     split = split_images(images, cfg, root)
@@ -659,11 +658,8 @@ def run_copydetect_bench(
             for n in tqdm(
                 [p for p in split.pool if p in prepared], desc="pool", unit="img", **bar_opts
             ):
-                feats = local.extract(prepared[n], kind="sift", max_features=global_desc.N_FEATURES)
-                pool_desc[n] = (
-                    global_desc.describe_features(feats, mirror=True),
-                    pdq_dihedral(prepared[n], packed=True)[0],
-                )
+                d = describe_query(prepared[n])
+                pool_desc[n] = (d.vlad, d.pdq8)
             n_hn = (
                 len(ref_names)
                 if cfg.hard_negatives is None
@@ -736,7 +732,7 @@ def predictions_of(
 
 def operating_threshold(method: str, recommended: float | None) -> float | None:
     """The score at or above which a method declares a copy (see the module docstring)."""
-    from tracemark.match import MatchConfig
+    from tracemark.copydetect import MatchConfig
 
     fixed = {
         "pdq": 256.0 - PDQ_THRESHOLD,
@@ -933,78 +929,3 @@ def write_outputs(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
 
 
 # --- command line ----------------------------------------------------------------------------
-
-
-@click.command("copydetect")
-@click.option(
-    "--images",
-    "images_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("../shared/data/corpus"),
-    show_default=True,
-    help="Folder of images (recursive); split into references and distractors.",
-)
-@click.option(
-    "--refs", type=click.IntRange(min=1), default=None, help="Keep N references (evenly spread)."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("copydetect-bench"),
-    show_default=True,
-)
-@click.option(
-    "--methods", default=",".join(METHODS), show_default=True, help="Comma-separated subset."
-)
-@click.option(
-    "--max-side", type=click.IntRange(min=64), default=None, help="Shrink images to this long side."
-)
-@click.option(
-    "--local-shortlist",
-    type=click.IntRange(min=1),
-    default=None,
-    help="local: verify only the best N references by VLAD (default: all).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Processes over queries (changes nothing but the timings).",
-)
-def copydetect_bench_command(
-    images_dir: Path,
-    refs: int | None,
-    seed: int,
-    out_dir: Path,
-    methods: str,
-    max_side: int | None,
-    local_shortlist: int | None,
-    workers: int,
-) -> None:
-    """Copy detection on a DISC21-style benchmark built from a folder of images.
-
-    Writes OUT/results.json and OUT/report.md and prints the report. Exit codes: 0 success,
-    1 some queries failed.
-    """
-    try:
-        config = CopyDetectConfig(
-            seed=seed,
-            refs=refs,
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-            max_side=max_side,
-            local_shortlist=local_shortlist,
-            workers=workers,
-        )
-        result = run_copydetect_bench(
-            list_images(images_dir), config=config, root=images_dir, progress=True
-        )
-    except TracemarkError as exc:
-        raise click.UsageError(str(exc)) from exc
-    write_outputs(result, out_dir)
-    click.echo(f"{result['metrics']['n_queries']} queries; results in {out_dir}", err=True)
-    click.echo(format_markdown(result))
-    if result["metrics"]["n_errors"]:
-        sys.exit(1)

@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from tracemark.attacks import apply_attack
@@ -374,29 +373,3 @@ def format_markdown(result: dict[str, Any], command: str) -> str:
               + ". c2pa's Reader alone on the same flipped files: "
               + ", ".join(f"{k} {v}" for k, v in sorted(t["flip_reader"].items())) + "."]
     return "\n".join(lines)
-
-
-@click.command("credentials")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--signed", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--other", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--unsigned", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write results.json and report.md here.")
-def credentials_bench_command(folder: Path, signed: int, other: int, unsigned: int, seed: int,
-                              out: Path | None) -> None:
-    """Sign, strip and verify images of FOLDER; print the report (Markdown)."""
-    from tracemark.bench.watermark import list_images
-
-    cfg = CredentialsBenchConfig(signed=signed, other=other, unsigned=unsigned, seed=seed)
-    try:
-        result = run_credentials_bench(list_images(folder), cfg, progress=True)
-    except TracemarkError as exc:
-        raise click.ClickException(str(exc)) from None
-    report = format_markdown(result, f"tracemark bench credentials {folder}")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(result, indent=1))
-        (out / "report.md").write_text(report + "\n")
-    click.echo(report)

@@ -5,7 +5,7 @@ A store is a directory::
     credentials.sqlite   store metadata and one row per manifest (SQLAlchemy Core; the
                          metadata may live in another database given by URL)
     secret.key           32 random bytes, mode 0600: the store's watermark key
-    index/               a copy-detection index (:class:`tracemark.match.CopyIndex`) of
+    index/               a copy-detection index (:class:`tracemark.copydetect.CopyIndex`) of
                          every signed image, for recovery by fingerprint
 
 Each manifest gets an integer identifier when signing starts (state ``pending``); the
@@ -213,7 +213,7 @@ class CredentialStore:
                 raise ManifestStoreError("the database (schema) already holds a credential "
                                          "store", source=str(root))
             conn.execute(_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
-        from tracemark.match import CopyIndex
+        from tracemark.copydetect import CopyIndex
 
         CopyIndex.create(root / INDEX_DIR, **_index_db(database_url, schema)).close()
         store = cls(root, engine, secret, read_only=False)
@@ -310,9 +310,9 @@ class CredentialStore:
 
     @property
     def index(self) -> Any:
-        """The store's :class:`~tracemark.match.CopyIndex` (opened on first use)."""
+        """The store's :class:`~tracemark.copydetect.CopyIndex` (opened on first use)."""
         if self._index is None:
-            from tracemark.match import CopyIndex
+            from tracemark.copydetect import CopyIndex
 
             self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only,
                                          database_url=self._database_url)

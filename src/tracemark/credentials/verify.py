@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracemark.copydetect.decide import DecisionRule
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, TracemarkError
@@ -170,12 +171,12 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
         fp: dict[str, Any] = {"match": False}
         if matches:
             m = matches[0]
-            if m.p_value is not None:  # calibrated index: decide on the p-value
-                alpha = opts.fingerprint_alpha or index.config.alpha
-                decision = m.p_value <= alpha
-            else:
-                need = opts.min_inliers if opts.min_inliers is not None else index.config.min_inliers
-                decision = m.inliers >= need
+            rule = DecisionRule(
+                alpha=opts.fingerprint_alpha or index.config.alpha,
+                min_inliers=opts.min_inliers if opts.min_inliers is not None
+                else index.config.min_inliers,
+            )
+            decision = rule.decide(p_value=m.p_value, inliers=m.inliers)
             fp = {"match": bool(decision), "ref_id": m.ref_id, "score": round(m.score, 4),
                   "p_value": m.p_value, "inliers": m.inliers}
             if decision:

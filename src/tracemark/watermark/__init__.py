@@ -16,19 +16,26 @@ from tracemark.watermark.base import (
     Detection,
     WatermarkMethod,
     bits_to_bytes,
+    format_payload,
     get_method,
     list_methods,
+    parse_payload,
     payload_to_bits,
     register_method,
 )
+from tracemark.watermark.keys import WatermarkKey, read_key
 
 __all__ = [
     "DEFAULT_ALPHA",
     "Detection",
     "WatermarkMethod",
+    "WatermarkKey",
     "bits_to_bytes",
+    "format_payload",
     "get_method",
     "list_methods",
+    "parse_payload",
     "payload_to_bits",
+    "read_key",
     "register_method",
 ]

@@ -25,12 +25,15 @@ import numpy.typing as npt
 from tracemark.errors import (
     ConfigError,
     ImageTooSmallError,
+    PayloadError,
     UnknownMethodError,
     WatermarkKeyError,
 )
 from tracemark.watermark.payload import payload_to_bits
 
 __all__ = [
+    "format_payload",
+    "parse_payload",
     "Detection",
     "WatermarkMethod",
     "register_method",
@@ -200,3 +203,41 @@ def get_method(name: str, **config: Any) -> WatermarkMethod:
 
 def list_methods() -> list[str]:
     return sorted(_METHODS)
+
+
+def parse_payload(spec: str, n_bits: int) -> bytes:
+    """The payload written as ``0x<hex>``, a decimal integer or ``text:<utf-8>``, as bytes.
+
+    The result has the method's capacity rounded up to whole bytes, big-endian and
+    left-padded with zeros. :func:`format_payload` writes bytes back as ``0x<hex>``, which
+    this function reads: payloads round-trip between output and input. A payload that is malformed
+    or does not fit ``n_bits`` raises :class:`~tracemark.errors.PayloadError`.
+    """
+    value: int | bytes
+    if spec.startswith("text:"):
+        value = spec[len("text:") :].encode("utf-8")
+        if not value:
+            raise PayloadError("text payload is empty")
+        if len(value) * 8 > n_bits:
+            raise PayloadError(
+                f"text payload is {len(value)} bytes in UTF-8; the method carries at most "
+                f"{n_bits // 8} bytes ({n_bits} bits)"
+            )
+    elif spec[:2].lower() == "0x":
+        digits = spec[2:]
+        if not digits or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise PayloadError(f"{spec!r} is not hexadecimal (0x followed by 0-9, a-f)")
+        value = int(digits, 16)
+    elif spec.isascii() and spec.isdigit():
+        value = int(spec)
+    else:
+        raise PayloadError(
+            f"cannot read payload {spec!r}: give 0x<hex>, a decimal integer or text:<utf-8 text>"
+        )
+    return bits_to_bytes(payload_to_bits(value, n_bits))
+
+
+def format_payload(payload: bytes) -> str:
+    """``0x`` and the payload's bytes in hex (``"0x0000000000c0ffee"``): the form every
+    tracemark output uses, read back by :func:`parse_payload`."""
+    return "0x" + bytes(payload).hex()

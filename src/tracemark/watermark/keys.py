@@ -23,7 +23,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +34,7 @@ import numpy.typing as npt
 from tracemark.errors import ConfigError, WatermarkKeyError
 
 __all__ = [
+    "read_key",
     "KeyLike",
     "MIN_KEY_BYTES",
     "KEY_SALT",
@@ -200,3 +204,64 @@ def permutation(key: KeyLike, label: str, n: int) -> npt.NDArray[np.intp]:
     """
     n = _check_count(n, "n")
     return np.argsort(_raw_words(key, label, n), kind="stable").astype(np.intp)
+
+
+def read_key(
+    *,
+    key_file: str | os.PathLike[str] | None = None,
+    key_env: str | None = None,
+    passphrase_env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> WatermarkKey | None:
+    """The key from at most one source, or None when none is given.
+
+    ``key_file``: the file's bytes are the key material, as they are (at least 16 bytes;
+    a trailing newline is part of the key). ``key_env``: the named environment variable
+    holds the key in hex (whitespace and a ``0x`` prefix allowed). ``passphrase_env``: the
+    named variable holds a passphrase, stretched with scrypt
+    (:func:`tracemark.watermark.keys.as_key`). ``environ`` defaults to ``os.environ``.
+    Raises :class:`~tracemark.errors.WatermarkKeyError` or
+    :class:`~tracemark.errors.ConfigError`; messages never contain key material.
+    """
+    given = [
+        n
+        for n, v in (
+            ("--key-file", key_file),
+            ("--key-env", key_env),
+            ("--passphrase-env", passphrase_env),
+        )
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"give one key source, not {' and '.join(given)}")
+    env = os.environ if environ is None else environ
+    if key_file is not None:
+        try:
+            material = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise WatermarkKeyError(
+                f"cannot read the key file: {exc.strerror or exc}", source=os.fspath(key_file)
+            ) from exc
+        return as_key(material)
+    if key_env is not None:
+        text = _env_value(env, key_env)
+        digits = "".join(text.split())
+        if digits[:2].lower() == "0x":
+            digits = digits[2:]
+        try:
+            material = bytes.fromhex(digits)
+        except ValueError:
+            raise WatermarkKeyError(
+                f"environment variable {key_env} must hold the key in hex (an even number of "
+                "0-9, a-f digits)"
+            ) from None
+        return as_key(material)
+    if passphrase_env is not None:
+        return as_key(_env_value(env, passphrase_env))
+    return None
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str:
+    if name not in env:
+        raise WatermarkKeyError(f"environment variable {name} is not set")
+    return env[name]

@@ -1,7 +1,7 @@
-"""Copy detection: retrieve candidates, verify them geometrically, score against a background.
+"""The copy-detection collection: retrieve candidates, verify them geometrically, decide.
 
 A :class:`CopyIndex` is a persistent :class:`tracemark.index.Index` with two vector sets
-and one blob per reference:
+and one blob per reference (described by :mod:`tracemark.copydetect.describe`):
 
 * ``pdq`` — the 256-bit PDQ hash (one row; queries search their 8 dihedral hashes);
 * ``vlad`` — region descriptors (whole image, centre and four corner windows) for
@@ -11,23 +11,17 @@ and one blob per reference:
 :meth:`CopyIndex.search` takes the union of the best ``candidates`` references by
 descriptor similarity and the PDQ hits within ``pdq_max_distance``, verifies each with
 RANSAC on local features (asymmetric: the query may be a small crop of the reference or
-contain it as an inset), and scores it:
+contain it as an inset), scores it and decides with :mod:`tracemark.copydetect.decide`
+(a p-value against the background learnt by :meth:`CopyIndex.calibrate`, or an inlier
+count when uncalibrated).
 
-``raw = inliers + 10 * s_norm`` where ``s_norm`` is the descriptor similarity normalised
-against a background set of non-matching images, as the Image Similarity Challenge 2021
-winners did: ``s_norm = s(q, r) - mean(top-3 s(q, b) over background b)``. A query that
-resembles everything (flat, generic) is penalised. The calibrated ``score`` is
-``1 - p`` where ``p`` is a p-value against the null distribution of raw scores learnt
-by :meth:`CopyIndex.calibrate` (background images that are not in the collection,
-searched like queries): empirical up to the median, an exponential tail fitted to the
-exceedances beyond it. ``decision`` is ``p <= alpha``. Without calibration,
-``score`` is a fixed logistic of ``raw`` and the decision uses ``min_inliers``.
+Lifecycle: ``with CopyIndex.open(...) as ci:`` commits on a clean exit and rolls back the
+uncommitted writes when the block raises; :meth:`close` is idempotent (and commits, like
+:meth:`tracemark.index.Index.close`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,24 +30,27 @@ from typing import Any
 
 import numpy as np
 
+from tracemark.copydetect.decide import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_INLIERS,
+    DecisionRule,
+    NullModel,
+    raw_score,
+)
+from tracemark.copydetect.describe import (
+    DEFAULT_MAX_FEATURES,
+    QueryDescriptors,
+    content_hash,
+    describe_query,
+    describe_reference,
+)
 from tracemark.errors import ConfigError, TracemarkError
-from tracemark.fingerprint import global_desc, local, pdq
-from tracemark.imageio import load_image
+from tracemark.fingerprint import global_desc, local
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
 
-__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "content_hash"]
+__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE"]
 
 CALIBRATION_FILE = "calibration.npz"
-CALIBRATION_VERSION = 1
-
-
-def content_hash(rgb: np.ndarray) -> str:
-    """SHA-256 of the decoded pixels and their shape: the same picture in another container
-    (PNG vs lossless WebP, stripped metadata) is the same content."""
-    h = hashlib.sha256()
-    h.update(np.asarray(rgb.shape, np.int64).tobytes())
-    h.update(np.ascontiguousarray(rgb).tobytes())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -62,17 +59,23 @@ class MatchConfig:
     """References verified per query, by descriptor similarity."""
     pdq_max_distance: int = 64
     """PDQ hits within this Hamming distance (any of 8 orientations) are verified too."""
-    min_inliers: int = 12
+    min_inliers: int = DEFAULT_MIN_INLIERS
     """Decision threshold on inliers when the index is not calibrated."""
-    alpha: float = 1e-3
+    alpha: float = DEFAULT_ALPHA
     """Decision: empirical p-value against the background at most this (calibrated index)."""
-    max_features: int = 500
+    max_features: int = DEFAULT_MAX_FEATURES
     """SIFT features per image kept for verification."""
     background_k: int = 3
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.max_features < 10 or not 0 < self.alpha < 1:
+        if self.candidates < 1 or self.max_features < 10 or not 0 < self.alpha < 1 \
+                or self.min_inliers < 1:
             raise ConfigError(f"invalid match configuration: {self}")
+
+    @property
+    def rule(self) -> DecisionRule:
+        """The decision rule these settings give."""
+        return DecisionRule(alpha=self.alpha, min_inliers=self.min_inliers)
 
 
 @dataclass(frozen=True)
@@ -110,22 +113,13 @@ class QueryResult:
                 "error": self.error, "seconds": round(self.seconds, 4)}
 
 
-@dataclass(frozen=True)
-class _Query:
-    features: local.LocalFeatures
-    vlad: np.ndarray
-    pdq8: np.ndarray
-
-
 class CopyIndex:
     """A persistent collection of protected works and the copy-detection pipeline over it."""
 
     def __init__(self, index: Index, config: MatchConfig | None = None) -> None:
         self.index = index
         self.config = config or MatchConfig()
-        self._background: np.ndarray | None = None
-        self._null: np.ndarray | None = None
-        self._load_calibration()
+        self._model: NullModel | None = NullModel.load(self._calibration_path())
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -154,29 +148,43 @@ class CopyIndex:
         return cls.create(p, config)
 
     def close(self) -> None:
+        """Commit pending writes (writable index) and release the files. Idempotent."""
         self.index.close()
+
+    def rollback(self) -> None:
+        """Discard the writes since the last commit."""
+        self.index.rollback()
 
     def __enter__(self) -> CopyIndex:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.index.commit()
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        """Commit and close on a clean exit; roll back, then close, when the block raised."""
+        self.index.__exit__(exc_type, exc, tb)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def null_model(self) -> NullModel | None:
+        """What calibration learnt, or None (uncalibrated)."""
+        return self._model
+
+    def decision_rule(self) -> dict[str, Any]:
+        """How ``decision`` is taken now (:meth:`DecisionRule.describe`)."""
+        return self.config.rule.describe(self._model)
 
     # --- registering -------------------------------------------------------------------
 
     def _reference(self, image: Any, *, source: str | None, owner: str | None, license: str | None,
                    notes: str | None) -> NewReference:
-        rgb = load_image(image)
-        feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
-        vlad = global_desc.describe_features(feats)
-        packed, _quality = pdq.pdq_hash(rgb, packed=True)
+        d = describe_reference(image, max_features=self.config.max_features)
         return NewReference(
-            content_hash=content_hash(rgb),
-            vectors={"pdq": packed[None, :], "vlad": vlad},
+            content_hash=content_hash(d.rgb),
+            vectors={"pdq": d.pdq, "vlad": d.vlad},
             source=source, owner=owner, license=license, notes=notes,
-            blobs={"local": feats.head(self.config.max_features).to_bytes()},
+            blobs={"local": d.features.to_bytes()},
         )
 
     def add(self, image: Any, *, source: str | None = None, owner: str | None = None,
@@ -214,12 +222,8 @@ class CopyIndex:
 
     # --- searching -------------------------------------------------------------------
 
-    def _query(self, image: Any) -> _Query:
-        rgb = load_image(image)
-        feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
-        vlad = global_desc.describe_features(feats, mirror=True)
-        pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)
-        return _Query(features=feats.head(self.config.max_features), vlad=vlad, pdq8=pdq8)
+    def _query(self, image: Any) -> QueryDescriptors:
+        return describe_query(image, max_features=self.config.max_features)
 
     def search(self, image: Any, *, k: int = 5) -> list[Match]:
         """Ranked matches (best first, at most ``k``) of one query image."""
@@ -228,7 +232,7 @@ class CopyIndex:
         q = self._query(image)
         return self._search(q, k=k)
 
-    def _search(self, q: _Query, *, k: int) -> list[Match]:
+    def _search(self, q: QueryDescriptors, *, k: int) -> list[Match]:
         cfg = self.config
         sims: dict[int, float] = {}
         for row_hits in self.index.search("vlad", q.vlad, cfg.candidates):
@@ -241,7 +245,9 @@ class CopyIndex:
                     pdq_d[hit.ref_id] = min(pdq_d.get(hit.ref_id, 257), int(hit.score))
         ranked = sorted(sims, key=lambda r: -sims[r])[: cfg.candidates]
         candidates = list(dict.fromkeys([*ranked, *sorted(pdq_d, key=lambda r: pdq_d[r])]))
-        bg = self._background_level(q.vlad)
+        model = self._model
+        bg = model.background_level(q.vlad, cfg.background_k) if model is not None else 0.0
+        rule = cfg.rule
         out: list[Match] = []
         for ref_id in candidates:
             blob = self.index.blob(ref_id, "local")
@@ -253,10 +259,10 @@ class CopyIndex:
             if sim is None:
                 vec = self.index.vectors(ref_id, "vlad")
                 sim = float(np.max(q.vlad @ vec.T)) if vec is not None else 0.0
-            raw = float(v.inliers) + 10.0 * (sim - bg)
-            p = self._p_value(raw)
-            decision = p <= cfg.alpha if p is not None else v.inliers >= cfg.min_inliers
-            score = 1.0 - p if p is not None else 0.5 * (1.0 + math.tanh((raw - cfg.min_inliers) / 6.0))
+            raw = raw_score(v.inliers, sim, bg)
+            p = model.p_value(raw) if model is not None else None
+            decision = rule.decide(p_value=p, inliers=int(v.inliers))
+            score = rule.score(p_value=p, raw=raw)
             ref = self.index.get(ref_id)
             out.append(Match(
                 ref_id=ref_id, source=ref.source, score=score, p_value=p, raw_score=raw,
@@ -284,29 +290,6 @@ class CopyIndex:
 
     # --- calibration -----------------------------------------------------------------
 
-    def _background_level(self, qvlad: np.ndarray) -> float:
-        if self._background is None or self._background.size == 0:
-            return 0.0
-        s = np.max(qvlad @ self._background.T, axis=0)  # best query row per background row
-        k = min(self.config.background_k, s.size)
-        return float(np.mean(np.sort(s)[-k:]))
-
-    def _p_value(self, raw: float) -> float | None:
-        """Empirical p-value against the null samples up to their median; above it, an
-        exponential tail fitted to the exceedances (mean excess), so that scores beyond
-        every background sample still get a graded, small p-value."""
-        null = self._null
-        if null is None or null.size == 0:
-            return None
-        n = null.size
-        u = float(np.quantile(null, 0.5))
-        if raw <= u:
-            return float((1 + np.sum(null >= raw)) / (1 + n))
-        exceed = null[null > u] - u
-        lam = max(float(exceed.mean()) if exceed.size else 1.0, 0.5)
-        p_u = (1 + exceed.size) / (1 + n)
-        return float(max(p_u * math.exp(-(raw - u) / lam), 1e-300))
-
     def calibrate(self, background: Sequence[Any]) -> dict[str, Any]:
         """Learn the background from images known not to be in the collection.
 
@@ -328,54 +311,27 @@ class CopyIndex:
                 descs.append(q.vlad[: len(global_desc.REGIONS)])
             else:
                 queries.append(q)
-        self._background = np.vstack(descs).astype(np.float32) if descs else None
-        self._null = None
+        background = np.vstack(descs).astype(np.float32) if descs else None
+        self._model = NullModel(background, None)
         null = []
         for q in queries:
             matches = self._search(q, k=1)
             null.append(matches[0].raw_score if matches else 0.0)
-        self._null = np.sort(np.array(null, np.float64))
-        self._save_calibration()
-        return {"background_rows": 0 if self._background is None else int(self._background.shape[0]),
-                "null_samples": int(self._null.size),
-                "null_quantiles": {q: float(np.quantile(self._null, q)) for q in (0.5, 0.9, 0.99, 1.0)}}
+        self._model = NullModel(background, np.array(null, np.float64))
+        self._model.save(self._calibration_path())
+        return self._model.summary()
 
     def threshold_for_alpha(self, alpha: float) -> float | None:
-        """The raw score at which the p-value falls to ``alpha`` (the decision boundary)."""
-        if self._null is None or self._null.size == 0:
-            return None
-        lo, hi = float(self._null.min()) - 1, float(self._null.max()) + 1000.0
-        for _ in range(80):
-            mid = (lo + hi) / 2
-            if (self._p_value(mid) or 1.0) <= alpha:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        """The raw score at which the p-value falls to ``alpha`` (None when uncalibrated)."""
+        return None if self._model is None else self._model.threshold_for_alpha(alpha)
 
     def _calibration_path(self) -> Path:
         return Path(self.index.path) / CALIBRATION_FILE
 
-    def _save_calibration(self) -> None:
-        path = self._calibration_path()
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, version=np.array(CALIBRATION_VERSION), background=self._background
-                 if self._background is not None else np.zeros((0, global_desc.DIM), np.float32),
-                 null=self._null if self._null is not None else np.zeros(0))
-        tmp.replace(path)
-
-    def _load_calibration(self) -> None:
-        path = self._calibration_path()
-        if not path.exists():
-            return
-        with np.load(path) as data:
-            if int(data["version"]) != CALIBRATION_VERSION:
-                raise ConfigError(f"{path}: unsupported calibration version {int(data['version'])}")
-            self._background = data["background"].astype(np.float32)
-            self._null = np.sort(data["null"].astype(np.float64))
-
     def stats(self) -> dict[str, Any]:
         s = dict(self.index.stats())
-        s["calibrated"] = self._null is not None
-        s["calibration"] = None if self._null is None else {"null_samples": int(self._null.size)}
+        calibrated = self._model is not None and self._model.calibrated
+        s["calibrated"] = calibrated
+        s["calibration"] = ({"null_samples": int(self._model.null.size)}  # type: ignore[union-attr]
+                            if calibrated else None)
         return s

@@ -11,7 +11,7 @@ import pytest
 from tracemark import attacks
 from tracemark.errors import CorruptImageError, TracemarkError
 from tracemark.imageio import load_image, save_image
-from tracemark.match import CopyIndex, MatchConfig, content_hash
+from tracemark.copydetect import CopyIndex, MatchConfig, content_hash
 
 from .conftest import corpus_images
 

@@ -1,19 +1,10 @@
 """``tracemark index|search|scan``: register works, find edited copies, audit generated images.
 
-* ``index add|remove|list|stats|calibrate`` manage a persistent :class:`~tracemark.match.CopyIndex`
-  (a directory given with ``--db``);
-* ``search`` looks for each query image in the index;
+* ``index add|remove|list|stats|calibrate`` manage a persistent
+  :class:`~tracemark.copydetect.CopyIndex` (the directory given with ``--store``);
+* ``search`` looks for each query image among the references;
 * ``scan`` audits generated images for replication of training images, against an index or
   a folder of training images (indexed on the fly).
-
-One JSON line per item goes to stdout; a progress bar and a summary go to stderr. A bad
-item is reported in its line (``"error": {"type", "message", "source"}``) and the batch
-carries on. Exit codes (:mod:`tracemark.cli`): 0 success, 1 some items failed, 2 usage
-error (including a ``--db`` that is not an index), 3 nothing could be processed.
-
-:mod:`tracemark.cli` adds :data:`index_group`, :data:`search_command` and
-:data:`scan_command` to ``tracemark``; its helpers are imported when a command runs, so
-either module may be imported first.
 """
 
 from __future__ import annotations
@@ -22,9 +13,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import json
-import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,10 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tracemark.cli import _options as opts
+from tracemark.cli._common import (
+    JsonLines,
+    Progress,
+    Tally,
+    collect_inputs,
+    dumps,
+    error_dict,
+    fail,
+    note,
+)
 from tracemark.errors import ConfigError, TracemarkError
 
 if TYPE_CHECKING:
-    from tracemark.match import CopyIndex, MatchConfig
+    from tracemark.copydetect import CopyIndex, MatchConfig
 
 __all__ = ["CALIBRATION_ALPHAS", "index_group", "scan_command", "search_command"]
 
@@ -46,51 +45,8 @@ CALIBRATION_ALPHAS = (1e-2, 1e-3, 1e-4)
 _SQLITE_NAME = "index.sqlite"
 
 
-# --- plumbing ---------------------------------------------------------------------------
-
-
-def _clean(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by None (JSON has no NaN or infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(_clean(record), default=lambda o: o.item() if hasattr(o, "item") else str(o))
-
-
-def _write(bar: Any, line: dict[str, Any] | str, *, err: bool = False) -> None:
-    """A JSON line to stdout (or a message to stderr) without tearing the progress bar."""
-    text = line if isinstance(line, str) else _dumps(line)
-    with type(bar).external_write_mode(file=sys.stderr if err else sys.stdout):
-        click.echo(text, err=err)
-
-
-def _finish(n_ok: int, n_bad: int) -> None:
-    from tracemark.cli import EXIT_NOTHING, EXIT_PARTIAL
-
-    if n_ok == 0:
-        sys.exit(EXIT_NOTHING)
-    if n_bad:
-        sys.exit(EXIT_PARTIAL)
-
-
-def _paths(inputs: Sequence[str], what: str) -> list[Path]:
-    from tracemark.cli import iter_inputs
-
-    paths = list(iter_inputs(inputs))
-    if not paths:
-        raise click.UsageError(f"no {what} images found")
-    return paths
-
-
 def _config(alpha: float | None = None, min_inliers: int | None = None) -> MatchConfig:
-    from tracemark.match import MatchConfig
+    from tracemark.copydetect import MatchConfig
 
     changes: dict[str, Any] = {}
     if alpha is not None:
@@ -100,7 +56,7 @@ def _config(alpha: float | None = None, min_inliers: int | None = None) -> Match
     try:
         return dataclasses.replace(MatchConfig(), **changes)
     except ConfigError as exc:
-        raise click.UsageError(exc.message) from exc
+        raise fail(exc.message) from exc
 
 
 _DATABASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -119,65 +75,48 @@ def _db_kwargs(db: Path, *, create: bool) -> dict[str, Any]:
     try:
         return {"database_url": url, "schema": schema_name("tm_ix", db.resolve().name)}
     except ConfigError as exc:
-        raise click.UsageError(f"--db {db}: {exc.message} (the schema is named after the "
-                               "index directory)") from exc
+        raise fail(f"--store {db}: {exc.message} (the schema is named after the "
+                   "index directory)") from exc
 
 
 def _open(db: Path, *, read_only: bool, config: MatchConfig | None = None) -> CopyIndex:
     """Open an existing index; a missing or foreign ``db`` is a usage error."""
-    from tracemark.match import CopyIndex
+    from tracemark.copydetect import CopyIndex
 
     if not db.exists():
-        raise click.UsageError(
-            f"no index at {db}: create one with `tracemark index add IMAGES... --db {db}`"
-        )
+        raise fail(f"no index at {db}: create one with `tracemark index add IMAGES... "
+                   f"--store {db}`")
     try:
         return CopyIndex.open(db, read_only=read_only, config=config,
                               **_db_kwargs(db, create=False))
     except TracemarkError as exc:
-        raise click.UsageError(f"cannot open the index {db}: {exc.message}") from exc
+        raise fail(f"cannot open the index {db}: {exc.message}") from exc
 
 
 def _open_or_create(db: Path) -> CopyIndex:
     """Open ``db``, or create an index there when it is missing or an empty directory."""
-    from tracemark.match import CopyIndex
+    from tracemark.copydetect import CopyIndex
 
     if db.exists() and not db.is_dir():
-        raise click.UsageError(f"--db {db} is a file, not an index directory")
+        raise fail(f"--store {db} is a file, not an index directory")
     try:
         if db.exists() and any(db.iterdir()):
             return CopyIndex.open(db, **_db_kwargs(db, create=False))
         return CopyIndex.create(db, **_db_kwargs(db, create=True))
     except (TracemarkError, OSError) as exc:
         message = exc.message if isinstance(exc, TracemarkError) else str(exc)
-        raise click.UsageError(f"cannot open or create the index {db}: {message}") from exc
+        raise fail(f"cannot open or create the index {db}: {message}") from exc
 
 
 def _decision_rule(ci: CopyIndex) -> dict[str, Any]:
-    """How ``decision`` is taken: a calibrated p-value, or an inlier count."""
-    cfg = ci.config
-    threshold = ci.threshold_for_alpha(cfg.alpha)
-    if threshold is None:
-        return {
-            "calibrated": False,
-            "rule": "inliers >= min_inliers",
-            "min_inliers": cfg.min_inliers,
-        }
-    return {
-        "calibrated": True,
-        "rule": "p_value <= alpha",
-        "alpha": cfg.alpha,
-        "raw_score": threshold,
-    }
+    """How ``decision`` is taken (:meth:`tracemark.copydetect.DecisionRule.describe`)."""
+    return ci.decision_rule()
 
 
 def _describe_rule(rule: dict[str, Any]) -> str:
-    if rule["calibrated"]:
-        return f"decision: p-value <= {rule['alpha']:g} (raw score >= {rule['raw_score']:.2f})"
-    return (
-        f"index not calibrated: decision by inliers >= {rule['min_inliers']} "
-        "(run `tracemark index calibrate` for calibrated p-values)"
-    )
+    from tracemark.copydetect import DecisionRule
+
+    return DecisionRule.explain(rule)
 
 
 def _add_batches(
@@ -188,70 +127,72 @@ def _add_batches(
     batch_size: int,
     commit_interval: float,
     on_item: Callable[[dict[str, Any]], None],
-    bar: Any,
+    bar: Progress,
 ) -> tuple[int, int, int]:
-    """Add ``paths`` in batches; call ``on_item`` with one row per path; (added, duplicates, failed).
+    """Add ``paths`` in batches; call ``on_item`` with one row per path; (added, duplicates,
+    failed).
 
     Each batch is one ``add_many`` call; the index is committed after a batch when
     ``commit_interval`` seconds have passed since the last commit (0: after every batch),
-    and at the end.
+    and at the end. Rows of added images are handed to ``on_item`` only after the commit
+    that made them durable (failed rows at once).
     """
     added = duplicates = failed = 0
     last_commit = time.monotonic()
+    pending: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
         try:
             results: list[Any] = ci.add_many([(p, {**meta, "source": str(p)}) for p in batch])
         except TracemarkError as exc:  # the store refused the whole batch
             results = [exc] * len(batch)
+        n_bad = 0
         for path, res in zip(batch, results, strict=True):
-            row: dict[str, Any] = {
-                "source": str(path),
-                "id": None,
-                "duplicate_of": None,
-                "error": None,
-            }
+            row: dict[str, Any] = {"source": str(path), "id": None, "duplicate_of": None,
+                                   "error": None}
             if isinstance(res, TracemarkError):
                 failed += 1
-                row["error"] = res.to_dict()
+                n_bad += 1
+                row["error"] = error_dict(res, path)
+                on_item(row)
             else:
                 row["id"], row["duplicate_of"] = res.id, res.duplicate_of
                 if res.duplicate_of is None:
                     added += 1
                 else:
                     duplicates += 1
-            on_item(row)
-        bar.update(len(batch))
+                pending.append(row)
+        bar.update(len(batch), failed=n_bad)
         if time.monotonic() - last_commit >= commit_interval:
             ci.commit()
             last_commit = time.monotonic()
+            for row in pending:
+                on_item(row)
+            pending.clear()
     ci.commit()
+    for row in pending:
+        on_item(row)
     return added, duplicates, failed
 
 
 def _db_option(f: Any) -> Any:
-    """``--db DIR`` and ``--database-url URL`` (metadata in PostgreSQL: the schema is named
-    after the index directory, FAISS files stay in it)."""
+    """``--store DIR`` (the index directory) and ``--database-url URL`` (metadata in
+    PostgreSQL: the schema is named after the index directory, FAISS files stay in it);
+    passes ``db: Path``."""
 
     @functools.wraps(f)
-    def with_url(*args: Any, database_url: str | None = None, **kwargs: Any) -> Any:
+    def with_url(*args: Any, store: opts.StoreLocation, database_url: str | None = None,
+                 **kwargs: Any) -> Any:
         token = _DATABASE_URL.set(database_url)
         try:
-            return f(*args, **kwargs)
+            return f(*args, db=store.path, **kwargs)
         finally:
             _DATABASE_URL.reset(token)
 
-    with_url = click.option(
-        "--database-url", default=None, envvar="TRACEMARK_DATABASE_URL",
-        help="Keep the index's metadata and vectors in this database (PostgreSQL) instead "
-        "of index.sqlite [env TRACEMARK_DATABASE_URL].",
-    )(with_url)
-    return click.option(
-        "--db",
-        type=click.Path(path_type=Path),
-        required=True,
-        help="The index directory.",
-    )(with_url)
+    with_url = opts.database_url_option(
+        "Keep the index's metadata and vectors in this database (PostgreSQL) instead of "
+        "index.sqlite.")(with_url)
+    return opts.store_option(what="index directory (a copy-detection collection)")(with_url)
 
 
 def _decision_options(f: Any) -> Any:
@@ -261,12 +202,9 @@ def _decision_options(f: Any) -> Any:
         default=None,
         help="Decision threshold on inliers for an uncalibrated index [default: 12].",
     )(f)
-    return click.option(
-        "--alpha",
-        type=click.FloatRange(0, 1, min_open=True, max_open=True),
-        default=None,
-        help="Decision threshold on the calibrated p-value [default: 0.001].",
-    )(f)
+    return opts.alpha_option(
+        default=None, help="False-positive rate of a copy decision on a calibrated index "
+        "(p-value threshold) [default: 0.001].")(f)
 
 
 # --- index ------------------------------------------------------------------------------
@@ -308,43 +246,34 @@ def index_add(
     commit_interval: float,
     images: tuple[str, ...],
 ) -> None:
-    """Register IMAGES (files or folders, recursively) in the index --db, created if needed.
+    """Register IMAGES (files or folders, recursively) in the index --store, created if
+    needed.
 
     Prints one JSON line per image: source (the path as given, also stored as the
     reference's source), id, duplicate_of (the id of the reference with the same pixels,
-    when nothing was added) and error (null, or {type, message, source}). A duplicate is
-    not an error. Batches are committed as they go (--commit-every); an interrupted run
-    keeps the batches finished before it.
-
-    Exit codes: 0 every image added or a duplicate; 1 some images failed (reported, the
-    rest added); 2 usage error; 3 no image could be added.
+    when nothing was added) and error. A duplicate is not an error. Batches are committed
+    as they go (--commit-every) and an image's line is printed only once its batch is
+    committed; an interrupted run keeps the batches finished before it.
     """
-    from tracemark.cli import _progress
-
-    paths = _paths(images, "input")
+    lines = JsonLines()
+    found = collect_inputs(images, lines)
+    paths = found.paths
     meta = {"owner": owner, "license": license_, "notes": notes}
-    with contextlib.closing(_open_or_create(db)) as ci, _progress(len(paths), "index add") as bar:
+    with contextlib.closing(_open_or_create(db)) as ci, Progress(len(paths), "index add") as bar:
+        lines.progress = bar
 
         def emit(row: dict[str, Any]) -> None:
             if row["error"] is not None:
-                _write(bar, f"failed {row['source']}: {row['error']['message']}", err=True)
-            _write(bar, row)
+                note(f"failed {row['source']}: {row['error']['message']}", bar)
+            lines.item(row)
 
         added, duplicates, failed = _add_batches(
-            ci,
-            paths,
-            meta,
-            batch_size=batch_size,
-            commit_interval=commit_interval,
-            on_item=emit,
-            bar=bar,
-        )
-        total = len(ci.index)
-    click.echo(
-        f"{added} added, {duplicates} duplicates, {failed} failed; {db} holds {total} references",
-        err=True,
-    )
-    _finish(added + duplicates, failed)
+            ci, paths, meta, batch_size=batch_size, commit_interval=commit_interval,
+            on_item=emit, bar=bar)
+        total = len(ci)
+    note(f"{added} added, {duplicates} duplicates, {failed} failed, {len(found.skipped)} "
+         f"skipped; {db} holds {total} references")
+    Tally(ok=added + duplicates, failed=failed).finish()
 
 
 @index_group.command("remove")
@@ -353,19 +282,20 @@ def index_add(
 def index_remove(db: Path, ids: tuple[int, ...]) -> None:
     """Remove the references with the given IDS.
 
-    Prints one JSON line per id: {"id", "removed"}. Exit codes: 0 every id removed;
-    1 some ids were unknown; 2 usage error; 3 no id was known.
+    Prints one JSON line per id: {"id", "removed", "error"} (an unknown id is an error).
     """
-    removed = unknown = 0
-    with contextlib.closing(_open(db, read_only=False)) as ci:
+    lines = JsonLines()
+    tally = Tally()
+    with _open(db, read_only=False) as ci:
         for ref_id in ids:
             ok = ci.remove(ref_id)
-            removed += ok
-            unknown += not ok
-            click.echo(_dumps({"id": ref_id, "removed": ok}))
-        ci.commit()
-    click.echo(f"{removed} removed, {unknown} unknown ids", err=True)
-    _finish(removed, unknown)
+            tally.ok += ok
+            tally.failed += not ok
+            lines.item({"id": ref_id, "removed": ok, "error": None if ok else {
+                "type": "ReferenceNotFoundError", "message": f"no reference {ref_id}",
+                "source": str(ref_id)}})
+    note(f"{tally.ok} removed, {tally.failed} unknown ids")
+    tally.finish()
 
 
 @index_group.command("list")
@@ -389,7 +319,7 @@ def index_list(db: Path, limit: int | None, offset: int) -> None:
             n = page if left is None else min(page, left)
             refs = ci.index.list(limit=n, offset=offset)
             for ref in refs:
-                click.echo(_dumps(dataclasses.asdict(ref)))
+                click.echo(dumps(dataclasses.asdict(ref)))
             offset += len(refs)
             if left is not None:
                 left -= len(refs)
@@ -402,7 +332,7 @@ def index_list(db: Path, limit: int | None, offset: int) -> None:
 def index_stats(db: Path) -> None:
     """Print one JSON object: reference count, vector sets, sizes, calibration state."""
     with contextlib.closing(_open(db, read_only=True)) as ci:
-        click.echo(_dumps(ci.stats()))
+        click.echo(dumps(ci.stats()))
 
 
 @index_group.command("calibrate")
@@ -421,55 +351,44 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
     Exit codes: 0 calibrated; 1 calibrated, some images failed; 2 usage error (fewer than
     4 usable images); 3 no image could be read.
     """
-    from tracemark.cli import _progress
+    from tracemark.copydetect import content_hash
     from tracemark.imageio import load_image
-    from tracemark.match import content_hash
 
-    paths = _paths(background, "background")
-    with contextlib.closing(_open(db, read_only=False)) as ci:
+    found = collect_inputs(background, None, what="background")
+    paths = found.paths
+    with _open(db, read_only=False) as ci:
         images = []
         failed = in_collection = 0
-        with _progress(len(paths), "load background") as bar:
+        with Progress(len(paths), "load background") as bar:
             for path in paths:
-                bar.update(1)
                 try:
                     rgb = load_image(path)
                 except TracemarkError as exc:
                     failed += 1
-                    _write(bar, f"failed {path}: {exc.message}", err=True)
+                    note(f"failed {path}: {exc.message}", bar)
+                    bar.update(failed=1)
                     continue
+                bar.update()
                 ref_id = ci.index.find(content_hash(rgb))
                 if ref_id is not None:
                     in_collection += 1
-                    _write(
-                        bar,
-                        f"left out {path}: it is reference {ref_id} of the collection",
-                        err=True,
-                    )
+                    note(f"left out {path}: it is reference {ref_id} of the collection", bar)
                     continue
                 images.append(rgb)
         if failed == len(paths):
-            click.echo("no background image could be read", err=True)
-            _finish(0, failed)
+            note("no background image could be read")
+            Tally(ok=0, failed=failed).finish()
         try:
             summary = ci.calibrate(images)
         except ConfigError as exc:
-            raise click.UsageError(f"{exc.message} (got {len(images)} usable)") from exc
+            raise fail(f"{exc.message} (got {len(images)} usable)") from exc
         thresholds = {f"{a:g}": ci.threshold_for_alpha(a) for a in CALIBRATION_ALPHAS}
         rule = _decision_rule(ci)
-    click.echo(
-        _dumps(
-            {
-                **summary,
-                "thresholds": thresholds,
-                "used": len(images),
-                "in_collection": in_collection,
-                "failed": failed,
-            }
-        )
-    )
-    click.echo(f"calibrated on {len(images)} images; {_describe_rule(rule)}", err=True)
-    _finish(len(images), failed)
+    JsonLines().item({**summary, "thresholds": thresholds, "used": len(images),
+                      "in_collection": in_collection, "failed": failed,
+                      "skipped": len(found.skipped)})
+    note(f"calibrated on {len(images)} images; {_describe_rule(rule)}")
+    Tally(ok=len(images), failed=failed).finish()
 
 
 # --- search -----------------------------------------------------------------------------
@@ -507,33 +426,31 @@ def search_command(
     Exit codes: 0 every query was searched; 1 some queries failed (reported); 2 usage
     error (e.g. no index at --db); 3 no query could be searched.
     """
-    from tracemark.cli import _progress
-
-    paths = _paths(queries, "query")
-    n_ok = n_bad = n_matched = 0
-    with contextlib.closing(_open(db, read_only=True, config=_config(alpha, min_inliers))) as ci:
+    lines = JsonLines()
+    found = collect_inputs(queries, lines, what="query", key="query")
+    paths = found.paths
+    tally = Tally(skipped=len(found.skipped))
+    with _open(db, read_only=True, config=_config(alpha, min_inliers)) as ci:
         rule = _decision_rule(ci)
-        if len(ci.index) == 0:
-            click.echo(f"the index {db} is empty", err=True)
-        with _progress(len(paths), "search") as bar:
+        if len(ci) == 0:
+            note(f"the index {db} is empty")
+        with Progress(len(paths), "search") as bar:
+            lines.progress = bar
             for path in paths:
-                bar.update(1)
                 res = ci.search_many([path], k=k)[0]
                 if res.error is not None:
-                    n_bad += 1
-                    _write(bar, f"failed {path}: {res.error['message']}", err=True)
+                    tally.failed += 1
+                    note(f"failed {path}: {res.error['message']}", bar)
                 else:
-                    n_ok += 1
-                    n_matched += any(m.decision for m in res.matches)
+                    tally.ok += 1
+                    tally.found += any(m.decision for m in res.matches)
                 if not show_all:
                     res.matches = [m for m in res.matches if m.decision]
-                _write(bar, res.to_dict())
-    click.echo(
-        f"{n_ok} queries searched, {n_matched} with a match, {n_bad} failed; "
-        f"{_describe_rule(rule)}",
-        err=True,
-    )
-    _finish(n_ok, n_bad)
+                lines.item(res.to_dict())
+                bar.update(failed=int(res.error is not None))
+    note(f"{tally.ok} queries searched, {tally.found} with a match, {tally.failed} failed, "
+         f"{tally.skipped} skipped; {_describe_rule(rule)}")
+    tally.finish(finding=True)
 
 
 # --- scan -------------------------------------------------------------------------------
@@ -544,16 +461,15 @@ def _scan_index(
     against: Path, db_out: Path | None, config: MatchConfig, background: tuple[str, ...] = ()
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The index to scan against, and facts about it for the summary."""
-    from tracemark.cli import _progress
-    from tracemark.match import CopyIndex
+    from tracemark.copydetect import CopyIndex
 
     if not against.exists():
-        raise click.UsageError(f"--against {against} does not exist")
+        raise fail(f"--against {against} does not exist")
     if (against / _SQLITE_NAME).is_file():
         if db_out is not None:
-            raise click.UsageError("--db-out applies when --against is a folder of training images")
+            raise fail("--db-out applies when --against is a folder of training images")
         if background:
-            raise click.UsageError(
+            raise fail(
                 "--background applies when --against is a folder of training images "
                 "(calibrate an existing index with 'tracemark index calibrate')"
             )
@@ -561,10 +477,10 @@ def _scan_index(
             yield ci, {"index": str(against), "training_failed": 0}
         return
     if not against.is_dir():
-        raise click.UsageError(
+        raise fail(
             f"--against {against} is neither an index nor a folder of training images"
         )
-    training = _paths([str(against)], "training")
+    training = collect_inputs([str(against)], None, what="training").paths
     with contextlib.ExitStack() as stack:
         if db_out is None:
             db = (
@@ -574,35 +490,32 @@ def _scan_index(
         else:
             db = db_out
             if db.exists() and not db.is_dir():
-                raise click.UsageError(f"--db-out {db} is a file, not an index directory")
+                raise fail(f"--db-out {db} is a file, not an index directory")
         try:
             ci = CopyIndex.open_or_create(db, config)
         except TracemarkError as exc:
-            raise click.UsageError(f"cannot open or create the index {db}: {exc.message}") from exc
+            raise fail(f"cannot open or create the index {db}: {exc.message}") from exc
         stack.callback(ci.close)
-        with _progress(len(training), "index training") as bar:
+        with Progress(len(training), "index training") as bar:
 
             def report(row: dict[str, Any]) -> None:
                 if row["error"] is not None:
-                    _write(
-                        bar,
-                        f"training image skipped, {row['source']}: {row['error']['message']}",
-                        err=True,
-                    )
+                    note(f"training image skipped, {row['source']}: "
+                         f"{row['error']['message']}", bar)
 
             added, duplicates, failed = _add_batches(
                 ci, training, {}, batch_size=64, commit_interval=30.0, on_item=report, bar=bar
             )
         if added + duplicates == 0:
-            click.echo(f"no training image of {against} could be indexed", err=True)
-            _finish(0, failed)
+            note(f"no training image of {against} could be indexed")
+            Tally(ok=0, failed=failed).finish()
         click.echo(f"indexed {added + duplicates} training images ({failed} failed)", err=True)
         if background:
-            bg = _paths(background, "background")
+            bg = collect_inputs(background, None, what="background").paths
             try:
                 ci.calibrate(bg)
             except ConfigError as exc:
-                raise click.UsageError(f"--background: {exc.message}") from exc
+                raise fail(f"--background: {exc.message}") from exc
             ci.commit()
             click.echo(f"calibrated on {len(bg)} background images", err=True)
         yield ci, {"index": None if db_out is None else str(db_out), "training_failed": failed}
@@ -662,28 +575,30 @@ def scan_command(
     Exit codes: 0 every generated image scanned; 1 some failed (reported); 2 usage error;
     3 none could be scanned, or no training image could be indexed.
     """
-    from tracemark.cli import _progress
-
-    paths = _paths(generated, "generated")
+    lines = JsonLines()
+    found = collect_inputs(generated, lines, what="generated", key="query")
+    paths = found.paths
     config = _config(alpha, min_inliers)
-    n_ok = n_bad = n_replicated = 0
+    tally = Tally(skipped=len(found.skipped))
     with _scan_index(against, db_out, config, background) as (ci, facts):
         rule = _decision_rule(ci)
-        references = len(ci.index)
-        with _progress(len(paths), "scan") as bar:
+        references = len(ci)
+        with Progress(len(paths), "scan") as bar:
+            lines.progress = bar
             for path in paths:
-                bar.update(1)
                 res = ci.search_many([path], k=k)[0]
                 row = res.to_dict()
                 if res.error is not None:
-                    n_bad += 1
+                    tally.failed += 1
                     row["replicated"] = None
-                    _write(bar, f"failed {path}: {res.error['message']}", err=True)
+                    note(f"failed {path}: {res.error['message']}", bar)
                 else:
-                    n_ok += 1
+                    tally.ok += 1
                     row["replicated"] = any(m.decision for m in res.matches)
-                    n_replicated += row["replicated"]
-                _write(bar, row)
+                    tally.found += row["replicated"]
+                lines.item(row)
+                bar.update(failed=int(res.error is not None))
+    n_ok, n_bad, n_replicated = tally.ok, tally.failed, tally.found
     summary = {
         "generated": len(paths),
         "scanned": n_ok,
@@ -695,10 +610,7 @@ def scan_command(
         "references": references,
         **facts,
     }
-    click.echo(_dumps({"summary": summary}))
-    click.echo(
-        f"{n_replicated} of {n_ok} generated images replicate a training image; {n_bad} failed; "
-        f"{_describe_rule(rule)}",
-        err=True,
-    )
-    _finish(n_ok, n_bad)
+    lines.record({"summary": summary, "error": None})
+    note(f"{n_replicated} of {n_ok} generated images replicate a training image; {n_bad} "
+         f"failed, {tally.skipped} skipped; {_describe_rule(rule)}")
+    tally.finish(finding=True)

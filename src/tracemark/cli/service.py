@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
+
+from tracemark.cli import _options as opts
+from tracemark.cli._common import JsonLines, fail
 
 __all__ = ["serve_command", "service_group"]
 
@@ -14,18 +16,20 @@ DEFAULT_DATA = "tracemark-data"
 
 
 def _data_option(f: Any) -> Any:
-    return click.option(
-        "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
-        default=DEFAULT_DATA, envvar="TRACEMARK_DATA", show_default=True,
-        help="Service data directory: collections, and the SQLite metadata by default.",
-    )(f)
+    """``--store`` (the service data directory) passed on as ``data_dir: Path``."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, store: opts.StoreLocation, **kwargs: Any) -> Any:
+        return f(*args, data_dir=store.path, **kwargs)
+
+    return opts.store_option(what="service data directory: collections, API keys, and the "
+                             "SQLite metadata by default", default=DEFAULT_DATA)(wrapper)
 
 
 def _db_option(f: Any) -> Any:
-    return click.option(
-        "--database-url", default=None, envvar="TRACEMARK_DATABASE_URL",
-        help="Metadata database (e.g. postgresql+psycopg://user@host/db) instead of SQLite.",
-    )(f)
+    return opts.database_url_option(
+        "Metadata database (e.g. postgresql+psycopg://user@host/db) instead of SQLite.")(f)
 
 
 def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
@@ -42,14 +46,12 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @_db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Signing certificate chain (PEM) for /sign.")
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Signing private key (PEM) for /sign.")
-@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Trust anchors (PEM) for /verify.")
+@opts.signing_options(required=False)
+@opts.trust_option
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=20.0, show_default=True)
-@click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True)
+@click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True,
+              envvar="TRACEMARK_MAX_PIXELS", show_envvar=True,
+              help="Refuse uploads above this many pixels.")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(0.1, 3600), default=30.0,
               show_default=True, help="Seconds a request's work may take before a 503.")
 @click.option("--concurrency", "max_concurrency", type=click.IntRange(1, 256), default=4,
@@ -80,7 +82,7 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
 
         app = create_app(settings)
     except TracemarkError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise fail(str(exc)) from None
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
@@ -118,8 +120,8 @@ def keys_create(data_dir: Path, database_url: str | None, scope: str, collection
         token, rec = _keystore(data_dir, database_url).create(
             scope=scope, collections=collections.split(","), name=name)
     except TracemarkError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"token": token, **rec.to_dict()}))
+        raise fail(str(exc)) from None
+    JsonLines().item({"token": token, **rec.to_dict()})
     click.echo("store the token now: it cannot be shown again", err=True)
 
 
@@ -129,7 +131,7 @@ def keys_create(data_dir: Path, database_url: str | None, scope: str, collection
 def keys_list(data_dir: Path, database_url: str | None) -> None:
     """One JSON line per key (never the token)."""
     for rec in _keystore(data_dir, database_url).list():
-        click.echo(json.dumps(rec.to_dict()))
+        JsonLines().item(rec.to_dict())
 
 
 @keys_group.command("revoke")
@@ -139,5 +141,5 @@ def keys_list(data_dir: Path, database_url: str | None) -> None:
 def keys_revoke(data_dir: Path, database_url: str | None, key_id: str) -> None:
     """Revoke the key KEY_ID (the 8 hex characters after tm_)."""
     if not _keystore(data_dir, database_url).revoke(key_id):
-        raise click.ClickException(f"no active key {key_id}")
-    click.echo(json.dumps({"revoked": key_id}))
+        raise fail(f"no active key {key_id}")
+    JsonLines().item({"revoked": key_id})

@@ -1,0 +1,442 @@
+"""What every ``tracemark`` command shares: exit codes, options, inputs, outputs, progress.
+
+Conventions (the README's command-line table lists them):
+
+* one JSON line per item on stdout, each with an ``error`` key (null, or
+  ``{"type", "message", "source"}``); people's messages, progress and a summary on stderr;
+* inputs are files or folders (walked recursively, sorted); a file in a folder whose
+  suffix the loader does not read, and whose first bytes are no image either, is reported
+  as skipped (a JSON line with ``"skipped": true`` and a stderr line), never dropped
+  silently; hidden files and folders (names starting with ``.``) are counted as skipped;
+* ``--out`` names the output (a folder, or a file when one file goes in); an existing
+  output is refused unless ``--force``; an input is never written over, even with
+  ``--force``;
+* ``--store`` names the data location of every command that keeps data; a store named on
+  the command line (or by ``TRACEMARK_STORE``) that does not exist is an error;
+* the exit codes of :data:`EXIT_CODES`.
+
+This module imports only click and the standard library at import time, so that
+``tracemark --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+__all__ = [
+    "DEFAULT_QUALITY",
+    "EXIT_CODES",
+    "EXIT_INVALID",
+    "EXIT_NONE_FOUND",
+    "EXIT_NOTHING",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_SOME_FOUND",
+    "EXIT_USAGE",
+    "ConfigurationError",
+    "Inputs",
+    "JsonLines",
+    "Progress",
+    "Tally",
+    "expand_inputs",
+    "plan_outputs",
+]
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_NOTHING = 3
+EXIT_NONE_FOUND = 10
+EXIT_SOME_FOUND = 11
+EXIT_INVALID = 12
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success: every item was processed (and, for a command that looks for "
+             "something, it was found in every item)",
+    EXIT_PARTIAL: "some items failed (each reported in its JSON line; the rest were done)",
+    EXIT_USAGE: "usage or configuration error (bad option, missing store, unreadable key or "
+                "certificate, existing output without --force): nothing was done",
+    EXIT_NOTHING: "no item could be processed",
+    EXIT_NONE_FOUND: "every item was processed; what the command looks for (a watermark, a "
+                     "copy, a manifest, a replication) was found in none",
+    EXIT_SOME_FOUND: "every item was processed; it was found in some items, not all",
+    EXIT_INVALID: "verify: some image carries an invalid (tampered) manifest",
+}
+"""The one exit-code table of every command (``tracemark --help`` prints it)."""
+
+DEFAULT_QUALITY = 95
+"""JPEG/WebP quality of every written lossy image unless ``--quality`` says otherwise."""
+
+LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp"})
+"""Output suffixes written with a quality setting (JPEG and WebP)."""
+
+PROGRESS_SECONDS_ENV = "TRACEMARK_PROGRESS_SECONDS"
+"""Seconds between plain progress lines when stderr is not a terminal (default 10)."""
+
+
+class ConfigurationError(click.ClickException):
+    """A usage or configuration error found after parsing (missing store, bad key,
+    existing output...): exit code 2, message on stderr."""
+
+    exit_code = EXIT_USAGE
+
+
+def fail(message: str) -> ConfigurationError:
+    """The error to raise for a configuration problem (exit code 2)."""
+    return ConfigurationError(message)
+
+
+# --- JSON Lines ---------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One JSON line (numpy scalars as numbers, paths as strings, NaN as null)."""
+    return json.dumps(_clean(record), default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+class JsonLines:
+    """Writes one JSON object per line to ``stream`` (stdout by default), with an ``error``
+    key in every item line (null unless given), without tearing a progress bar."""
+
+    def __init__(self, stream: TextIO | None = None, progress: Progress | None = None) -> None:
+        self.stream = stream
+        self.progress = progress
+
+    def item(self, record: dict[str, Any]) -> None:
+        record = {**record}
+        record.setdefault("error", None)
+        self._write(dumps(record))
+
+    def record(self, record: dict[str, Any]) -> None:
+        """A line that is not an item (a summary): written as it is."""
+        self._write(dumps(record))
+
+    def _write(self, text: str) -> None:
+        stream = self.stream or sys.stdout
+        if self.progress is not None:
+            self.progress.clear()
+        stream.write(text + "\n")
+        stream.flush()
+        if self.progress is not None:
+            self.progress.refresh()
+
+
+def note(message: str, progress: Progress | None = None) -> None:
+    """A message for people on stderr."""
+    if progress is not None:
+        progress.clear()
+    click.echo(message, err=True)
+    if progress is not None:
+        progress.refresh()
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+class Progress:
+    """Progress on stderr: a tqdm bar on a terminal; otherwise (CI logs, pipes, files) a
+    plain line such as ``index add: 120/5000 images, 14.2 img/s, 2 failed`` at the first
+    item, every ``interval`` seconds (``$TRACEMARK_PROGRESS_SECONDS``, default 10) and at
+    the end."""
+
+    def __init__(self, total: int | None, desc: str, *, unit: str = "images",
+                 stream: TextIO | None = None, interval: float | None = None) -> None:
+        self.total = total
+        self.desc = desc
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.failed = 0
+        self._t0 = time.monotonic()
+        self._last = -math.inf
+        if interval is None:
+            try:
+                interval = float(os.environ.get(PROGRESS_SECONDS_ENV, "10"))
+            except ValueError:
+                interval = 10.0
+        self.interval = max(0.0, interval)
+        self._bar: Any = None
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="img", file=self.stream, leave=False)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, n: int = 1, *, failed: int = 0) -> None:
+        self.done += n
+        self.failed += failed
+        if self._bar is not None:
+            self._bar.update(n)
+            if failed:
+                self._bar.set_postfix(failed=self.failed, refresh=False)
+            return
+        now = time.monotonic()
+        if self.done == n or now - self._last >= self.interval:
+            self._line()
+            self._last = now
+
+    def _line(self) -> None:
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        total = "" if self.total is None else f"/{self.total}"
+        self.stream.write(f"{self.desc}: {self.done}{total} {self.unit}, "
+                          f"{self.done / elapsed:.1f} img/s, {self.failed} failed\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self._bar is not None:
+            self._bar.clear()
+
+    def refresh(self) -> None:
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._last != -math.inf and self.done:
+            self._line()
+            self._last = -math.inf
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """The expansion of the command line's inputs: ``paths`` to process (sorted within each
+    folder, in argument order) and ``skipped`` files of folders that are not images
+    (``(path, reason)``)."""
+
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    roots: dict[Path, Path] = field(default_factory=dict)
+    """Each path found in a folder argument, mapped to that folder."""
+
+
+def _is_image_file(path: Path) -> tuple[bool, str]:
+    from tracemark.imageio import format_of_suffix, sniff_format
+
+    if format_of_suffix(path.suffix) is not None:
+        return True, ""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return False, f"cannot read: {exc.strerror or exc}"
+    if sniff_format(head) is not None:
+        return True, ""
+    return False, f"not an image tracemark reads (suffix {path.suffix or '(none)'!r})"
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Inputs:
+    """Expand files and folders (recursively) into the files to process.
+
+    A file named on the command line is always kept, whatever its suffix, so that a bad
+    file is reported by the command. In a folder, a file is kept when the loader reads its
+    suffix (:func:`tracemark.imageio.image_suffixes`, any case) or its first bytes are an
+    image (:func:`tracemark.imageio.sniff_format`); other files, and hidden files and
+    folders, are returned in ``skipped`` with the reason.
+    """
+    out = Inputs()
+    for raw in inputs:
+        p = Path(raw)
+        if not p.is_dir():
+            out.paths.append(p)
+            continue
+        kept: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(p):
+            hidden_dirs = sorted(d for d in dirnames if d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            base = Path(dirpath)
+            for d in hidden_dirs:
+                out.skipped.append((base / d, "hidden folder"))
+            for name in sorted(filenames):
+                f = base / name
+                if name.startswith("."):
+                    out.skipped.append((f, "hidden file"))
+                    continue
+                if not f.is_file():
+                    out.skipped.append((f, "not a regular file"))
+                    continue
+                ok, reason = _is_image_file(f)
+                if ok:
+                    kept.append(f)
+                    out.roots[f] = p
+                else:
+                    out.skipped.append((f, reason))
+        out.paths.extend(sorted(kept))
+    return out
+
+
+def report_skipped(inputs: Inputs, lines: JsonLines | None, *, what: str = "source") -> None:
+    """Report every skipped file: a JSON line ``{what: path, "skipped": true, "error":
+    {"type": "SkippedFile", ...}}`` (when ``lines``) and a stderr line."""
+    for path, reason in inputs.skipped:
+        if lines is not None:
+            lines.item({what: str(path), "skipped": True,
+                        "error": {"type": "SkippedFile", "message": reason, "source": str(path)}})
+        note(f"skipped {path}: {reason}")
+
+
+def collect_inputs(inputs: Sequence[str], lines: JsonLines | None, *, what: str = "input",
+                   key: str = "source") -> Inputs:
+    """:func:`expand_inputs`, skipped files reported; no image at all is a usage error."""
+    found = expand_inputs(inputs)
+    report_skipped(found, lines, what=key)
+    if not found.paths:
+        raise click.UsageError(f"no {what} images found"
+                               + (f" ({len(found.skipped)} files skipped)" if found.skipped else ""))
+    return found
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
+                 force: bool) -> list[tuple[Path, Path]]:
+    """``(source, destination)`` for every input.
+
+    ``out`` is a folder, or, when a single file goes in and ``out`` has an image suffix and
+    is not an existing folder, the output file itself. In a folder, a file found in a
+    folder argument keeps its path relative to it, a file argument keeps its stem;
+    ``suffix(source)`` gives the extension. Two inputs that would land on the same name,
+    or a name that is an input's, get ``-2``, ``-3``...
+
+    Raises :class:`ConfigurationError` when an output exists and ``force`` is false, when
+    the output file named is an input (never written over, even with ``force``), or when ``out`` is inside a folder
+    argument (the outputs would be read back as inputs).
+    """
+    from tracemark.imageio import format_of_suffix
+
+    sources = found.paths
+    inputs_real = {p.resolve() for p in sources}
+    single_file = (len(sources) == 1 and out.resolve() not in inputs_real and not found.roots and not out.is_dir()
+                   and format_of_suffix(out.suffix) is not None)
+    if len(sources) == 1 and not found.roots and out.resolve() in inputs_real:
+        raise fail(f"--out {out} is the input: tracemark never writes over an input")
+    if single_file:
+        plan = [(sources[0], out)]
+    else:
+        out_real = out.resolve()
+        for root in set(found.roots.values()):
+            root_real = root.resolve()
+            if out_real == root_real or root_real in out_real.parents:
+                raise fail(f"--out {out} is, or is inside, the input folder {root}: the outputs "
+                           "would be read back as inputs; choose a folder outside it")
+        taken: set[Path] = set(inputs_real)  # an input's name is never an output's
+        plan = []
+        for src in sources:
+            root = found.roots.get(src)
+            rel = src.relative_to(root).with_suffix("") if root is not None else Path(src.stem or "image")
+            ext = suffix(src)
+            dest, k = out / f"{rel}{ext}", 2
+            while dest.resolve() in taken:
+                dest, k = out / f"{rel}-{k}{ext}", k + 1
+            taken.add(dest.resolve())
+            plan.append((src, dest))
+    for _src, dest in plan:
+        if dest.resolve() in inputs_real:
+            raise fail(f"{dest} is an input: tracemark never writes over an input (choose "
+                       "another --out)")
+        if dest.exists() and not force:
+            raise fail(f"{dest} exists: give --force to overwrite it, or choose another --out")
+    return plan
+
+
+def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
+                fallback: str = ".png") -> Callable[[Path], str]:
+    """The output suffix rule: ``fmt`` (``"png"``, ``"jpg"``, ``"webp"``) when given, else
+    the input's own suffix (lower case) when it is in ``writable`` (default: any suffix
+    the loader reads), else ``fallback``."""
+    if fmt is not None and fmt != "same":
+        ext = "." + fmt
+        return lambda _src: ext
+
+    def same(src: Path) -> str:
+        from tracemark.imageio import image_suffixes
+
+        ok = set(writable) if writable is not None else image_suffixes() - {".mpo", ".apng"}
+        s = src.suffix.lower()
+        return s if s in ok else fallback
+
+    return same
+
+
+# --- tallies and exit codes ---------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Counts of one batch and the exit code they give (:data:`EXIT_CODES`)."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    found: int = 0
+    invalid: int = 0
+
+    def exit_code(self, *, finding: bool = False) -> int:
+        """``finding``: the command looks for something in each item (10/11 apply)."""
+        if self.ok == 0:
+            return EXIT_NOTHING
+        if self.failed:
+            return EXIT_PARTIAL
+        if self.invalid:
+            return EXIT_INVALID
+        if finding and self.found == 0:
+            return EXIT_NONE_FOUND
+        if finding and self.found < self.ok:
+            return EXIT_SOME_FOUND
+        return EXIT_OK
+
+    def finish(self, *, finding: bool = False) -> None:
+        """Exit with :meth:`exit_code` when it is not 0."""
+        code = self.exit_code(finding=finding)
+        if code:
+            sys.exit(code)
+
+
+def error_dict(exc: BaseException, source: object) -> dict[str, Any]:
+    """``{"type", "message", "source"}`` of an error, with the item as the source."""
+    from tracemark.errors import TracemarkError
+
+    if isinstance(exc, TracemarkError):
+        d = exc.to_dict()
+        d["source"] = d.get("source") or str(source)
+        return d
+    return {"type": type(exc).__name__, "message": str(exc), "source": str(source)}
+
+
+def iter_with_progress(paths: Sequence[Path], desc: str) -> Iterator[tuple[Path, Progress]]:
+    """Each path with the running :class:`Progress` (closed at the end)."""
+    with Progress(len(paths), desc) as bar:
+        for p in paths:
+            yield p, bar

@@ -1,0 +1,167 @@
+"""The options shared by several commands, defined once: the same name, meaning, default
+and environment variable everywhere (the README's option table lists them)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from tracemark.cli._common import DEFAULT_QUALITY, fail
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "ENVIRONMENT",
+    "StoreLocation",
+    "alpha_option",
+    "database_url_option",
+    "force_option",
+    "format_option",
+    "key_options",
+    "max_pixels_option",
+    "out_option",
+    "quality_option",
+    "store_option",
+]
+
+ENVIRONMENT: dict[str, str] = {
+    "TRACEMARK_STORE": "--store: the data location (index, manifest store, service data)",
+    "TRACEMARK_DATABASE_URL": "--database-url: metadata in this database (PostgreSQL)",
+    "TRACEMARK_KEY_FILE": "--key-file: the watermark key file",
+    "TRACEMARK_SIGNING_CERT": "--cert: the C2PA signing certificate chain (PEM)",
+    "TRACEMARK_SIGNING_KEY": "--key: the C2PA signing private key (PEM)",
+    "TRACEMARK_TRUST": "--trust: trust anchors (PEM)",
+    "TRACEMARK_MAX_PIXELS": "--max-pixels: the decompression-bomb limit",
+    "TRACEMARK_PROGRESS_SECONDS": "seconds between plain progress lines when stderr is not "
+                                  "a terminal (default 10)",
+}
+"""Every environment variable the command line reads, and what it stands for."""
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a command's data lives, and whether the user named it (``--store`` or
+    ``TRACEMARK_STORE``) or it is the command's default."""
+
+    path: Path
+    explicit: bool
+
+    def require_existing(self, what: str) -> Path:
+        """The path; a named store that does not exist is a configuration error."""
+        if not self.path.exists():
+            raise fail(f"no {what} at {self.path}" + ("" if self.explicit else
+                       " (the default; name one with --store or TRACEMARK_STORE)"))
+        return self.path
+
+
+def store_option(*, what: str, default: str | None = None) -> Callable[[F], F]:
+    """``--store PATH`` (env ``TRACEMARK_STORE``) passed as ``store: StoreLocation``;
+    ``--db`` and ``--data`` are hidden aliases kept for one release. Without ``default``
+    the option is required."""
+
+    def deco(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, store: Path | None, legacy_db: Path | None,
+                    legacy_data: Path | None, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            source = ctx.get_parameter_source("store")
+            explicit = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+            legacy = legacy_db or legacy_data
+            if legacy is not None:
+                if source == ParameterSource.COMMANDLINE:
+                    raise click.UsageError("give --store once (--db and --data are its old names)")
+                click.echo("note: --db and --data are deprecated; use --store", err=True)
+                store, explicit = legacy, True
+            if store is None:
+                raise click.UsageError(f"give --store PATH (the {what}) or set TRACEMARK_STORE")
+            return f(*args, store=StoreLocation(Path(store), explicit), **kwargs)
+
+        wrapper = click.option("--data", "legacy_data", type=click.Path(path_type=Path),
+                               default=None, hidden=True)(wrapper)
+        wrapper = click.option("--db", "legacy_db", type=click.Path(path_type=Path),
+                               default=None, hidden=True)(wrapper)
+        return click.option(
+            "--store", "store", type=click.Path(path_type=Path), default=default,
+            envvar="TRACEMARK_STORE", show_envvar=True, show_default=default is not None,
+            help=f"The {what}.",
+        )(wrapper)  # type: ignore[return-value]
+
+    return deco
+
+
+def database_url_option(help: str) -> Callable[[F], F]:
+    return click.option("--database-url", default=None, envvar="TRACEMARK_DATABASE_URL",
+                        show_envvar=True, help=help)
+
+
+def out_option(*, help: str, required: bool = True) -> Callable[[F], F]:
+    return click.option("--out", "out", type=click.Path(path_type=Path), required=required,
+                        help=help)
+
+
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Overwrite existing outputs (an input is never written over).")
+
+
+def format_option(*, default: str = "same", help: str | None = None,
+                  choices: tuple[str, ...] = ("same", "png", "jpg", "webp")) -> Callable[[F], F]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(list(choices)), default=default, show_default=True,
+        help=help or "Format written; same keeps each input's format.")
+
+
+quality_option = click.option(
+    "--quality", type=click.IntRange(1, 100), default=None,
+    help=f"JPEG/WebP quality of written images [default: {DEFAULT_QUALITY}].")
+
+
+def alpha_option(*, default: float | None, help: str) -> Callable[[F], F]:
+    shown = "" if default is None else f" [default: {default:g}]"
+    return click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                        default=default, help=help + shown)
+
+
+max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(1), default=100_000_000, envvar="TRACEMARK_MAX_PIXELS",
+    show_envvar=True, show_default=True,
+    help="Refuse images above this many pixels (decompression bombs).")
+
+
+def key_options(f: F) -> F:
+    """``--key-file`` (env TRACEMARK_KEY_FILE), ``--key-env VAR`` (hex), ``--passphrase-env
+    VAR``: the watermark key, never on the command line itself."""
+    f = click.option("--passphrase-env", metavar="VAR", default=None,
+                     help="Environment variable holding a passphrase (stretched with scrypt).")(f)
+    f = click.option("--key-env", metavar="VAR", default=None,
+                     help="Environment variable holding the key in hex.")(f)
+    return click.option(
+        "--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+        envvar="TRACEMARK_KEY_FILE", show_envvar=True,
+        help="File whose raw bytes are the key (at least 16 bytes).")(f)
+
+
+def signing_options(*, required: bool) -> Callable[[F], F]:
+    """``--cert`` and ``--key`` (env TRACEMARK_SIGNING_CERT / TRACEMARK_SIGNING_KEY)."""
+
+    def deco(f: F) -> F:
+        f = click.option("--key", "key", type=click.Path(path_type=Path), required=required,
+                         envvar="TRACEMARK_SIGNING_KEY", show_envvar=True,
+                         help="The signer's private key (PEM, unencrypted).")(f)
+        return click.option("--cert", "cert", type=click.Path(path_type=Path),
+                            required=required, envvar="TRACEMARK_SIGNING_CERT", show_envvar=True,
+                            help="Signing certificate chain (PEM: signer first, then its "
+                            "CAs).")(f)
+
+    return deco
+
+
+trust_option = click.option(
+    "--trust", type=click.Path(path_type=Path), default=None, envvar="TRACEMARK_TRUST",
+    show_envvar=True, help="Trust anchors (PEM CA certificates) added to c2pa's list.")

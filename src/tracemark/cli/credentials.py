@@ -1,0 +1,277 @@
+"""``tracemark sign``, ``tracemark verify``, ``tracemark certs init`` and
+``tracemark credentials list|show|stats|calibrate``.
+
+The manifest store is ``--store`` (default ``./tracemark-store``, or ``$TRACEMARK_STORE``).
+``verify`` exits 10/11 when some or every image has no manifest (none embedded, none
+recovered), 12 when some image's manifest is invalid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tracemark.cli import _options as opts
+from tracemark.cli._common import (
+    JsonLines,
+    Progress,
+    Tally,
+    collect_inputs,
+    error_dict,
+    fail,
+    keep_suffix,
+    note,
+    plan_outputs,
+)
+from tracemark.errors import TracemarkError
+
+__all__ = ["certs_group", "credentials_group", "sign_command", "verify_command"]
+
+DEFAULT_STORE = "tracemark-store"
+_SIGN_FORMATS = ("same", "jpg", "png", "webp")
+
+
+def _store_option(f: Any) -> Any:
+    return opts.store_option(what="manifest store directory", default=DEFAULT_STORE)(f)
+
+
+# --- certs ---------------------------------------------------------------------------------
+
+
+@click.group("certs")
+def certs_group() -> None:
+    """Development certificates for signing offline."""
+
+
+@certs_group.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="Validity of the CA and the signer.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def certs_init(directory: Path, days: int, force: bool) -> None:
+    """Make a development CA and signing certificate in DIRECTORY -- FOR TESTING ONLY.
+
+    Writes ca.pem (give it to `verify --trust`), signer.pem and signer.key (give them to
+    `sign --cert/--key`), ca.key and README.txt. Anyone can make such a CA: use your own
+    certificate chain for real credentials.
+    """
+    from tracemark.credentials.certs import init_dev_ca
+
+    try:
+        ca = init_dev_ca(directory, days=days, overwrite=force)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+    JsonLines().item({"ca": str(ca.ca_cert), "cert": str(ca.signer_chain), "key": str(ca.signer_key),
+           "not_after": ca.not_after.isoformat(), "note": "development certificates, TEST ONLY"})
+    click.echo(f"development CA and signer written to {directory} (TEST ONLY: not for "
+               "production)", err=True)
+
+
+# --- sign ----------------------------------------------------------------------------------
+
+
+@click.command("sign")
+@click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
+@opts.out_option(help="Output folder (the same tree as the folder inputs), or the output "
+                 "file when one file goes in.")
+@opts.force_option
+@opts.signing_options(required=True)
+@_store_option
+@click.option("--ai-generated", is_flag=True,
+              help="Declare the image AI-generated (digital source type trainedAlgorithmicMedia).")
+@click.option("--title", default=None, help="Manifest title [default: the output file name].")
+@click.option("--author", default=None, help="Author recorded in a CreativeWork assertion.")
+@opts.format_option(choices=_SIGN_FORMATS, help="Format written; same keeps JPEG, PNG and "
+                    "WebP inputs as they are and writes other inputs as PNG.")
+@opts.quality_option
+def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
+                 store: opts.StoreLocation, ai_generated: bool, title: str | None,
+                 author: str | None, fmt: str, quality: int | None) -> None:
+    """Watermark INPUTS with a manifest id, sign a C2PA manifest, store it; write --out.
+
+    The manifest (created or edited actions, soft bindings to the watermark and the
+    fingerprint) goes into the output and into the manifest store, which also indexes the
+    output's fingerprint. The store is created when missing. One JSON line per input:
+    source, output, manifest_id, label, ... and error.
+    """
+    from tracemark.cli._common import DEFAULT_QUALITY
+    from tracemark.credentials.certs import load_signing_credentials
+    from tracemark.credentials.manifest import MEDIA_TYPES
+    from tracemark.credentials.sign import SignOptions, sign_image
+    from tracemark.credentials.store import CredentialStore
+
+    try:
+        creds = load_signing_credentials(cert, key)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+    if creds.development:
+        note("note: signing with a development certificate (TEST ONLY)")
+    lines = JsonLines()
+    found = collect_inputs(inputs, lines)
+    plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=force)
+    if plan and len(plan) == 1 and plan[0][1].suffix.lower() not in MEDIA_TYPES:
+        raise fail(f"cannot sign into {plan[0][1]}: give a .jpg, .png or .webp output")
+    sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
+                            quality=quality or DEFAULT_QUALITY)
+    tally = Tally(skipped=len(found.skipped))
+    try:
+        cs = CredentialStore.open_or_create(store.path)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+    with cs, Progress(len(plan), "sign") as bar:
+        lines.progress = bar
+        for src, dest in plan:
+            try:
+                res, _ = sign_image(cs, src, dest, creds, sign_opts)
+                lines.item(res.to_dict())
+                tally.ok += 1
+                bar.update()
+            except TracemarkError as exc:
+                lines.item({"source": str(src), "output": str(dest), "error": error_dict(exc, src)})
+                note(f"failed {src}: {exc.message}", bar)
+                tally.failed += 1
+                bar.update(failed=1)
+    note(f"signed {tally.ok} of {len(plan)} images into {store.path}; {tally.failed} failed, "
+         f"{tally.skipped} skipped")
+    tally.finish()
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+@click.command("verify")
+@click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
+@opts.trust_option
+@_store_option
+@click.option("--no-store", is_flag=True, help="Read the embedded manifest only.")
+@click.option("--manifest/--no-manifest", "with_manifest", default=False,
+              help="Include the whole manifest JSON in each line.")
+def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.StoreLocation,
+                   no_store: bool, with_manifest: bool) -> None:
+    """Validate the C2PA manifest of each image, or recover it through the store.
+
+    The embedded manifest is validated (trusted, valid or invalid, with c2pa's codes). When
+    it is absent, the store's watermark is detected and its manifest id looked up; failing
+    that, the image's fingerprint. Each line says the state, the route and its confidence.
+    A store named with --store or TRACEMARK_STORE must exist; without either, a missing
+    default store means embedded manifests only.
+    """
+    from tracemark.credentials.certs import load_trust_anchors
+    from tracemark.credentials.store import CredentialStore
+    from tracemark.credentials.verify import VerifyOptions, verify_image
+
+    try:
+        trust_pem = load_trust_anchors(trust) if trust is not None else None
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+    cs = None
+    if not no_store:
+        if store.path.is_dir() or store.explicit:
+            store.require_existing("manifest store")
+            try:
+                cs = CredentialStore.open(store.path, read_only=True)
+            except TracemarkError as exc:
+                raise fail(str(exc)) from None
+        else:
+            note(f"note: no manifest store at {store.path}; reading embedded manifests only")
+    lines = JsonLines()
+    found = collect_inputs(inputs, lines)
+    verify_opts = VerifyOptions(trust_pem=trust_pem)
+    states: dict[str, int] = {}
+    tally = Tally(skipped=len(found.skipped))
+    try:
+        with Progress(len(found.paths), "verify") as bar:
+            lines.progress = bar
+            for path in found.paths:
+                try:
+                    res = verify_image(path, cs, verify_opts)
+                    lines.item(res.to_dict(with_manifest=with_manifest))
+                    states[res.state] = states.get(res.state, 0) + 1
+                    tally.ok += 1
+                    tally.found += res.state != "not_found"
+                    tally.invalid += res.state == "invalid"
+                    bar.update()
+                except TracemarkError as exc:
+                    lines.item({"source": str(path), "error": error_dict(exc, path)})
+                    note(f"failed {path}: {exc.message}", bar)
+                    tally.failed += 1
+                    bar.update(failed=1)
+    finally:
+        if cs is not None:
+            cs.close()
+    note("verified: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "nothing")
+         + f"; {tally.failed} unreadable, {tally.skipped} skipped")
+    tally.finish(finding=True)
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+@click.group("credentials")
+def credentials_group() -> None:
+    """Inspect a manifest store."""
+
+
+def _open_ro(store: opts.StoreLocation) -> Any:
+    from tracemark.credentials.store import CredentialStore
+
+    store.require_existing("manifest store")
+    try:
+        return CredentialStore.open(store.path, read_only=True)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+
+
+@credentials_group.command("stats")
+@_store_option
+def credentials_stats(store: opts.StoreLocation) -> None:
+    """Counts and identity of the store."""
+    with _open_ro(store) as cs:
+        JsonLines().record(cs.stats())
+
+
+@credentials_group.command("list")
+@_store_option
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+def credentials_list(store: opts.StoreLocation, limit: int, offset: int) -> None:
+    """One JSON line per stored manifest (without the manifest itself)."""
+    with _open_ro(store) as cs:
+        for rec in cs.list(limit=limit, offset=offset):
+            JsonLines().record(rec.summary())
+
+
+@credentials_group.command("show")
+@_store_option
+@click.argument("manifest_id", type=int)
+def credentials_show(store: opts.StoreLocation, manifest_id: int) -> None:
+    """The stored manifest MANIFEST_ID as JSON."""
+    with _open_ro(store) as cs:
+        try:
+            rec = cs.get(manifest_id)
+        except TracemarkError as exc:
+            raise fail(str(exc)) from None
+        JsonLines().record({**rec.summary(), "manifest": rec.manifest})
+
+
+@credentials_group.command("calibrate")
+@_store_option
+@click.argument("background", nargs=-1, required=True)
+def credentials_calibrate(store: opts.StoreLocation, background: tuple[str, ...]) -> None:
+    """Calibrate the store's fingerprint route on BACKGROUND images it never signed.
+
+    Afterwards the fingerprint route decides on a p-value against that background (as
+    `tracemark index calibrate` does for a collection) instead of an inlier count.
+    """
+    from tracemark.credentials.store import CredentialStore
+
+    store.require_existing("manifest store")
+    paths = collect_inputs(background, None, what="background").paths
+    try:
+        with CredentialStore.open(store.path) as cs:
+            summary = cs.index.calibrate(paths)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+    JsonLines().item(summary)

@@ -1,0 +1,221 @@
+"""``tracemark watermark embed|detect``: mark images, and look for the mark.
+
+Keys never appear on the command line (process lists show it to every user): they come
+from a file (``--key-file``, raw bytes), an environment variable holding hex
+(``--key-env``), or an environment variable holding a passphrase (``--passphrase-env``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tracemark.cli import _options as opts
+from tracemark.cli._common import (
+    DEFAULT_QUALITY,
+    LOSSY_SUFFIXES,
+    JsonLines,
+    Progress,
+    Tally,
+    collect_inputs,
+    error_dict,
+    fail,
+    keep_suffix,
+    note,
+    plan_outputs,
+)
+from tracemark.errors import ImageSourceError, PayloadError, TracemarkError
+
+if TYPE_CHECKING:
+    from tracemark.watermark.base import WatermarkMethod
+    from tracemark.watermark.keys import WatermarkKey
+
+__all__ = ["watermark_group"]
+
+
+def _finite(x: float | None, ndigits: int | None = None) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return (round(x, ndigits) if ndigits is not None else float(x)) + 0.0  # no -0.0
+
+
+def _method(name: str, strength: float | None) -> WatermarkMethod:
+    from tracemark.watermark import get_method
+
+    try:
+        method = get_method(name)
+        if strength is not None:
+            accepted = inspect.signature(type(method)).parameters
+            if "psnr" not in accepted:
+                raise click.UsageError(f"method {name!r} has no --strength setting")
+            method = get_method(name, psnr=strength)
+    except TracemarkError as exc:
+        raise fail(exc.message) from exc
+    return method
+
+
+def _key(method: WatermarkMethod, **sources: Any) -> WatermarkKey | None:
+    from tracemark.watermark.keys import read_key
+
+    try:
+        key = read_key(**sources)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from exc
+    if method.keyed and key is None:
+        raise click.UsageError(
+            f"method {method.name!r} needs a key: give --key-file FILE, --key-env VAR (hex) or "
+            "--passphrase-env VAR (keys are never taken on the command line)"
+        )
+    if not method.keyed and key is not None:
+        raise click.UsageError(f"method {method.name!r} is keyless; do not give a key")
+    return key
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageSourceError(
+            f"cannot create the output folder: {exc.strerror or exc}", source=str(folder)
+        ) from exc
+
+
+method_option = click.option("--method", "method_name", default="lattice", show_default=True,
+                             help="Registered watermark method.")
+
+
+@click.group("watermark")
+def watermark_group() -> None:
+    """Embed and detect invisible watermarks."""
+
+
+# --- embed ------------------------------------------------------------------------------
+
+
+@watermark_group.command("embed")
+@opts.out_option(help="Output folder (created if needed), or the output file when one file "
+                 "goes in.")
+@opts.force_option
+@click.option("--payload", "payload_spec", required=True,
+              help="0x<hex>, a decimal integer, or text:<utf-8 text>; must fit the capacity.")
+@method_option
+@opts.key_options
+@opts.format_option()
+@opts.quality_option
+@click.option("--strength", type=float, default=None,
+              help="Target PSNR of the mark in dB (lower is stronger), for methods that take it.")
+@opts.max_pixels_option
+@click.argument("inputs", nargs=-1, required=True)
+def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
+              key_file: Path | None, key_env: str | None, passphrase_env: str | None,
+              fmt: str, quality: int | None, strength: float | None, max_pixels: int,
+              inputs: tuple[str, ...]) -> None:
+    """Embed PAYLOAD into every INPUT image (files or folders, recursively).
+
+    Writes OUT/<path relative to the folder argument, or the file's stem>.<format>, with
+    -2, -3... on name clashes, and prints one JSON line per input: source, output, method,
+    payload (0x<hex>, the capacity in whole bytes), psnr (of the written file against the
+    input, dB) and error. Images are written upright (EXIF orientation applied) in RGB,
+    without metadata.
+    """
+    from tracemark.imageio import load_image, save_image
+    from tracemark.metrics import psnr
+    from tracemark.watermark import format_payload, parse_payload
+
+    if quality is not None and fmt == "png":
+        raise click.UsageError("--quality applies to --format jpg, webp or same, not png")
+    method = _method(method_name, strength)
+    key = _key(method, key_file=key_file, key_env=key_env, passphrase_env=passphrase_env)
+    try:
+        payload = parse_payload(payload_spec, method.payload_bits)
+    except PayloadError as exc:
+        raise click.BadParameter(exc.message, param_hint="'--payload'") from exc
+    lines = JsonLines()
+    found = collect_inputs(inputs, lines)
+    plan = plan_outputs(found, out, keep_suffix(fmt), force=force)
+
+    tally = Tally(skipped=len(found.skipped))
+    with Progress(len(plan), f"embed {method.name}") as bar:
+        lines.progress = bar
+        for src, dest in plan:
+            row: dict[str, Any] = {"source": str(src), "output": None, "method": method.name,
+                                   "payload": format_payload(payload), "psnr": None,
+                                   "error": None}
+            try:
+                image = load_image(src, max_pixels=max_pixels)
+                marked = method.embed(image, payload, key)
+                _mkdir(dest.parent)
+                lossy = dest.suffix.lower() in LOSSY_SUFFIXES
+                save_image(marked, dest, quality=(quality or DEFAULT_QUALITY) if lossy else None)
+                row["psnr"] = _finite(psnr(image, load_image(dest)), 3)
+                row["output"] = str(dest)
+                tally.ok += 1
+            except TracemarkError as exc:
+                tally.failed += 1
+                row["error"] = error_dict(exc, src)
+                note(f"failed {src}: {exc.message}", bar)
+            lines.item(row)
+            bar.update(failed=int(row["error"] is not None))
+    note(f"{tally.ok} images marked into {out}; {tally.failed} failed, {tally.skipped} skipped")
+    tally.finish()
+
+
+# --- detect -----------------------------------------------------------------------------
+
+
+@watermark_group.command("detect")
+@method_option
+@opts.key_options
+@opts.alpha_option(default=1e-4, help="False-positive rate: an unmarked image is called "
+                   "marked with at most this probability (methods with a calibrated p-value).")
+@opts.max_pixels_option
+@click.argument("inputs", nargs=-1, required=True)
+def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
+               passphrase_env: str | None, alpha: float, max_pixels: int,
+               inputs: tuple[str, ...]) -> None:
+    """Look for the watermark in every INPUT image (files or folders, recursively).
+
+    Prints one JSON line per input: source, method, present, payload (0x<hex>, or null
+    when not read; give it back to embed --payload as it is), p_value (null for
+    uncalibrated methods), score, bit_errors and error. An image without the mark is a
+    normal result (present: false), not an error; exit code 10 or 11 says the mark was
+    found in none or only some of the images.
+    """
+    from tracemark.imageio import load_image
+    from tracemark.watermark import format_payload
+
+    method = _method(method_name, None)
+    key = _key(method, key_file=key_file, key_env=key_env, passphrase_env=passphrase_env)
+    lines = JsonLines()
+    found = collect_inputs(inputs, lines)
+    tally = Tally(skipped=len(found.skipped))
+    with Progress(len(found.paths), f"detect {method.name}") as bar:
+        lines.progress = bar
+        for src in found.paths:
+            row: dict[str, Any] = {"source": str(src), "method": method.name, "present": None,
+                                   "payload": None, "p_value": None, "score": None,
+                                   "bit_errors": None, "error": None}
+            try:
+                det = method.detect(load_image(src, max_pixels=max_pixels), key, alpha=alpha)
+                row.update(
+                    present=bool(det.present),
+                    payload=None if det.payload is None else format_payload(det.payload),
+                    p_value=_finite(det.p_value),
+                    score=_finite(det.score),
+                    bit_errors=det.bit_errors,
+                )
+                tally.ok += 1
+                tally.found += bool(det.present)
+            except TracemarkError as exc:
+                tally.failed += 1
+                row["error"] = error_dict(exc, src)
+                note(f"failed {src}: {exc.message}", bar)
+            lines.item(row)
+            bar.update(failed=int(row["error"] is not None))
+    note(f"mark found in {tally.found} of {tally.ok} images read; {tally.failed} failed, "
+         f"{tally.skipped} skipped")
+    tally.finish(finding=True)

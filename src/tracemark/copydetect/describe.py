@@ -1,0 +1,92 @@
+"""Describe an image for copy detection: the one recipe for references and queries.
+
+A reference is stored with its PDQ hash (256 bits, one row), its VLAD region descriptors
+(whole image, centre and four corner windows; :mod:`tracemark.fingerprint.global_desc`)
+and its SIFT features for verification. A query is described the same way, except that
+its descriptors also cover the mirrored image (VLAD rows of the flipped image, PDQ hashes
+of the 8 dihedral orientations), so that flipped and rotated copies are retrieved.
+
+Every place that describes images for copy detection (the index, the credential store's
+fingerprint route, the benchmark) calls these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tracemark.fingerprint import global_desc, local, pdq
+from tracemark.imageio import load_image
+
+__all__ = [
+    "DEFAULT_MAX_FEATURES",
+    "QueryDescriptors",
+    "ReferenceDescriptors",
+    "content_hash",
+    "describe_query",
+    "describe_reference",
+]
+
+DEFAULT_MAX_FEATURES = 500
+"""SIFT features per image kept for geometric verification."""
+
+
+def content_hash(rgb: np.ndarray) -> str:
+    """SHA-256 (64 hex characters) of the decoded pixels and their shape.
+
+    ``rgb``: (H, W, 3) uint8. The same picture in another container (PNG vs lossless WebP,
+    stripped metadata) has the same content hash.
+    """
+    h = hashlib.sha256()
+    h.update(np.asarray(rgb.shape, np.int64).tobytes())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ReferenceDescriptors:
+    """What is stored of a reference: ``pdq`` (1, 32) uint8 packed bits, ``vlad``
+    (R, D) float32 L2-normalised region rows, ``features`` for verification."""
+
+    rgb: np.ndarray
+    pdq: np.ndarray
+    vlad: np.ndarray
+    features: local.LocalFeatures
+
+
+@dataclass(frozen=True)
+class QueryDescriptors:
+    """A query's descriptors: ``vlad`` (2R, D) float32 (the image and its mirror),
+    ``pdq8`` (8, 32) uint8 (the 8 dihedral orientations), ``features`` for verification."""
+
+    features: local.LocalFeatures
+    vlad: np.ndarray
+    pdq8: np.ndarray
+
+
+def describe_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> ReferenceDescriptors:
+    """Describe a reference image (anything :func:`tracemark.imageio.load_image` takes).
+
+    Raises the loader's :class:`~tracemark.errors.ImageError` subclasses for bad input.
+    """
+    rgb = load_image(image)
+    feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
+    vlad = global_desc.describe_features(feats)
+    packed, _quality = pdq.pdq_hash(rgb, packed=True)
+    return ReferenceDescriptors(rgb=rgb, pdq=packed[None, :], vlad=vlad,
+                                features=feats.head(max_features))
+
+
+def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> QueryDescriptors:
+    """Describe a query image (anything :func:`tracemark.imageio.load_image` takes).
+
+    Raises the loader's :class:`~tracemark.errors.ImageError` subclasses for bad input.
+    """
+    rgb = load_image(image)
+    feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
+    vlad = global_desc.describe_features(feats, mirror=True)
+    pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)
+    return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8)
