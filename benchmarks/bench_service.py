@@ -113,7 +113,7 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     log = open(data / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from tracemark.cli import main; main()", "serve", "--data",
+        [sys.executable, "-c", "from tracemark.cli import main; main()", "serve", "--store",
          str(data), "--port", str(port), "--concurrency", str(args.concurrency),
          "--timeout", "120"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

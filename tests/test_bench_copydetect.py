@@ -14,7 +14,6 @@ from tracemark.bench.copydetect import (
     CopyDetectConfig,
     QuerySpec,
     compute_metrics,
-    copydetect_bench_command,
     format_markdown,
     hard_edits_suite,
     predictions_of,
@@ -23,6 +22,7 @@ from tracemark.bench.copydetect import (
     split_images,
     write_outputs,
 )
+from tracemark.cli.bench import copydetect_bench_command
 from tracemark.errors import ConfigError
 from tracemark.fingerprint.global_desc import in_training_half
 from tracemark.imageio import load_image

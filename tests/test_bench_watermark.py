@@ -27,9 +27,9 @@ from tracemark.bench.watermark import (
     prepare_image,
     run_watermark_bench,
     select_spread,
-    watermark_bench_command,
     write_outputs,
 )
+from tracemark.cli.bench import watermark_bench_command
 from tracemark.errors import ConfigError
 from tracemark.metrics import auroc, tpr_at_fpr
 

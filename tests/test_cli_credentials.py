@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tracemark.cli import main
-from tracemark.credentials import init_dev_ca
-from tracemark.cli._common import EXIT_INVALID
+from tracemark.cli._common import EXIT_INVALID, EXIT_SOME_FOUND
 from tracemark.cli._common import EXIT_NONE_FOUND as EXIT_NOT_FOUND
+from tracemark.credentials import init_dev_ca
 from tracemark.imageio import encode_image, load_image
 
 from .conftest import CORPUS
@@ -71,9 +71,9 @@ def store(work: Path) -> Path:
     return work / "store"
 
 
-def _sign(certs: Path, store: Path, *args: str | Path) -> Result:
-    return _run("sign", *args, "--cert", certs / "signer.pem", "--key", certs / "signer.key",
-                "--store", store)
+def _sign(certs: Path, store: Path, src: str | Path, out: str | Path, *args: str | Path) -> Result:
+    return _run("sign", src, "--out", out, *args, "--cert", certs / "signer.pem",
+                "--key", certs / "signer.key", "--store", store)
 
 
 @pytest.fixture(scope="module")
@@ -143,19 +143,20 @@ def test_sign_a_folder_signs_the_good_images_and_reports_the_bad_one(
 def test_sign_errors_name_the_problem(work: Path, certs: Path, store: Path, tmp_path: Path) -> None:
     src = work / "in" / "art.png"
     missing = tmp_path / "nope.pem"
-    res = _run("sign", src, tmp_path / "x.jpg", "--cert", missing, "--key", certs / "signer.key",
-               "--store", store)
-    assert res.exit_code == 1
+    res = _run("sign", src, "--out", tmp_path / "x.jpg", "--cert", missing,
+               "--key", certs / "signer.key", "--store", store)
+    assert res.exit_code == 2
     assert "certificate chain not found" in res.stderr and str(missing) in res.stderr
     expired = init_dev_ca(tmp_path / "old", days=1,
                           now=dt.datetime.now(dt.UTC) - dt.timedelta(days=730))
-    res = _run("sign", src, tmp_path / "x.jpg", "--cert", expired.signer_chain,
+    res = _run("sign", src, "--out", tmp_path / "x.jpg", "--cert", expired.signer_chain,
                "--key", expired.signer_key, "--store", store)
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "signing certificate expired on" in res.stderr
     assert str(expired.signer_chain) in res.stderr
     res = _sign(certs, store, tmp_path / "absent.png", tmp_path / "x.jpg")
-    assert res.exit_code == 1 and "no such file or directory" in res.stderr
+    assert res.exit_code == 3 and "no such file" in res.stderr
+    assert _rows(res)[0]["error"]["type"] == "ImageSourceError"
     res = _sign(certs, store, src, tmp_path / "x.bmp")
     assert res.exit_code == 3
     (row,) = _rows(res)
@@ -211,7 +212,7 @@ def test_verify_a_stripped_copy_is_recovered(
     # --no-store: the embedded manifest only, so the stripped copy has none
     res = _run("verify", stripped, signed_file["output"], "--trust", certs / "ca.pem",
                "--store", store, "--no-store")
-    assert res.exit_code == EXIT_NOT_FOUND == 10, res.output
+    assert res.exit_code == EXIT_SOME_FOUND == 11, res.output
     rows = _rows(res)
     assert [r["state"] for r in rows] == ["not_found", "trusted"]
     assert rows[1]["manifest_id"] is None  # no store: no store id either
@@ -258,20 +259,29 @@ def test_verify_exit_codes_for_unreadable_inputs(
     res = _run("verify", signed_file["output"], work / "empty.jpg", "--trust", certs / "ca.pem",
                "--store", store)
     assert res.exit_code == 1, res.output
-    assert [("error" in r) for r in _rows(res)] == [False, True]
+    assert [r["error"] is not None for r in _rows(res)] == [False, True]
     assert "trusted 1; 1 unreadable" in res.stderr
 
 
 def test_verify_errors_name_the_problem(work: Path, store: Path, signed_file: dict) -> None:
     res = _run("verify", signed_file["output"], "--trust", work / "in" / "art.png",
                "--store", store)
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "not a PEM certificate file" in res.stderr and "art.png" in res.stderr
     not_a_store = work / "in"
     res = _run("verify", signed_file["output"], "--store", not_a_store)
-    assert res.exit_code == 1 and "cannot read the store's secret" in res.stderr
-    # no store directory at all: a note, and the embedded manifest alone
-    res = _run("verify", signed_file["output"], "--store", work / "no-store-here")
+    assert res.exit_code == 2 and "cannot read the store's secret" in res.stderr
+    # a store named on the command line or in the environment must exist
+    for how in (("--store", work / "no-store-here"),):
+        res = _run("verify", signed_file["output"], *how)
+        assert res.exit_code == 2, res.output
+        assert "no manifest store at" in res.stderr and "no-store-here" in res.stderr
+    res = _run("verify", signed_file["output"], env={"TRACEMARK_STORE": str(work / "nope")})
+    assert res.exit_code == 2 and "no manifest store at" in res.stderr
+    # the default store missing: a note, and the embedded manifest alone
+    output = str(Path(signed_file["output"]).resolve())
+    with CliRunner().isolated_filesystem(temp_dir=work):
+        res = _run("verify", output, env={"TRACEMARK_STORE": None})
     assert res.exit_code == 0, res.output
     assert "no manifest store at" in res.stderr
     assert _rows(res)[0]["state"] == "valid" and _rows(res)[0]["manifest_id"] is None
@@ -311,14 +321,15 @@ def test_credentials_stats_list_show(
     assert shown["manifest"]["active_manifest"] == signed_file["label"]
 
     res = _run("credentials", "show", "999999", "--store", store)
-    assert res.exit_code == 1 and "no manifest 999999" in res.stderr
+    assert res.exit_code == 3 and "no manifest 999999" in res.stderr
+    assert _rows(res)[0]["error"]["type"] == "ManifestNotFoundError"
 
 
 def test_credentials_on_a_missing_store(tmp_path: Path) -> None:
     for args in (("stats",), ("list",), ("show", "1")):
         res = _run("credentials", *args, "--store", tmp_path / "none")
-        assert res.exit_code == 1
-        assert "no credential store here" in res.stderr and str(tmp_path / "none") in res.stderr
+        assert res.exit_code == 2
+        assert "no manifest store at" in res.stderr and str(tmp_path / "none") in res.stderr
 
 
 def test_credentials_calibrate_switches_the_fingerprint_route_to_p_values(

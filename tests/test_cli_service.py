@@ -20,7 +20,7 @@ def _run(*args: str | Path) -> Result:
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    res = _run("service", "keys", "create", "--data", data, "--scope", "read",
+    res = _run("service", "keys", "create", "--store", data, "--scope", "read",
                "--collections", "a,b", "--name", "reader")
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout)
@@ -30,33 +30,33 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     keys = KeyStore(service_engine(data, None))
     assert keys.check(row["token"]).id == row["id"]
 
-    listed = [json.loads(line) for line in _run("service", "keys", "list", "--data",
+    listed = [json.loads(line) for line in _run("service", "keys", "list", "--store",
                                                  data).stdout.splitlines()]
     assert [k["id"] for k in listed] == [row["id"]]
     assert all("token" not in k and "hash" not in k for k in listed)
-    assert row["token"] not in _run("service", "keys", "list", "--data", data).stdout
+    assert row["token"] not in _run("service", "keys", "list", "--store", data).stdout
 
-    res = _run("service", "keys", "revoke", "--data", data, row["id"])
+    res = _run("service", "keys", "revoke", "--store", data, row["id"])
     assert res.exit_code == 0 and keys.check(row["token"]) is None
-    res = _run("service", "keys", "revoke", "--data", data, row["id"])
-    assert res.exit_code == 1 and "no active key" in res.stderr
+    res = _run("service", "keys", "revoke", "--store", data, row["id"])
+    assert res.exit_code == 3 and "no active key" in res.stderr
 
 
 def test_keys_create_mistakes(tmp_path: Path) -> None:
-    res = _run("service", "keys", "create", "--data", tmp_path, "--scope", "admin")
+    res = _run("service", "keys", "create", "--store", tmp_path, "--scope", "admin")
     assert res.exit_code == 2 and "admin" in res.output
-    res = _run("service", "keys", "create", "--data", tmp_path, "--scope", "read",
+    res = _run("service", "keys", "create", "--store", tmp_path, "--scope", "read",
                "--collections", " , ")
-    assert res.exit_code == 1 and "at least one collection" in res.stderr
+    assert res.exit_code == 2 and "at least one collection" in res.stderr
 
 
 def test_serve_option_checks(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_text("x")
-    res = _run("serve", "--data", tmp_path / "d", "--cert", tmp_path / "c.pem")
+    res = _run("serve", "--store", tmp_path / "d", "--cert", tmp_path / "c.pem")
     assert res.exit_code == 2 and "--cert and --key together" in res.output
     (tmp_path / "k.pem").write_text("not a key")
-    res = _run("serve", "--data", tmp_path / "d", "--cert", tmp_path / "c.pem",
+    res = _run("serve", "--store", tmp_path / "d", "--cert", tmp_path / "c.pem",
                "--key", tmp_path / "k.pem")
-    assert res.exit_code == 1 and "PEM" in res.stderr
-    res = _run("serve", "--data", tmp_path / "d", "--database-url", "nosuchdb://x")
-    assert res.exit_code == 1 and "database URL" in res.stderr
+    assert res.exit_code == 2 and "PEM" in res.stderr
+    res = _run("serve", "--store", tmp_path / "d", "--database-url", "nosuchdb://x")
+    assert res.exit_code == 2 and "database URL" in res.stderr

@@ -12,12 +12,11 @@ from click.testing import CliRunner, Result
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracemark.errors import PayloadError
-from tracemark.imageio import encode_image, load_image, open_image_info
-from tracemark.watermark import get_method
 from tracemark.cli._common import expand_inputs, keep_suffix, plan_outputs
 from tracemark.cli.watermark import watermark_group
-from tracemark.watermark import parse_payload
+from tracemark.errors import PayloadError
+from tracemark.imageio import encode_image, load_image, open_image_info
+from tracemark.watermark import get_method, parse_payload
 
 from .conftest import CORPUS
 
@@ -25,7 +24,7 @@ from .conftest import CORPUS
 IMAGES = ("art/debian_1.jpg", "art/debian_2.jpg")
 KEY = bytes(range(100, 132))
 PAYLOAD = 0xC0FFEE
-PAYLOAD_HEX = PAYLOAD.to_bytes(8, "big").hex()
+PAYLOAD_HEX = "0x" + PAYLOAD.to_bytes(8, "big").hex()
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -58,6 +57,8 @@ def marked(work: Path) -> Path:
         str(work / "in"),
         "--out",
         str(out),
+        "--format",
+        "png",
         "--payload",
         hex(PAYLOAD),
         "--key-file",
@@ -76,6 +77,8 @@ def test_embed_writes_marked_pngs_and_one_line_per_input(work: Path, marked: Pat
         str(work / "in"),
         "--out",
         str(work / "again"),
+        "--format",
+        "png",
         "--payload",
         str(PAYLOAD),
         "--key-file",
@@ -220,7 +223,8 @@ def test_embed_reports_bad_and_too_small_inputs(work: Path, tmp_path: Path) -> N
         "ImageTooSmallError",
     ]
     assert rows[0]["output"] is None and rows[0]["psnr"] is None
-    assert sorted(p.name for p in out.iterdir()) == ["debian_1.png"]
+    # the output keeps the input's format by default
+    assert sorted(p.name for p in out.iterdir()) == ["debian_1.jpg"]
 
     nothing = _run(
         "embed", str(broken), "--out", str(out), "--payload", "7", "--key-file", str(work / "key")
@@ -316,7 +320,7 @@ def test_unknown_method_and_bad_strength_are_usage_errors(work: Path, tmp_path: 
     assert res.exit_code == 2 and "unknown watermark method 'nope'" in res.output
     res = _run(*base, "--strength", "5")
     assert res.exit_code == 2 and "psnr must be in" in res.output
-    res = _run(*base, "--quality", "90")
+    res = _run(*base, "--quality", "90", "--format", "png")
     assert res.exit_code == 2 and "--quality" in res.output
 
 
@@ -346,10 +350,10 @@ def test_passphrase_env_round_trip(work: Path, tmp_path: Path) -> None:
         env=env,
     )
     assert res.exit_code == 0, res.output
-    assert _rows(res)[0]["payload"] == b"tracemrk".hex()
+    assert _rows(res)[0]["payload"] == "0x" + b"tracemrk".hex()
     found = _run("detect", str(out), "--passphrase-env", "TM_PASS", env=env)
     assert found.exit_code == 0, found.output
-    assert bytes.fromhex(_rows(found)[0]["payload"]) == b"tracemrk"
+    assert bytes.fromhex(_rows(found)[0]["payload"].removeprefix("0x")) == b"tracemrk"
     other = _run("detect", str(out), "--passphrase-env", "TM_PASS", env={"TM_PASS": "wrong"})
     assert other.exit_code == 10, other.output
 
@@ -461,3 +465,18 @@ def test_the_group_is_part_of_the_tracemark_command(work: Path, marked: Path) ->
         main, ["watermark", "detect", str(marked), "--key-file", str(work / "key")]
     )
     assert res.exit_code == 0, res.output
+
+
+@given(st.binary(min_size=8, max_size=8))
+def test_printed_payloads_are_accepted_back(payload: bytes) -> None:
+    from tracemark.watermark import format_payload
+
+    assert parse_payload(format_payload(payload), 64) == payload
+
+
+def test_detect_output_payload_feeds_embed(work: Path, marked: Path, tmp_path: Path) -> None:
+    printed = _rows(_run("detect", str(marked), "--key-file", str(work / "key")))[0]["payload"]
+    res = _run("embed", str(work / "in" / "debian_1.jpg"), "--out", str(tmp_path / "o.png"),
+               "--payload", printed, "--key-file", str(work / "key"))
+    assert res.exit_code == 0, res.output
+    assert _rows(res)[0]["payload"] == printed

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tracemark import attacks
+from tracemark.copydetect import CopyIndex, MatchConfig, content_hash
 from tracemark.errors import CorruptImageError, TracemarkError
 from tracemark.imageio import load_image, save_image
-from tracemark.copydetect import CopyIndex, MatchConfig, content_hash
 
 from .conftest import corpus_images
 

@@ -195,13 +195,13 @@ def test_index_cli_on_postgresql(tmp_path: Path) -> None:
         (imgs / f"{i}.png").write_bytes(encode_image(corpus_crop(rel, 256), "PNG"))
     db = tmp_path / ("cli_" + uuid.uuid4().hex[:10])
     run = CliRunner().invoke
-    res = run(main, ["index", "add", str(imgs), "--db", str(db), "--database-url", PG_URL])
+    res = run(main, ["index", "add", str(imgs), "--store", str(db), "--database-url", PG_URL])
     assert res.exit_code == 0, res.output
     assert (db / DATABASE_NAME).exists() and not (db / SQLITE_NAME).exists()
-    res = run(main, ["index", "stats", "--db", str(db)])
+    res = run(main, ["index", "stats", "--store", str(db)])
     assert res.exit_code == 2 and "give the database URL" in res.output
-    res = run(main, ["index", "stats", "--db", str(db)], env={"TRACEMARK_DATABASE_URL": PG_URL})
+    res = run(main, ["index", "stats", "--store", str(db)], env={"TRACEMARK_DATABASE_URL": PG_URL})
     assert res.exit_code == 0 and json.loads(res.stdout)["count"] == 2
-    res = run(main, ["search", str(imgs / "1.png"), "--db", str(db), "--database-url", PG_URL])
+    res = run(main, ["search", str(imgs / "1.png"), "--store", str(db), "--database-url", PG_URL])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.splitlines()[0])["matches"][0]["ref_id"] == 2

@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 def _start(data: Path, port: int, log: Path, db_url: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "from tracemark.cli import main; main()", "serve",
-           "--data", str(data), "--port", str(port), "--concurrency", "2"]
+           "--store", str(data), "--port", str(port), "--concurrency", "2"]
     if db_url is not None:
         cmd += ["--database-url", db_url]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -115,8 +115,8 @@ def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path, backen
     assert 12 <= len(acked) < len(images), "the kill must land in the middle of the bulk add"
 
     # the index as the crash left it: opening it checks FAISS against SQLite (and repairs)
-    from tracemark.index import _faiss
     from tracemark.copydetect import CopyIndex
+    from tracemark.index import _faiss
 
     with CopyIndex.open(data / "collections" / name / "index", read_only=True,
                         database_url=db_url) as ci:

@@ -68,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tracemark.attacks.suites import Suite, derive_seed, get_suite, suite_from_dict
-from tracemark.bench.watermark import list_images, prepare_image
+from tracemark.bench.watermark import prepare_image
 from tracemark.errors import ConfigError, TracemarkError
 
 __all__ = [

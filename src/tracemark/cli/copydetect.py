@@ -416,7 +416,7 @@ def search_command(
     min_inliers: int | None,
     queries: tuple[str, ...],
 ) -> None:
-    """Look for each QUERY image (files or folders) among the references of --db.
+    """Look for each QUERY image (files or folders) among the references of --store.
 
     Prints one JSON line per query: query, matches (best first: ref_id, source, score,
     p_value, raw_score, inliers, similarity, pdq_distance, region, query_region, flipped,

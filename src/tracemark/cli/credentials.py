@@ -96,7 +96,6 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     output's fingerprint. The store is created when missing. One JSON line per input:
     source, output, manifest_id, label, ... and error.
     """
-    from tracemark.cli._common import DEFAULT_QUALITY
     from tracemark.credentials.certs import load_signing_credentials
     from tracemark.credentials.manifest import MEDIA_TYPES
     from tracemark.credentials.sign import SignOptions, sign_image
@@ -111,10 +110,8 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     lines = JsonLines()
     found = collect_inputs(inputs, lines)
     plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=force)
-    if plan and len(plan) == 1 and plan[0][1].suffix.lower() not in MEDIA_TYPES:
-        raise fail(f"cannot sign into {plan[0][1]}: give a .jpg, .png or .webp output")
     sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
-                            quality=quality or DEFAULT_QUALITY)
+                            quality=quality)
     tally = Tally(skipped=len(found.skipped))
     try:
         cs = CredentialStore.open_or_create(store.path)
@@ -252,8 +249,11 @@ def credentials_show(store: opts.StoreLocation, manifest_id: int) -> None:
         try:
             rec = cs.get(manifest_id)
         except TracemarkError as exc:
-            raise fail(str(exc)) from None
-        JsonLines().record({**rec.summary(), "manifest": rec.manifest})
+            JsonLines().item({"id": manifest_id, "error": error_dict(exc, manifest_id)})
+            note(f"failed: {exc}")
+            Tally(ok=0, failed=1).finish()
+            return
+        JsonLines().item({**rec.summary(), "manifest": rec.manifest})
 
 
 @credentials_group.command("calibrate")

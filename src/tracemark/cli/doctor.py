@@ -12,7 +12,9 @@ __all__ = ["doctor_command"]
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout instead of a table.")
 def doctor_command(as_json: bool) -> None:
-    """Report the Python, tracemark's extras (installed or not, with what each adds), the
+    """Report which extras, engines and image formats this installation has.
+
+    Lists the Python, tracemark's extras (installed or not, with what each adds), the
     engines found (SQLite, FAISS, OpenCV, c2pa, PostgreSQL driver, ONNX Runtime) and the
     image formats the loader reads. Exit code 0 whatever is missing (it only reports)."""
     from tracemark.diagnostics import collect

@@ -141,5 +141,8 @@ def keys_list(data_dir: Path, database_url: str | None) -> None:
 def keys_revoke(data_dir: Path, database_url: str | None, key_id: str) -> None:
     """Revoke the key KEY_ID (the 8 hex characters after tm_)."""
     if not _keystore(data_dir, database_url).revoke(key_id):
-        raise fail(f"no active key {key_id}")
+        JsonLines().item({"revoked": None, "error": {
+            "type": "KeyNotFoundError", "message": f"no active key {key_id}", "source": key_id}})
+        click.echo(f"no active key {key_id}", err=True)
+        raise SystemExit(3)
     JsonLines().item({"revoked": key_id})

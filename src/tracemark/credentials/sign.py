@@ -34,7 +34,7 @@ from tracemark.watermark import get_method
 
 __all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
 
-DEFAULT_QUALITY = {"image/jpeg": 92, "image/webp": 92, "image/png": None}
+DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95, "image/png": None}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class SignOptions:
     title: str | None = None
     author: str | None = None
     quality: int | None = None
-    """JPEG/WebP quality of the signed file (default 92)."""
+    """JPEG/WebP quality of the signed file (default 95)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
