@@ -407,6 +407,9 @@ def _top(rt: _Runtime, scores: np.ndarray) -> Predictions:
     return [(names[i], float(scores[i])) for i in order]
 
 
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
 @_method("pdq")
 def _pdq(rt: _Runtime, image: Image) -> tuple[Predictions, None]:
     from tracemark.fingerprint.pdq import pdq_dihedral, pdq_match_distance
@@ -420,7 +423,7 @@ def _pdq(rt: _Runtime, image: Image) -> tuple[Predictions, None]:
 def _phash(rt: _Runtime, image: Image) -> tuple[Predictions, None]:
     from tracemark.fingerprint.hashes import phash
 
-    d = np.unpackbits(np.bitwise_xor(rt.refs.phash, phash(image)[None, :]), axis=1).sum(axis=1)
+    d = _POPCOUNT[np.bitwise_xor(rt.refs.phash, phash(image)[None, :])].sum(axis=1)
     return _top(rt, 64.0 - d), None
 
 
