@@ -9,8 +9,8 @@ blocking work) on 127.0.0.1 with a fresh data directory, registers ``--refs`` co
 closed-loop clients (asyncio + httpx, each sends its next request when the previous one
 answers) for ``--seconds``. Queries: a JPEG-80 copy of a registered image (search) and a
 watermarked JPEG-90 image (detect). The load generator runs on the same machine, so client
-and server share its cores. Writes benchmarks/results/service/results.json and the
-"service-load" section of docs/benchmarks.md (``--no-docs`` to leave it).
+and server share its cores. Writes benchmarks/results/service/results.json and, with
+``--write-docs``, the "service-load" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--clients", default="8,64")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--write-docs", action="store_true", help="also write the section of docs/benchmarks.md")
     args = ap.parse_args()
 
     from tracemark.service.keys import KeyStore, service_engine
@@ -169,8 +169,8 @@ def main() -> None:
              if v != {"refs": 100, "seconds": 20.0, "concurrency": 2}[k]]
     command = " ".join(["python benchmarks/bench_service.py", *flags])
     lines = [
-        "Target (issue 6): sustained search and detect requests per second with p50 and p99 "
-        "latency at 8 and 64 concurrent clients, loopback only, bounded in time.",
+        "Sustained search and detect requests per second with p50 and p99 latency at 8 and 64 "
+        "concurrent clients, loopback only, bounded in time.",
         "",
         f"Run {result['date']} on {result['machine']} (`{command}`): one `tracemark serve` "
         f"process with {args.concurrency} worker threads for the blocking work; "
@@ -191,7 +191,7 @@ def main() -> None:
               "verification for search, the lattice detector for detect) on the worker threads; "
               "64 clients queue behind them, so p50 grows with the queue while requests/s stays "
               "flat. The load generator shares the 2 cores with the server."]
-    if not args.no_docs:
+    if args.write_docs:
         update_section(args.docs, DOC_KEY, "\n".join(lines))
     print("\n".join(lines))
 

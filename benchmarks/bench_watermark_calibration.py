@@ -4,14 +4,15 @@
 
 Negatives: every corpus image (352) clean and under a set of attacks (unmarked), and
 marked with another key (clean and attacked). For alpha in 1e-2, 1e-3, 1e-4 the share of
-detections with p < alpha must stay <= alpha. Writes benchmarks/results/watermark_calibration.json
-and the "watermark-calibration" section of docs/benchmarks.md.
+detections with p < alpha is reported. Writes benchmarks/results/watermark_calibration.json
+and, with ``--write-docs``, the "watermark-calibration" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -65,8 +66,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--write-docs", action="store_true", help="also write the section of docs/benchmarks.md")
     args = ap.parse_args()
     paths = sorted(str(p) for p in CORPUS.rglob("*.jpg"))[: args.limit]
+    print(f"detecting on {len(paths)} images with {args.workers} workers ...", file=sys.stderr, flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
         rows = [r for chunk in pool.map(_one, paths, chunksize=4) for r in chunk]
     ps = np.array([p for _, p in rows])
@@ -89,12 +92,13 @@ def main() -> None:
              f"{result['detections']} detections with the lattice detector on {len(paths)} corpus images: each image "
              f"clean, under {len(ATTACKS)} attacks (unmarked), and marked with another key ({len(OTHER_KEY_ATTACKS)} "
              "variants). Smallest p-value seen: " + f"{result['min_p']:.3g}.", "",
-             "| alpha | detections | p < alpha | share | share <= alpha |", "|---:|---:|---:|---:|:---:|"]
+             "| alpha | detections (n) | p < alpha | share |", "|---:|---:|---:|---:|"]
     for r in table:
-        lines.append(f"| {r['alpha']:g} | {r['n']} | {r['below']} | {r['share']:.5f} | {'yes' if r['ok'] else '**no**'} |")
+        lines.append(f"| {r['alpha']:g} | {r['n']} | {r['below']} | {r['share']:.5f} |")
     from tracemark.bench.report import update_section
 
-    update_section(ROOT / "docs" / "benchmarks.md", "watermark-calibration", "\n".join(lines))
+    if args.write_docs:
+        update_section(ROOT / "docs" / "benchmarks.md", "watermark-calibration", "\n".join(lines))
     print("\n".join(lines))
 
 

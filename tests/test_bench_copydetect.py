@@ -182,7 +182,11 @@ def test_markdown_report(result: dict) -> None:
     assert text.startswith("## Copy detection")
     for m in METHODS:
         assert f"| {m} |" in text
-    assert "Full pipeline against the issue's targets" in text
+    assert "target" not in text.lower() and "issue" not in text.lower() and "not met" not in text
+    met = result["metrics"]
+    assert f"recall (n = {met['n_positive']})" in text
+    assert f"hard negatives below (n = {met['n_hard_negative']})" in text
+    assert f"| full | {met['n_queries']} | {met['methods']['full']['micro_ap']:.3f} |" in text
     assert "#### Operating points" not in text and "### Operating points" in text
 
 

@@ -216,13 +216,20 @@ def test_report_markdown(result: dict[str, Any], written: Path) -> None:
     text = (written / "report.md").read_text(encoding="utf-8")
     assert text == format_markdown(result)
     assert "## Quality and speed" in text and "## tiny" in text
-    assert "n = 3 clean images per entry" in text and "FPR floor 1/3" in text
+    assert "| entry | method | n | bit accuracy | exact payload |" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
     rows = {line.split(" | ")[0][2:]: line for line in table}
     for lab in LABELS:
         assert lab in rows
+    for line in table:  # one figure per cell: no "a / b" pairs
+        assert " / " not in line, line
     agg = next(a for a in result["aggregates"] if a["entry"] == "jpeg_50")
-    assert f"| jpeg_50 | {agg['bit_acc']:.3f} / {agg['exact']:.2f} / " in text
+    assert (
+        f"| jpeg_50 | lattice | {agg['n']} | {agg['bit_acc']:.3f} | {agg['exact']:.2f} | " in text
+    )
+    q = result["quality"][0]
+    assert f"| lattice | {q['n_images']} | " in text and f"| {q['n_detections']} |" in text
+    assert "issue" not in text.lower() and "target" not in text.lower()
 
 
 def test_plots_are_written(written: Path) -> None:

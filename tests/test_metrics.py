@@ -587,3 +587,26 @@ def test_bad_cap(cap) -> None:  # type: ignore[no-untyped-def]
 def test_bad_precision_target(precision) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MetricError):
         recall_at_precision([("q1", "r1", 0.5)], {"q1": "r1"}, precision)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (57, 100),
+                                      (1, 1000), (999, 1000)])  # fmt: skip
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_interval_matches_scipy(k: int, n: int, confidence: float) -> None:
+    from scipy.stats import binomtest
+
+    from tracemark.metrics import wilson_interval
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    lo, hi = wilson_interval(k, n, confidence=confidence)
+    assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+@pytest.mark.parametrize(("k", "n", "confidence"), [(1, 0, 0.95), (-1, 5, 0.95), (6, 5, 0.95),
+                                                    (1, 5, 1.0), (1.5, 5, 0.95), (True, 5, 0.95)])  # fmt: skip
+def test_wilson_interval_rejects_bad_input(k: object, n: object, confidence: float) -> None:
+    from tracemark.metrics import wilson_interval
+
+    with pytest.raises(MetricError):
+        wilson_interval(k, n, confidence=confidence)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ import platform
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,8 +36,7 @@ from tracemark.attacks import apply_attack
 from tracemark.errors import TracemarkError
 from tracemark.imageio import encode_image, load_image
 
-__all__ = ["CredentialsBenchConfig", "STRIPS", "run_credentials_bench", "format_markdown",
-           "credentials_bench_command"]
+__all__ = ["CredentialsBenchConfig", "STRIPS", "run_credentials_bench", "format_markdown"]
 
 FORMATS = (".jpg", ".png", ".webp")
 
@@ -146,7 +146,7 @@ def run_credentials_bench(
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix="tm-cred-")) if own_tmp else Path(workdir)  # type: ignore[arg-type]
     root.mkdir(parents=True, exist_ok=True)
-    say = (lambda m: click.echo(m, err=True)) if progress else (lambda m: None)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
     try:
         ca = init_dev_ca(root / "certs", overwrite=True)
         creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
@@ -332,12 +332,12 @@ def format_markdown(result: dict[str, Any], command: str) -> str:
         + ", ".join(f"{k} {v}" for k, v in sorted(r["embedded"]["agreement"].items()))
         + f" (median {r['embedded']['verify_median_ms']} ms).",
         "",
-        "| strip | recovered (right manifest) | wrong manifest | not found | errors | by watermark | by fingerprint | recovered signature trusted | median verify ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| strip | n | recovered (right manifest) | recovered % | wrong manifest | not found | errors | by watermark | by fingerprint | recovered signature trusted | median verify ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in r["recovery"].items():
         lines.append(
-            f"| {name} | {s['recovered']}/{s['n']} = **{100 * s['rate']:.1f}%** | {s['wrong']} | "
+            f"| {name} | {s['n']} | {s['recovered']} | {100 * s['rate']:.1f} | {s['wrong']} | "
             f"{s['not_found']} | {s['errors']} | {s['routes'].get('watermark', 0)} | "
             f"{s['routes'].get('fingerprint', 0)} | {s['signature_trusted']} | {s['median_ms']} |"
         )

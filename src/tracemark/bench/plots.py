@@ -3,7 +3,8 @@
 For each suite and each ``group`` of its entries with at least two entries: bit accuracy
 and TPR at FPR 1% (bit-accuracy score) against the entry's ``level`` (its mean drawn
 strength when it has none), one line per method, in ``<suite>_<group>.png``. Groups of a
-single entry are drawn together as grouped bars in ``<suite>_single.png``. Figures are
+single entry are drawn together as grouped bars in ``<suite>_single.png``. The TPR carries
+its Wilson 95% interval over the ``n`` marked images; ``n`` is in the title. Figures are
 built on ``matplotlib.figure.Figure`` directly, so pyplot's global state is never touched.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tracemark._optional import require
+from tracemark.metrics.detection import wilson_interval
 
 __all__ = ["plot_suites"]
 
@@ -45,13 +47,29 @@ def _tpr(agg: Mapping[str, Any]) -> float | None:
     return None if block is None else block[_TPR_KEY]["tpr"]
 
 
+def _tpr_error(agg: Mapping[str, Any]) -> tuple[float, float]:
+    """Distances from the TPR down and up to its Wilson 95% interval (0, 0 when undefined)."""
+    tpr, n = _tpr(agg), agg["n"]
+    if tpr is None or not n:
+        return 0.0, 0.0
+    lo, hi = wilson_interval(round(tpr * n), n)
+    return max(0.0, tpr - lo), max(0.0, hi - tpr)
+
+
+def _n_text(aggs: Sequence[Mapping[str, Any]]) -> str:
+    ns = sorted({a["n"] for a in aggs if a["n"]})
+    if not ns:
+        return "n = 0"
+    return f"n = {ns[0]} marked images" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]} marked images"
+
+
 def _panels(fig: Any, title: str) -> tuple[Any, Any]:
     ax1, ax2 = fig.subplots(1, 2)
     fig.suptitle(title)
-    ax1.set_ylabel("bit accuracy")
+    ax1.set_ylabel("bit accuracy (share of payload bits, mean per image)")
     ax1.set_ylim(-0.02, 1.02)
     ax1.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax2.set_ylabel("TPR at FPR 1% (bit-accuracy score)")
+    ax2.set_ylabel("TPR at FPR 1% (share of marked images), Wilson 95% CI")
     ax2.set_ylim(-0.02, 1.02)
     return ax1, ax2
 
@@ -60,21 +78,29 @@ def _line_plot(
     suite: str, group: str, aggs: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path
 ) -> None:
     fig = _figure()
-    ax1, ax2 = _panels(fig, f"{suite}: {group}")
+    ax1, ax2 = _panels(fig, f"{suite}: {group} ({_n_text(aggs)})")
     uses_level = all(a["level"] is not None for a in aggs)
     for m in methods:
         pts = sorted(
-            (_x(a), a["bit_acc"], _tpr(a))
-            for a in aggs
-            if a["method"] == m and a["n"] and _x(a) is not None
+            ((_x(a), a) for a in aggs if a["method"] == m and a["n"] and _x(a) is not None),
+            key=lambda p: p[0],
         )
         if not pts:
             continue
         xs = [p[0] for p in pts]
-        ax1.plot(xs, [p[1] for p in pts], marker="o", label=m)
-        ax2.plot(xs, [p[2] for p in pts], marker="o", label=m)
+        ax1.plot(xs, [p[1]["bit_acc"] for p in pts], marker="o", label=m)
+        errors = [_tpr_error(p[1]) for p in pts]
+        ax2.errorbar(
+            xs, [_tpr(p[1]) for p in pts], yerr=[[e[0] for e in errors], [e[1] for e in errors]],
+            marker="o", capsize=3, label=m,
+        )
+    xlabel = (
+        f"{group} level (the suite's parameter value, in its own unit)"
+        if uses_level
+        else "attack strength (normalised: 0 none, 1 strongest)"
+    )
     for ax in (ax1, ax2):
-        ax.set_xlabel("level" if uses_level else "strength")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     ax2.legend(loc="best", fontsize="small")
     fig.savefig(path, dpi=100)
@@ -84,7 +110,7 @@ def _bar_plot(
     suite: str, aggs: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path
 ) -> None:
     fig = _figure()
-    ax1, ax2 = _panels(fig, f"{suite}: single-entry groups")
+    ax1, ax2 = _panels(fig, f"{suite}: single-entry groups ({_n_text(aggs)})")
     labels = list(dict.fromkeys(a["entry"] for a in aggs))
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
@@ -92,11 +118,14 @@ def _bar_plot(
         xs = [j + i * width for j in range(len(labels))]
         acc = [(by_entry[lab]["bit_acc"] or 0.0) if lab in by_entry else 0.0 for lab in labels]
         tpr = [(_tpr(by_entry[lab]) or 0.0) if lab in by_entry else 0.0 for lab in labels]
+        errors = [_tpr_error(by_entry[lab]) if lab in by_entry else (0.0, 0.0) for lab in labels]
         ax1.bar(xs, acc, width=width, label=m)
-        ax2.bar(xs, tpr, width=width, label=m)
+        ax2.bar(xs, tpr, width=width, label=m,
+                yerr=[[e[0] for e in errors], [e[1] for e in errors]], capsize=2)
     ticks = [j + 0.4 - width / 2 for j in range(len(labels))]
     for ax in (ax1, ax2):
         ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize="small")
+        ax.set_xlabel("attack (suite entry)")
     ax2.legend(loc="best", fontsize="small")
     fig.savefig(path, dpi=100)
 

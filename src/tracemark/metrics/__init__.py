@@ -13,6 +13,7 @@ from tracemark.metrics.detection import (
     roc_curve,
     threshold_for_fpr,
     tpr_at_fpr,
+    wilson_interval,
 )
 from tracemark.metrics.image import SSIM_SIGMA, SSIM_WINDOW, psnr, ssim
 from tracemark.metrics.retrieval import (
@@ -36,6 +37,7 @@ __all__ = [
     "tpr_at_fpr",
     "TprAtFpr",
     "threshold_for_fpr",
+    "wilson_interval",
     "Prediction",
     "PrecisionRecallCurve",
     "precision_recall_curve",

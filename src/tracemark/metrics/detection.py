@@ -26,6 +26,7 @@ __all__ = [
     "auroc",
     "tpr_at_fpr",
     "threshold_for_fpr",
+    "wilson_interval",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -201,3 +202,27 @@ def tpr_at_fpr(scores_pos: Any, scores_neg: Any, fpr: float) -> TprAtFpr:
         threshold=threshold,
         achieved_fpr=float(np.mean(neg >= threshold)),
     )
+
+
+def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a rate ``successes / n`` (two-sided, ``confidence``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is informative at 0 and at
+    ``n`` successes; it equals scipy's ``binomtest(k, n).proportion_ci(method="wilson")``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise MetricError(f"n must be an int >= 1; got {n!r}")
+    if isinstance(successes, bool) or not isinstance(successes, int | np.integer):
+        raise MetricError(f"successes must be an int; got {successes!r}")
+    if not 0 <= successes <= n:
+        raise MetricError(f"successes must be in [0, n={n}]; got {successes}")
+    if not 0.0 < confidence < 1.0:
+        raise MetricError(f"confidence must be in (0, 1); got {confidence!r}")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)  # exact ends, no rounding
+    return lo, hi

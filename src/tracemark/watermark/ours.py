@@ -29,7 +29,7 @@ from tracemark.watermark.base import (
 )
 from tracemark.watermark.conv import ConvCode
 from tracemark.watermark.keys import WatermarkKey, derive, permutation, pn_sequence
-from tracemark.watermark.payload import bits_to_int, crc_of_bits, int_to_bits
+from tracemark.watermark.payload import bits_to_int, crc16_of_bits, int_to_bits
 
 CRC_BITS = 16
 CODE = ConvCode()
@@ -71,7 +71,7 @@ class LatticeWatermark(WatermarkMethod):
         return CODE.coded_length(self.n_info)
 
     def _info_bits(self, bits: Bits, key: WatermarkKey) -> Bits:
-        crc = crc_of_bits(bits, CRC_BITS, init=_crc_init(key))
+        crc = crc16_of_bits(bits, init=_crc_init(key))
         return np.concatenate([bits.astype(np.uint8), int_to_bits(crc, CRC_BITS)])
 
     def _decode(
@@ -81,7 +81,7 @@ class LatticeWatermark(WatermarkMethod):
         soft = L.soft_bits(L.chip_values(al.aligned), layout)
         info, _ = CODE.decode(soft, self.n_info)
         payload_bits, crc_bits = info[: self.payload_bits], info[self.payload_bits :]
-        crc = crc_of_bits(payload_bits, CRC_BITS, init=_crc_init(key))
+        crc = crc16_of_bits(payload_bits, init=_crc_init(key))
         return info, crc == bits_to_int(crc_bits), soft
 
     def _embed(
