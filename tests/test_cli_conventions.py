@@ -233,6 +233,11 @@ def test_index_search_scan_calibrate_process_every_image(odd_folder: Path, tmp_p
     assert {Path(r["query"]).name for r in rows if "summary" not in r} == IMAGES
     res = _run("index", "calibrate", odd_folder, "--store", store)  # all in the collection
     assert res.returncode == 2 and "notes.txt" in res.stderr
+    other = tmp_path / "other-ix"
+    assert _run("index", "add", odd_folder / "D.JPG", "--store", other).returncode == 0
+    res = _run("index", "calibrate", odd_folder, "--store", other)
+    (summary,) = _check(res)
+    assert summary["used"] == 4 and summary["in_collection"] == 1 and summary["skipped_files"] == 1
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -246,6 +251,9 @@ def test_sign_and_verify_process_every_image(odd_folder: Path, tmp_path: Path) -
     rows = _check(res)
     assert {Path(r["source"]).name for r in rows} == IMAGES
     assert all(r["error"] is None and r["manifest_id"] for r in rows), rows
+    res = _run("credentials", "calibrate", odd_folder, "--store", store)
+    assert res.returncode == 0, res.stderr
+    assert "notes.txt" in res.stderr and _lines(res)[-1]["null_samples"] > 0
     res = _run("verify", odd_folder, "--store", store)
     # the inputs carry no manifest; their fingerprints lead to the manifests of their
     # signed copies where the fingerprint route is sure enough: 0, 10 or 11

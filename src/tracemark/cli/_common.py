@@ -46,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "Inputs",
     "JsonLines",
+    "is_lossy",
     "Progress",
     "Tally",
     "expand_inputs",
@@ -77,8 +78,11 @@ EXIT_CODES: dict[int, str] = {
 DEFAULT_QUALITY = 95
 """JPEG/WebP quality of every written lossy image unless ``--quality`` says otherwise."""
 
-LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp"})
-"""Output suffixes written with a quality setting (JPEG and WebP)."""
+def is_lossy(suffix: str) -> bool:
+    """Is an output with this suffix written with a quality setting (JPEG, WebP)?"""
+    from tracemark.imageio import format_of_suffix
+
+    return format_of_suffix(suffix) in ("JPEG", "WEBP")
 
 PROGRESS_SECONDS_ENV = "TRACEMARK_PROGRESS_SECONDS"
 """Seconds between plain progress lines when stderr is not a terminal (default 10)."""

@@ -11,7 +11,6 @@ import click
 from tracemark.cli import _options as opts
 from tracemark.cli._common import (
     DEFAULT_QUALITY,
-    LOSSY_SUFFIXES,
     JsonLines,
     Progress,
     Tally,
@@ -19,6 +18,7 @@ from tracemark.cli._common import (
     error_dict,
     expand_inputs,
     fail,
+    is_lossy,
     keep_suffix,
     note,
     plan_outputs,
@@ -112,7 +112,7 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
                     row.update(rec.to_dict())
                     attacked = attacks.apply_attack(image, rec.attack, **rec.params)
                     dest = target / f"{entry.label}{suffix(path)}"
-                    lossy = dest.suffix.lower() in LOSSY_SUFFIXES
+                    lossy = is_lossy(dest.suffix)
                     save_image(attacked, dest,
                                quality=(quality or DEFAULT_QUALITY) if lossy else None)
                     row["output"] = str(dest)

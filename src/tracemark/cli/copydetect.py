@@ -354,7 +354,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
     from tracemark.copydetect import content_hash
     from tracemark.imageio import load_image
 
-    found = collect_inputs(background, None, what="background")
+    found = collect_inputs(background, JsonLines(), what="background")
     paths = found.paths
     with _open(db, read_only=False) as ci:
         images = []
@@ -386,7 +386,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
         rule = _decision_rule(ci)
     JsonLines().item({**summary, "thresholds": thresholds, "used": len(images),
                       "in_collection": in_collection, "failed": failed,
-                      "skipped": len(found.skipped)})
+                      "skipped_files": len(found.skipped)})
     note(f"calibrated on {len(images)} images; {_describe_rule(rule)}")
     Tally(ok=len(images), failed=failed).finish()
 
@@ -511,7 +511,7 @@ def _scan_index(
             Tally(ok=0, failed=failed).finish()
         click.echo(f"indexed {added + duplicates} training images ({failed} failed)", err=True)
         if background:
-            bg = collect_inputs(background, None, what="background").paths
+            bg = collect_inputs(background, JsonLines(), what="background").paths
             try:
                 ci.calibrate(bg)
             except ConfigError as exc:

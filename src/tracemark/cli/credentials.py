@@ -268,7 +268,7 @@ def credentials_calibrate(store: opts.StoreLocation, background: tuple[str, ...]
     from tracemark.credentials.store import CredentialStore
 
     store.require_existing("manifest store")
-    paths = collect_inputs(background, None, what="background").paths
+    paths = collect_inputs(background, JsonLines(), what="background").paths
     try:
         with CredentialStore.open(store.path) as cs:
             summary = cs.index.calibrate(paths)

@@ -17,13 +17,13 @@ import click
 from tracemark.cli import _options as opts
 from tracemark.cli._common import (
     DEFAULT_QUALITY,
-    LOSSY_SUFFIXES,
     JsonLines,
     Progress,
     Tally,
     collect_inputs,
     error_dict,
     fail,
+    is_lossy,
     keep_suffix,
     note,
     plan_outputs,
@@ -149,7 +149,7 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                 image = load_image(src, max_pixels=max_pixels)
                 marked = method.embed(image, payload, key)
                 _mkdir(dest.parent)
-                lossy = dest.suffix.lower() in LOSSY_SUFFIXES
+                lossy = is_lossy(dest.suffix)
                 save_image(marked, dest, quality=(quality or DEFAULT_QUALITY) if lossy else None)
                 row["psnr"] = _finite(psnr(image, load_image(dest)), 3)
                 row["output"] = str(dest)

@@ -14,6 +14,7 @@ from typing import Any
 from tracemark._optional import require
 from tracemark.credentials.certs import SigningCredentials
 from tracemark.errors import SigningError, UnsupportedFormatError
+from tracemark.imageio import format_of_suffix, image_suffixes, media_type
 
 __all__ = [
     "MEDIA_TYPES",
@@ -28,15 +29,17 @@ __all__ = [
     "sign_asset",
 ]
 
-MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-}
-"""Output formats tracemark signs (the suffix decides)."""
+SIGNED_FORMATS = ("JPEG", "PNG", "WEBP")
+"""Formats tracemark writes signed files in (Pillow's names)."""
 
-PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+PIL_FORMATS = {media_type(fmt): fmt for fmt in SIGNED_FORMATS}
+"""Media type -> Pillow format of the signed outputs."""
+
+MEDIA_TYPES = {suffix: media_type(fmt) for suffix in sorted(image_suffixes())
+               if (fmt := format_of_suffix(suffix)) in SIGNED_FORMATS
+               and suffix not in (".mpo", ".apng")}
+"""Output suffixes tracemark signs and their media types (the suffix decides), derived from
+:mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp``."""
 
 SOFT_BINDING_WATERMARK = "org.tracemark.watermark.lattice.1"
 """``alg`` of the soft-binding assertion naming the watermark (its value: the 64-bit payload)."""
