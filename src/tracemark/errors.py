@@ -47,6 +47,7 @@ __all__ = [
     "ManifestNotFoundError",
     "MissingExtraError",
     "ConfigError",
+    "ClosedError",
 ]
 
 
@@ -65,6 +66,10 @@ class TracemarkError(Exception):
 
 class ConfigError(TracemarkError, ValueError):
     """A configuration value is invalid."""
+
+
+class ClosedError(TracemarkError, ValueError):
+    """An object (index, store, key store) was used after it was closed."""
 
 
 # --- images -----------------------------------------------------------------
@@ -190,7 +195,7 @@ class IndexLockedError(IndexStoreError, BlockingIOError):
     """Another writer holds the index open for writing."""
 
 
-class IndexClosedError(IndexStoreError, ValueError):
+class IndexClosedError(IndexStoreError, ClosedError):
     """An operation was attempted on a closed index."""
 
 

@@ -15,9 +15,10 @@ contain it as an inset), scores it and decides with :mod:`tracemark.copydetect.d
 (a p-value against the background learnt by :meth:`CopyIndex.calibrate`, or an inlier
 count when uncalibrated).
 
-Lifecycle: ``with CopyIndex.open(...) as ci:`` commits on a clean exit and rolls back the
-uncommitted writes when the block raises; :meth:`close` is idempotent (and commits, like
-:meth:`tracemark.index.Index.close`).
+Lifecycle (:class:`tracemark._lifecycle.Resource`, shared with :class:`~tracemark.index.Index`
+and the credential store): ``with CopyIndex.open(...) as ci:`` commits on a clean exit and
+rolls back the uncommitted writes when the block raises; :meth:`close` commits and is
+idempotent.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tracemark._lifecycle import Resource
 from tracemark.copydetect.decide import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_INLIERS,
@@ -44,7 +46,7 @@ from tracemark.copydetect.describe import (
     describe_query,
     describe_reference,
 )
-from tracemark.errors import ConfigError, TracemarkError
+from tracemark.errors import ConfigError, IndexClosedError, TracemarkError
 from tracemark.fingerprint import global_desc, local
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
 
@@ -113,10 +115,19 @@ class QueryResult:
                 "error": self.error, "seconds": round(self.seconds, 4)}
 
 
-class CopyIndex:
-    """A persistent collection of protected works and the copy-detection pipeline over it."""
+class CopyIndex(Resource):
+    """A persistent collection of protected works and the copy-detection pipeline over it.
+
+    Lifecycle of :class:`tracemark._lifecycle.Resource`: a clean ``with`` exit commits, an
+    exception rolls back; :meth:`close` commits and is idempotent; use after close raises
+    :class:`~tracemark.errors.IndexClosedError`.
+    """
+
+    _closed_error = IndexClosedError
+    _noun = "index"
 
     def __init__(self, index: Index, config: MatchConfig | None = None) -> None:
+        self._init_resource()
         self.index = index
         self.config = config or MatchConfig()
         self._model: NullModel | None = NullModel.load(self._calibration_path())
@@ -147,21 +158,17 @@ class CopyIndex:
             return cls.open(p, config=config)
         return cls.create(p, config)
 
-    def close(self) -> None:
-        """Commit pending writes (writable index) and release the files. Idempotent."""
-        self.index.close()
+    def _commit(self, *, write_vectors: bool = True) -> None:
+        self.index.commit(write_vectors=write_vectors)
 
-    def rollback(self) -> None:
-        """Discard the writes since the last commit."""
+    def _rollback(self) -> None:
         self.index.rollback()
 
-    def __enter__(self) -> CopyIndex:
-        return self
+    def _release(self) -> None:
+        self.index._shutdown(commit=False)  # committed (or rolled back) just before
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: Any) -> None:
-        """Commit and close on a clean exit; roll back, then close, when the block raised."""
-        self.index.__exit__(exc_type, exc, tb)
+    def _closed_source(self) -> str:
+        return str(self.index.path)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -218,7 +225,9 @@ class CopyIndex:
 
     def commit(self, *, write_vectors: bool = True) -> None:
         """Commit (see :meth:`tracemark.index.Index.commit` for ``write_vectors``)."""
-        self.index.commit(write_vectors=write_vectors)
+        with self._mutex:
+            self._check_open()
+            self._commit(write_vectors=write_vectors)
 
     # --- searching -------------------------------------------------------------------
 

@@ -5,10 +5,13 @@ Order of a sign (one image)::
     reserve a manifest id (pending row)  ->  embed the watermark (payload: tag | id)
     ->  encode in the output format       ->  sign the C2PA manifest (c2pa-python)
     ->  fingerprint the signed pixels into the store's index
-    ->  commit the index, activate the row (label, manifest bytes, file hash)
+    ->  activate the row (label, manifest bytes, file hash)
+    ->  commit the store (index, then manifests)
     ->  write the signed file (temp file, then rename)
 
-A failure before the row is active discards it; nothing is written to ``out``.
+A failure before the commit rolls the store back (no row, no fingerprint); nothing is
+written to ``out``. A sign commits the store, so it also commits what the caller wrote to
+it before; on failure it rolls back what was not committed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
 from tracemark.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image, open_image_info
 from tracemark.metrics import psnr
-from tracemark.watermark import get_method
 
 __all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
 
@@ -130,15 +132,13 @@ def sign_image(
     original, name = _read_input(image)
     rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
                      name=name)
-    method = get_method(store.watermark_method)
     title = opts.title or (Path(out).name if out is not None else Path(name).name)
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
                                 media_type=media_type)
-    added = None
     tmp: Path | None = None
     try:
         payload = store.payload_for(manifest_id)
-        marked = method.embed(rgb, payload, store.watermark_key)
+        marked = store.mark(rgb, payload)
         quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
         asset = encode_image(marked, mf.PIL_FORMATS[media_type], quality=quality)
         distributed = load_image(asset, max_pixels=None)
@@ -154,22 +154,18 @@ def sign_image(
         reading = mf.read_manifest(signed, media_type)
         if reading.label is None or reading.store_json is None:
             raise mf.SigningError("the signed file has no readable manifest")
-        index = store.index
-        added = index.add(distributed, source=str(out) if out is not None else name,
-                          notes=json.dumps({"manifest_id": manifest_id}))
-        index.commit()
+        added = store.add_fingerprint(distributed, source=str(out) if out is not None else name,
+                                      notes=json.dumps({"manifest_id": manifest_id}))
         file_sha256 = hashlib.sha256(signed).hexdigest()
         tmp = _write_temp(Path(out), signed) if out is not None else None
         store.activate(manifest_id, label=reading.label, ref_id=added.id, file_sha256=file_sha256,
                        signer=creds.subject, manifest_json=reading.store_json,
                        manifest_store=manifest_store)
+        store.commit()
     except BaseException:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        store.discard(manifest_id)
-        if added is not None and added.added:
-            store.index.remove(added.id)
-            store.index.commit()
+        store.rollback()
         raise
     if tmp is not None:  # the manifest is stored: now the file may appear
         try:

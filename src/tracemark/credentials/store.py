@@ -17,33 +17,54 @@ of the secret, so that a mark of another store never names one of ours)::
 When the signed file is ready the row becomes ``active`` with the manifest's label, the
 raw manifest store (JUMBF bytes, as c2pa returns them), its JSON, the SHA-256 of the signed
 file and the id of its fingerprint in ``index/``. The database commit happens before the
-signed file is written, so a crash never leaves a signed file whose manifest is not stored
-(it may leave a ``pending`` row, which is never returned). See ``docs/credentials.md``.
+signed file is written, so a crash never leaves a signed file whose manifest is not stored.
+A ``pending`` row is never returned.
+
+Lifecycle (:class:`tracemark._lifecycle.Resource`, as for the indexes): the writes of a
+store (manifest rows and fingerprints) join one transaction that :meth:`CredentialStore.commit`,
+:meth:`~CredentialStore.close` or a clean ``with`` exit make durable; an exception in the
+``with`` block rolls them back. Reads see the store's own uncommitted writes.
+
+The store speaks as a collection: callers watermark with :meth:`CredentialStore.mark` and
+:meth:`~CredentialStore.read_mark`, register and search fingerprints with
+:meth:`~CredentialStore.add_fingerprint`, :meth:`~CredentialStore.search` and the rest, and
+drop a store's database schemas with :meth:`~CredentialStore.drop`, without reaching into
+the fingerprint index or the watermark method. See ``docs/credentials.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import sqlalchemy as sa
 
-from tracemark._db import sqlite_engine, url_engine
+from tracemark._db import schema_name, sqlite_engine, url_engine
+from tracemark._lifecycle import Resource
 from tracemark.errors import (
     ConfigError,
     ManifestNotFoundError,
     ManifestStoreError,
     TracemarkError,
 )
+from tracemark.watermark import DEFAULT_ALPHA, Detection, get_method
 from tracemark.watermark.keys import WatermarkKey
+
+if TYPE_CHECKING:
+    from tracemark.copydetect import CopyIndex, Match, MatchConfig
+    from tracemark.imageio import ImageSource
+    from tracemark.index import AddResult, Reference
 
 __all__ = [
     "FORMAT_NAME",
@@ -127,29 +148,40 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _index_schema(schema: str | None) -> str:
+    """The schema of the store's fingerprint index in a shared database."""
+    return f"{schema or 'tracemark_credentials'}_ix"[:63]
+
+
 def _index_db(database_url: str | None, schema: str | None) -> dict[str, Any]:
     """Where the store's fingerprint index keeps its metadata: beside the manifests."""
     if database_url is None:
         return {}
-    base = schema or "tracemark_credentials"
-    return {"database_url": database_url, "schema": f"{base}_ix"[:63]}
+    return {"database_url": database_url, "schema": _index_schema(schema)}
 
 
-class CredentialStore:
+class CredentialStore(Resource):
     """Manifests signed by this store, its watermark key, and the fingerprints of its images.
 
-    Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`; close with
-    :meth:`close` or a ``with`` block. ``database_url`` puts the metadata in another
-    database SQLAlchemy can reach (e.g. ``postgresql+psycopg://...``); the secret and the
-    fingerprint index stay in the directory.
+    Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`; use it in a ``with``
+    block (a clean exit commits, an exception rolls back) or call :meth:`commit` and
+    :meth:`close`. ``database_url`` puts the metadata in another database SQLAlchemy can
+    reach (e.g. ``postgresql+psycopg://...``); the secret and the fingerprint index stay
+    in the directory. Methods are serialised by a lock, so a store may be shared between
+    threads.
     """
 
+    _noun = "credential store"
+
     def __init__(self, path: Path, engine: sa.Engine, secret: bytes, *, read_only: bool) -> None:
+        self._init_resource()
         self.path = path
         self.read_only = read_only
         self._engine = engine
         self._secret = secret
-        self._index: Any = None
+        self._index: CopyIndex | None = None
+        self._conn: sa.Connection | None = None
+        self._tx: sa.RootTransaction | None = None
         self._database_url: str | None = None
         with engine.connect() as conn:
             meta = {r[0]: r[1] for r in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
@@ -267,17 +299,91 @@ class CredentialStore:
             return sqlite_engine(root / SQLITE_NAME, read_only=read_only)
         return url_engine(database_url, schema=schema, create_schema=create)
 
-    def close(self) -> None:
+    @staticmethod
+    def schemas(schema: str) -> list[str]:
+        """Every database schema a store kept in ``schema`` uses: its manifests', its
+        fingerprint index's."""
+        return [schema_name(schema), _index_schema(schema)]
+
+    @classmethod
+    def drop(cls, database_url: str, schema: str) -> None:
+        """Drop every schema (:meth:`schemas`) of a closed store kept in ``schema`` of
+        ``database_url``, with its tables. The store's directory is left to the caller."""
+        engine = url_engine(database_url)
+        try:
+            with engine.begin() as conn:
+                for name in cls.schemas(schema):
+                    conn.execute(sa.schema.DropSchema(name, cascade=True, if_exists=True))
+        finally:
+            engine.dispose()
+
+    def commit(self, *, write_vectors: bool = True) -> None:
+        """Make the pending writes durable: the fingerprint index first, then the manifest
+        rows. ``write_vectors=False``: see :meth:`tracemark.index.Index.commit`."""
+        with self._mutex:
+            self._check_open()
+            self._commit(write_vectors=write_vectors)
+
+    def _commit(self, *, write_vectors: bool = True) -> None:
         if self._index is not None:
-            self._index.close()
-            self._index = None
-        self._engine.dispose()
+            self._index.commit(write_vectors=write_vectors)
+        self._end_transaction(commit=True)
 
-    def __enter__(self) -> CredentialStore:
-        return self
+    def _rollback(self) -> None:
+        try:
+            self._end_transaction(commit=False)
+        finally:
+            if self._index is not None:
+                self._index.rollback()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        try:
+            self._end_transaction(commit=False)
+        finally:
+            if self._index is not None:
+                self._index._shutdown(commit=False)  # committed or rolled back just before
+                self._index = None
+            self._engine.dispose()
+
+    def _end_transaction(self, *, commit: bool) -> None:
+        conn, tx = self._conn, self._tx
+        if conn is None or tx is None:
+            return
+        self._conn = self._tx = None
+        try:
+            if commit:
+                tx.commit()
+            else:
+                tx.rollback()
+        finally:
+            conn.close()
+
+    def _closed_source(self) -> str:
+        return str(self.path)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """The connection of the store's open transaction (begun on the first write)."""
+        with self._mutex:
+            self._check_open()
+            self._check_writable()
+            if self._conn is None:
+                conn = self._engine.connect()
+                self._tx = conn.begin()
+                self._conn = conn
+            yield self._conn
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        """The open transaction's connection (reads see the store's own writes), else a
+        connection of the pool."""
+        with self._mutex:
+            self._check_open()
+            if self._conn is not None:
+                yield self._conn
+                return
+        with self._engine.connect() as conn:
+            yield conn
 
     def __repr__(self) -> str:
         return f"CredentialStore({str(self.path)!r}, store_id={self.store_id!r})"
@@ -306,17 +412,66 @@ class CredentialStore:
             return None
         return payload & ((1 << ID_BITS) - 1)
 
+    # --- the watermark -------------------------------------------------------------------
+
+    def mark(self, image: ImageSource, payload: int) -> np.ndarray:
+        """``image`` (RGB uint8) carrying ``payload`` in this store's watermark."""
+        self._check_open()
+        return get_method(self.watermark_method).embed(image, payload, self.watermark_key)
+
+    def read_mark(self, image: ImageSource, alpha: float = DEFAULT_ALPHA) -> Detection:
+        """This store's watermark in ``image``: present when its p-value is at most
+        ``alpha``; absence is a result, not an error."""
+        self._check_open()
+        return get_method(self.watermark_method).detect(image, self.watermark_key, alpha=alpha)
+
     # --- the fingerprint index ---------------------------------------------------------
 
     @property
-    def index(self) -> Any:
-        """The store's :class:`~tracemark.copydetect.CopyIndex` (opened on first use)."""
-        if self._index is None:
-            from tracemark.copydetect import CopyIndex
+    def index(self) -> CopyIndex:
+        """The store's :class:`~tracemark.copydetect.CopyIndex` (opened on first use). Prefer
+        the store's own verbs (:meth:`add_fingerprint`, :meth:`search`...)."""
+        with self._mutex:
+            self._check_open()
+            if self._index is None:
+                from tracemark.copydetect import CopyIndex
 
-            self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only,
-                                         database_url=self._database_url)
-        return self._index
+                self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only,
+                                             database_url=self._database_url)
+            return self._index
+
+    @property
+    def match_config(self) -> MatchConfig:
+        """The fingerprint index's copy-detection settings."""
+        return self.index.config
+
+    def add_fingerprint(self, image: ImageSource, *, source: str | None = None,
+                        owner: str | None = None, license: str | None = None,
+                        notes: str | None = None) -> AddResult:
+        """Register an image's fingerprint (pending until :meth:`commit`); the same content
+        twice gives ``duplicate_of``."""
+        return self.index.add(image, source=source, owner=owner, license=license, notes=notes)
+
+    def remove_fingerprint(self, ref_id: int) -> bool:
+        """Remove a registered image; False when ``ref_id`` is unknown."""
+        return self.index.remove(ref_id)
+
+    def search(self, image: ImageSource, *, k: int = 5) -> list[Match]:
+        """Registered images ``image`` is a copy of: at most ``k`` matches, best first."""
+        return self.index.search(image, k=k)
+
+    def fingerprint_count(self) -> int:
+        """How many images are registered."""
+        return len(self.index)
+
+    def list_fingerprints(self, limit: int = 100, offset: int = 0) -> list[Reference]:
+        """Registered images in id order, ``limit`` at a time from ``offset``."""
+        return self.index.index.list(limit=limit, offset=offset)
+
+    def calibrate(self, background: Sequence[ImageSource]) -> dict[str, object]:
+        """Learn the fingerprint decision's background from images known not to be
+        registered (:meth:`tracemark.copydetect.CopyIndex.calibrate`); its summary."""
+        return self.index.calibrate(background)
 
     # --- manifests ---------------------------------------------------------------------
 
@@ -327,8 +482,7 @@ class CredentialStore:
     def reserve(self, *, title: str | None, author: str | None, ai_generated: bool,
                 media_type: str | None) -> int:
         """Start a manifest: a ``pending`` row whose id the watermark will carry."""
-        self._check_writable()
-        with self._engine.begin() as conn:
+        with self._writing() as conn:
             res = conn.execute(_manifests.insert().values(
                 state="pending", created_at=_now(), title=title, author=author,
                 ai_generated=bool(ai_generated), media_type=media_type,
@@ -340,9 +494,9 @@ class CredentialStore:
 
     def activate(self, manifest_id: int, *, label: str, ref_id: int | None, file_sha256: str,
                  signer: str, manifest_json: str, manifest_store: bytes) -> None:
-        """Finish a manifest: record what was signed (committed before the file is written)."""
-        self._check_writable()
-        with self._engine.begin() as conn:
+        """Finish a manifest: record what was signed (the signer commits it before the file
+        is written)."""
+        with self._writing() as conn:
             n = conn.execute(
                 _manifests.update()
                 .where(_manifests.c.id == manifest_id, _manifests.c.state == "pending")
@@ -354,13 +508,12 @@ class CredentialStore:
 
     def discard(self, manifest_id: int) -> None:
         """Drop a pending manifest whose signing failed."""
-        self._check_writable()
-        with self._engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(_manifests.delete().where(
                 _manifests.c.id == manifest_id, _manifests.c.state == "pending"))
 
     def _one(self, where: Any) -> ManifestRecord | None:
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(sa.select(_manifests).where(where)).mappings().first()
         if row is None:
             return None
@@ -387,7 +540,7 @@ class CredentialStore:
         return self._one(sa.and_(_manifests.c.ref_id == int(ref_id), _manifests.c.state == "active"))
 
     def list(self, limit: int = 100, offset: int = 0) -> list[ManifestRecord]:
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 sa.select(_manifests).where(_manifests.c.state == "active")
                 .order_by(_manifests.c.id).limit(limit).offset(offset)
@@ -395,13 +548,13 @@ class CredentialStore:
         return [ManifestRecord(**{k: r[k] for k in ManifestRecord.__dataclass_fields__}) for r in rows]
 
     def __len__(self) -> int:
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             return int(conn.execute(
                 sa.select(sa.func.count()).select_from(_manifests)
                 .where(_manifests.c.state == "active")).scalar_one())
 
     def stats(self) -> dict[str, Any]:
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             counts = {r[0]: r[1] for r in conn.execute(
                 sa.select(_manifests.c.state, sa.func.count()).group_by(_manifests.c.state))}
         return {

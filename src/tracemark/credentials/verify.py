@@ -32,7 +32,6 @@ from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, TracemarkError
 from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image
-from tracemark.watermark import get_method
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES"]
 
@@ -149,8 +148,7 @@ def _signature_state(reading: mf.ManifestReading) -> str:
 def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: Any,
              opts: VerifyOptions, evidence: dict[str, Any]) -> dict[str, Any] | None:
     """Watermark, then fingerprint; the recovered record and how, or None."""
-    method = get_method(store.watermark_method)
-    det = method.detect(rgb, store.watermark_key, alpha=opts.watermark_alpha)
+    det = store.read_mark(rgb, alpha=opts.watermark_alpha)
     wm: dict[str, Any] = {"present": bool(det.present), "p_value": det.p_value,
                           "score": round(float(det.score), 4)}
     rec: ManifestRecord | None = None
@@ -166,15 +164,15 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
                 confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
     evidence["watermark"] = wm
     if rec is None:
-        index = store.index
-        matches = index.search(rgb, k=1)
+        matches = store.search(rgb, k=1)
         fp: dict[str, Any] = {"match": False}
         if matches:
             m = matches[0]
+            config = store.match_config
             rule = DecisionRule(
-                alpha=opts.fingerprint_alpha or index.config.alpha,
+                alpha=opts.fingerprint_alpha or config.alpha,
                 min_inliers=opts.min_inliers if opts.min_inliers is not None
-                else index.config.min_inliers,
+                else config.min_inliers,
             )
             decision = rule.decide(p_value=m.p_value, inliers=m.inliers)
             fp = {"match": bool(decision), "ref_id": m.ref_id, "score": round(m.score, 4),

@@ -21,16 +21,15 @@ import json
 import os
 import sqlite3
 import stat
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
 
+from tracemark._lifecycle import Resource
 from tracemark.errors import ConfigError
 from tracemark.index import _faiss, _pg
 from tracemark.index._schema import (
@@ -162,7 +161,7 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     return conn
 
 
-class Index:
+class Index(Resource):
     """A persistent collection of references, each with vectors in named sets, metadata and blobs.
 
     Build one with :meth:`create`, reopen it with :meth:`open`; use it as a context manager
@@ -172,12 +171,13 @@ class Index:
     an object may be shared between threads.
     """
 
+    _closed_error = IndexClosedError
+    _noun = "index"
+
     path: Path
     read_only: bool
     _conn: sqlite3.Connection
     _lock_file: IO[bytes] | None
-    _mutex: threading.RLock
-    _closed: bool
     _meta: dict[str, str]
     _sets: dict[str, _VectorSet]
     #: Names of the vector sets whose FAISS file was missing, unreadable or inconsistent with
@@ -332,8 +332,7 @@ class Index:
             self.repaired = ()
             self._conn = conn
             self._lock_file = lock
-            self._mutex = threading.RLock()
-            self._closed = False
+            self._init_resource()
             self._meta = meta
             self._sets = {
                 name: _VectorSet(id=set_id, name=name, spec=spec, index=None)
@@ -346,33 +345,6 @@ class Index:
                 lock.close()
             raise
         return self
-
-    def close(self) -> None:
-        """Commit pending writes (writable index) and release the files. Idempotent."""
-        with self._mutex:
-            if self._closed:
-                return
-            try:
-                if not self.read_only:
-                    self.commit()
-            finally:
-                self._closed = True
-                self._conn.close()
-                if self._lock_file is not None:
-                    self._lock_file.close()
-
-    def __enter__(self) -> Index:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None and not self._closed and not self.read_only:
-            self.rollback()
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("read-only" if self.read_only else "writable")
@@ -392,40 +364,51 @@ class Index:
         """
         with self._mutex:
             self._check_open()
-            if self.read_only:
-                return
-            if self._conn.in_transaction:
-                self._conn.execute("COMMIT")
-            if not write_vectors:
-                return
-            for vset in self._sets.values():
-                if vset.stale:
-                    self._rebuild(vset)
-                if vset.dirty:
-                    _faiss.write_index(vset.index, vset.spec, self._faiss_path(vset.name))
-                    vset.dirty = False
+            self._commit(write_vectors=write_vectors)
 
-    def rollback(self) -> None:
-        """Discard writes since the last commit (SQLite and in-memory vectors)."""
-        with self._mutex:
-            self._check_open()
-            if self.read_only:
-                return
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            specs = load_vector_sets(self._conn, source=str(self.path))
-            kept = {
-                name: vset
-                for name, vset in self._sets.items()
-                if name in specs and specs[name][0] == vset.id and not (vset.dirty or vset.stale)
-            }
-            fresh = [
-                _VectorSet(id=set_id, name=name, spec=spec, index=None)
-                for name, (set_id, spec) in specs.items()
-                if name not in kept
-            ]
-            self._sets = {**kept, **{v.name: v for v in fresh}}
-            self._load_sets(fresh)
+    def _commit(self, *, write_vectors: bool = True) -> None:
+        if self.read_only:
+            return
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+        if not write_vectors:
+            return
+        for vset in self._sets.values():
+            if vset.stale:
+                self._rebuild(vset)
+            if vset.dirty:
+                _faiss.write_index(vset.index, vset.spec, self._faiss_path(vset.name))
+                vset.dirty = False
+
+    def _rollback(self) -> None:
+        """Discard writes since the last commit (database and in-memory vectors)."""
+        if self.read_only:
+            return
+        if not self._conn.in_transaction and not any(v.stale for v in self._sets.values()):
+            return  # nothing uncommitted: the in-memory sets match the database
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        specs = load_vector_sets(self._conn, source=str(self.path))
+        kept = {
+            name: vset
+            for name, vset in self._sets.items()
+            if name in specs and specs[name][0] == vset.id and not (vset.dirty or vset.stale)
+        }
+        fresh = [
+            _VectorSet(id=set_id, name=name, spec=spec, index=None)
+            for name, (set_id, spec) in specs.items()
+            if name not in kept
+        ]
+        self._sets = {**kept, **{v.name: v for v in fresh}}
+        self._load_sets(fresh)
+
+    def _release(self) -> None:
+        self._conn.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    def _closed_source(self) -> str:
+        return str(self.path)
 
     def refresh(self) -> None:
         """Reload the vector sets from disk (a reader picks up the writer's commits)."""
@@ -684,10 +667,6 @@ class Index:
 
     def _faiss_path(self, name: str) -> Path:
         return self.path / VECTORS_DIR / f"{name}.faiss"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise IndexClosedError("the index is closed", source=str(self.path))
 
     def _check_writable(self) -> None:
         self._check_open()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import sqlalchemy as sa
@@ -32,10 +32,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracemark._db import schema_name
 from tracemark.errors import (
+    ClosedError,
     ConfigError,
     ImageError,
     ImageTooLargeError,
-    IndexClosedError,
     IndexLockedError,
     ManifestNotFoundError,
     PayloadError,
@@ -44,6 +44,9 @@ from tracemark.errors import (
     UnsupportedFormatError,
 )
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
+
+if TYPE_CHECKING:
+    from tracemark.credentials import CredentialStore
 
 __all__ = ["ServiceSettings", "create_app", "ApiError"]
 
@@ -121,7 +124,7 @@ def _status_for(exc: TracemarkError) -> int:
         return 415
     if isinstance(exc, ManifestNotFoundError | ReferenceNotFoundError):
         return 404
-    if isinstance(exc, IndexLockedError | IndexClosedError):
+    if isinstance(exc, IndexLockedError | ClosedError):
         return 409
     if isinstance(exc, ConfigError | PayloadError):
         return 422
@@ -148,7 +151,7 @@ class _State:
         self.engine = service_engine(settings.data_dir, settings.database_url)
         self.keys = KeyStore(self.engine)
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
-        self._open: dict[str, Any] = {}
+        self._open: dict[str, CredentialStore] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._registry_lock = threading.Lock()
         self._flushed: dict[str, float] = {}
@@ -180,7 +183,7 @@ class _State:
         root = self.settings.data_dir / "collections"
         return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
 
-    def collection(self, name: str) -> Any:
+    def collection(self, name: str) -> CredentialStore:
         from tracemark.credentials import CredentialStore
 
         with self._registry_lock:
@@ -193,14 +196,14 @@ class _State:
                 self._locks[name] = threading.Lock()
             return store
 
-    def commit(self, name: str, store: Any) -> None:
+    def commit(self, name: str, store: CredentialStore) -> None:
         """Make a collection's write durable before it is acknowledged: the database commit.
         The FAISS files follow at most every ``vector_flush_seconds`` (and on shutdown); a
         crash in between is repaired from the database when the index is opened."""
         now = time.monotonic()
         last = self._flushed.get(name, 0.0)
         write = now - last >= self.settings.vector_flush_seconds
-        store.index.commit(write_vectors=write)
+        store.commit(write_vectors=write)
         if write:
             self._flushed[name] = now
 
@@ -211,7 +214,7 @@ class _State:
             raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
         return lock
 
-    def create(self, name: str) -> Any:
+    def create(self, name: str) -> CredentialStore:
         from tracemark.credentials import CredentialStore
 
         with self._registry_lock:
@@ -228,6 +231,8 @@ class _State:
         import shutil
         import uuid
 
+        from tracemark.credentials import CredentialStore
+
         store = self.collection(name)
         with self._locks[name], self._registry_lock:
             store.close()
@@ -236,9 +241,7 @@ class _State:
             self._flushed.pop(name, None)
             where = self._store_db(name)
             if where:
-                with self.engine.begin() as conn:
-                    for schema in (where["schema"], f"{where['schema']}_ix"):
-                        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                CredentialStore.drop(where["database_url"], where["schema"])
             trash = self.path(name).with_name(f".deleted-{name}-{uuid.uuid4().hex[:8]}")
             self.path(name).rename(trash)  # the name is free at once
         shutil.rmtree(trash, ignore_errors=True)
@@ -256,7 +259,7 @@ class _State:
             for store in self._open.values():
                 store.close()
             self._open.clear()
-        self.engine.dispose()
+        self.engine.dispose()  # reversible: the app may start again (the key store stays open)
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run blocking ``fn`` in a worker thread: bounded concurrency and a timeout."""
@@ -433,7 +436,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
         def work() -> dict[str, Any]:
             store = state.collection(name)
-            return {"name": name, "manifests": len(store), "images": len(store.index.index),
+            return {"name": name, "manifests": len(store), "images": store.fingerprint_count(),
                     "store_id": store.store_id}
         return await state.run(work)
 
@@ -450,8 +453,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             store = state.collection(name)
             rgb = load(data)
             with state.write_lock(name):
-                res = store.index.add(rgb, source=source or image.filename, owner=owner,
-                                      license=license)
+                res = store.add_fingerprint(rgb, source=source or image.filename, owner=owner,
+                                            license=license)
                 state.commit(name, store)
             return {"ref_id": res.id, "duplicate_of": res.duplicate_of}
         return await state.run(work)
@@ -464,7 +467,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "ValidationError", "limit must be 1..1000 and offset >= 0")
 
         def work() -> dict[str, Any]:
-            refs = state.collection(name).index.index.list(limit=limit, offset=offset)
+            refs = state.collection(name).list_fingerprints(limit=limit, offset=offset)
             return {"images": [r.__dict__ for r in refs]}
         return await state.run(work)
 
@@ -475,7 +478,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         def work() -> dict[str, Any]:
             store = state.collection(name)
             with state.write_lock(name):
-                removed = store.index.remove(ref_id)
+                removed = store.remove_fingerprint(ref_id)
                 state.commit(name, store)
             if not removed:
                 raise ApiError(404, "UnknownImage", f"no image {ref_id} in {name!r}")
@@ -491,7 +494,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
         def work() -> dict[str, Any]:
             store = state.collection(name)
-            return {"matches": [m.to_dict() for m in store.index.search(load(data), k=k)]}
+            return {"matches": [m.to_dict() for m in store.search(load(data), k=k)]}
         return await state.run(work)
 
     # --- watermark -------------------------------------------------------------------
@@ -515,11 +518,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
         def work() -> bytes:
             from tracemark.imageio import encode_image
-            from tracemark.watermark import get_method
 
-            store = state.collection(name)
-            marked = get_method(store.watermark_method).embed(load(data), value,
-                                                              store.watermark_key)
+            marked = state.collection(name).mark(load(data), value)
             fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[format]
             return encode_image(marked, fmt, quality=None if fmt == "PNG" else quality)
         out = await state.run(work)
@@ -533,10 +533,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         data = await read_upload(image)
 
         def work() -> dict[str, Any]:
-            from tracemark.watermark import get_method
-
-            store = state.collection(name)
-            det = get_method(store.watermark_method).detect(load(data), store.watermark_key)
+            det = state.collection(name).read_mark(load(data))
             return {"present": bool(det.present), "payload": det.payload_int,
                     "payload_hex": None if det.payload is None else "0x" + det.payload.hex(),
                     "p_value": det.p_value, "score": float(det.score)}

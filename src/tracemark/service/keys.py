@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tracemark._lifecycle import Resource
 from tracemark.errors import ConfigError
 
 __all__ = ["ApiKey", "KeyStore", "SCOPES", "SERVICE_SCHEMA", "service_engine", "service_metadata"]
@@ -83,15 +84,31 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class KeyStore:
-    """API keys in a database reachable by SQLAlchemy (SQLite by default)."""
+class KeyStore(Resource):
+    """API keys in a database reachable by SQLAlchemy (SQLite by default).
 
-    def __init__(self, engine: sa.Engine) -> None:
+    Every write commits at once (a key is usable when :meth:`create` returns), so there is
+    nothing to commit or roll back; the lifecycle is that of
+    :class:`tracemark._lifecycle.Resource`: ``with`` blocks, an idempotent :meth:`close`,
+    and :class:`~tracemark.errors.ClosedError` on use after close. ``owns_engine``: close
+    disposes of the engine too.
+    """
+
+    _noun = "key store"
+
+    def __init__(self, engine: sa.Engine, *, owns_engine: bool = False) -> None:
+        self._init_resource()
         self._engine = engine
+        self._owns_engine = owns_engine
         service_metadata.create_all(engine)
+
+    def _release(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()
 
     def create(self, *, scope: str, collections: list[str], name: str | None = None) -> tuple[str, ApiKey]:
         """A new key: returns the token (shown once) and its record."""
+        self._check_open()
         if scope not in SCOPES:
             raise ConfigError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
         cols = tuple(c.strip() for c in collections if c.strip())
@@ -108,6 +125,7 @@ class KeyStore:
 
     def check(self, token: str | None) -> ApiKey | None:
         """The key record of a presented token, or None (unknown, malformed or revoked)."""
+        self._check_open()
         if not token or not token.startswith("tm_") or len(token) > 200:
             return None
         parts = token.split("_")
@@ -127,6 +145,8 @@ class KeyStore:
                       row["created_at"], row["revoked_at"])
 
     def revoke(self, key_id: str) -> bool:
+        """Revoke a key; False when it is unknown or already revoked."""
+        self._check_open()
         with self._engine.begin() as conn:
             n = conn.execute(_keys.update().where(_keys.c.id == key_id, _keys.c.revoked_at.is_(None))
                              .values(revoked_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -134,6 +154,8 @@ class KeyStore:
         return n == 1
 
     def list(self) -> list[ApiKey]:
+        """Every key (revoked ones too), oldest first."""
+        self._check_open()
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(_keys).order_by(_keys.c.created_at)).mappings().all()
         return [self._record(r) for r in rows]
