@@ -263,7 +263,8 @@ def test_verify_exit_codes_for_unreadable_inputs(
     assert "trusted 1; 1 unreadable" in res.stderr
 
 
-def test_verify_errors_name_the_problem(work: Path, store: Path, signed_file: dict) -> None:
+def test_verify_errors_name_the_problem(work: Path, store: Path, signed_file: dict,
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = _run("verify", signed_file["output"], "--trust", work / "in" / "art.png",
                "--store", store)
     assert res.exit_code == 2
@@ -280,8 +281,8 @@ def test_verify_errors_name_the_problem(work: Path, store: Path, signed_file: di
     assert res.exit_code == 2 and "no manifest store at" in res.stderr
     # the default store missing: a note, and the embedded manifest alone
     output = str(Path(signed_file["output"]).resolve())
-    with CliRunner().isolated_filesystem(temp_dir=work):
-        res = _run("verify", output, env={"TRACEMARK_STORE": None})
+    monkeypatch.chdir(tmp_path)  # no ./tracemark-store here
+    res = _run("verify", output, env={"TRACEMARK_STORE": None})
     assert res.exit_code == 0, res.output
     assert "no manifest store at" in res.stderr
     assert _rows(res)[0]["state"] == "valid" and _rows(res)[0]["manifest_id"] is None

@@ -95,6 +95,7 @@ __all__ = [
     "load_image",
     "media_type",
     "sniff_format",
+    "sniff_media_type",
     "open_image_info",
     "read_metadata",
     "save_image",
@@ -886,3 +887,26 @@ def sniff_format(head: bytes) -> str | None:
         if ok:
             return _REPORTED_FORMAT.get(fmt, fmt)
     return None
+
+
+_FOREIGN_MEDIA_TYPES: Final = {
+    "HEIC": "image/heic",
+    "HEIF": "image/heif",
+    "AVIF": "image/avif",
+    "JPEG 2000": "image/jp2",
+    "JPEG XL": "image/jxl",
+    "PDF": "application/pdf",
+    "SVG": "image/svg+xml",
+}
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """The IANA media type the first bytes ``head`` announce: a format the loader reads
+    (:func:`sniff_format`), or one it recognises but does not decode (HEIC, HEIF, AVIF,
+    JPEG 2000, JPEG XL, PDF, SVG: containers other tools, such as c2pa, may still read).
+    None when unknown."""
+    fmt = sniff_format(head)
+    if fmt is not None:
+        return media_type(fmt)
+    foreign = _sniff(bytes(head[:64]))
+    return _FOREIGN_MEDIA_TYPES.get(foreign) if foreign is not None else None

@@ -271,7 +271,7 @@ def credentials_calibrate(store: opts.StoreLocation, background: tuple[str, ...]
     paths = collect_inputs(background, JsonLines(), what="background").paths
     try:
         with CredentialStore.open(store.path) as cs:
-            summary = cs.index.calibrate(paths)
+            summary = cs.calibrate(paths)
     except TracemarkError as exc:
         raise fail(str(exc)) from None
     JsonLines().item(summary)

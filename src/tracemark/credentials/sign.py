@@ -31,7 +31,13 @@ from tracemark.credentials.certs import SigningCredentials
 from tracemark.credentials.store import CredentialStore
 from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
-from tracemark.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image, open_image_info
+from tracemark.imageio import (
+    DEFAULT_MAX_PIXELS,
+    encode_image,
+    load_image,
+    media_type,
+    open_image_info,
+)
 from tracemark.metrics import psnr
 
 __all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
@@ -81,11 +87,15 @@ def _read_input(image: Any) -> tuple[bytes | None, str]:
     return None, "<image>"
 
 
+_PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
+"""Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
+
+
 def _parent(original: bytes | None, rgb: np.ndarray, name: str) -> tuple[bytes, str, str]:
     """The parent ingredient: the original file when c2pa can read its format, else PNG."""
     if original is not None:
-        mt = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-              "TIFF": "image/tiff", "GIF": "image/gif"}.get(open_image_info(original).format or "")
+        fmt = open_image_info(original).format
+        mt = media_type(fmt) if fmt in _PARENT_FORMATS else None
         if mt is not None:
             return original, mt, Path(name).name
     return encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"

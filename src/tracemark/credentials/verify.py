@@ -31,7 +31,7 @@ from tracemark.copydetect.decide import DecisionRule
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, TracemarkError
-from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image
+from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image, sniff_media_type
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES"]
 
@@ -119,20 +119,9 @@ def _bytes_of(image: Any) -> tuple[bytes, str]:
 
 
 def _media_type(data: bytes) -> str | None:
-    """The MIME type from the file's magic bytes (None when c2pa would not know it)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
-        return "image/avif" if data[8:12] == b"avif" else "image/heic"
-    return None
+    """The media type from the file's magic bytes (:func:`tracemark.imageio.sniff_media_type`;
+    None when unknown)."""
+    return sniff_media_type(data[:64])
 
 
 def _signature_state(reading: mf.ManifestReading) -> str:

@@ -43,6 +43,7 @@ from tracemark.errors import (
     TracemarkError,
     UnsupportedFormatError,
 )
+from tracemark.imageio import media_type
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
 
 if TYPE_CHECKING:
@@ -523,7 +524,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[format]
             return encode_image(marked, fmt, quality=None if fmt == "PNG" else quality)
         out = await state.run(work)
-        media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[format]
+        media = media_type(format)
         return Response(out, media_type=media)
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/detect", tags=["watermark"])
@@ -555,7 +556,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(409, "SigningNotConfigured",
                            "this service has no signing certificate (start it with --cert/--key)")
         data = await read_upload(image)
-        media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[format]
+        media = media_type(format)
 
         def work() -> tuple[Any, bytes]:
             from tracemark.credentials import SignOptions, sign_image
