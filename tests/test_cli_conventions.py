@@ -37,7 +37,7 @@ SRC = REPO / "src" / "tracemark"
 # --- layering ------------------------------------------------------------------------------
 
 LAYERS: list[set[str]] = [
-    {"errors", "_optional", "_db", "py"},
+    {"errors", "_optional", "_db", "_lifecycle"},
     {"imageio", "metrics"},
     {"attacks", "fingerprint", "watermark", "index"},
     {"copydetect"},
