@@ -43,6 +43,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_SOME_FOUND",
     "EXIT_USAGE",
+    "Batch",
     "ConfigurationError",
     "Inputs",
     "JsonLines",
@@ -426,6 +427,45 @@ class Tally:
         code = self.exit_code(finding=finding)
         if code:
             sys.exit(code)
+
+
+class Batch:
+    """The per-item loop every batch command shares: progress on stderr, one JSON line per
+    item (with its ``error``), a failed item reported and the batch carried on, and the
+    :class:`Tally` that gives the exit code."""
+
+    def __init__(self, total: int, desc: str, lines: JsonLines, *, skipped: int = 0) -> None:
+        self.lines = lines
+        self.tally = Tally(skipped=skipped)
+        self.progress = Progress(total, desc)
+        lines.progress = self.progress
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.close()
+
+    def run(self, source: object, row: dict[str, Any],
+            work: Callable[[dict[str, Any]], bool | None]) -> dict[str, Any]:
+        """Call ``work(row)``, which fills ``row`` and returns whether what the command looks
+        for was found (None when it looks for nothing); a :class:`TracemarkError` becomes the
+        row's ``error``. Writes the row and returns it."""
+        from tracemark.errors import TracemarkError
+
+        row.setdefault("error", None)
+        try:
+            found = work(row)
+            self.tally.ok += 1
+            self.tally.found += bool(found)
+            self.tally.invalid += row.get("state") == "invalid"
+        except TracemarkError as exc:
+            self.tally.failed += 1
+            row["error"] = error_dict(exc, source)
+            note(f"failed {source}: {exc.message}", self.progress)
+        self.lines.item(row)
+        self.progress.update(failed=int(row["error"] is not None))
+        return row
 
 
 def error_dict(exc: BaseException, source: object) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import click
 
 from tracemark.cli import _options as opts
 from tracemark.cli._common import (
+    Batch,
     JsonLines,
-    Progress,
     Tally,
     collect_inputs,
     error_dict,
@@ -112,24 +112,19 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=force)
     sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
                             quality=quality)
-    tally = Tally(skipped=len(found.skipped))
     try:
         cs = CredentialStore.open_or_create(store.path)
     except TracemarkError as exc:
         raise fail(str(exc)) from None
-    with cs, Progress(len(plan), "sign") as bar:
-        lines.progress = bar
+    with cs, Batch(len(plan), "sign", lines, skipped=len(found.skipped)) as batch:
         for src, dest in plan:
-            try:
+
+            def sign(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
                 res, _ = sign_image(cs, src, dest, creds, sign_opts)
-                lines.item(res.to_dict())
-                tally.ok += 1
-                bar.update()
-            except TracemarkError as exc:
-                lines.item({"source": str(src), "output": str(dest), "error": error_dict(exc, src)})
-                note(f"failed {src}: {exc.message}", bar)
-                tally.failed += 1
-                bar.update(failed=1)
+                row.update(res.to_dict())
+
+            batch.run(src, {"source": str(src), "output": str(dest)}, sign)
+    tally = batch.tally
     note(f"signed {tally.ok} of {len(plan)} images into {store.path}; {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
@@ -177,27 +172,21 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
     found = collect_inputs(inputs, lines)
     verify_opts = VerifyOptions(trust_pem=trust_pem)
     states: dict[str, int] = {}
-    tally = Tally(skipped=len(found.skipped))
     try:
-        with Progress(len(found.paths), "verify") as bar:
-            lines.progress = bar
+        with Batch(len(found.paths), "verify", lines, skipped=len(found.skipped)) as batch:
             for path in found.paths:
-                try:
+
+                def verify(row: dict[str, Any], path: Path = path) -> bool:
                     res = verify_image(path, cs, verify_opts)
-                    lines.item(res.to_dict(with_manifest=with_manifest))
+                    row.update(res.to_dict(with_manifest=with_manifest))
                     states[res.state] = states.get(res.state, 0) + 1
-                    tally.ok += 1
-                    tally.found += res.state != "not_found"
-                    tally.invalid += res.state == "invalid"
-                    bar.update()
-                except TracemarkError as exc:
-                    lines.item({"source": str(path), "error": error_dict(exc, path)})
-                    note(f"failed {path}: {exc.message}", bar)
-                    tally.failed += 1
-                    bar.update(failed=1)
+                    return res.state != "not_found"
+
+                batch.run(path, {"source": str(path)}, verify)
     finally:
         if cs is not None:
             cs.close()
+    tally = batch.tally
     note("verified: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "nothing")
          + f"; {tally.failed} unreadable, {tally.skipped} skipped")
     tally.finish(finding=True)

@@ -17,11 +17,9 @@ import click
 from tracemark.cli import _options as opts
 from tracemark.cli._common import (
     DEFAULT_QUALITY,
+    Batch,
     JsonLines,
-    Progress,
-    Tally,
     collect_inputs,
-    error_dict,
     fail,
     is_lossy,
     keep_suffix,
@@ -138,14 +136,10 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     found = collect_inputs(inputs, lines)
     plan = plan_outputs(found, out, keep_suffix(fmt), force=force)
 
-    tally = Tally(skipped=len(found.skipped))
-    with Progress(len(plan), f"embed {method.name}") as bar:
-        lines.progress = bar
+    with Batch(len(plan), f"embed {method.name}", lines, skipped=len(found.skipped)) as batch:
         for src, dest in plan:
-            row: dict[str, Any] = {"source": str(src), "output": None, "method": method.name,
-                                   "payload": format_payload(payload), "psnr": None,
-                                   "error": None}
-            try:
+
+            def embed(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
                 image = load_image(src, max_pixels=max_pixels)
                 marked = method.embed(image, payload, key)
                 _mkdir(dest.parent)
@@ -153,13 +147,10 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                 save_image(marked, dest, quality=(quality or DEFAULT_QUALITY) if lossy else None)
                 row["psnr"] = _finite(psnr(image, load_image(dest)), 3)
                 row["output"] = str(dest)
-                tally.ok += 1
-            except TracemarkError as exc:
-                tally.failed += 1
-                row["error"] = error_dict(exc, src)
-                note(f"failed {src}: {exc.message}", bar)
-            lines.item(row)
-            bar.update(failed=int(row["error"] is not None))
+
+            batch.run(src, {"source": str(src), "output": None, "method": method.name,
+                            "payload": format_payload(payload), "psnr": None}, embed)
+    tally = batch.tally
     note(f"{tally.ok} images marked into {out}; {tally.failed} failed, {tally.skipped} skipped")
     tally.finish()
 
@@ -192,14 +183,11 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
     key = _key(method, key_file=key_file, key_env=key_env, passphrase_env=passphrase_env)
     lines = JsonLines()
     found = collect_inputs(inputs, lines)
-    tally = Tally(skipped=len(found.skipped))
-    with Progress(len(found.paths), f"detect {method.name}") as bar:
-        lines.progress = bar
+    with Batch(len(found.paths), f"detect {method.name}", lines,
+               skipped=len(found.skipped)) as batch:
         for src in found.paths:
-            row: dict[str, Any] = {"source": str(src), "method": method.name, "present": None,
-                                   "payload": None, "p_value": None, "score": None,
-                                   "bit_errors": None, "error": None}
-            try:
+
+            def detect(row: dict[str, Any], src: Path = src) -> bool:
                 det = method.detect(load_image(src, max_pixels=max_pixels), key, alpha=alpha)
                 row.update(
                     present=bool(det.present),
@@ -208,14 +196,12 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
                     score=_finite(det.score),
                     bit_errors=det.bit_errors,
                 )
-                tally.ok += 1
-                tally.found += bool(det.present)
-            except TracemarkError as exc:
-                tally.failed += 1
-                row["error"] = error_dict(exc, src)
-                note(f"failed {src}: {exc.message}", bar)
-            lines.item(row)
-            bar.update(failed=int(row["error"] is not None))
+                return bool(det.present)
+
+            batch.run(src, {"source": str(src), "method": method.name, "present": None,
+                            "payload": None, "p_value": None, "score": None,
+                            "bit_errors": None}, detect)
+    tally = batch.tally
     note(f"mark found in {tally.found} of {tally.ok} images read; {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish(finding=True)
