@@ -205,7 +205,7 @@ def test_watermark_embed_and_detect_process_every_image(odd_folder: Path, tmp_pa
     assert all(r["error"] is None for r in rows)
     # each output keeps its input's format and suffix (lower case)
     assert sorted(str(p.relative_to(tmp_path / "m")) for p in (tmp_path / "m").rglob("*")
-                  if p.is_file()) == sorted(["a.jfif", "b.jpe", "sub/c.png", "D.jpg",
+                  if p.is_file()) == sorted(["a.jfif", "b.jpe", "sub/c.jpg", "D.jpg",
                                              "e_no_suffix.png"])
     res = _run("watermark", "detect", odd_folder, "--key-file", key)
     rows = _check(res, codes=(10,))  # nothing marked in the inputs: exit 10
@@ -368,3 +368,92 @@ def test_doctor_reports_extras_and_engines() -> None:
     for extra in ("c2pa", "service", "bench", "peers", "dev"):
         assert ("extras", extra) in names
     assert ("engines", "faiss-cpu") in names and all("error" in r for r in rows)
+
+
+# --- links never lead a write into an input ------------------------------------------------
+
+
+def _png(path: Path, value: int = 0) -> None:
+    Image.new("RGB", (200, 160), (value, 90, 200 - value)).save(path)
+
+
+def test_outputs_never_write_through_links_into_inputs(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(bytes(range(32)))
+    src = tmp_path / "in"
+    src.mkdir()
+    img = src / "g.png"
+    Image.fromarray(corpus_crop("art/debian_1.jpg", 256)).save(img)
+    original = img.read_bytes()
+    runner = CliRunner()
+    embed = ["watermark", "embed", "--payload", "7", "--key-file", str(key)]
+    # an output name that is a hard link to the input, with --force
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(img, out / "hard.png")
+    res = runner.invoke(main, [*embed, str(img), "--out", str(out / "hard.png"), "--force"])
+    assert res.exit_code == 2 and "never writes over an input" in res.stderr
+    # a planned output that is a symbolic link to the input: written beside, never through
+    os.symlink(img, out / "g.png")
+    res = runner.invoke(main, [*embed, str(img), "--out", str(out), "--force"])
+    assert res.exit_code == 0, res.output
+    assert Path(json.loads(res.stdout)["output"]).name == "g-2.png" and "g-2.png" in res.stderr
+    # attack with --force over links to the input (the attacked files and the manifest)
+    att = tmp_path / "att"
+    (att / "g").mkdir(parents=True)
+    os.symlink(img, att / "g" / "blur_4.png")
+    os.link(img, att / "manifest.jsonl")
+    res = runner.invoke(main, ["attack", "--suite", "tree-ring", "--out", str(att), str(img),
+                               "--force"])
+    assert res.exit_code == 0, res.output
+    assert img.read_bytes() == original
+
+
+def test_an_output_folder_linked_into_the_input_folder_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(bytes(range(32)))
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.fromarray(corpus_crop("art/debian_1.jpg", 256)).save(tmp_path / "in" / "sub" / "h.png")
+    (tmp_path / "out").mkdir()
+    os.symlink(tmp_path / "in" / "sub", tmp_path / "out" / "sub")
+    res = CliRunner().invoke(main, ["watermark", "embed", str(tmp_path / "in"), "--out",
+                                    str(tmp_path / "out"), "--payload", "1", "--key-file",
+                                    str(key), "--force"])
+    assert res.exit_code == 2 and "inside the input folder" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "in" / "sub").iterdir()) == ["h.png"]
+
+
+def test_folder_links_are_followed_once_and_loops_reported(tmp_path: Path) -> None:
+    from tracemark.cli._common import expand_inputs
+
+    (tmp_path / "elsewhere").mkdir()
+    _png(tmp_path / "elsewhere" / "x.png")
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    _png(tmp_path / "in" / "a.png")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "in" / "linked")
+    os.symlink("..", tmp_path / "in" / "sub" / "loop")
+    found = expand_inputs([tmp_path / "in"])
+    assert [p.relative_to(tmp_path / "in").as_posix() for p in found.paths] == [
+        "a.png", "linked/x.png"]
+    assert [(p.name, why) for p, why in found.skipped] == [
+        ("loop", "symbolic link to a folder already walked")]
+
+
+def test_same_format_follows_the_content(tmp_path: Path) -> None:
+    from tracemark.cli._common import keep_suffix
+
+    jpeg_no_suffix = tmp_path / "photo"
+    Image.new("RGB", (8, 8)).save(jpeg_no_suffix, "JPEG")
+    png_as_jpg = tmp_path / "really.jpg"
+    Image.new("RGB", (8, 8)).save(png_as_jpg, "PNG")
+    mpo = tmp_path / "c.mpo"
+    Image.new("RGB", (8, 8)).save(mpo, "JPEG")
+    jfif = tmp_path / "d.JFIF"
+    Image.new("RGB", (8, 8)).save(jfif, "JPEG")
+    same = keep_suffix("same")
+    assert [same(p) for p in (jpeg_no_suffix, png_as_jpg, mpo, jfif)] == [
+        ".jpg", ".png", ".jpg", ".jfif"]
+    tif = tmp_path / "t.tif"
+    Image.new("RGB", (8, 8)).save(tif, "TIFF")
+    assert keep_suffix("same", writable={".jpg", ".png", ".webp"})(tif) == ".png"
+    assert keep_suffix("webp")(tif) == ".webp"

@@ -59,11 +59,13 @@ path, ``"<bytes>"``, ``"<file object>"``, ``"<PIL image>"``, ``"<array>"``, or t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import stat
 import struct
+import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -333,7 +335,10 @@ def save_image(
 
     ``format`` defaults to the one named by the path's suffix (required for file
     objects). The image is encoded before the destination is touched; other options are
-    those of :func:`encode_image`.
+    those of :func:`encode_image`. A path is written atomically: to a temporary file in the
+    same folder, synced, then renamed over ``dest``. A reader never sees half a file, a
+    failed write leaves ``dest`` as it was, and a ``dest`` that is a symbolic or hard link
+    is replaced by the new file: the file it linked to is never written through.
     """
     if isinstance(dest, str | os.PathLike):
         path = os.fspath(dest)
@@ -345,12 +350,7 @@ def save_image(
         )
         if os.path.isdir(path):
             raise ImageSourceError("destination is a directory", source=label)
-        try:
-            with open(path, "wb") as fh:
-                fh.write(data)
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise ImageSourceError(f"cannot write: {reason}", source=label) from exc
+        _write_atomically(path, data, label)
         return
     if not hasattr(dest, "write"):
         raise ImageSourceError(
@@ -369,6 +369,41 @@ def save_image(
         dest.write(data)
     except (OSError, ValueError, TypeError) as exc:
         raise ImageSourceError(f"cannot write: {exc}", source="<file object>") from exc
+
+
+def _write_atomically(path: str, data: bytes, label: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tracemark-", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        tmp = None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ImageSourceError(f"cannot write: {reason}", source=label) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads);
+    0o022 where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 # --- sources ------------------------------------------------------------------

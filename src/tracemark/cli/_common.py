@@ -175,6 +175,7 @@ class Progress:
         self.failed = 0
         self._t0 = time.monotonic()
         self._last = -math.inf
+        self._printed = 0
         if interval is None:
             try:
                 interval = float(os.environ.get(PROGRESS_SECONDS_ENV, "10"))
@@ -203,11 +204,12 @@ class Progress:
                 self._bar.set_postfix(failed=self.failed, refresh=False)
             return
         now = time.monotonic()
-        if self.done == n or now - self._last >= self.interval:
+        if self._printed == 0 or now - self._last >= self.interval:
             self._line()
             self._last = now
 
     def _line(self) -> None:
+        self._printed = self.done
         elapsed = max(time.monotonic() - self._t0, 1e-9)
         total = "" if self.total is None else f"/{self.total}"
         self.stream.write(f"{self.desc}: {self.done}{total} {self.unit}, "
@@ -226,9 +228,8 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._last != -math.inf and self.done:
+        elif self.done and self._printed != self.done:
             self._line()
-            self._last = -math.inf
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -268,7 +269,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Inputs:
     file is reported by the command. In a folder, a file is kept when the loader reads its
     suffix (:func:`tracemark.imageio.image_suffixes`, any case) or its first bytes are an
     image (:func:`tracemark.imageio.sniff_format`); other files, and hidden files and
-    folders, are returned in ``skipped`` with the reason.
+    folders, are returned in ``skipped`` with the reason. Symbolic links to folders are
+    followed, once each (a link back into the walk is reported as skipped).
     """
     out = Inputs()
     for raw in inputs:
@@ -277,19 +279,28 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Inputs:
             out.paths.append(p)
             continue
         kept: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(p):
-            hidden_dirs = sorted(d for d in dirnames if d.startswith("."))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        seen = {os.path.realpath(p)}
+        for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
             base = Path(dirpath)
-            for d in hidden_dirs:
-                out.skipped.append((base / d, "hidden folder"))
+            walk = []
+            for d in sorted(dirnames):
+                if d.startswith("."):
+                    out.skipped.append((base / d, "hidden folder"))
+                    continue
+                real = os.path.realpath(base / d)
+                if real in seen:  # a symbolic link back into the walk: a loop
+                    out.skipped.append((base / d, "symbolic link to a folder already walked"))
+                    continue
+                seen.add(real)
+                walk.append(d)
+            dirnames[:] = walk
             for name in sorted(filenames):
                 f = base / name
                 if name.startswith("."):
                     out.skipped.append((f, "hidden file"))
                     continue
                 if not f.is_file():
-                    out.skipped.append((f, "not a regular file"))
+                    out.skipped.append((f, "not a regular file (a broken link, a pipe...)"))
                     continue
                 ok, reason = _is_image_file(f)
                 if ok:
@@ -312,10 +323,13 @@ def report_skipped(inputs: Inputs, lines: JsonLines | None, *, what: str = "sour
 
 
 def collect_inputs(inputs: Sequence[str], lines: JsonLines | None, *, what: str = "input",
-                   key: str = "source") -> Inputs:
-    """:func:`expand_inputs`, skipped files reported; no image at all is a usage error."""
+                   key: str = "source", report: bool = True) -> Inputs:
+    """:func:`expand_inputs`, skipped files reported (unless ``report`` is false: the
+    caller reports them with :func:`report_skipped` once it has checked its outputs); no
+    image at all is a usage error."""
     found = expand_inputs(inputs)
-    report_skipped(found, lines, what=key)
+    if report:
+        report_skipped(found, lines, what=key)
     if not found.paths:
         raise click.UsageError(f"no {what} images found"
                                + (f" ({len(found.skipped)} files skipped)" if found.skipped else ""))
@@ -332,8 +346,9 @@ def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
     ``out`` is a folder, or, when a single file goes in and ``out`` has an image suffix and
     is not an existing folder, the output file itself. In a folder, a file found in a
     folder argument keeps its path relative to it, a file argument keeps its stem;
-    ``suffix(source)`` gives the extension. Two inputs that would land on the same name,
-    or a name that is an input's, get ``-2``, ``-3``...
+    ``suffix(source)`` gives the extension. Two inputs that would land on the same name
+    (compared case-insensitively), or a name that is an input's (also through a symbolic
+    or hard link), get ``-2``, ``-3``... and a note on stderr says so.
 
     Raises :class:`ConfigurationError` when an output exists and ``force`` is false, when
     the output file named is an input (never written over, even with ``force``), or when ``out`` is inside a folder
@@ -342,55 +357,102 @@ def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
     from tracemark.imageio import format_of_suffix
 
     sources = found.paths
-    inputs_real = {p.resolve() for p in sources}
-    single_file = (len(sources) == 1 and out.resolve() not in inputs_real and not found.roots and not out.is_dir()
-                   and format_of_suffix(out.suffix) is not None)
-    if len(sources) == 1 and not found.roots and out.resolve() in inputs_real:
+    inputs_real = {_key(p) for p in sources}
+    inputs_ids = {i for i in (_file_id(p) for p in sources) if i is not None}
+    roots_real = [Path(os.path.realpath(r)) for r in set(found.roots.values())]
+
+    def inside_an_input_folder(dest: Path) -> Path | None:
+        real = Path(os.path.realpath(dest.parent))
+        for root in roots_real:
+            if real == root or root in real.parents:
+                return root
+        return None
+
+    if len(sources) == 1 and not found.roots and _key(out) in inputs_real:
         raise fail(f"--out {out} is the input: tracemark never writes over an input")
+    single_file = (len(sources) == 1 and not found.roots and not out.is_dir()
+                   and format_of_suffix(out.suffix) is not None)
     if single_file:
         plan = [(sources[0], out)]
     else:
-        out_real = out.resolve()
-        for root in set(found.roots.values()):
-            root_real = root.resolve()
-            if out_real == root_real or root_real in out_real.parents:
-                raise fail(f"--out {out} is, or is inside, the input folder {root}: the outputs "
-                           "would be read back as inputs; choose a folder outside it")
-        taken: set[Path] = set(inputs_real)  # an input's name is never an output's
+        for root in roots_real:
+            out_real = Path(os.path.realpath(out))
+            if out_real == root or root in out_real.parents:
+                raise fail(f"--out {out} is, or is inside, an input folder ({root}): the "
+                           "outputs would be read back as inputs; choose a folder outside it")
+        taken: set[str] = set(inputs_real)  # an input's name is never an output's
         plan = []
         for src in sources:
             root = found.roots.get(src)
             rel = src.relative_to(root).with_suffix("") if root is not None else Path(src.stem or "image")
             ext = suffix(src)
             dest, k = out / f"{rel}{ext}", 2
-            while dest.resolve() in taken:
+            while _key(dest) in taken or _file_id(dest) in inputs_ids:
                 dest, k = out / f"{rel}-{k}{ext}", k + 1
-            taken.add(dest.resolve())
+            if k > 2:
+                note(f"note: {src} is written as {dest.name} (its name was taken by an input "
+                     "or another output)")
+            taken.add(_key(dest))
             plan.append((src, dest))
     for _src, dest in plan:
-        if dest.resolve() in inputs_real:
+        if _key(dest) in inputs_real or _file_id(dest) in inputs_ids:
             raise fail(f"{dest} is an input: tracemark never writes over an input (choose "
                        "another --out)")
-        if dest.exists() and not force:
+        root = inside_an_input_folder(dest)
+        if root is not None:
+            raise fail(f"{dest} lands inside the input folder {root} (through a link): the "
+                       "outputs would be read back as inputs; choose another --out")
+        if (dest.exists() or dest.is_symlink()) and not force:
             raise fail(f"{dest} exists: give --force to overwrite it, or choose another --out")
     return plan
 
 
+def _key(path: Path) -> str:
+    """A path's identity for name clashes: its real path, case-folded (so that outputs
+    never clash on a case-insensitive file system either)."""
+    return os.path.realpath(path).casefold()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file (hard links share it), else None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+_CANONICAL_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif",
+                     "BMP": ".bmp", "GIF": ".gif"}
+
+
 def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
                 fallback: str = ".png") -> Callable[[Path], str]:
-    """The output suffix rule: ``fmt`` (``"png"``, ``"jpg"``, ``"webp"``) when given, else
-    the input's own suffix (lower case) when it is in ``writable`` (default: any suffix
-    the loader reads), else ``fallback``."""
+    """The output suffix rule: ``fmt`` (``"png"``, ``"jpg"``, ``"webp"``) when given;
+    otherwise (``"same"``) the input's format, told by its first bytes: its own suffix
+    (lower case) when that names the format, else the format's usual suffix (a JPEG
+    without a suffix or named ``.mpo`` is written as ``.jpg``); ``fallback`` when the
+    format is not in ``writable`` (default: every format the loader writes)."""
     if fmt is not None and fmt != "same":
         ext = "." + fmt
         return lambda _src: ext
 
     def same(src: Path) -> str:
-        from tracemark.imageio import image_suffixes
+        from tracemark.imageio import format_of_suffix, sniff_format
 
-        ok = set(writable) if writable is not None else image_suffixes() - {".mpo", ".apng"}
-        s = src.suffix.lower()
-        return s if s in ok else fallback
+        try:
+            with src.open("rb") as fh:
+                actual = sniff_format(fh.read(64))
+        except OSError:
+            actual = None
+        own = src.suffix.lower()
+        actual = actual or format_of_suffix(own)
+        if actual is None:
+            return fallback
+        ext = own if format_of_suffix(own) == actual and own not in (".mpo", ".apng") \
+            else _CANONICAL_SUFFIX[actual]
+        ok = set(writable) if writable is not None else None
+        return ext if ok is None or ext in ok else fallback
 
     return same
 

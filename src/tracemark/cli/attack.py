@@ -78,12 +78,14 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
                 raise fail(f"{dest} exists: give --force to overwrite, or choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if manifest_path.is_symlink() or manifest_path.exists():  # --force: replace the
+            manifest_path.unlink()  # entry itself, never write through a link
     except OSError as exc:
         raise fail(f"cannot create --out {out}: {exc.strerror or exc}") from exc
     tally = Tally(skipped=len(found.skipped))
     n_bad_attacks = 0
     table: dict[str, list[tuple[float, float, float]]] = {}
-    with manifest_path.open("w", encoding="utf-8") as mf, \
+    with manifest_path.open("x", encoding="utf-8") as mf, \
             Progress(len(dirs), f"attack {suite.name}") as bar:
         manifest = JsonLines(mf)
         lines.progress = bar

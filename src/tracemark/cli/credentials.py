@@ -24,6 +24,7 @@ from tracemark.cli._common import (
     keep_suffix,
     note,
     plan_outputs,
+    report_skipped,
 )
 from tracemark.errors import TracemarkError
 
@@ -108,8 +109,9 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     if creds.development:
         note("note: signing with a development certificate (TEST ONLY)")
     lines = JsonLines()
-    found = collect_inputs(inputs, lines)
+    found = collect_inputs(inputs, lines, report=False)
     plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=force)
+    report_skipped(found, lines)
     sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
                             quality=quality)
     try:
@@ -123,9 +125,10 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
                 res, _ = sign_image(cs, src, dest, creds, sign_opts)
                 row.update(res.to_dict())
 
-            batch.run(src, {"source": str(src), "output": str(dest)}, sign)
+            batch.run(src, {"source": str(src), "output": None}, sign)
     tally = batch.tally
-    note(f"signed {tally.ok} of {len(plan)} images into {store.path}; {tally.failed} failed, "
+    note(f"signed {tally.ok} of {len(plan)} images into {out} (manifests in {store.path}); "
+         f"{tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
 

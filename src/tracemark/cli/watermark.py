@@ -25,6 +25,7 @@ from tracemark.cli._common import (
     keep_suffix,
     note,
     plan_outputs,
+    report_skipped,
 )
 from tracemark.errors import ImageSourceError, PayloadError, TracemarkError
 
@@ -133,8 +134,9 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     except PayloadError as exc:
         raise click.BadParameter(exc.message, param_hint="'--payload'") from exc
     lines = JsonLines()
-    found = collect_inputs(inputs, lines)
+    found = collect_inputs(inputs, lines, report=False)
     plan = plan_outputs(found, out, keep_suffix(fmt), force=force)
+    report_skipped(found, lines)
 
     with Batch(len(plan), f"embed {method.name}", lines, skipped=len(found.skipped)) as batch:
         for src, dest in plan:

@@ -29,6 +29,7 @@ from tracemark.errors import (
     UnknownMethodError,
     WatermarkKeyError,
 )
+from tracemark.imageio import DEFAULT_MAX_PIXELS
 from tracemark.watermark.payload import payload_to_bits
 
 __all__ = [
@@ -152,9 +153,13 @@ class WatermarkMethod(ABC):
 
     @staticmethod
     def _load(image: Any) -> npt.NDArray[np.uint8]:
+        """``image`` as RGB uint8. A path or bytes is decoded under the loader's default
+        pixel limit; an array is already in memory, so no decompression-bomb limit applies
+        to it (the caller loaded it under its own)."""
         from tracemark.imageio import load_image
 
-        return load_image(image)
+        return load_image(image, max_pixels=None if isinstance(image, np.ndarray) else
+                          DEFAULT_MAX_PIXELS)
 
     def _check_key(self, key: Any) -> Any:
         if not self.keyed:
