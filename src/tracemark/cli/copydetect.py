@@ -378,6 +378,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
         if failed == len(paths):
             note("no background image could be read")
             Tally(ok=0, failed=failed).finish()
+        note(f"calibrating: searching the collection with {len(images)} background images...")
         try:
             summary = ci.calibrate(images)
         except ConfigError as exc:
