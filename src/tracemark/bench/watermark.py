@@ -83,7 +83,6 @@ NONE_ENTRY = "none"
 FPR_TARGETS = (0.01, 0.001)
 PRESENT_ALPHA = 1e-3
 """A detection counts as "present" in the aggregates when ``p_value < PRESENT_ALPHA``."""
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
 
 Image = npt.NDArray[np.uint8]
 
@@ -112,10 +111,12 @@ class BenchConfig:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix), sorted by path."""
-    return sorted(
-        f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-    )
+    """Image files under ``folder`` (recursive, by suffix: every suffix the loader reads,
+    :func:`tracemark.imageio.image_suffixes`, any case), sorted by path."""
+    from tracemark.imageio import image_suffixes
+
+    suffixes = image_suffixes()
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
 
 
 def select_spread(paths: Sequence[Path], limit: int | None) -> list[Path]:

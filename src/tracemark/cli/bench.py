@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -15,6 +16,21 @@ import click
 from tracemark.errors import TracemarkError
 
 __all__ = ["bench_group"]
+
+
+def _listed(folder: Path, list_images: Callable[[Path], list[Path]]) -> list[Path]:
+    """The benchmark's images of ``folder``; every other file is reported as skipped."""
+    from tracemark.cli._common import expand_inputs, note
+
+    images = list_images(folder)
+    kept = set(images)
+    walked = expand_inputs([folder])
+    for path in walked.paths:
+        if path not in kept:
+            note(f"skipped {path}: no image suffix (benchmarks take images by suffix)")
+    for path, reason in walked.skipped:
+        note(f"skipped {path}: {reason}")
+    return images
 
 
 @click.group("bench")
@@ -128,7 +144,7 @@ def watermark_bench_command(
     try:
         config = BenchConfig(seed=seed, resize=resize, max_side=max_side, workers=workers)
         suite_objs = [get_suite(s) for s in suites]
-        paths = select_spread(list_images(images_dir), limit)
+        paths = select_spread(_listed(images_dir, list_images), limit)
         if not paths:
             raise click.UsageError(f"no images found in {images_dir}")
         result = run_watermark_bench(
@@ -228,7 +244,7 @@ def copydetect_bench_command(
             workers=workers,
         )
         result = run_copydetect_bench(
-            list_images(images_dir), config=config, root=images_dir, progress=True
+            _listed(images_dir, list_images), config=config, root=images_dir, progress=True
         )
     except TracemarkError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -259,7 +275,7 @@ def credentials_bench_command(folder: Path, signed: int, other: int, unsigned: i
 
     cfg = CredentialsBenchConfig(signed=signed, other=other, unsigned=unsigned, seed=seed)
     try:
-        result = run_credentials_bench(list_images(folder), cfg, progress=True)
+        result = run_credentials_bench(_listed(folder, list_images), cfg, progress=True)
     except TracemarkError as exc:
         raise click.ClickException(str(exc)) from None
     report = format_markdown(result, f"tracemark bench credentials {folder}")
