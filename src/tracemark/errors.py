@@ -26,6 +26,7 @@ __all__ = [
     "MetricError",
     "WatermarkError",
     "PayloadError",
+    "WatermarkEmbedError",
     "WatermarkKeyError",
     "UnknownMethodError",
     "FingerprintError",
@@ -144,6 +145,12 @@ class MetricError(TracemarkError, ValueError):
 
 class WatermarkError(TracemarkError):
     """A watermark could not be embedded or detected."""
+
+
+class WatermarkEmbedError(WatermarkError):
+    """The mark could not be made to read back from this image (after every adaptation the
+    method tries): the message names the reason (flat or saturated content, content that
+    imitates the mark, too little room)."""
 
 
 class PayloadError(WatermarkError, ValueError):

@@ -20,6 +20,7 @@ Design (see docs/watermark.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -126,6 +127,13 @@ def embed_delta(y: F32, tile: F32, c: int, mse: float) -> F32:
 WORK_SIDE = 512
 
 
+def prior_basis(height: int, width: int, scale: float) -> npt.NDArray[np.float64]:
+    """The lattice :func:`embed_delta` lays on an image of this size (axis-aligned, period
+    ``N_CHIPS * chip_size``), in working pixels (``scale`` from :func:`working_luma`)."""
+    t = N_CHIPS * chip_size(height, width) * scale
+    return np.array([[t, 0.0], [0.0, t]])
+
+
 def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
     """Luma at the working resolution (short side <= ~1.15 * WORK_SIDE) and the scale used."""
     y = luma(image)
@@ -149,15 +157,50 @@ MIN_PERIOD = 14.0
 """Chip size (working pixels) the default residual filter is tuned for."""
 
 
-def residual(y: F32, chip: float = NOMINAL_CHIP) -> F32:
-    """Band-pass luma residual tuned to ``chip`` px chips, locally normalised, clipped."""
+def residual(y: F32, chip: float = NOMINAL_CHIP, *, suppress: bool = False) -> F32:
+    """Band-pass luma residual tuned to ``chip`` px chips, locally normalised, clipped;
+    with ``suppress``, periodic content removed first (:func:`suppress_periodic`)."""
     s1, s2 = 0.175 * chip, 0.75 * chip
     lo = cv2.GaussianBlur(y, (0, 0), s1) if s1 >= 0.3 else y
     r = lo - cv2.GaussianBlur(y, (0, 0), max(s2, 0.6))
+    if suppress:
+        r = suppress_periodic(r)
     win = max(9, int(round(4.25 * chip)) | 1)
     s = np.sqrt(np.maximum(cv2.blur(r * r, (win, win)), 0.0)) + 0.5
     r = np.clip(r / s, -3.0, 3.0)
     return (r - r.mean()).astype(np.float32)
+
+
+PERIODIC_PEAK = 5.0
+"""Spectral lines above this many times their neighbourhood's mean are content that
+repeats (grass, fabric, dot screens, tiles), not the mark, whose energy is spread thinly
+over many lines: they are cut down to that level."""
+
+
+PERIODIC_SHARE = 0.05
+"""Periodic content is suppressed only where its lines hold at least this share of the
+residual's energy (natural photographs rarely do; dot screens, fabric and tiles do)."""
+
+
+def periodic_share(r: F32, factor: float = PERIODIC_PEAK) -> float:
+    """Share of ``r``'s energy in spectral lines above ``factor`` times their
+    neighbourhood's mean (15 x 15 lines): high for content that repeats."""
+    mag = np.abs(sfft.rfft2(r, workers=1))
+    local = ndimage.uniform_filter(mag, 15, mode="wrap") + 1e-6
+    power = mag * mag
+    return float(power[mag > factor * local].sum() / max(float(power.sum()), 1e-12))
+
+
+def suppress_periodic(r: F32, factor: float = PERIODIC_PEAK) -> F32:
+    """``r`` with its outlying spectral lines (periodic content) attenuated to ``factor``
+    times the local mean magnitude (15 x 15 lines). On a flat image the mark's own lines
+    are such outliers: the detector therefore tries the residual with and without it."""
+    spec = sfft.rfft2(r, workers=1)
+    mag = np.abs(spec)
+    local = ndimage.uniform_filter(mag, 15, mode="wrap") + 1e-6
+    gain = np.where(mag > factor * local, factor * local / np.maximum(mag, 1e-9), 1.0)
+    gain[0, 0] = 1.0
+    return sfft.irfft2(spec * gain, r.shape, workers=1).astype(np.float32)
 
 
 def autocorrelation(r: F32) -> F32:
@@ -284,13 +327,22 @@ def _hough(amax: F32, cy: int, cx: int, rmin: float, rmax: float, top: int) -> l
     ]
 
 
-def find_lattices(r: F32, *, top: int = 7, max_peaks: int = 16) -> list[Lattice]:
-    """Candidate lattice bases, best first: a square-lattice Hough search over period and
-    rotation, then pairs of strong autocorrelation peaks (which also catch aspect changes
-    and shear); each refined by a least-squares fit to sub-pixel peaks."""
+def find_lattices(
+    r: F32,
+    *,
+    top: int = 7,
+    max_peaks: int = 16,
+    priors: Sequence[npt.NDArray[np.float64]] = (),
+) -> list[Lattice]:
+    """Candidate lattice bases, best first: the ``priors`` (lattices expected without any
+    geometric change, e.g. the one the embedder uses for an image of this size), then a
+    square-lattice Hough search over period and rotation, then pairs of strong
+    autocorrelation peaks (which also catch aspect changes and shear); each refined by a
+    least-squares fit to sub-pixel peaks. Content that repeats (grass, fabric, tiles) can
+    pose as a lattice in the autocorrelation; a prior does not depend on it."""
     ctx = _acf_context(r)
     if ctx is None:
-        return []
+        return [Lattice(np.asarray(b, np.float64), 0.0) for b in priors]
     a, amax, cy, cx, rmin, rmax, _ = ctx
     noise = 1.0
     seen: list[npt.NDArray[np.float64]] = []
@@ -301,6 +353,15 @@ def find_lattices(r: F32, *, top: int = 7, max_peaks: int = 16) -> list[Lattice]
             return
         seen.append(b)
         out.append(Lattice(_refine(a, cy, cx, b), score))
+
+    for b in priors:  # as expected, and refined (a small resize moves it)
+        b = np.asarray(b, np.float64)
+        score = _lattice_score(amax, cy, cx, b, rmax, noise)
+        seen.append(b)
+        out.append(Lattice(b, score))
+        refined = _refine(a, cy, cx, b)
+        if not np.allclose(refined, b, atol=0.05):
+            out.append(Lattice(refined, score))
 
     for b in _hough(amax, cy, cx, rmin, rmax, max(2, top // 2)):
         add(b, _lattice_score(amax, cy, cx, b, rmax, noise))

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
-from tracemark.errors import ConfigError
+from tracemark.errors import ConfigError, WatermarkEmbedError
 from tracemark.watermark import lattice as L
 from tracemark.watermark.base import (
     Bits,
@@ -33,6 +34,14 @@ from tracemark.watermark.payload import bits_to_int, crc16_of_bits, int_to_bits
 
 CRC_BITS = 16
 CODE = ConvCode()
+
+ADAPTATIONS: tuple[tuple[float, bool], ...] = ((0.0, False), (0.0, True), (1.5, True), (3.0, True))
+"""What ``embed`` tries, in order, until its output reads back: (dB below the configured
+PSNR, headroom for saturated pixels)."""
+MIN_ADAPTED_PSNR = 36.0
+"""An adaptation never makes the mark stronger than this PSNR (dB)."""
+VERIFY_ALPHA = 1e-4
+"""The false-positive rate at which ``embed`` checks that its output reads back."""
 
 
 @lru_cache(maxsize=32)
@@ -57,10 +66,15 @@ class LatticeWatermark(WatermarkMethod):
     calibrated = True
     min_size = 128
 
-    def __init__(self, *, psnr: float = 40.5) -> None:
+    def __init__(self, *, psnr: float = 40.5, size_prior: bool = True, verify: bool = True) -> None:
         if not 20.0 <= psnr <= 60.0:
             raise ConfigError(f"psnr must be in [20, 60] dB; got {psnr}")
         self.psnr = float(psnr)
+        self.size_prior = bool(size_prior)
+        """Also try the lattice the embedder lays on an image of the query's size."""
+        self.verify = bool(verify)
+        """``embed`` checks that its output reads back (as it is, and after a JPEG 75
+        round trip) and adapts, or raises :class:`~tracemark.errors.WatermarkEmbedError`."""
 
     @property
     def n_info(self) -> int:
@@ -84,41 +98,99 @@ class LatticeWatermark(WatermarkMethod):
         crc = crc16_of_bits(payload_bits, init=_crc_init(key))
         return info, crc == bits_to_int(crc_bits), soft
 
+    def _marked(self, image: npt.NDArray[np.uint8], tile: npt.NDArray[np.float32], psnr: float,
+                headroom: bool) -> npt.NDArray[np.uint8]:
+        """``image`` plus the rendered ``tile`` at ``psnr`` dB (the mark alone). With
+        ``headroom``, pixels too close to black or white to take the change are first moved
+        inward by the local amplitude of the mark, so that clipping does not erase it."""
+        y = L.luma(image)
+        c = L.chip_size(*y.shape)
+        mse = 255.0**2 / 10 ** (psnr / 10)
+        base = image.astype(np.float32)
+        delta = L.embed_delta(y, tile, c, mse)
+        if headroom:
+            env = cv2.dilate(np.abs(delta), np.ones((3, 3), np.uint8))[..., None]
+            base = np.clip(base, env, 255.0 - env)
+        out = np.clip(np.rint(base + delta[..., None]), 0, 255).astype(np.uint8)
+        return out
+
+    def _reads_back(self, marked: npt.NDArray[np.uint8], bits: Bits,
+                    key: WatermarkKey) -> tuple[bool, str]:
+        """Does the blind detector read ``bits`` from ``marked``, and from its JPEG 75
+        round trip? (and which check failed)."""
+        from tracemark.imageio import encode_image, load_image
+
+        want = bits_to_bytes(bits)
+        for what, img in (("as written", marked),
+                          ("after JPEG 75", None)):
+            if img is None:
+                img = load_image(encode_image(marked, "JPEG", quality=75))
+            det = self._detect(img, key, VERIFY_ALPHA)
+            if not (det.present and det.payload == want):
+                return False, what
+        return True, ""
+
     def _embed(
         self, image: npt.NDArray[np.uint8], bits: Bits, key: WatermarkKey
     ) -> npt.NDArray[np.uint8]:
         layout, _ = _layout(key, self.n_coded)
-        coded = CODE.encode(self._info_bits(bits, key))
-        y = L.luma(image)
-        c = L.chip_size(*y.shape)
-        mse = 255.0**2 / 10 ** (self.psnr / 10)
-        delta = L.embed_delta(y, layout.tile(coded), c, mse)
-        out = image.astype(np.float32) + delta[..., None]
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        tile = layout.tile(CODE.encode(self._info_bits(bits, key)))
+        if not self.verify:
+            return self._marked(image, tile, self.psnr, headroom=False)
+        failed = []
+        for step, (dpsnr, headroom) in enumerate(ADAPTATIONS):
+            psnr = self.psnr - dpsnr
+            if step and psnr < MIN_ADAPTED_PSNR:
+                break
+            marked = self._marked(image, tile, psnr, headroom)
+            ok, what = self._reads_back(marked, bits, key)
+            if ok:
+                return marked
+            failed.append(f"{psnr:.1f} dB{' with headroom' if headroom else ''}: not read "
+                          f"back {what}")
+        saturated = float(np.mean((image <= 2) | (image >= 253)))
+        flat = float(np.mean(L.activity_mask(L.luma(image), L.chip_size(*image.shape[:2])) <= 0.51))
+        reason = ("much of the image is saturated (pure black or white)" if saturated > 0.4 else
+                  "much of the image is flat" if flat > 0.5 else
+                  "the content hides or imitates the mark's lattice")
+        raise WatermarkEmbedError(
+            f"the mark does not read back from this image: {reason} (tried "
+            f"{'; '.join(failed)}); it is not marked")
 
     def _detect(self, image: npt.NDArray[np.uint8], key: WatermarkKey, alpha: float) -> Detection:
         layout, sync_ref = _layout(key, self.n_coded)
-        y, _ = L.working_luma(image)
-        r0 = L.residual(y)
-        lattices = L.find_lattices(r0)
-        best: tuple[L.Alignment, L.Lattice] | None = None
-        for lat in lattices:
-            cw = float(np.mean(np.hypot(*lat.basis))) / L.N_CHIPS
-            r = L.residual(y, cw) if abs(cw - L.NOMINAL_CHIP) > 1.0 else r0
-            al = L.align(L.fold(r, lat.basis), sync_ref)
-            if best is None or al.z > best[0].z:
-                best = (al, lat)
-        trials = 8.0 * (L.N_CHIPS * L.SUB) ** 2 * max(1, len(lattices))
+        y, scale = L.working_luma(image)
+        priors = [L.prior_basis(image.shape[0], image.shape[1], scale)] if self.size_prior else []
+        r_plain = L.residual(y)
+        # content that repeats (dot screens, fabric, tiles) can capture the synchronisation:
+        # then the residual without it is tried too
+        variants = [False]
+        if self.size_prior and L.periodic_share(r_plain) >= L.PERIODIC_SHARE:
+            variants.append(True)
+        best: tuple[L.Alignment, L.Lattice, bool] | None = None
+        n_lattices = 0
+        for suppress in variants:
+            r0 = L.residual(y, suppress=True) if suppress else r_plain
+            lattices = L.find_lattices(r0, priors=priors)
+            n_lattices += len(lattices)
+            for lat in lattices:
+                cw = float(np.mean(np.hypot(*lat.basis))) / L.N_CHIPS
+                r = L.residual(y, cw, suppress=suppress) if abs(cw - L.NOMINAL_CHIP) > 1.0 else r0
+                al = L.align(L.fold(r, lat.basis), sync_ref)
+                if best is None or al.z > best[0].z:
+                    best = (al, lat, suppress)
+        trials = 8.0 * (L.N_CHIPS * L.SUB) ** 2 * max(1, n_lattices)
         if best is None:
             return Detection(
                 False, None, 0.0, 1.0, method=self.name, details={"reason": "no lattice found"}
             )
-        al, lat = best
+        al, lat, suppressed = best
         info, crc_ok, soft = self._decode(al, layout, key)
         decodes, local = 1, False
         if not crc_ok:
             # second chance: follow smooth warps (perspective) with per-region corrections
-            r = L.residual(y, float(np.mean(np.hypot(*lat.basis))) / L.N_CHIPS)
+            r = L.residual(y, float(np.mean(np.hypot(*lat.basis))) / L.N_CHIPS,
+                           suppress=suppressed)
             off = L.local_offsets(r, lat.basis, sync_ref, al.sym)
             if off is not None:
                 al2 = L.align(L.fold(r, lat.basis, offset=off), sync_ref)
@@ -151,5 +223,17 @@ class LatticeWatermark(WatermarkMethod):
                 "symmetry": al.sym,
                 "lattice": np.round(lat.basis, 3).tolist(),
                 "local_refinement": local,
+                "periodic_content_suppressed": suppressed,
             },
         )
+
+
+@register_method("lattice-v1")
+class LatticeV1Watermark(LatticeWatermark):
+    """The first version of ``lattice``, kept to compare against and to read old marks:
+    the same mark (``lattice`` detects it), but ``embed`` does not check that its output
+    reads back, and ``detect`` neither tries the lattice expected from the image's size nor
+    suppresses periodic content."""
+
+    def __init__(self, *, psnr: float = 40.5) -> None:
+        super().__init__(psnr=psnr, size_prior=False, verify=False)
