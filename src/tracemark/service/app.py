@@ -42,6 +42,7 @@ from tracemark.errors import (
     ReferenceNotFoundError,
     TracemarkError,
     UnsupportedFormatError,
+    WatermarkEmbedError,
 )
 from tracemark.imageio import media_type
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
@@ -127,8 +128,8 @@ def _status_for(exc: TracemarkError) -> int:
         return 404
     if isinstance(exc, IndexLockedError | ClosedError):
         return 409
-    if isinstance(exc, ConfigError | PayloadError):
-        return 422
+    if isinstance(exc, ConfigError | PayloadError | WatermarkEmbedError):
+        return 422  # WatermarkEmbedError: this image cannot carry a mark that reads back
     return 400
 
 
