@@ -60,10 +60,11 @@ class StoreLocation:
         return self.path
 
 
-def store_option(*, what: str, default: str | None = None) -> Callable[[F], F]:
+def store_option(*, what: str, default: str | None = None,
+                 optional: bool = False) -> Callable[[F], F]:
     """``--store PATH`` (env ``TRACEMARK_STORE``) passed as ``store: StoreLocation``;
     ``--db`` and ``--data`` are hidden aliases kept for one release. Without ``default``
-    the option is required."""
+    the option is required, unless ``optional`` (then ``store`` may be None)."""
 
     def deco(f: F) -> F:
         @functools.wraps(f)
@@ -79,6 +80,8 @@ def store_option(*, what: str, default: str | None = None) -> Callable[[F], F]:
                 click.echo("note: --db and --data are deprecated; use --store", err=True)
                 store, explicit = legacy, True
             if store is None:
+                if optional:
+                    return f(*args, store=None, **kwargs)
                 raise click.UsageError(f"give --store PATH (the {what}) or set TRACEMARK_STORE")
             return f(*args, store=StoreLocation(Path(store), explicit), **kwargs)
 

@@ -83,6 +83,19 @@ def _mkdir(folder: Path) -> None:
         ) from exc
 
 
+def _collection(store: opts.StoreLocation) -> Any:
+    """The copy-detection index at ``store`` (a manifest store's own index too), read-only."""
+    from tracemark.copydetect import CopyIndex
+
+    path = store.require_existing("collection")
+    if (path / "credentials.sqlite").is_file():
+        path = path / "index"  # a manifest store keeps its fingerprints in index/
+    try:
+        return CopyIndex.open(path, read_only=True)
+    except TracemarkError as exc:
+        raise fail(f"cannot open the collection {store.path}: {exc.message}") from exc
+
+
 method_option = click.option("--method", "method_name", default="lattice", show_default=True,
                              help="Registered watermark method.")
 
@@ -163,26 +176,33 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
 @watermark_group.command("detect")
 @method_option
 @opts.key_options
+@opts.store_option(what="collection of registered works (a copy-detection index, or a "
+                   "manifest store): copies that blind detection misses are aligned to "
+                   "the work they copy and read again", optional=True)
 @opts.alpha_option(default=1e-4, help="False-positive rate: an unmarked image is called "
                    "marked with at most this probability (methods with a calibrated p-value).")
 @opts.max_pixels_option
 @click.argument("inputs", nargs=-1, required=True)
 def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
-               passphrase_env: str | None, alpha: float, max_pixels: int,
-               inputs: tuple[str, ...]) -> None:
+               passphrase_env: str | None, store: opts.StoreLocation | None, alpha: float,
+               max_pixels: int, inputs: tuple[str, ...]) -> None:
     """Look for the watermark in every INPUT image (files or folders, recursively).
 
     Prints one JSON line per input: source, method, present, payload (0x<hex>, or null
     when not read; give it back to embed --payload as it is), p_value (null for
-    uncalibrated methods), score, bit_errors and error. An image without the mark is a
-    normal result (present: false), not an error; exit code 10 or 11 says the mark was
-    found in none or only some of the images.
+    uncalibrated methods), score, bit_errors, route and error. An image without the mark
+    is a normal result (present: false), not an error; exit code 10 or 11 says the mark was
+    found in none or only some of the images. With --store, an image where blind
+    detection finds nothing but which copy detection matches to a registered work is
+    warped into that work's frame and read again (route "registry"; the p-value accounts
+    for every test).
     """
     from tracemark.imageio import load_image
     from tracemark.watermark import format_payload
 
     method = _method(method_name, None)
     key = _key(method, key_file=key_file, key_env=key_env, passphrase_env=passphrase_env)
+    collection = _collection(store) if store is not None else None
     lines = JsonLines()
     found = collect_inputs(inputs, lines)
     with Batch(len(found.paths), f"detect {method.name}", lines,
@@ -190,7 +210,15 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
         for src in found.paths:
 
             def detect(row: dict[str, Any], src: Path = src) -> bool:
-                det = method.detect(load_image(src, max_pixels=max_pixels), key, alpha=alpha)
+                image = load_image(src, max_pixels=max_pixels)
+                if collection is None:
+                    det = method.detect(image, key, alpha=alpha)
+                else:
+                    from tracemark.copydetect.assist import detect_assisted
+
+                    det = detect_assisted(lambda im, a: method.detect(im, key, alpha=a), image,
+                                          lambda im: collection.search(im, k=3), alpha=alpha)
+                row["route"] = det.details.get("route", "blind")
                 row.update(
                     present=bool(det.present),
                     payload=None if det.payload is None else format_payload(det.payload),
@@ -202,7 +230,9 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
 
             batch.run(src, {"source": str(src), "method": method.name, "present": None,
                             "payload": None, "p_value": None, "score": None,
-                            "bit_errors": None}, detect)
+                            "bit_errors": None, "route": None}, detect)
+    if collection is not None:
+        collection.close()
     tally = batch.tally
     note(f"mark found in {tally.found} of {tally.ok} images read; {tally.failed} failed, "
          f"{tally.skipped} skipped")

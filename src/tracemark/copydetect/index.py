@@ -98,6 +98,13 @@ class Match:
     """The reference's outline in the query's pixels: where the copy sits in the query."""
     flipped: bool
     decision: bool
+    transform: list[list[float]] | None = None
+    """3x3 transform (row-major) from query pixels to reference pixels, flips included,
+    for aligning the query to the reference (:attr:`tracemark.fingerprint.local.
+    Verification.alignment`: a homography where it explains nearly as many matches as the
+    verified similarity)."""
+    reference_size: list[int] | None = None
+    """The reference's ``[width, height]`` in pixels (the frame ``transform`` maps into)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -279,6 +286,8 @@ class CopyIndex(Resource):
                 region=None if v.region is None else np.round(v.region, 1).tolist(),
                 query_region=None if v.query_region is None else np.round(v.query_region, 1).tolist(),
                 flipped=bool(v.flipped), decision=bool(decision),
+                transform=None if v.alignment is None else np.asarray(v.alignment).tolist(),
+                reference_size=[int(ref_feats.width), int(ref_feats.height)],
             ))
         out.sort(key=lambda m: (-m.raw_score, m.ref_id))
         return out[:k]

@@ -419,11 +419,23 @@ class CredentialStore(Resource):
         self._check_open()
         return get_method(self.watermark_method).embed(image, payload, self.watermark_key)
 
-    def read_mark(self, image: ImageSource, alpha: float = DEFAULT_ALPHA) -> Detection:
+    def read_mark(self, image: ImageSource, alpha: float = DEFAULT_ALPHA, *,
+                  assisted: bool = True) -> Detection:
         """This store's watermark in ``image``: present when its p-value is at most
-        ``alpha``; absence is a result, not an error."""
+        ``alpha``; absence is a result, not an error. With ``assisted`` (default), when
+        blind detection finds nothing and the image is a copy of an image this store
+        signed, the mark is read in that image's frame
+        (:func:`tracemark.copydetect.assist.detect_assisted`: strong perspective, rotation,
+        insets); ``details["route"]`` says which."""
         self._check_open()
-        return get_method(self.watermark_method).detect(image, self.watermark_key, alpha=alpha)
+        method = get_method(self.watermark_method)
+        if not assisted:
+            return method.detect(image, self.watermark_key, alpha=alpha)
+        from tracemark.copydetect.assist import detect_assisted
+
+        key = self.watermark_key
+        return detect_assisted(lambda im, a: method.detect(im, key, alpha=a), image,
+                               lambda im: self.search(im, k=3), alpha=alpha)
 
     # --- the fingerprint index ---------------------------------------------------------
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypeAlias
 
 import cv2
@@ -216,6 +216,10 @@ class Verification:
     kind: Literal["homography", "affine", "none"]
     flipped: bool = False
     """The query matched as a mirror image of the reference."""
+    alignment: np.ndarray | None = None
+    """3x3 float64 query -> reference for aligning pixels (e.g. to read a watermark): the
+    homography where it explains nearly as many matches as ``transform`` (at least 90%),
+    since a similarity cannot undo perspective; else ``transform``."""
 
     @property
     def found(self) -> bool:
@@ -486,6 +490,7 @@ def _verify_one(
     inl = mask.ravel().astype(bool)
     count = _distinct(src[inl])
     kind: Literal["homography", "affine"] = "affine"
+    align: np.ndarray | None = None
     if allow_h and count >= 12:
         h, hmask = cv2.findHomography(
             src, dst, cv2.USAC_MAGSAC, thr, maxIters=1000, confidence=0.995
@@ -495,12 +500,17 @@ def _verify_one(
             hcount = _distinct(src[hinl])
             if hcount >= count * 1.15 + 2:
                 t, inl, count, kind = h / h[2, 2], hinl, hcount, "homography"
+            elif hcount >= 0.9 * count:
+                align = h / h[2, 2]
     if count < _MIN_MODEL_INLIERS:
         return nothing
+    if align is None:
+        align = t
     if flipped:  # original query pixel -> mirrored query pixel -> reference
         flip = np.array([[-1.0, 0.0, q.width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         t = t @ flip
-    return _finish(t, original, r, count, len(qi), kind, flipped)
+        align = align @ flip
+    return replace(_finish(t, original, r, count, len(qi), kind, flipped), alignment=align)
 
 
 def _finish(
