@@ -40,6 +40,9 @@ ADAPTATIONS: tuple[tuple[float, bool], ...] = ((0.0, False), (0.0, True), (1.5, 
 PSNR, headroom for saturated pixels)."""
 MIN_ADAPTED_PSNR = 36.0
 """An adaptation never makes the mark stronger than this PSNR (dB)."""
+ROBUST_MIN_SIDE = 256
+"""Images with a shorter side than this (px) must read back as written; larger ones also
+after a JPEG 75 round trip (a 128 px thumbnail has too few pixels per chip for that)."""
 VERIFY_ALPHA = 1e-4
 """The false-positive rate at which ``embed`` checks that its output reads back."""
 
@@ -116,13 +119,15 @@ class LatticeWatermark(WatermarkMethod):
 
     def _reads_back(self, marked: npt.NDArray[np.uint8], bits: Bits,
                     key: WatermarkKey) -> tuple[bool, str]:
-        """Does the blind detector read ``bits`` from ``marked``, and from its JPEG 75
-        round trip? (and which check failed)."""
+        """Does the blind detector read ``bits`` from ``marked``, and (short side >=
+        :data:`ROBUST_MIN_SIDE`) from its JPEG 75 round trip? (and which check failed)."""
         from tracemark.imageio import encode_image, load_image
 
         want = bits_to_bytes(bits)
-        for what, img in (("as written", marked),
-                          ("after JPEG 75", None)):
+        checks: list[tuple[str, npt.NDArray[np.uint8] | None]] = [("as written", marked)]
+        if min(marked.shape[:2]) >= ROBUST_MIN_SIDE:
+            checks.append(("after JPEG 75", None))
+        for what, img in checks:
             if img is None:
                 img = load_image(encode_image(marked, "JPEG", quality=75))
             det = self._detect(img, key, VERIFY_ALPHA)
