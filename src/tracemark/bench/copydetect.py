@@ -593,7 +593,9 @@ def run_copydetect_bench(
         raise ConfigError(
             f"calibration needs >= 4 background images; the split leaves {len(split.background)}"
         )
-    bar_opts = {"file": sys.stderr, "disable": None if progress else True, "leave": False}
+    tty = sys.stderr.isatty()  # a bar on a terminal; in a log a line every 30 s
+    bar_opts = {"file": sys.stderr, "disable": not progress, "leave": not tty,
+                "mininterval": 0.1 if tty else 30.0, "ascii": not tty}
     skipped: list[dict[str, Any]] = []
     prepared: dict[str, Image] = {}
     for name in tqdm([*split.references, *split.pool], desc="load", unit="img", **bar_opts):

@@ -452,14 +452,17 @@ def run_watermark_bench(
     embeds: list[dict[str, Any]] = []
     attacks: list[dict[str, Any]] = []
     started = time.perf_counter()
-    # disable=None: tqdm shows the bar only on a terminal
+    # a bar on a terminal; in a log (not a terminal) a line every 30 s
+    tty = sys.stderr.isatty()
     bar = tqdm(
         total=len(tasks),
         desc="bench watermark",
         unit="img",
         file=sys.stderr,
-        disable=None if progress else True,
-        leave=False,
+        disable=not progress,
+        leave=not tty,
+        mininterval=0.1 if tty else 30.0,
+        ascii=not tty,
     )
     with bar:
         if cfg.workers == 1 or len(tasks) <= 1 or not instances:
