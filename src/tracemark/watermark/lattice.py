@@ -357,11 +357,12 @@ def find_lattices(
     for b in priors:  # as expected, and refined (a small resize moves it)
         b = np.asarray(b, np.float64)
         score = _lattice_score(amax, cy, cx, b, rmax, noise)
-        seen.append(b)
+        # not in ``seen``: a prior must not hide a searched lattice a few degrees away
         out.append(Lattice(b, score))
         refined = _refine(a, cy, cx, b)
         if not np.allclose(refined, b, atol=0.05):
             out.append(Lattice(refined, score))
+    n_priors = len(out)
 
     for b in _hough(amax, cy, cx, rmin, rmax, max(2, top // 2)):
         add(b, _lattice_score(amax, cy, cx, b, rmax, noise))
@@ -397,7 +398,7 @@ def find_lattices(
         reduced += [Lattice(b, sc), lat]
     pairs = sorted(reduced, key=lambda lat: -lat.score)
     for lat in pairs:
-        if len(out) >= top:
+        if len(out) >= top + n_priors:  # the priors do not take a searched candidate's place
             break
         add(lat.basis, lat.score)
     return out
