@@ -52,6 +52,7 @@ ASSISTED_ATTACKS = [
     ("jpeg", {"quality": 50}),
 ]
 _INDEX: list[str] = []
+_MAX_SIDE: list[int] = [0]
 
 
 def _one(path: str) -> list[tuple[str, float]]:
@@ -63,6 +64,10 @@ def _one(path: str) -> list[tuple[str, float]]:
     cv2.setNumThreads(1)
     wm = watermark.get_method("lattice")
     img = load_image(path)
+    if _MAX_SIDE[0] and max(img.shape[:2]) > _MAX_SIDE[0]:
+        from tracemark.bench.watermark import prepare_image
+
+        img = prepare_image(img, max_side=_MAX_SIDE[0])
     out = [("clean", wm.detect(img, KEY).p_value)]
     for name, params in ATTACKS:
         out.append((f"clean+{name}", wm.detect(attacks.apply_attack(img, name, **params), KEY).p_value))
@@ -85,18 +90,25 @@ def _one(path: str) -> list[tuple[str, float]]:
     return out
 
 
-def _init(index: str | None, assisted: list[str]) -> None:
+def _init(index: str | None, assisted: list[str], max_side: int = 0) -> None:
+    _MAX_SIDE[0] = max_side
     if index is not None:
         _INDEX[:] = [index, *assisted]
 
 
-def _build_index(paths: list[str], folder: Path) -> str:
+def _build_index(paths: list[str], folder: Path, max_side: int) -> str:
+    from tracemark.bench.watermark import prepare_image
     from tracemark.copydetect import CopyIndex
+    from tracemark.imageio import load_image
+
+    def image(p: str) -> np.ndarray:
+        img = load_image(p)
+        return prepare_image(img, max_side=max_side) if max_side and max(img.shape[:2]) > max_side else img
 
     print(f"registering {len(paths)} unmarked images ...", file=sys.stderr, flush=True)
     with CopyIndex.create(folder / "index") as ci:
         for i in range(0, len(paths), 32):
-            ci.add_many([(p, {"source": p}) for p in paths[i : i + 32]])
+            ci.add_many([(image(p), {"source": p}) for p in paths[i : i + 32]])
             ci.commit()
             print(f"  {min(i + 32, len(paths))}/{len(paths)}", file=sys.stderr, flush=True)
     return str(folder / "index")
@@ -108,6 +120,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--write-docs", action="store_true", help="also write the section of docs/benchmarks.md")
     ap.add_argument("--no-assisted", action="store_true", help="blind detections only")
+    ap.add_argument("--max-side", type=int, default=1024,
+                    help="shrink images to this long side first (0: as they are)")
     ap.add_argument("--assisted-limit", type=int, default=100,
                     help="images (evenly spread) whose copies are also read registry-assisted")
     args = ap.parse_args()
@@ -117,12 +131,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tm-calibration-") as tmp:
         step = max(1, len(paths) // max(1, args.assisted_limit))
         assisted_paths = [] if args.no_assisted else paths[::step][: args.assisted_limit]
-        index = None if args.no_assisted else _build_index(assisted_paths, Path(tmp))
+        index = None if args.no_assisted else _build_index(assisted_paths, Path(tmp), args.max_side)
         print(f"detecting on {len(paths)} images with {args.workers} workers ...", file=sys.stderr,
               flush=True)
         rows = []
         with ProcessPoolExecutor(args.workers, initializer=_init,
-                                 initargs=(index, assisted_paths)) as pool:
+                                 initargs=(index, assisted_paths, args.max_side)) as pool:
             for i, chunk in enumerate(pool.map(_one, paths, chunksize=1), 1):
                 rows.extend(chunk)
                 if i % 10 == 0 or i == len(paths):
@@ -142,7 +156,7 @@ def main() -> None:
               "images": len(paths), "detections": int(ps.size),
               "min_p": float(ps.min()), "quantiles": {q: float(np.quantile(ps, q)) for q in (0.001, 0.01, 0.1, 0.5)},
               "rows": table, "command": "python benchmarks/bench_watermark_calibration.py --workers "
-              f"{args.workers} --assisted-limit {args.assisted_limit}"
+              f"{args.workers} --assisted-limit {args.assisted_limit} --max-side {args.max_side}"
               + (f" --limit {args.limit}" if args.limit else "")}
     out = ROOT / "benchmarks" / "results" / "watermark_calibration.json"
     out.parent.mkdir(parents=True, exist_ok=True)
