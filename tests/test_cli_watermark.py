@@ -115,6 +115,7 @@ def test_detect_recovers_the_payload(work: Path, marked: Path) -> None:
             "p_value",
             "score",
             "bit_errors",
+            "route",
             "error",
         }
         assert r["present"] is True and r["payload"] == PAYLOAD_HEX and r["error"] is None
