@@ -80,7 +80,7 @@ def main() -> None:
     ref = next((r for r in rows if r["method"] == "dwtDctSvd"), None)
     result = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2 cores, timed on one thread",
               "image_size": "1155x866 (1.0 MP)", "images": len(images), "repeats": args.repeats, "rows": rows,
-              "command": f"python benchmarks/bench_watermark_speed.py --images {args.images} --repeats {args.repeats}"}
+              "command": f"python benchmarks/bench_watermark_speed.py --images {args.images} --repeats {args.repeats} --methods {args.methods}"}
     out = ROOT / "benchmarks" / "results" / "watermark_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
