@@ -532,7 +532,7 @@ def test_sign_many_returns_each_error_in_its_slot(
     results = sign_many(store, [
         (good, out_dir / "a.jpg"),
         (bad, out_dir / "b.jpg"),
-        (small("photo/gcompris_52.jpg", 128), out_dir / "c.png"),
+        (small("photo/gcompris_52.jpg", 192), out_dir / "c.png"),
         (good, out_dir / "d.tiff"),
     ], creds)
     assert [type(r).__name__ for r in results] == [

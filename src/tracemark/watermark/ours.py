@@ -35,7 +35,8 @@ from tracemark.watermark.payload import bits_to_int, crc16_of_bits, int_to_bits
 CRC_BITS = 16
 CODE = ConvCode()
 
-ADAPTATIONS: tuple[tuple[float, bool], ...] = ((0.0, False), (0.0, True), (1.5, True), (3.0, True))
+ADAPTATIONS: tuple[tuple[float, bool], ...] = (
+    (0.0, False), (0.0, True), (1.5, True), (3.0, True), (4.5, True))
 """What ``embed`` tries, in order, until its output reads back: (dB below the configured
 PSNR, headroom for saturated pixels)."""
 MIN_ADAPTED_PSNR = 36.0
