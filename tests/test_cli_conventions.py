@@ -141,12 +141,13 @@ def test_importing_a_library_does_not_load_the_command_line(module: str) -> None
 
 
 @pytest.fixture(scope="module")
-def odd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def odd_folder(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Path:
     """Four images under the suffixes a camera or a browser gives (.jfif, .jpe, .mpo, .JPG),
     a PNG without a suffix (found by its bytes) and a text file."""
     root = tmp_path_factory.mktemp("odd") / "in"
     (root / "sub").mkdir(parents=True)
-    crops = [corpus_crop("photo/" + _photo(i), 320) for i in range(5)]
+    photos = sorted(p.name for p in (corpus_dir / "photo").glob("*.jpg"))
+    crops = [corpus_crop("photo/" + photos[i], 320) for i in range(5)]
     Image.fromarray(crops[0]).save(root / "a.jfif", "JPEG", quality=95)
     Image.fromarray(crops[1]).save(root / "b.jpe", "JPEG", quality=95)
     Image.fromarray(crops[2]).save(root / "sub" / "c.mpo", "MPO", quality=95, save_all=True,
@@ -155,14 +156,6 @@ def odd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(crops[4]).save(root / "e_no_suffix", "PNG")
     (root / "notes.txt").write_text("not an image\n")
     return root
-
-
-def _photo(i: int) -> str:
-    from .conftest import CORPUS
-
-    if not CORPUS.is_dir():
-        pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
-    return sorted(p.name for p in (CORPUS / "photo").glob("*.jpg"))[i]
 
 
 IMAGES = {"a.jfif", "b.jpe", "c.mpo", "D.JPG", "e_no_suffix"}

@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -539,10 +539,3 @@ def error_dict(exc: BaseException, source: object) -> dict[str, Any]:
         d["source"] = d.get("source") or str(source)
         return d
     return {"type": type(exc).__name__, "message": str(exc), "source": str(source)}
-
-
-def iter_with_progress(paths: Sequence[Path], desc: str) -> Iterator[tuple[Path, Progress]]:
-    """Each path with the running :class:`Progress` (closed at the end)."""
-    with Progress(len(paths), desc) as bar:
-        for p in paths:
-            yield p, bar

@@ -195,6 +195,11 @@ def _db_option(f: Any) -> Any:
     return opts.store_option(what="index directory (a copy-detection collection)")(with_url)
 
 
+def _k_option(default: int, help: str) -> Callable[[Any], Any]:
+    return click.option("-k", "--k", "k", type=click.IntRange(1, 1000), default=default,
+                        show_default=True, help=help)
+
+
 def _decision_options(f: Any) -> Any:
     f = click.option(
         "--min-inliers",
@@ -397,15 +402,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
 
 @click.command("search")
 @_db_option
-@click.option(
-    "-k",
-    "--k",
-    "k",
-    type=click.IntRange(1, 1000),
-    default=5,
-    show_default=True,
-    help="Matches kept per query, best first.",
-)
+@_k_option(5, "Matches kept per query, best first.")
 @click.option("--all", "show_all", is_flag=True, help="List the top k whatever their decision.")
 @_decision_options
 @click.argument("queries", nargs=-1, required=True)
@@ -529,15 +526,7 @@ def _scan_index(
     required=True,
     help="An index directory, or a folder of training images to index first.",
 )
-@click.option(
-    "-k",
-    "--k",
-    "k",
-    type=click.IntRange(1, 1000),
-    default=3,
-    show_default=True,
-    help="Nearest training images listed per generated image.",
-)
+@_k_option(3, "Nearest training images listed per generated image.")
 @click.option(
     "--db-out",
     type=click.Path(path_type=Path),

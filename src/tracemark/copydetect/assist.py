@@ -71,7 +71,11 @@ def detect_assisted(
     ``p_value`` is corrected for the number of tests (module docstring) and whose
     ``details`` say the route: ``"blind"`` or ``"registry"`` (with ``ref_id``).
     """
-    rgb = load_image(image)
+    # an RGB array is used as it is (not copied), so that ``search`` sees the caller's object
+    # for the query and can reuse what it already found for it
+    is_rgb = (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+              and image.shape[2] == 3)
+    rgb = image if is_rgb else load_image(image)
     blind = detect(rgb, alpha / 2)
     p_blind = None if blind.p_value is None else min(1.0, 2.0 * blind.p_value)
     if blind.present:

@@ -41,7 +41,7 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -420,13 +420,15 @@ class CredentialStore(Resource):
         return get_method(self.watermark_method).embed(image, payload, self.watermark_key)
 
     def read_mark(self, image: ImageSource, alpha: float = DEFAULT_ALPHA, *,
-                  assisted: bool = True) -> Detection:
+                  assisted: bool = True,
+                  search: Callable[[np.ndarray], Sequence[Match]] | None = None) -> Detection:
         """This store's watermark in ``image``: present when its p-value is at most
         ``alpha``; absence is a result, not an error. With ``assisted`` (default), when
         blind detection finds nothing and the image is a copy of an image this store
         signed, the mark is read in that image's frame
         (:func:`tracemark.copydetect.assist.detect_assisted`: strong perspective, rotation,
-        insets); ``details["route"]`` says which."""
+        insets); ``details["route"]`` says which. ``search`` replaces :meth:`search`
+        (``k=3``) for that, e.g. to reuse the query's matches."""
         self._check_open()
         method = get_method(self.watermark_method)
         if not assisted:
@@ -435,7 +437,7 @@ class CredentialStore(Resource):
 
         key = self.watermark_key
         return detect_assisted(lambda im, a: method.detect(im, key, alpha=a), image,
-                               lambda im: self.search(im, k=3), alpha=alpha)
+                               search or (lambda im: self.search(im, k=3)), alpha=alpha)
 
     # --- the fingerprint index ---------------------------------------------------------
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracemark.copydetect import Match
 from tracemark.copydetect.decide import DecisionRule
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
@@ -137,7 +138,18 @@ def _signature_state(reading: mf.ManifestReading) -> str:
 def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: Any,
              opts: VerifyOptions, evidence: dict[str, Any]) -> dict[str, Any] | None:
     """Watermark, then fingerprint; the recovered record and how, or None."""
-    det = store.read_mark(rgb, alpha=opts.watermark_alpha)
+    found: list[list[Match]] = []
+
+    def search(im: Any) -> list[Match]:
+        """The store's matches; the query's are searched once (the watermark's alignment
+        and the fingerprint route both need them)."""
+        if im is not rgb:
+            return store.search(im, k=3)
+        if not found:
+            found.append(store.search(rgb, k=3))
+        return found[0]
+
+    det = store.read_mark(rgb, alpha=opts.watermark_alpha, search=search)
     wm: dict[str, Any] = {"present": bool(det.present), "p_value": det.p_value,
                           "score": round(float(det.score), 4)}
     rec: ManifestRecord | None = None
@@ -153,7 +165,7 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
                 confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
     evidence["watermark"] = wm
     if rec is None:
-        matches = store.search(rgb, k=1)
+        matches = search(rgb)[:1]
         fp: dict[str, Any] = {"match": False}
         if matches:
             m = matches[0]

@@ -102,21 +102,24 @@ class LatticeWatermark(WatermarkMethod):
         crc = crc16_of_bits(payload_bits, init=_crc_init(key))
         return info, crc == bits_to_int(crc_bits), soft
 
-    def _marked(self, image: npt.NDArray[np.uint8], tile: npt.NDArray[np.float32], psnr: float,
-                headroom: bool) -> npt.NDArray[np.uint8]:
-        """``image`` plus the rendered ``tile`` at ``psnr`` dB (the mark alone). With
-        ``headroom``, pixels too close to black or white to take the change are first moved
-        inward by the local amplitude of the mark, so that clipping does not erase it."""
+    def _delta(self, image: npt.NDArray[np.uint8], tile: npt.NDArray[np.float32],
+               psnr: float) -> npt.NDArray[np.float32]:
+        """The luma change (H, W) float32 that carries ``tile`` at ``psnr`` dB."""
         y = L.luma(image)
-        c = L.chip_size(*y.shape)
         mse = 255.0**2 / 10 ** (psnr / 10)
+        return L.embed_delta(y, tile, L.chip_size(*y.shape), mse)
+
+    @staticmethod
+    def _marked(image: npt.NDArray[np.uint8], delta: npt.NDArray[np.float32],
+                headroom: bool) -> npt.NDArray[np.uint8]:
+        """``image`` plus the luma change ``delta`` on R, G and B. With ``headroom``, pixels
+        too close to black or white to take the change are first moved inward by the local
+        amplitude of the mark, so that clipping does not erase it."""
         base = image.astype(np.float32)
-        delta = L.embed_delta(y, tile, c, mse)
         if headroom:
             env = cv2.dilate(np.abs(delta), np.ones((3, 3), np.uint8))[..., None]
             base = np.clip(base, env, 255.0 - env)
-        out = np.clip(np.rint(base + delta[..., None]), 0, 255).astype(np.uint8)
-        return out
+        return np.clip(np.rint(base + delta[..., None]), 0, 255).astype(np.uint8)
 
     def _reads_back(self, marked: npt.NDArray[np.uint8], bits: Bits,
                     key: WatermarkKey) -> tuple[bool, str]:
@@ -141,14 +144,17 @@ class LatticeWatermark(WatermarkMethod):
     ) -> npt.NDArray[np.uint8]:
         layout, _ = _layout(key, self.n_coded)
         tile = layout.tile(CODE.encode(self._info_bits(bits, key)))
+        delta = self._delta(image, tile, self.psnr)
         if not self.verify:
-            return self._marked(image, tile, self.psnr, headroom=False)
+            return self._marked(image, delta, headroom=False)
         failed = []
         for step, (dpsnr, headroom) in enumerate(ADAPTATIONS):
             psnr = self.psnr - dpsnr
             if step and psnr < MIN_ADAPTED_PSNR:
                 break
-            marked = self._marked(image, tile, psnr, headroom)
+            # the change's amplitude goes as 10^(-PSNR/20): rendered once, scaled per attempt
+            stronger = delta if dpsnr == 0 else delta * np.float32(10 ** (dpsnr / 20))
+            marked = self._marked(image, stronger, headroom)
             ok, what = self._reads_back(marked, bits, key)
             if ok:
                 return marked
