@@ -7,7 +7,9 @@ missing are skipped), attacks the marked and the clean image with every entry of
 suites, detects, and aggregates bit accuracy, exact payload rate and TPR at FPR 1% / 0.1%
 (W-Bench's protocol; see :mod:`tracemark.bench.watermark`). Images: ``--limit`` images
 evenly spread over the sorted corpus (art and photos mixed), resized to 512x512 like
-W-Bench. Writes benchmarks/results/watermark/ (results.json, report.md, plots/) and, with
+W-Bench. Writes benchmarks/results/watermark/ (results.json, report.md, csv/ with one CSV per
+suite, plots/ with the per-group plots and a WAVES quality-versus-robustness plot per
+suite) and, with
 ``--write-docs``, the "watermark-robustness" section of docs/benchmarks.md.
 """
 
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "corpus"
 METHODS = "lattice,dwtDct,dwtDctSvd,rivaGan"
 SUITES = (
+    "watermark-v2",
     "watermark-robustness",
     "wbench-distortions",
     "waves-distortions",
@@ -59,7 +62,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--methods", default=METHODS, help="comma-separated (default: %(default)s)")
-    ap.add_argument("--suite", action="append", dest="suites", help="repeatable (default: the six)")
+    ap.add_argument("--suite", action="append", dest="suites", help="repeatable (default: all seven)")
     ap.add_argument("--images", type=Path, default=CORPUS)
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--resize", type=int, default=512)

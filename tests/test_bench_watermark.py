@@ -28,6 +28,8 @@ from tracemark.bench.watermark import (
     run_watermark_bench,
     select_spread,
     write_outputs,
+    CSV_COLUMNS,
+    attack_quality,
 )
 from tracemark.cli.bench import watermark_bench_command
 from tracemark.errors import ConfigError
@@ -235,9 +237,44 @@ def test_report_markdown(result: dict[str, Any], written: Path) -> None:
 def test_plots_are_written(written: Path) -> None:
     pytest.importorskip("matplotlib", reason="plots need the optional 'bench' extra (matplotlib)")
     pngs = sorted(p.name for p in (written / "plots").glob("*.png"))
-    assert pngs == ["tiny_jpeg.png", "tiny_single.png"]
+    assert pngs == ["tiny_jpeg.png", "tiny_single.png", "tiny_waves.png"]
     for name in pngs:
         assert (written / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_per_suite_has_every_entry_and_method(result: dict[str, Any], written: Path) -> None:
+    import csv
+
+    with (written / "csv" / "tiny.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    suite = result["suites"][0]
+    assert [r["entry"] for r in rows] == ["none"] + [e["label"] for e in suite["entries"]]
+    index = {(a["suite"], a["entry"]): a for a in result["aggregates"]}
+    for r in rows:
+        a = index[("none" if r["entry"] == "none" else "tiny", r["entry"])]
+        assert float(r["bit_accuracy"]) == pytest.approx(a["bit_acc"])
+        assert float(r["tpr_at_fpr_0.1%"]) == pytest.approx(a["tpr_bit_acc"]["0.001"]["tpr"])
+        assert float(r["attack_psnr_db"]) == pytest.approx(a["attack_psnr"])
+    # a stronger JPEG costs more quality: PSNR falls as the quality setting falls
+    psnr = {r["entry"]: float(r["attack_psnr_db"]) for r in rows}
+    assert psnr["none"] == 100.0
+    jpeg = sorted((e for e in suite["entries"] if e["group"] == "jpeg"), key=lambda e: e["level"])
+    values = [psnr[e["label"]] for e in jpeg]
+    assert values == sorted(values) and values[0] < 40
+
+
+def test_attack_quality_resizes_geometric_attacks_back() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    same = attack_quality(clean, clean)
+    assert same == {"attack_psnr": 100.0, "attack_ssim": 1.0}
+    import cv2
+
+    half = cv2.resize(clean, (40, 32), interpolation=cv2.INTER_AREA)
+    cost = attack_quality(clean, half)
+    assert cost["attack_psnr"] is not None and cost["attack_psnr"] < 30
+    assert 0 <= cost["attack_ssim"] < 1
 
 
 def test_select_spread_is_deterministic_and_spread() -> None:

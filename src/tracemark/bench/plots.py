@@ -6,6 +6,12 @@ strength when it has none), one line per method, in ``<suite>_<group>.png``. Gro
 single entry are drawn together as grouped bars in ``<suite>_single.png``. The TPR carries
 its Wilson 95% interval over the ``n`` marked images; ``n`` is in the title. Figures are
 built on ``matplotlib.figure.Figure`` directly, so pyplot's global state is never touched.
+
+:func:`plot_waves` draws WAVES' quality-versus-robustness view (An et al., "WAVES:
+Benchmarking the Robustness of Image Watermarks", ICML 2024, figure 1 style): per suite,
+one panel per method, each attack group a line through its levels, x the attack's
+quality cost (mean PSNR of the attacked against the unattacked image, dB, axis reversed
+so that stronger attacks lie to the right), y TPR at FPR 0.1% (bit-accuracy score).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from tracemark._optional import require
 from tracemark.metrics.detection import wilson_interval
 
-__all__ = ["plot_suites"]
+__all__ = ["plot_suites", "plot_waves"]
 
 _TPR_KEY = "0.01"
 
@@ -159,4 +165,72 @@ def plot_suites(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
             path = out_dir / f"{_safe(name)}_single.png"
             _bar_plot(name, singles, methods, path)
             written.append(path)
+    return written
+
+
+def plot_waves(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """WAVES quality-versus-robustness plots, ``<suite>_waves.png``, one per suite.
+
+    Each panel is one method; each attack group of the suite is a line through its
+    entries ordered by quality cost (``attack_psnr``, dB, mean over images; the x axis is
+    reversed so that stronger attacks lie to the right); y is the TPR at FPR 0.1% with
+    bit accuracy as the score (the W-Bench/WAVES operating point; with fewer than 1000
+    clean images the FPR is the floor 1/n, see the report). Entries with no quality cost
+    (a result from before the cost was recorded) are left out. Raises
+    :class:`~tracemark.errors.MissingExtraError` without matplotlib.
+    """
+    require("matplotlib", "bench", purpose="benchmark plots")
+    methods = [m["name"] for m in result["methods"]]
+    written: list[Path] = []
+    if not methods:
+        return written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for suite in result["suites"]:
+        name = suite["name"]
+        aggs = [
+            a
+            for a in result["aggregates"]
+            if a["suite"] == name and a["n"] and a.get("attack_psnr") is not None
+        ]
+        if not aggs:
+            continue
+        cols = min(3, len(methods))
+        rows = -(-len(methods) // cols)
+        fig = _figure()
+        fig.set_size_inches(5 * cols, 4 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        fig.suptitle(f"{name}: robustness against quality cost ({_n_text(aggs)})")
+        groups = list(dict.fromkeys(a["group"] for a in aggs))
+        import matplotlib
+
+        cmap = matplotlib.colormaps["tab20"]
+        for ax, m in zip(axes, methods, strict=False):
+            for gi, g in enumerate(groups):
+                pts = sorted(
+                    (
+                        (a["attack_psnr"], a["tpr_bit_acc"]["0.001"]["tpr"])
+                        for a in aggs
+                        if a["method"] == m and a["group"] == g and a["tpr_bit_acc"]
+                    ),
+                    key=lambda p: -p[0],
+                )
+                if pts:
+                    ax.plot(
+                        [p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        color=cmap(gi % 20), label=g,
+                    )
+            ax.set_title(m)
+            ax.set_xlabel("attack quality cost: PSNR of attacked vs unattacked (dB)")
+            ax.set_ylabel("TPR at FPR 0.1% (bit-accuracy score)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.invert_xaxis()
+            ax.grid(alpha=0.3)
+        for ax in axes[len(methods):]:
+            ax.set_visible(False)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside right center", fontsize="small")
+        path = out_dir / f"{_safe(name)}_waves.png"
+        fig.savefig(path, dpi=90)
+        written.append(path)
     return written

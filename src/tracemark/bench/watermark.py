@@ -73,6 +73,9 @@ __all__ = [
     "aggregate",
     "format_markdown",
     "write_outputs",
+    "write_csvs",
+    "attack_quality",
+    "CSV_COLUMNS",
 ]
 
 RESULTS_VERSION = 1
@@ -289,11 +292,16 @@ def bench_image(
             }
         )
 
-    def run_entry(suite_name: str, label: str, apply: Callable[[Image], Image] | None) -> None:
+    def run_entry(
+        suite_name: str, label: str, apply: Callable[[Image], Image] | None
+    ) -> dict[str, float | None]:
+        """Evaluate one entry for every method; returns the attack's quality cost."""
         clean_attacked: Image | None = None
+        cost: dict[str, float | None] = {"attack_psnr": None, "attack_ssim": None}
         if apply is not None:
             try:
                 clean_attacked = apply(clean)
+                cost = attack_quality(clean, clean_attacked)
             except Exception as exc:
                 for mname in marked:
                     records.append(
@@ -306,7 +314,7 @@ def bench_image(
                             "error": _error(exc),
                         }
                     )
-                return
+                return cost
         for mname, (out, payload, key) in marked.items():
             row: dict[str, Any] = {
                 "image": name,
@@ -330,6 +338,7 @@ def bench_image(
             except Exception as exc:
                 row.update(stage=stage, error=_error(exc))
             records.append(row)
+        return cost
 
     run_entry(NONE_ENTRY, NONE_ENTRY, None)
     ctx = SampleContext.for_image(clean)
@@ -350,6 +359,10 @@ def bench_image(
                         }
                     )
                 continue
+            spec = get_attack(rec.attack)
+            cost = run_entry(
+                suite.name, entry.label, lambda img, spec=spec, rec=rec: spec.apply(img, rec.params)
+            )
             attacks.append(
                 {
                     "image": name,
@@ -358,13 +371,37 @@ def bench_image(
                     "params": rec.params,
                     "seed": rec.seed,
                     "strength": _float(rec.strength),
+                    **cost,
                 }
             )
-            spec = get_attack(rec.attack)
-            run_entry(
-                suite.name, entry.label, lambda img, spec=spec, rec=rec: spec.apply(img, rec.params)
-            )
     return {"records": records, "embeds": embeds, "attacks": attacks}
+
+
+def attack_quality(clean: Image, attacked: Image) -> dict[str, float | None]:
+    """The quality cost of an attack, WAVES-style: PSNR (dB) and SSIM of ``attacked``
+    against ``clean`` (both ``(H, W, 3)`` uint8).
+
+    An attack that changes the size (resize, crop, rotation with expand, insert) is
+    compared after resizing the attacked image back to the clean image's size (OpenCV
+    area interpolation when shrinking, bicubic when enlarging), so geometric attacks get a
+    finite, comparable cost; WAVES (An et al., ICML 2024, section 4) places every attack
+    on the same quality axis in the same way. PSNR is capped at 100 dB for identical
+    images so that the value stays finite in JSON.
+    """
+    import cv2
+
+    from tracemark.metrics import psnr, ssim
+
+    if attacked.shape != clean.shape:
+        h, w = clean.shape[:2]
+        shrink = attacked.shape[0] * attacked.shape[1] > h * w
+        attacked = cv2.resize(
+            attacked, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        )
+    return {
+        "attack_psnr": _float(min(100.0, float(psnr(clean, attacked)))),
+        "attack_ssim": _float(float(ssim(clean, attacked))),
+    }
 
 
 _WORKER: dict[str, Any] = {}
@@ -601,9 +638,13 @@ def aggregate(
         if r.get("method") is not None and r.get("entry") is not None:
             by_key[(r["method"], r["suite"], r["entry"])].append(r)
     strength: dict[tuple[str, str], list[float]] = defaultdict(list)
+    cost: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for a in attacks:
         if a.get("strength") is not None:
             strength[(a["suite"], a["entry"])].append(a["strength"])
+        for q in ("attack_psnr", "attack_ssim"):
+            if a.get(q) is not None:
+                cost[(a["suite"], a["entry"], q)].append(a[q])
     slots: list[tuple[str, str, str | None, float | None]] = [
         (NONE_ENTRY, NONE_ENTRY, NONE_ENTRY, 0.0)
     ]
@@ -623,6 +664,12 @@ def aggregate(
                 "group": group,
                 "level": level,
                 "strength": _mean(strength.get((suite, label), [])) if suite != NONE_ENTRY else 0.0,
+                "attack_psnr": _mean(cost.get((suite, label, "attack_psnr"), []))
+                if suite != NONE_ENTRY
+                else 100.0,
+                "attack_ssim": _mean(cost.get((suite, label, "attack_ssim"), []))
+                if suite != NONE_ENTRY
+                else 1.0,
                 "n": len(ok),
                 "n_errors": len(rows) - len(ok),
                 "bit_acc": _mean(pos),
@@ -810,20 +857,96 @@ def _dump_json(result: Mapping[str, Any]) -> str:
     return "{\n " + ",\n ".join(parts) + "\n}\n"
 
 
+CSV_COLUMNS = (
+    "suite",
+    "entry",
+    "group",
+    "level",
+    "method",
+    "n",
+    "n_errors",
+    "bit_accuracy",
+    "exact_payload",
+    "tpr_at_fpr_0.1%",
+    "tpr_at_fpr_1%",
+    "fpr_resolvable_0.1%",
+    "auroc",
+    "attack_psnr_db",
+    "attack_ssim",
+)
+"""Columns of the per-suite CSV files (W-Bench/WAVES style: one row per attack level and
+method; TPRs use bit accuracy as the score, the clean images as negatives)."""
+
+
+def write_csvs(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """One CSV per suite, ``<out_dir>/<suite>.csv``, columns :data:`CSV_COLUMNS`; the
+    unattacked entry ``none`` opens every file. Empty cells are undefined values (no
+    detections). Returns the written paths."""
+    import csv
+    import re
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = {(a["method"], a["suite"], a["entry"]): a for a in result["aggregates"]}
+    methods = [m["name"] for m in result["methods"]]
+
+    def cell(x: Any) -> Any:
+        return "" if x is None else x
+
+    written = []
+    for suite in result["suites"]:
+        path = out_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", suite["name"]) + ".csv")
+        keys = [(NONE_ENTRY, NONE_ENTRY)] + [(suite["name"], e["label"]) for e in suite["entries"]]
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(CSV_COLUMNS)
+            for s_name, label in keys:
+                for m in methods:
+                    a = index.get((m, s_name, label))
+                    if a is None:
+                        continue
+                    block = a["tpr_bit_acc"] or {}
+                    t1, t01 = block.get("0.01"), block.get("0.001")
+                    w.writerow(
+                        [
+                            suite["name"],
+                            label,
+                            cell(a["group"]),
+                            cell(a["level"]),
+                            m,
+                            a["n"],
+                            a["n_errors"],
+                            cell(a["bit_acc"]),
+                            cell(a["exact"]),
+                            cell(t01 and t01["tpr"]),
+                            cell(t1 and t1["tpr"]),
+                            cell(t01 and t01["resolvable"]),
+                            cell(a["auroc_bit_acc"]),
+                            cell(a.get("attack_psnr")),
+                            cell(a.get("attack_ssim")),
+                        ]
+                    )
+        written.append(path)
+    return written
+
+
 def write_outputs(result: Mapping[str, Any], out_dir: Path, *, plots: bool = True) -> list[Path]:
-    """Write ``results.json``, ``report.md`` and (when ``plots`` and matplotlib is
-    installed) ``plots/*.png``; returns the written paths. A missing matplotlib warns."""
+    """Write ``results.json``, ``report.md``, ``csv/<suite>.csv`` (see :func:`write_csvs`)
+    and (when ``plots`` and matplotlib is installed) ``plots/*.png``, including one WAVES
+    quality-versus-robustness plot per suite; returns the written paths. A missing
+    matplotlib warns."""
     import warnings
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "report.md"]
     written[0].write_text(_dump_json(result), encoding="utf-8")
     written[1].write_text(format_markdown(result), encoding="utf-8")
+    written += write_csvs(result, out_dir / "csv")
     if plots:
-        from tracemark.bench.plots import plot_suites
+        from tracemark.bench.plots import plot_suites, plot_waves
 
         try:
             written += plot_suites(result, out_dir / "plots")
+            written += plot_waves(result, out_dir / "plots")
         except MissingExtraError as exc:
             warnings.warn(f"plots skipped: {exc.message}", RuntimeWarning, stacklevel=2)
     return written
