@@ -57,6 +57,30 @@ def _rel(path: Path) -> str:
     return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT.parent) else str(path)
 
 
+def _write_docs(
+    args: argparse.Namespace, result: dict, suites: list[str], command: str
+) -> None:
+    """Write the ``args.doc_key`` section of the docs (appended under :data:`DOC_HEADING`
+    when the file has no such section yet)."""
+    if args.docs.exists() and f"<!-- BEGIN {args.doc_key} -->" not in args.docs.read_text(
+        encoding="utf-8"
+    ):
+        text = args.docs.read_text(encoding="utf-8").rstrip()
+        args.docs.write_text(
+            f"{text}\n\n{DOC_HEADING}\n\ntracemark's own watermark against the "
+            "invisible-watermark peers under the published attack suites.\n",
+            encoding="utf-8",
+        )
+    body = (
+        f"Command: `{command}` (machine: {os.cpu_count()} cores, {result['date']}). "
+        f"All suites: `{_rel(args.out / 'report.md')}`; CSVs in `{_rel(args.out / 'csv')}`; "
+        f"plots (with the WAVES quality-versus-robustness plot `<suite>_waves.png`) in "
+        f"`{_rel(args.out / 'plots')}`.\n\n"
+        + format_markdown(result, suites=suites, level=3)
+    )
+    update_section(args.docs, args.doc_key, body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,7 +97,24 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true", help="also write the section of docs/benchmarks.md")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--doc-key", default=DOC_KEY, help="the docs section to write (default: %(default)s)")
+    ap.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: rewrite the report, CSVs, plots (and with --write-docs the docs "
+        "section) from a results.json that an earlier run wrote (its command is kept)",
+    )
     args = ap.parse_args()
+
+    if args.from_results is not None:
+        import json
+
+        result = json.loads(args.from_results.read_text(encoding="utf-8"))
+        write_outputs(result, args.out, plots=not args.no_plots)
+        if args.write_docs:
+            _write_docs(args, result, [s["name"] for s in result["suites"]], result["command"])
+        print(f"rewrote the outputs in {_rel(args.out)} from {_rel(args.from_results)}", file=sys.stderr)
+        return
 
     suites = args.suites or list(SUITES)
     known = set(list_methods())
@@ -98,22 +139,7 @@ def main() -> None:
     for s in result["skipped_methods"]:
         print(f"skipped {s['method']}: {s['reason']}", file=sys.stderr)
     if args.write_docs:
-        if args.docs.exists() and f"<!-- BEGIN {args.doc_key} -->" not in args.docs.read_text(
-            encoding="utf-8"
-        ):
-            text = args.docs.read_text(encoding="utf-8").rstrip()
-            args.docs.write_text(
-                f"{text}\n\n{DOC_HEADING}\n\ntracemark's own watermark against the "
-                "invisible-watermark peers under the published attack suites.\n",
-                encoding="utf-8",
-            )
-        shown = suites
-        body = (
-            f"Command: `{command}` (machine: {os.cpu_count()} cores, {result['date']}). "
-            f"All suites: `{_rel(args.out / 'report.md')}`; plots in `{_rel(args.out / 'plots')}`.\n\n"
-            + format_markdown(result, suites=shown, level=3)
-        )
-        update_section(args.docs, args.doc_key, body)
+        _write_docs(args, result, suites, command)
     summ = result["summary"]
     print(
         f"{summ['n_detections']} detections on {summ['n_images']} images in {summ['elapsed_s']:.0f} s, "
