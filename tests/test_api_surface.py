@@ -36,6 +36,12 @@ PUBLIC = {
     "tracemark.metrics": [
         "psnr", "ssim", "bit_accuracy", "roc_curve", "auroc", "tpr_at_fpr",
         "micro_average_precision", "recall_at_precision", "accuracy_at_rank1",
+        "scores_by_label", "threshold_for_fpr",
+    ],
+    "tracemark.fingerprint": [
+        "Fingerprint", "Fingerprinter", "get_fingerprinter", "list_fingerprinters",
+        "hamming_distance", "ahash", "dhash", "phash", "whash", "pdq_hash", "pdq_dihedral",
+        "pdq_match_distance", "extract", "verify",
     ],
 }
 

@@ -187,11 +187,11 @@ def test_aggregates_equal_a_recomputation_from_records(result: dict[str, Any]) -
         assert agg["n"] == len(rows) == 3
         assert agg["bit_acc"] == pytest.approx(statistics.fmean(pos))
         assert agg["exact"] == pytest.approx(statistics.fmean([float(r["exact"]) for r in rows]))
-        assert agg["auroc_bit_acc"] == pytest.approx(auroc(pos, neg))
+        assert agg["auroc_bit_acc"] == pytest.approx(auroc(positives=pos, negatives=neg))
         scores = [r["score"] for r in rows]
         clean_scores = [r["clean_score"] for r in rows]
         for fpr in (0.01, 0.001):
-            want = tpr_at_fpr(pos, neg, fpr)
+            want = tpr_at_fpr(positives=pos, negatives=neg, fpr=fpr)
             got = agg["tpr_bit_acc"][str(fpr)]
             assert (got["tpr"], got["threshold"], got["achieved_fpr"]) == (
                 want.tpr,
@@ -199,7 +199,8 @@ def test_aggregates_equal_a_recomputation_from_records(result: dict[str, Any]) -
                 want.achieved_fpr,
             )
             assert got["resolvable"] is False  # 3 negatives resolve FPR >= 1/3 only
-            assert agg["tpr_score"][str(fpr)]["tpr"] == tpr_at_fpr(scores, clean_scores, fpr).tpr
+            want_score = tpr_at_fpr(positives=scores, negatives=clean_scores, fpr=fpr)
+            assert agg["tpr_score"][str(fpr)]["tpr"] == want_score.tpr
         assert agg["present_marked"] == pytest.approx(np.mean([r["p_value"] < 1e-3 for r in rows]))
         assert agg["present_clean"] == pytest.approx(
             np.mean([r["clean_p_value"] < 1e-3 for r in rows])

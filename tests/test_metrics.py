@@ -25,6 +25,7 @@ from tracemark.metrics import (
     psnr,
     recall_at_precision,
     roc_curve,
+    scores_by_label,
     ssim,
     threshold_for_fpr,
     tpr_at_fpr,
@@ -212,21 +213,23 @@ def test_roc_curve_and_auroc_match_sklearn_with_ties() -> None:
         pos, neg = _random_scores(rng)
         labels, scores = _sk_inputs(pos, neg)
         fpr, tpr, thresholds = sk_roc_curve(labels, scores, drop_intermediate=False)
-        curve = roc_curve(pos, neg)
+        curve = roc_curve(positives=pos, negatives=neg)
         np.testing.assert_array_equal(curve.thresholds, thresholds)
         np.testing.assert_allclose(curve.fpr, fpr, rtol=0, atol=1e-15)
         np.testing.assert_allclose(curve.tpr, tpr, rtol=0, atol=1e-15)
-        assert auroc(pos, neg) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        assert auroc(positives=pos, negatives=neg) == pytest.approx(
+            roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_auroc_continuous_and_extremes() -> None:
     rng = np.random.default_rng(7)
     pos, neg = rng.normal(1, 1, 500), rng.normal(0, 1, 700)
     labels, scores = _sk_inputs(pos, neg)
-    assert auroc(pos, neg) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert auroc([2, 3], [0, 1]) == 1.0
-    assert auroc([0, 1], [2, 3]) == 0.0
-    assert auroc([1, 1], [1, 1, 1]) == 0.5
+    assert auroc(positives=pos, negatives=neg) == pytest.approx(
+        roc_auc_score(labels, scores), abs=1e-12)
+    assert auroc(positives=[2, 3], negatives=[0, 1]) == 1.0
+    assert auroc(positives=[0, 1], negatives=[2, 3]) == 0.0
+    assert auroc(positives=[1, 1], negatives=[1, 1, 1]) == 0.5
 
 
 def _brute_tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float) -> tuple[float, float, float]:
@@ -247,11 +250,11 @@ def test_tpr_at_fpr_matches_brute_force_and_sklearn() -> None:
         labels, scores = _sk_inputs(pos, neg)
         sk_fpr, sk_tpr, _ = sk_roc_curve(labels, scores, drop_intermediate=False)
         for target in (0.0, 0.01, 0.05, 0.1, 1 / 3, 0.29, 0.5, 1.0, float(rng.random())):
-            result = tpr_at_fpr(pos, neg, target)
+            result = tpr_at_fpr(positives=pos, negatives=neg, fpr=target)
             tpr, threshold, achieved = _brute_tpr_at_fpr(pos, neg, target)
             assert (result.tpr, result.threshold, result.achieved_fpr) == (tpr, threshold, achieved)
             assert result.achieved_fpr <= target
-            assert result.threshold == threshold_for_fpr(neg, target)
+            assert result.threshold == threshold_for_fpr(negatives=neg, fpr=target)
             # the best ROC point within the FPR budget
             assert result.tpr == pytest.approx(sk_tpr[sk_fpr <= target + 1e-12].max(), abs=1e-12)
 
@@ -259,11 +262,11 @@ def test_tpr_at_fpr_matches_brute_force_and_sklearn() -> None:
 def test_tpr_at_fpr_below_resolution() -> None:
     neg = np.arange(10.0)  # 10 negatives: FPR resolution 0.1
     pos = np.array([8.5, 9.0, 9.5, 10.0])
-    result = tpr_at_fpr(pos, neg, 0.05)  # < 1/n: threshold above the max negative
+    result = tpr_at_fpr(positives=pos, negatives=neg, fpr=0.05)  # < 1/n: above the max negative
     assert result.threshold > neg.max()
     assert result.threshold == np.nextafter(9.0, np.inf)
     assert (result.tpr, result.achieved_fpr) == (0.5, 0.0)
-    result = tpr_at_fpr(pos, neg, 0.1)  # exactly 1/n: one negative may pass
+    result = tpr_at_fpr(positives=pos, negatives=neg, fpr=0.1)  # exactly 1/n: one negative may pass
     assert result.threshold == np.nextafter(8.0, np.inf)
     assert (result.tpr, result.achieved_fpr) == (1.0, 0.1)
 
@@ -272,18 +275,18 @@ def test_tpr_at_fpr_all_ties() -> None:
     neg = np.full(4, 0.5)
     pos = np.full(3, 0.5)
     for target in (0.0, 0.25, 0.5, 0.99):  # tied negatives cannot be split
-        result = tpr_at_fpr(pos, neg, target)
+        result = tpr_at_fpr(positives=pos, negatives=neg, fpr=target)
         assert result.threshold == np.nextafter(0.5, np.inf)
         assert (result.tpr, result.achieved_fpr) == (0.0, 0.0)
-    result = tpr_at_fpr(pos, neg, 1.0)
+    result = tpr_at_fpr(positives=pos, negatives=neg, fpr=1.0)
     assert (result.tpr, result.threshold, result.achieved_fpr) == (1.0, -math.inf, 1.0)
 
 
 def test_threshold_for_fpr_quantile_without_rounding_trap() -> None:
     neg = np.arange(100.0)
     # 0.29 * 100 is 28.999999999999996 in floats; 29 negatives still meet FPR <= 0.29
-    assert threshold_for_fpr(neg, 0.29) == np.nextafter(70.0, np.inf)
-    assert np.mean(neg >= threshold_for_fpr(neg, 0.29)) == 0.29
+    assert threshold_for_fpr(negatives=neg, fpr=0.29) == np.nextafter(70.0, np.inf)
+    assert np.mean(neg >= threshold_for_fpr(negatives=neg, fpr=0.29)) == 0.29
 
 
 @pytest.mark.parametrize(
@@ -300,9 +303,9 @@ def test_threshold_for_fpr_quantile_without_rounding_trap() -> None:
 )
 def test_detection_score_errors(pos, neg) -> None:  # type: ignore[no-untyped-def]
     for call in (
-        lambda: roc_curve(pos, neg),
-        lambda: auroc(pos, neg),
-        lambda: tpr_at_fpr(pos, neg, 0.1),
+        lambda: roc_curve(positives=pos, negatives=neg),
+        lambda: auroc(positives=pos, negatives=neg),
+        lambda: tpr_at_fpr(positives=pos, negatives=neg, fpr=0.1),
     ):
         with pytest.raises(MetricError):
             call()
@@ -311,14 +314,75 @@ def test_detection_score_errors(pos, neg) -> None:  # type: ignore[no-untyped-de
 @pytest.mark.parametrize("fpr", [-0.1, 1.5, math.nan, "x"])
 def test_fpr_out_of_range(fpr) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MetricError):
-        threshold_for_fpr([0.0, 1.0], fpr)
+        threshold_for_fpr(negatives=[0.0, 1.0], fpr=fpr)
     with pytest.raises(MetricError):
-        tpr_at_fpr([1.0], [0.0, 1.0], fpr)
+        tpr_at_fpr(positives=[1.0], negatives=[0.0, 1.0], fpr=fpr)
 
 
 def test_threshold_for_fpr_needs_negatives() -> None:
     with pytest.raises(MetricError):
-        threshold_for_fpr([], 0.1)
+        threshold_for_fpr(negatives=[], fpr=0.1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, lab: auroc(s, lab),
+        lambda s, lab: roc_curve(s, lab),
+        lambda s, lab: tpr_at_fpr(s, lab, 0.1),
+        lambda s, lab: tpr_at_fpr(s, lab, fpr=0.1),
+        lambda s, lab: threshold_for_fpr(s, 0.1),
+    ],
+    ids=["auroc", "roc_curve", "tpr_at_fpr", "tpr_at_fpr-fpr-named", "threshold_for_fpr"],
+)
+def test_score_functions_cannot_be_called_positionally(call) -> None:  # type: ignore[no-untyped-def]
+    """scikit-learn's (y_true, y_score) order, or tracemark's old (pos, neg): both are two
+    arrays of numbers, so a positional call is refused with a typed error, never a number."""
+    rng = np.random.default_rng(3)
+    scores = rng.random(50)
+    labels = (rng.random(50) > 0.5).astype(int)
+    with pytest.raises(MetricError, match="keyword arguments only"):
+        call(labels, scores)
+    with pytest.raises(MetricError, match="scores_by_label"):
+        call(scores, labels)
+
+
+def test_scores_by_label_is_sklearns_order_and_checks_its_labels() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(2, 60))
+        labels = rng.integers(0, 2, n)
+        labels[:2] = (0, 1)
+        scores = rng.normal(size=n).round(1)  # ties
+        pos, neg = scores_by_label(labels=labels, scores=scores)
+        assert auroc(positives=pos, negatives=neg) == pytest.approx(
+            roc_auc_score(labels, scores), abs=1e-12)
+        pos_b, neg_b = scores_by_label(labels=labels.astype(bool), scores=scores)
+        np.testing.assert_array_equal(pos, pos_b)
+        np.testing.assert_array_equal(neg, neg_b)
+    scores = rng.random(10)
+    labels = np.r_[np.ones(5, int), np.zeros(5, int)]
+    with pytest.raises(MetricError, match="labels"):  # scores where labels go
+        scores_by_label(labels=scores, scores=labels)
+    with pytest.raises(MetricError, match="one length"):
+        scores_by_label(labels=labels[:-1], scores=scores)
+    with pytest.raises(MetricError, match="both classes"):
+        scores_by_label(labels=np.ones(10, int), scores=scores)
+    with pytest.raises(MetricError):
+        scores_by_label(labels, scores)  # type: ignore[misc]
+
+
+def test_symmetric_metrics_do_not_depend_on_order() -> None:
+    """The metrics left positional are symmetric: order cannot change their number."""
+    rng = np.random.default_rng(6)
+    a = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    assert psnr(a, b) == psnr(b, a)
+    assert ssim(a, b) == pytest.approx(ssim(b, a), abs=1e-12)
+    x, y = rng.integers(0, 2, 64), rng.integers(0, 2, 64)
+    assert bit_accuracy(x, y) == bit_accuracy(y, x)
+    with pytest.raises(MetricError):  # arrays only: a path is not an image here
+        psnr("a.png", b)  # type: ignore[arg-type]
 
 
 # --- retrieval ------------------------------------------------------------------------------

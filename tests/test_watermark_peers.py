@@ -6,6 +6,7 @@ the library on the same pixels in BGR.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import corpus_images
+from tracemark.cli._common import EXIT_OK, EXIT_UNKNOWN
 from tracemark.errors import ImageTooSmallError, PayloadError, WatermarkKeyError
 from tracemark.imageio import load_image
 from tracemark.watermark.base import bits_to_bytes, get_method, list_methods
@@ -101,7 +103,8 @@ def test_round_trip_on_corpus_photos(name: str, filename: str, corpus_dir) -> No
     assert 10 * np.log10(255**2 / mse) > 35  # measured about 40 dB
 
     found = wm.detect(marked)
-    assert found.present and found.p_value is None and found.method == name
+    assert found.present is None and found.p_value is None and found.method == name
+    assert found.details == {"verified": False, "presence": "unknown"}
     assert found.bits is not None and found.bits.shape == (wm.payload_bits,)
     assert found.bits.dtype == np.uint8
     assert found.payload == bits_to_bytes(found.bits)
@@ -115,7 +118,7 @@ def test_unmarked_image_decodes_to_chance(name: str, small_photo: np.ndarray) ->
 
     wm = get_method(name)
     found = wm.detect(small_photo)
-    assert found.present  # documented: no verification, so no "absent" for decodable images
+    assert found.present is None  # documented: decodable, but the library cannot tell
     assert found.score == 0.0 and found.p_value is None
     assert np.mean(found.bits == _payload(wm.payload_bits)) < 0.8
 
@@ -155,7 +158,8 @@ def test_detect_follows_the_library_area_rule(small_photo: np.ndarray) -> None:
     assert not below.present and below.payload is None and below.bits is None
     assert "too small" in below.details["reason"]
     wide = np.ascontiguousarray(np.concatenate([small_photo, small_photo], axis=1)[:200])
-    assert wm.detect(wide).present  # 200 x 512 = 102,400 px: the library decodes it
+    read = wm.detect(wide)  # 200 x 512 = 102,400 px: the library decodes it
+    assert read.present is None and read.bits is not None
 
 
 @needs_peers
@@ -183,3 +187,86 @@ def test_keys_are_checked_then_ignored(name: str, small_photo: np.ndarray) -> No
     np.testing.assert_array_equal(
         wm.embed(small_photo, 5, key="a valid passphrase"), wm.embed(small_photo, 5)
     )
+
+
+# --- presence: the peers cannot tell, and say so (issue 12, kind 11) ------------------------
+
+
+def _unmarked_images() -> dict[str, np.ndarray]:
+    """Generated unmarked 256 x 320 images of the kinds a folder holds: flat, saturated,
+    gradients, noise, smooth noise, stripes."""
+    rng = np.random.default_rng(11)
+    h, w = 256, 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    smooth = rng.normal(size=(h // 16, w // 16, 3)).repeat(16, 0).repeat(16, 1)
+    images = {
+        "black": np.zeros((h, w, 3)),
+        "white": np.full((h, w, 3), 255.0),
+        "grey": np.full((h, w, 3), 128.0),
+        "gradient": np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], -1),
+        "noise": rng.integers(0, 256, (h, w, 3)),
+        "smooth": 128 + 40 * smooth,
+        "stripes": np.repeat(((xx // 8) % 2 * 255)[..., None], 3, -1),
+    }
+    return {k: np.clip(v, 0, 255).astype(np.uint8) for k, v in images.items()}
+
+
+@needs_peers
+@pytest.mark.parametrize("name", PEERS)
+def test_unmarked_generated_images_are_never_present(name: str) -> None:
+    import tracemark.watermark.peers  # noqa: F401
+
+    wm = get_method(name)
+    assert wm.tells_presence is False
+    for label, image in _unmarked_images().items():
+        det = wm.detect(image)
+        assert det.present is None, (name, label)  # never True: the library cannot tell
+        assert det.p_value is None and det.details["presence"] == "unknown"
+
+
+@needs_peers
+def test_registry_assistance_leaves_an_unknown_blind_read_as_it_is(small_photo) -> None:
+    """``detect_assisted`` does not treat an unknown as a miss (which would warp and re-read
+    the image and pick among reads it cannot rank)."""
+    from tracemark.copydetect.assist import detect_assisted
+
+    wm = get_method("dwtDct")
+    searched: list[object] = []
+    det = detect_assisted(lambda im, a: wm.detect(im, alpha=a), small_photo,
+                          lambda im: searched.append(im) or [])
+    assert det.present is None and det.details["route"] == "blind" and not searched
+    assert det.bits is not None and det.p_value is None
+
+
+@needs_peers
+@pytest.mark.parametrize("name", ["dwtDct", "dwtDctSvd"])
+def test_cli_detect_with_a_peer_says_presence_unknown(name: str, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from tracemark.cli.watermark import watermark_group
+    from tracemark.imageio import save_image
+
+    folder = tmp_path / "unmarked"
+    folder.mkdir()
+    images = _unmarked_images()
+    for label, image in images.items():
+        save_image(image, folder / f"{label}.png")
+    res = CliRunner().invoke(watermark_group, ["detect", "--method", name, str(folder)])
+    assert res.exit_code == EXIT_UNKNOWN != EXIT_OK, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) == len(images)
+    for row in rows:
+        assert row["present"] is None and row["error"] is None and row["p_value"] is None
+        assert row["payload"].startswith("0x")  # the decoded bits, unverified
+    n = len(images)
+    assert f"presence unknown for {n} of {n} images read ({name} cannot tell presence" \
+        in res.stderr
+    assert "mark found" not in res.stderr
+
+    # an image too small to read is "not found", and the batch still says "unknown"
+    save_image(images["noise"][:100, :100], folder / "tiny.png")
+    res = CliRunner().invoke(watermark_group, ["detect", "--method", name, str(folder)])
+    assert res.exit_code == EXIT_UNKNOWN, res.output
+    tiny = [r for r in map(json.loads, res.stdout.splitlines())
+            if r["source"].endswith("tiny.png")]
+    assert tiny[0]["present"] is False and tiny[0]["payload"] is None

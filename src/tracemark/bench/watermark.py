@@ -605,7 +605,7 @@ def _tpr_block(pos: list[float], neg: list[float]) -> dict[str, Any] | None:
         return None
     out = {}
     for fpr in FPR_TARGETS:
-        r = tpr_at_fpr(pos, neg, fpr)
+        r = tpr_at_fpr(positives=pos, negatives=neg, fpr=fpr)
         out[str(fpr)] = {
             "tpr": r.tpr,
             "threshold": _float(r.threshold, None),
@@ -676,7 +676,7 @@ def aggregate(
                 "clean_bit_acc": _mean(neg),
                 "exact": _mean([float(r["exact"]) for r in ok]),
                 "tpr_bit_acc": _tpr_block(pos, neg),
-                "auroc_bit_acc": auroc(pos, neg) if ok else None,
+                "auroc_bit_acc": auroc(positives=pos, negatives=neg) if ok else None,
                 "tpr_score": None,
                 "present_marked": None,
                 "present_clean": None,

@@ -42,6 +42,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PARTIAL",
     "EXIT_SOME_FOUND",
+    "EXIT_UNKNOWN",
     "EXIT_USAGE",
     "Batch",
     "ConfigurationError",
@@ -61,6 +62,7 @@ EXIT_NOTHING = 3
 EXIT_NONE_FOUND = 10
 EXIT_SOME_FOUND = 11
 EXIT_INVALID = 12
+EXIT_UNKNOWN = 13
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success: every item was processed (and, for a command that looks for "
@@ -73,6 +75,9 @@ EXIT_CODES: dict[int, str] = {
                      "copy, a manifest, a replication) was found in none",
     EXIT_SOME_FOUND: "every item was processed; it was found in some items, not all",
     EXIT_INVALID: "verify: some image carries an invalid (tampered) manifest",
+    EXIT_UNKNOWN: "every item was processed; for some, the method cannot tell whether what "
+                  "it looks for is there (watermark detect with a peer method: bits read, "
+                  "presence unknown)",
 }
 """The one exit-code table of every command (``tracemark --help`` prints it)."""
 
@@ -469,15 +474,19 @@ class Tally:
     skipped: int = 0
     found: int = 0
     invalid: int = 0
+    unknown: int = 0
+    """Items processed for which the method cannot tell whether it found anything."""
 
     def exit_code(self, *, finding: bool = False) -> int:
-        """``finding``: the command looks for something in each item (10/11 apply)."""
+        """``finding``: the command looks for something in each item (10/11/13 apply)."""
         if self.ok == 0:
             return EXIT_NOTHING
         if self.failed:
             return EXIT_PARTIAL
         if self.invalid:
             return EXIT_INVALID
+        if finding and self.unknown:
+            return EXIT_UNKNOWN
         if finding and self.found == 0:
             return EXIT_NONE_FOUND
         if finding and self.found < self.ok:
@@ -511,7 +520,8 @@ class Batch:
     def run(self, source: object, row: dict[str, Any],
             work: Callable[[dict[str, Any]], bool | None]) -> dict[str, Any]:
         """Call ``work(row)``, which fills ``row`` and returns whether what the command looks
-        for was found (None when it looks for nothing); a :class:`TracemarkError` becomes the
+        for was found (None when it looks for nothing; a command that cannot tell for an
+        item counts it in ``tally.unknown`` itself); a :class:`TracemarkError` becomes the
         row's ``error``. Writes the row and returns it."""
         from tracemark.errors import TracemarkError
 

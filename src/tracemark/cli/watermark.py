@@ -192,7 +192,9 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
     when not read; give it back to embed --payload as it is), p_value (null for
     uncalibrated methods), score, bit_errors, route and error. An image without the mark
     is a normal result (present: false), not an error; exit code 10 or 11 says the mark was
-    found in none or only some of the images. With --store, an image where blind
+    found in none or only some of the images. A method that cannot tell a marked image
+    from an unmarked one (the peers dwtDct, dwtDctSvd, rivaGan) gives present: null and
+    its decoded bits as payload, unverified, and exit code 13 (presence unknown). With --store, an image where blind
     detection finds nothing but which copy detection matches to a registered work is
     warped into that work's frame and read again (route "registry"; the p-value accounts
     for every test).
@@ -220,13 +222,15 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
                                           lambda im: collection.search(im, k=3), alpha=alpha)
                 row["route"] = det.details.get("route", "blind")
                 row.update(
-                    present=bool(det.present),
+                    present=None if det.present is None else bool(det.present),
                     payload=None if det.payload is None else format_payload(det.payload),
                     p_value=_finite(det.p_value),
                     score=_finite(det.score),
                     bit_errors=det.bit_errors,
                 )
-                return bool(det.present)
+                if det.present is None:
+                    batch.tally.unknown += 1
+                return bool(det.present)  # None (unknown) is not "found"
 
             batch.run(src, {"source": str(src), "method": method.name, "present": None,
                             "payload": None, "p_value": None, "score": None,
@@ -234,6 +238,13 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
     if collection is not None:
         collection.close()
     tally = batch.tally
-    note(f"mark found in {tally.found} of {tally.ok} images read; {tally.failed} failed, "
-         f"{tally.skipped} skipped")
+    if tally.unknown:
+        what = (f"presence unknown for {tally.unknown} of {tally.ok} images read ("
+                f"{method.name} cannot tell presence: its bits are unverified; compare them "
+                "with the payload you embedded)")
+        if tally.found:
+            what = f"mark found in {tally.found}, " + what
+    else:
+        what = f"mark found in {tally.found} of {tally.ok} images read"
+    note(f"{what}; {tally.failed} failed, {tally.skipped} skipped")
     tally.finish(finding=True)

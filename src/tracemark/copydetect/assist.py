@@ -69,7 +69,10 @@ def detect_assisted(
     ``lambda im, a: method.detect(im, key, alpha=a)``); ``search(rgb)`` returns copy
     detection's matches (e.g. ``CopyIndex.search``). Returns a :class:`Detection` whose
     ``p_value`` is corrected for the number of tests (module docstring) and whose
-    ``details`` say the route: ``"blind"`` or ``"registry"`` (with ``ref_id``).
+    ``details`` say the route: ``"blind"`` or ``"registry"`` (with ``ref_id``). A detector
+    that cannot tell presence (``present`` None: the peers) is read blind only, its
+    detection returned as it is: nothing says the blind read missed, nor which of several
+    reads is right.
     """
     # an RGB array is used as it is (not copied), so that ``search`` sees the caller's object
     # for the query and can reuse what it already found for it
@@ -77,6 +80,8 @@ def detect_assisted(
               and image.shape[2] == 3)
     rgb = image if is_rgb else load_image(image)
     blind = detect(rgb, alpha / 2)
+    if blind.present is None:
+        return replace(blind, details={**blind.details, "route": "blind"})
     p_blind = None if blind.p_value is None else min(1.0, 2.0 * blind.p_value)
     if blind.present:
         return replace(blind, p_value=p_blind,

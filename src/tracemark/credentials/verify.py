@@ -150,7 +150,8 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
         return found[0]
 
     det = store.read_mark(rgb, alpha=opts.watermark_alpha, search=search)
-    wm: dict[str, Any] = {"present": bool(det.present), "p_value": det.p_value,
+    present = None if det.present is None else bool(det.present)
+    wm: dict[str, Any] = {"present": present, "p_value": det.p_value,
                           "score": round(float(det.score), 4)}
     rec: ManifestRecord | None = None
     route, confidence = None, None

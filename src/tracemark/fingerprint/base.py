@@ -7,11 +7,23 @@ minimum-size check, batching with per-item errors, and distances.
 Vector conventions (every :class:`Fingerprint`):
 
 - ``kind == "binary"``: ``vector`` holds the ``dim`` bits packed with ``np.packbits``
-  (most significant bit first, ``uint8``, ``ceil(dim / 8)`` bytes); ``vector.tobytes().hex()``
-  is the usual hex form (for PDQ, ThreatExchange's; for the ImageHash family, ImageHash's).
-  ``distance`` is the Hamming distance (number of differing bits, ``0 .. dim``).
+  (most significant bit first, ``uint8``, ``ceil(dim / 8)`` bytes). Its hex form
+  (:meth:`Fingerprint.to_hex`, ``str(fp)``) is ``vector.tobytes().hex()``: lower-case,
+  ``ceil(dim / 4)`` digits, the first bit of the vector first. That is the usual form of
+  each hash: for PDQ, the ThreatExchange reference's 64-digit string (``Hash256::format``,
+  words 15 down to 0); for the ImageHash family, ``str(imagehash.phash(...))`` and its
+  siblings. :meth:`Fingerprint.from_hex` reads it back. ``distance`` is the Hamming
+  distance, an ``int`` (number of differing bits, ``0 .. dim``).
 - ``kind == "float"``: ``vector`` is ``float32`` of length ``dim`` with unit L2 norm;
-  ``distance`` is ``1 - cosine`` (``0 .. 2``).
+  ``distance`` is ``1 - cosine``, a ``float`` (``0 .. 2``). Its hex form is the vector's
+  bytes, float32 little-endian (``8 * dim`` digits); it has no standard form elsewhere.
+
+Inputs: every function that takes an image accepts what
+:func:`tracemark.imageio.load_image` accepts (:data:`~tracemark.imageio.ImageSource`: a
+path as ``str`` or ``os.PathLike``, ``bytes``/``bytearray``/``memoryview``, a binary file
+object, a PIL image, a numpy array) and raises
+:class:`~tracemark.errors.ImageSourceError` (or another
+:class:`~tracemark.errors.ImageError`) for anything else.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from tracemark.errors import (
     TracemarkError,
     UnknownMethodError,
 )
+from tracemark.imageio import ImageSource
 
 __all__ = [
     "Fingerprint",
@@ -57,7 +70,7 @@ class Fingerprint:
 
     ``quality`` is the fingerprinter's own confidence measure when it has one (PDQ: 0..100,
     below about 50 the hash is unreliable), else ``None``. Two fingerprints are equal when
-    name, dtype, shape, values and quality are equal.
+    name, dtype, shape, values and quality are equal. ``str(fp)`` is :meth:`to_hex`.
     """
 
     name: str
@@ -77,11 +90,69 @@ class Fingerprint:
 
     __hash__ = None  # type: ignore[assignment]  # mutable array inside
 
+    def to_hex(self) -> str:
+        """The vector as lower-case hex (module docstring: for binary fingerprints the
+        standard form of the hash, e.g. PDQ's 64 digits; float32 little-endian bytes for
+        float ones). :meth:`from_hex` reads it back."""
+        v = np.asarray(self.vector)
+        if v.dtype == np.float32:
+            return v.astype("<f4").tobytes().hex()
+        return v.tobytes().hex()
 
-def hamming_distance(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> int:
-    """Number of differing bits between two packed ``uint8`` bit vectors of the same shape."""
-    a = np.asarray(a)
-    b = np.asarray(b)
+    def __str__(self) -> str:
+        return self.to_hex()
+
+    @classmethod
+    def from_hex(cls, name: str, text: str, *, quality: float | None = None) -> Fingerprint:
+        """The fingerprint of the registered fingerprinter ``name`` written as ``text`` by
+        :meth:`to_hex` (upper or lower case; for PDQ, the reference's 64-digit string).
+
+        Raises :class:`~tracemark.errors.UnknownMethodError` for an unknown ``name`` and
+        :class:`~tracemark.errors.FingerprintError` for text that is not hex of the right
+        length (``ceil(dim / 4)`` digits, even, for binary; ``8 * dim`` for float), or
+        whose padding bits (when ``dim`` is not a multiple of 8) are set.
+        """
+        if not isinstance(text, str):
+            raise FingerprintError(f"from_hex takes a hex str; got {type(text).__name__}")
+        try:
+            factory = _FINGERPRINTERS[name]
+        except (KeyError, TypeError):
+            raise UnknownMethodError(
+                f"unknown fingerprinter {name!r}; known: {', '.join(sorted(_FINGERPRINTERS))}"
+            ) from None
+        kind, dim = getattr(factory, "kind"), int(getattr(factory, "dim"))  # noqa: B009
+        n_bytes = (dim + 7) // 8 if kind == "binary" else 4 * dim
+        if len(text) != 2 * n_bytes:
+            raise FingerprintError(
+                f"a {name!r} fingerprint is {2 * n_bytes} hex digits; got {len(text)}"
+            )
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise FingerprintError(f"not hexadecimal: {text[:80]!r}") from None
+        if kind == "binary":
+            vector = np.frombuffer(raw, np.uint8).copy()
+            spare = 8 * n_bytes - dim
+            if spare and vector[-1] & ((1 << spare) - 1):
+                raise FingerprintError(f"the {spare} padding bits of a {name!r} hash must be 0")
+        else:
+            vector = np.frombuffer(raw, "<f4").astype(np.float32)
+            if not np.all(np.isfinite(vector)):
+                raise FingerprintError(f"a {name!r} fingerprint holds NaN or infinity")
+        return cls(name, vector, quality)
+
+
+def hamming_distance(
+    a: npt.NDArray[np.uint8] | Fingerprint, b: npt.NDArray[np.uint8] | Fingerprint
+) -> int:
+    """Number of differing bits (an ``int``) between two packed ``uint8`` bit vectors of the
+    same shape, or two binary :class:`Fingerprint` objects (their ``vector``). Raises
+    :class:`~tracemark.errors.FingerprintError` for other dtypes, shapes that differ, or
+    fingerprints of two different fingerprinters."""
+    if isinstance(a, Fingerprint) and isinstance(b, Fingerprint) and a.name != b.name:
+        raise _FingerprintError(f"cannot compare a {a.name!r} fingerprint with {b.name!r}")
+    a = np.asarray(a.vector if isinstance(a, Fingerprint) else a)
+    b = np.asarray(b.vector if isinstance(b, Fingerprint) else b)
     if a.dtype != np.uint8 or b.dtype != np.uint8 or a.shape != b.shape:
         raise _FingerprintError(
             f"packed bit vectors must be uint8 of one shape; got {a.dtype}{a.shape} "
@@ -104,8 +175,12 @@ class Fingerprinter(ABC):
 
     # --- public API -----------------------------------------------------------------------
 
-    def compute(self, image: Any) -> Fingerprint:
-        """Fingerprint ``image`` (a path, bytes, file object, PIL image or array)."""
+    def compute(self, image: ImageSource) -> Fingerprint:
+        """Fingerprint ``image``: anything :func:`~tracemark.imageio.load_image` accepts (a
+        path, bytes, a binary file object, a PIL image or an array), with the same result
+        for the same pixels whichever form they come in. Raises the loader's
+        :class:`~tracemark.errors.ImageError` subclasses for anything else or a bad file,
+        :class:`~tracemark.errors.ImageTooSmallError` below ``min_size``."""
         from tracemark.imageio import load_image
 
         rgb = load_image(image)
@@ -116,12 +191,25 @@ class Fingerprinter(ABC):
             )
         return self._compute(rgb)
 
-    def compute_many(self, images: Iterable[Any]) -> list[Fingerprint | TracemarkError]:
+    def compute_many(self, images: Iterable[ImageSource]) -> list[Fingerprint | TracemarkError]:
         """Fingerprint each image; an item that fails gets its typed error in its slot.
 
-        Only :class:`~tracemark.errors.TracemarkError` is caught (bad inputs); anything
-        else is a bug and propagates.
+        ``images`` is an iterable of images (a list, a generator, an ``(N, H, W, 3)``
+        array); one image (a path, bytes, a PIL image) raises
+        :class:`~tracemark.errors.FingerprintError` rather than being taken apart. Only
+        :class:`~tracemark.errors.TracemarkError` is caught (bad inputs); anything else is a
+        bug and propagates.
         """
+        import os
+
+        from PIL import Image
+
+        if isinstance(images, str | bytes | bytearray | memoryview | os.PathLike | Image.Image) \
+                or not isinstance(images, Iterable):
+            raise _FingerprintError(
+                f"compute_many takes an iterable of images; got {type(images).__name__} "
+                "(for one image, call compute)"
+            )
         out: list[Fingerprint | TracemarkError] = []
         for image in images:
             try:
@@ -130,11 +218,13 @@ class Fingerprinter(ABC):
                 out.append(exc)
         return out
 
-    def distance(self, a: Fingerprint, b: Fingerprint) -> float:
-        """Hamming distance (binary) or ``1 - cosine`` (float) between two of our fingerprints."""
+    def distance(self, a: Fingerprint, b: Fingerprint) -> int | float:
+        """Hamming distance, an ``int`` in ``0 .. dim`` (binary), or ``1 - cosine``, a
+        ``float`` in ``0 .. 2`` (float), between two of our fingerprints; anything else
+        raises :class:`~tracemark.errors.FingerprintError`."""
         va, vb = self._vector(a), self._vector(b)
         if self.kind == "binary":
-            return float(hamming_distance(va, vb))
+            return hamming_distance(va, vb)
         na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
         if na == 0.0 or nb == 0.0:
             raise _FingerprintError(f"{self.name}: a float fingerprint has zero norm")
@@ -196,7 +286,7 @@ def get_fingerprinter(name: str, **config: Any) -> Fingerprinter:
     """An instance of the fingerprinter registered as ``name``, built with ``config``."""
     try:
         factory = _FINGERPRINTERS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name
         raise UnknownMethodError(
             f"unknown fingerprinter {name!r}; known: {', '.join(sorted(_FINGERPRINTERS))}"
         ) from None

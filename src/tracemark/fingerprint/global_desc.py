@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -139,11 +140,14 @@ class VladModel:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> VladModel:
-        """Read what :meth:`to_bytes` wrote."""
+        """Read what :meth:`to_bytes` wrote (``bytes``, ``bytearray`` or ``memoryview``);
+        raises :class:`GlobalDescriptorError` for anything else or a bad file."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise GlobalDescriptorError(f"expected bytes, got {type(data).__name__}")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError) as exc:
             raise GlobalDescriptorError(f"not a VLAD model file: {exc}") from exc
         names = ("desc_mean", "desc_proj", "centroids", "vlad_mean", "vlad_proj")
         if missing := [n for n in (*names, "info") if n not in arrays]:
@@ -164,8 +168,18 @@ def default_model() -> VladModel:
     return VladModel.from_bytes(data)
 
 
+def _model(model: VladModel | None) -> VladModel:
+    if model is None:
+        return default_model()
+    if not isinstance(model, VladModel):
+        raise GlobalDescriptorError(f"model must be a VladModel or None; got {type(model).__name__}")
+    return model
+
+
 def describe(image: ImageSource, *, model: VladModel | None = None) -> np.ndarray:
-    """The whole-image descriptor: ``(D,)`` float32, unit norm (zero when featureless)."""
+    """The whole-image descriptor of ``image`` (anything
+    :func:`~tracemark.imageio.load_image` accepts; its typed errors otherwise): ``(D,)``
+    float32, unit norm (zero when featureless)."""
     return describe_regions(image, regions=(WHOLE,), model=model)[0]
 
 
@@ -176,7 +190,9 @@ def describe_regions(
     mirror: bool = False,
     model: VladModel | None = None,
 ) -> np.ndarray:
-    """``(R, D)`` float32 rows, one per region (``2R`` with ``mirror``: mirrored rows last)."""
+    """``(R, D)`` float32 rows, one per region (``2R`` with ``mirror``: mirrored rows last),
+    of ``image`` (anything :func:`~tracemark.imageio.load_image` accepts)."""
+    _model(model)
     features = extract(image, kind="sift", max_features=N_FEATURES)
     return describe_features(features, regions=regions, mirror=mirror, model=model)
 
@@ -192,7 +208,7 @@ def describe_features(
     if not isinstance(features, LocalFeatures) or features.kind != "sift":
         raise GlobalDescriptorError("describe_features() needs SIFT LocalFeatures")
     boxes = _check_regions(regions)
-    m = default_model() if model is None else model
+    m = _model(model)
     rows = _describe(features, boxes, m)
     if mirror:
         # Mirrored image: a region (x0, x1) of it is (1 - x1, 1 - x0) of the original.
@@ -201,7 +217,17 @@ def describe_features(
 
 
 def vlad_raw(features: LocalFeatures, regions: np.ndarray, model: VladModel) -> np.ndarray:
-    """``(R, k * d)`` normalised VLAD before the PCA (zero rows for near-empty regions)."""
+    """``(R, k * d)`` normalised VLAD before the PCA (zero rows for near-empty regions).
+
+    ``features``: SIFT :class:`LocalFeatures`; ``regions``: ``(R, 4)`` fractions ``x0, y0,
+    x1, y1``; ``model``: a :class:`VladModel`. :class:`GlobalDescriptorError` or
+    :class:`~tracemark.errors.ConfigError` for anything else.
+    """
+    if not isinstance(features, LocalFeatures) or features.kind != "sift":
+        raise GlobalDescriptorError("vlad_raw() needs SIFT LocalFeatures")
+    if not isinstance(model, VladModel):
+        raise GlobalDescriptorError(f"model must be a VladModel; got {type(model).__name__}")
+    regions = _check_regions(regions)
     k, d = model.centroids.shape
     out = np.zeros((len(regions), k * d), np.float32)
     if len(features) == 0:
@@ -243,8 +269,16 @@ def fit_model(
 
     The VLAD PCA is fitted on the region rows of ``features``; whitening is regularised
     by adding the mean eigenvalue of the kept components (so weak directions are not
-    blown up by the few training rows).
+    blown up by the few training rows). ``descriptors``: an ``(N, 128)`` array (N >= k);
+    ``features``: a list of SIFT :class:`LocalFeatures`; :class:`~tracemark.errors.ConfigError`
+    otherwise.
     """
+    if not isinstance(descriptors, np.ndarray):
+        raise ConfigError(f"descriptors must be an (N, 128) array; got {type(descriptors).__name__}")
+    if not isinstance(features, list | tuple) or not all(
+        isinstance(f, LocalFeatures) and f.kind == "sift" for f in features
+    ):
+        raise ConfigError("features must be a list of SIFT LocalFeatures")
     if descriptors.ndim != 2 or descriptors.shape[1] != 128 or len(descriptors) < k:
         raise ConfigError(f"need an (N >= k, 128) descriptor array, got {descriptors.shape}")
     x = descriptors.astype(np.float32) / np.float32(60.0)
@@ -289,8 +323,11 @@ def fit_model(
     )
 
 
-def in_training_half(path: str | Path) -> bool:
-    """Whether the shipped model's training used this corpus file (by its name's SHA-1)."""
+def in_training_half(path: str | os.PathLike[str]) -> bool:
+    """Whether the shipped model's training used this corpus file (by its name's SHA-1).
+    ``path``: a ``str`` or ``os.PathLike`` (:class:`~tracemark.errors.ConfigError` otherwise)."""
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"path must be a str or os.PathLike; got {type(path).__name__}")
     return hashlib.sha1(Path(path).name.encode()).digest()[0] % 2 == 0
 
 

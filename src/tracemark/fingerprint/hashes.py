@@ -2,7 +2,15 @@
 
 Each reproduces the ``ImageHash`` package (4.3) with its default ``hash_size=8``, using
 the same preprocessing (Pillow's ``convert("L")`` and a Lanczos resize), so the bits
-agree with ImageHash's; ``Fingerprint.vector.tobytes().hex()`` is ImageHash's hex string.
+agree with ImageHash's; ``Fingerprint.to_hex()`` (``vector.tobytes().hex()``, 16 digits,
+row-major bits, the first bit the most significant) is ImageHash's ``str`` form, read back
+by ``Fingerprint.from_hex`` (as ``imagehash.hex_to_hash`` reads it).
+
+The functions :func:`ahash`, :func:`dhash`, :func:`phash` and :func:`whash` take anything
+:func:`tracemark.imageio.load_image` accepts (a path, bytes, a binary file object, a PIL
+image, an array) and return the 64 bits packed: ``uint8`` of shape ``(8,)``. The same
+pixels give the same hash in every form; anything else raises the loader's typed
+:class:`~tracemark.errors.ImageError`.
 
 - ``ahash``: 8x8 grey, bit = pixel > mean.
 - ``dhash``: 9x8 grey (width 9), bit = pixel > its left neighbour (row-major).
@@ -28,6 +36,7 @@ import scipy.fft
 from PIL import Image
 
 from tracemark.fingerprint.base import Fingerprint, Fingerprinter, register_fingerprinter
+from tracemark.imageio import ImageSource, load_image
 
 __all__ = [
     "AHashFingerprinter",
@@ -54,19 +63,49 @@ def _pack(bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
     return np.packbits(bits.ravel())
 
 
-def ahash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def _rgb(image: ImageSource) -> npt.NDArray[np.uint8]:
+    """``image`` as RGB uint8 through the one loader, under its default pixel limit (as
+    ``Fingerprinter.compute``)."""
+    return load_image(image)
+
+
+def ahash(image: ImageSource) -> npt.NDArray[np.uint8]:
+    """Average hash of ``image`` (anything ``load_image`` accepts): 64 bits packed, ``uint8``
+    ``(8,)``, as ImageHash's ``average_hash``."""
+    return _ahash(_rgb(image))
+
+
+def dhash(image: ImageSource) -> npt.NDArray[np.uint8]:
+    """Difference hash (horizontal gradients) of ``image``: 64 bits packed, ``uint8``
+    ``(8,)``, as ImageHash's ``dhash``."""
+    return _dhash(_rgb(image))
+
+
+def phash(image: ImageSource) -> npt.NDArray[np.uint8]:
+    """DCT perceptual hash of ``image``: 64 bits packed, ``uint8`` ``(8,)``, as ImageHash's
+    ``phash``."""
+    return _phash(_rgb(image))
+
+
+def whash(image: ImageSource) -> npt.NDArray[np.uint8]:
+    """Haar wavelet hash of ``image``: 64 bits packed, ``uint8`` ``(8,)``, as ImageHash's
+    ``whash``, ties included (module docstring)."""
+    return _whash(_rgb(image))
+
+
+def _ahash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Average hash: 64 bits, packed (8 bytes)."""
     px = _grey(rgb, _HASH_SIZE, _HASH_SIZE)
     return _pack(px > px.mean())
 
 
-def dhash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def _dhash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Difference hash (horizontal gradients): 64 bits, packed (8 bytes)."""
     px = _grey(rgb, _HASH_SIZE + 1, _HASH_SIZE)
     return _pack(px[:, 1:] > px[:, :-1])
 
 
-def phash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def _phash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """DCT perceptual hash: 64 bits, packed (8 bytes)."""
     n = _HASH_SIZE * 4
     px = _grey(rgb, n, n).astype(np.float64)
@@ -115,7 +154,7 @@ def _idwt2(
     return _idwt(_idwt(aa, ad, 1), _idwt(da, dd, 1), 0)
 
 
-def whash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def _whash(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Haar wavelet hash: 64 bits, packed (8 bytes).
 
     Reproduces ImageHash's float arithmetic (PyWavelets' rounding, step by step), so that
@@ -154,25 +193,25 @@ class _ImageHash64(Fingerprinter):
 class AHashFingerprinter(_ImageHash64):
     """Average hash (64 bits, Hamming), as ImageHash's ``average_hash``."""
 
-    _hash = staticmethod(ahash)
+    _hash = staticmethod(_ahash)
 
 
 @register_fingerprinter("dhash")
 class DHashFingerprinter(_ImageHash64):
     """Difference hash (64 bits, Hamming), as ImageHash's ``dhash``."""
 
-    _hash = staticmethod(dhash)
+    _hash = staticmethod(_dhash)
 
 
 @register_fingerprinter("phash")
 class PHashFingerprinter(_ImageHash64):
     """DCT perceptual hash (64 bits, Hamming), as ImageHash's ``phash``."""
 
-    _hash = staticmethod(phash)
+    _hash = staticmethod(_phash)
 
 
 @register_fingerprinter("whash")
 class WHashFingerprinter(_ImageHash64):
     """Haar wavelet hash (64 bits, Hamming), as ImageHash's ``whash``."""
 
-    _hash = staticmethod(whash)
+    _hash = staticmethod(_whash)

@@ -108,6 +108,13 @@ class LocalFeatures:
             value = getattr(self, name)
             if value is not None:
                 _check_array(value, name, np.float32, (n,))
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool)
+                   for v in (self.width, self.height)):
+            raise LocalFeatureError(
+                f"width and height must be ints; got {self.width!r} and {self.height!r}"
+            )
+        if self.mirror is not None and not isinstance(self.mirror, LocalFeatures):
+            raise LocalFeatureError(f"mirror must be LocalFeatures; got {type(self.mirror).__name__}")
         if self.width < 1 or self.height < 1:
             raise LocalFeatureError(
                 f"width and height must be >= 1, got {self.width}x{self.height}"
@@ -117,9 +124,10 @@ class LocalFeatures:
         return int(self.xy.shape[0])
 
     def head(self, n: int) -> LocalFeatures:
-        """The first ``n`` features (still spread over the image; see the module docstring)."""
-        if n < 0:
-            raise ConfigError(f"n must be >= 0, got {n}")
+        """The first ``n`` features (still spread over the image; see the module docstring).
+        ``n`` is an ``int >= 0`` (:class:`~tracemark.errors.ConfigError` otherwise)."""
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ConfigError(f"n must be an int >= 0, got {n!r}")
         return LocalFeatures(
             xy=self.xy[:n],
             descriptors=self.descriptors[:n],
@@ -273,8 +281,11 @@ def mirrored(features: LocalFeatures) -> LocalFeatures:
 
     Positions become ``x' = width - 1 - x``, angles ``180 - angle``; each descriptor's 4x4
     grid has its rows reversed and its 8 orientation bins negated. ORB raises
-    :class:`LocalFeatureError` (extract with ``mirror=True`` instead).
+    :class:`LocalFeatureError` (extract with ``mirror=True`` instead), as does anything
+    that is not :class:`LocalFeatures`.
     """
+    if not isinstance(features, LocalFeatures):
+        raise LocalFeatureError(f"mirrored() takes LocalFeatures; got {type(features).__name__}")
     if features.kind != "sift":
         raise LocalFeatureError("only SIFT features can be mirrored without the image")
     n = len(features)
@@ -315,10 +326,13 @@ def verify(
         raise LocalFeatureError("verify() takes two LocalFeatures")
     if query.kind != ref.kind:
         raise LocalFeatureError(f"cannot match {query.kind} features against {ref.kind} features")
-    if not 0.0 < ratio <= 1.0:
-        raise ConfigError(f"ratio must be in (0, 1], got {ratio}")
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 < ratio <= 1.0:
+        raise ConfigError(f"ratio must be a number in (0, 1], got {ratio!r}")
+    if threshold is not None and (isinstance(threshold, bool)
+                                  or not isinstance(threshold, int | float)):
+        raise ConfigError(f"threshold must be a number or None, got {threshold!r}")
     thr = max(2.0, 0.0075 * max(ref.width, ref.height)) if threshold is None else float(threshold)
-    if thr <= 0:
+    if not thr > 0:
         raise ConfigError(f"threshold must be > 0, got {threshold}")
     variants = [(query, False)]
     if flips:

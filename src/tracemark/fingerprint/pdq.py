@@ -17,8 +17,10 @@ coefficients tie within float rounding at the median:
    the DC excluded), summed in the reference's order;
 6. bit = coefficient > the lower median (Torben's median) -> 128 bits set.
 
-Bit order: ``bits[0]`` is the reference's bit 255, so ``np.packbits(bits).tobytes().hex()``
-is the ThreatExchange hex string.
+Bit order: ``bits[0]`` is the reference's bit 255 (as the ``pdqhash`` wrapper's vector), so
+``np.packbits(bits).tobytes().hex()``, which is ``Fingerprint.to_hex()`` of the ``pdq``
+fingerprinter, is the ThreatExchange hex string (64 lower-case digits, the reference's
+``Hash256::format``: words 15 down to 0); ``Fingerprint.from_hex("pdq", text)`` reads it.
 
 Differences from the reference, on purpose: images smaller than 5 px on a side raise
 :class:`~tracemark.errors.ImageTooSmallError` (the reference returns an all-zero hash with
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any, Final
+from typing import Final
 
 import cv2
 import numpy as np
@@ -53,6 +55,7 @@ from tracemark.fingerprint.base import (
     _FingerprintError,
     register_fingerprinter,
 )
+from tracemark.imageio import ImageSource
 
 __all__ = [
     "DIHEDRAL_NAMES",
@@ -182,7 +185,7 @@ def _dct16(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.cumsum(prod, axis=2, dtype=np.float32)[:, :, -1]
 
 
-def _dct_and_quality(image: Any, *, dihedral: bool = False) -> tuple[npt.NDArray[np.float32], int]:
+def _dct_and_quality(image: ImageSource, *, dihedral: bool = False) -> tuple[npt.NDArray[np.float32], int]:
     from tracemark.imageio import load_image
 
     rgb = load_image(image)
@@ -225,18 +228,24 @@ def _out(bits: npt.NDArray[np.uint8], packed: bool) -> npt.NDArray[np.uint8]:
     return np.packbits(bits, axis=-1) if packed else bits
 
 
-def pdq_hash(image: Any, *, packed: bool = False) -> tuple[npt.NDArray[np.uint8], int]:
-    """PDQ hash and quality (0..100) of ``image`` (anything ``load_image`` accepts).
+def pdq_hash(image: ImageSource, *, packed: bool = False) -> tuple[npt.NDArray[np.uint8], int]:
+    """PDQ hash and quality (an ``int``, 0..100) of ``image`` (anything ``load_image``
+    accepts: a path, bytes, a binary file object, a PIL image, an array).
 
     Returns 256 bits as ``uint8`` 0/1 (reference bit 255 first), or with ``packed=True``
-    the 32 bytes whose hex is the ThreatExchange hash string.
+    the 32 bytes whose hex is the ThreatExchange hash string. Raises the loader's typed
+    :class:`~tracemark.errors.ImageError` for anything else and
+    :class:`~tracemark.errors.ImageTooSmallError` below 5 px a side.
     """
     b, quality = _dct_and_quality(image)
     return _out(_bits(b), packed), quality
 
 
-def pdq_dihedral(image: Any, *, packed: bool = False) -> tuple[npt.NDArray[np.uint8], int]:
-    """The 8 dihedral PDQ hashes ``(8, 256)`` (or ``(8, 32)`` packed) and the quality.
+def pdq_dihedral(
+    image: ImageSource, *, packed: bool = False
+) -> tuple[npt.NDArray[np.uint8], int]:
+    """The 8 dihedral PDQ hashes ``(8, 256)`` (or ``(8, 32)`` packed) and the quality, of
+    ``image`` (as :func:`pdq_hash`, with the same errors).
 
     Row order: :data:`DIHEDRAL_NAMES`. Row ``k`` is (nearly) the hash of the image
     transformed by that orientation; see the module docstring.
@@ -268,7 +277,10 @@ def pdq_match_distance(
 
     ``query_hashes8``: ``(k, 256)`` bits or ``(k, 32)`` packed (usually the 8 of
     :func:`pdq_dihedral`); ``ref_hash``: one hash (``(256,)`` / ``(32,)``) -> an ``int``, or
-    ``(n, 256)`` / ``(n, 32)`` -> an ``int64`` array of ``n`` distances.
+    ``(n, 256)`` / ``(n, 32)`` -> an ``int64`` array of ``n`` distances. Anything else (an
+    image, a hex string, other shapes or dtypes) raises
+    :class:`~tracemark.errors.FingerprintError`; a hex string is read with
+    ``Fingerprint.from_hex("pdq", text).vector``.
     """
     q = _as_packed(query_hashes8, "query_hashes8")
     r = _as_packed(ref_hash, "ref_hash")

@@ -2,7 +2,11 @@
 copy-detection retrieval (ISC2021 / DISC21 micro AP, recall at precision, rank-1 accuracy).
 
 All functions are pure, take plain numpy arrays or Python sequences, and raise
-:class:`tracemark.errors.MetricError` on inconsistent input.
+:class:`tracemark.errors.MetricError` on inconsistent input. The functions of two score
+groups take keyword arguments only (``auroc(positives=..., negatives=...)``), so that
+scikit-learn's ``(labels, scores)`` order cannot be passed by mistake; a positional call
+raises :class:`~tracemark.errors.MetricError`. :func:`scores_by_label` converts from
+scikit-learn's form.
 """
 
 from tracemark.metrics.detection import (
@@ -11,6 +15,7 @@ from tracemark.metrics.detection import (
     auroc,
     bit_accuracy,
     roc_curve,
+    scores_by_label,
     threshold_for_fpr,
     tpr_at_fpr,
     wilson_interval,
@@ -34,6 +39,7 @@ __all__ = [
     "roc_curve",
     "RocCurve",
     "auroc",
+    "scores_by_label",
     "tpr_at_fpr",
     "TprAtFpr",
     "threshold_for_fpr",

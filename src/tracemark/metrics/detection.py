@@ -2,15 +2,25 @@
 
 Scores follow one convention throughout: a higher score means "more likely positive"
 (watermarked, a match), and the decision at threshold ``t`` is ``score >= t``. Scores are
-given as two 1-D arrays, ``scores_pos`` (items that are truly positive) and ``scores_neg``
-(truly negative); both must be non-empty and finite.
+given as two 1-D arrays, ``positives`` (the scores of items that are truly positive) and
+``negatives`` (truly negative); both must be non-empty and finite.
+
+The score functions (:func:`roc_curve`, :func:`auroc`, :func:`tpr_at_fpr`,
+:func:`threshold_for_fpr`) take keyword arguments only, so that they cannot be called the
+wrong way round silently: scikit-learn's ``roc_auc_score(y_true, y_score)`` takes labels
+then scores, an older tracemark took positives then negatives, and both are two arrays of
+numbers. A positional call raises :class:`~tracemark.errors.MetricError` saying how to call
+it; :func:`scores_by_label` turns scikit-learn's ``(labels, scores)`` into the two groups.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,12 +34,35 @@ __all__ = [
     "bit_accuracy",
     "roc_curve",
     "auroc",
+    "scores_by_label",
     "tpr_at_fpr",
     "threshold_for_fpr",
     "wilson_interval",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+ArrayLike = npt.ArrayLike
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _keywords_only(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` (whose parameters are keyword-only), raising :class:`MetricError` rather than
+    Python's ``TypeError`` on a positional call, with the right call in the message."""
+    names = ", ".join(f"{n}=..." for n in inspect.signature(fn).parameters)
+
+    @wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if args:
+            raise MetricError(
+                f"{fn.__name__}() takes keyword arguments only: {fn.__name__}({names}); "
+                f"got {len(args)} positional. For scikit-learn's (labels, scores) order, "
+                "positives, negatives = scores_by_label(labels=..., scores=...)"
+            )
+        return fn(**kwargs)
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -86,13 +119,15 @@ def _bits(values: Any, what: str) -> npt.NDArray[np.bool_]:
     return np.asarray(array == 1, dtype=np.bool_)
 
 
-def bit_accuracy(expected_bits: Any, decoded_bits: Any) -> float | FloatArray:
-    """Fraction of bits decoded correctly.
+def bit_accuracy(expected_bits: ArrayLike, decoded_bits: ArrayLike) -> float | FloatArray:
+    """Fraction of bits decoded correctly, in [0, 1].
 
     Bits are booleans or numbers equal to 0 or 1. Two 1-D arrays of the same length give
     a ``float``. A 2-D ``decoded_bits`` of shape ``(N, L)`` gives one accuracy per row, a
     ``float64`` array of length ``N``; ``expected_bits`` is then ``(N, L)`` or ``(L,)``
-    (one message for every row).
+    (one message for every row). Symmetric for two 1-D arrays, so the argument order
+    cannot give a wrong number; :class:`MetricError` for values other than 0/1, shapes
+    that differ, or no bits.
     """
     expected = _bits(expected_bits, "expected_bits")
     decoded = _bits(decoded_bits, "decoded_bits")
@@ -115,12 +150,36 @@ def bit_accuracy(expected_bits: Any, decoded_bits: Any) -> float | FloatArray:
     return np.asarray(correct, dtype=np.float64)
 
 
-def roc_curve(scores_pos: Any, scores_neg: Any) -> RocCurve:
+@_keywords_only
+def scores_by_label(*, labels: ArrayLike, scores: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """``(positives, negatives)``: ``scores`` split by ``labels`` (scikit-learn's ``y_true``).
+
+    ``labels`` is 1-D of booleans or numbers equal to 0 or 1 (1: positive); ``scores`` is
+    1-D of finite numbers of the same length. Returns two ``float64`` arrays, each in the
+    input's order. Raises :class:`MetricError` for labels that are not 0/1 (scores passed
+    as labels, for instance), lengths that differ, or a group left empty.
+    """
+    lab = _bits(labels, "labels")
+    sc = _scores(scores, "scores")
+    if lab.ndim != 1 or lab.shape != sc.shape:
+        raise MetricError(f"labels and scores must be 1-D of one length; got {lab.shape} and "
+                          f"{sc.shape}")
+    if lab.all() or not lab.any():
+        raise MetricError("labels must hold both classes (0 and 1)")
+    return sc[lab], sc[~lab]
+
+
+@_keywords_only
+def roc_curve(*, positives: ArrayLike, negatives: ArrayLike) -> RocCurve:
     """ROC curve over every distinct score, like ``sklearn.metrics.roc_curve`` with
     ``drop_intermediate=False``: tied scores form a single point.
+
+    ``positives``/``negatives``: 1-D scores of the truly positive/negative items (keyword
+    only; see the module docstring). Raises :class:`MetricError` on empty, non-finite or
+    non-1-D scores and on a positional call.
     """
-    pos = _scores(scores_pos, "scores_pos")
-    neg = _scores(scores_neg, "scores_neg")
+    pos = _scores(positives, "positives")
+    neg = _scores(negatives, "negatives")
     scores = np.concatenate([pos, neg])
     labels = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
     order = np.argsort(-scores, kind="stable")
@@ -137,14 +196,18 @@ def roc_curve(scores_pos: Any, scores_neg: Any) -> RocCurve:
     )
 
 
-def auroc(scores_pos: Any, scores_neg: Any) -> float:
-    """Area under the ROC curve: ``P(pos > neg) + P(pos == neg) / 2``.
+@_keywords_only
+def auroc(*, positives: ArrayLike, negatives: ArrayLike) -> float:
+    """Area under the ROC curve: ``P(pos > neg) + P(pos == neg) / 2``, in [0, 1].
 
-    Equal to ``sklearn.metrics.roc_auc_score`` (ties count one half). Computed from
-    average ranks (Mann-Whitney U), in ``O(n log n)``.
+    ``positives``/``negatives``: 1-D scores of the truly positive/negative items (keyword
+    only: ``auroc(scores, labels)`` in scikit-learn's order raises :class:`MetricError`
+    instead of returning a wrong number; use :func:`scores_by_label`). Equal to
+    ``sklearn.metrics.roc_auc_score`` (ties count one half). Computed from average ranks
+    (Mann-Whitney U), in ``O(n log n)``.
     """
-    pos = _scores(scores_pos, "scores_pos")
-    neg = _scores(scores_neg, "scores_neg")
+    pos = _scores(positives, "positives")
+    neg = _scores(negatives, "negatives")
     ranks = stats.rankdata(np.concatenate([pos, neg]), method="average")
     u = float(ranks[: pos.size].sum()) - pos.size * (pos.size + 1) / 2.0
     return u / (pos.size * neg.size)
@@ -160,8 +223,9 @@ def _check_fpr(fpr: float) -> float:
     return value
 
 
-def threshold_for_fpr(scores_neg: Any, fpr: float) -> float:
-    """The smallest threshold ``t`` whose false-positive rate on ``scores_neg`` is <= ``fpr``.
+@_keywords_only
+def threshold_for_fpr(*, negatives: ArrayLike, fpr: float) -> float:
+    """The smallest threshold ``t`` whose false-positive rate on ``negatives`` is <= ``fpr``.
 
     The false-positive rate of ``t`` is the fraction of negatives with ``score >= t``.
     With ``n`` negatives, only ``k`` of them, the largest ``k`` with ``k / n <= fpr``, may
@@ -170,9 +234,10 @@ def threshold_for_fpr(scores_neg: Any, fpr: float) -> float:
     smallest non-zero FPR that can be resolved is ``1 / n``: for ``fpr < 1 / n`` (and for
     ``fpr = 0``) the threshold lies just above the maximum negative. Tied negatives cannot
     be split, so the achieved FPR may be below ``fpr``. For ``fpr = 1`` every score is
-    accepted and the threshold is ``-inf``.
+    accepted and the threshold is ``-inf``. Keyword arguments only; :class:`MetricError`
+    on bad scores or an ``fpr`` outside [0, 1].
     """
-    neg = _scores(scores_neg, "scores_neg")
+    neg = _scores(negatives, "negatives")
     target = _check_fpr(fpr)
     n = neg.size
     # number of negatives allowed at or above the threshold: largest k with k/n <= fpr
@@ -183,8 +248,9 @@ def threshold_for_fpr(scores_neg: Any, fpr: float) -> float:
     return float(np.nextafter(descending[allowed], np.inf))
 
 
-def tpr_at_fpr(scores_pos: Any, scores_neg: Any, fpr: float) -> TprAtFpr:
-    """True-positive rate at the threshold :func:`threshold_for_fpr` picks on ``scores_neg``.
+@_keywords_only
+def tpr_at_fpr(*, positives: ArrayLike, negatives: ArrayLike, fpr: float) -> TprAtFpr:
+    """True-positive rate at the threshold :func:`threshold_for_fpr` picks on ``negatives``.
 
     The threshold is the smallest ``t`` such that the fraction of negatives with
     ``score >= t`` is <= ``fpr``; ``tpr`` is the fraction of positives with
@@ -192,11 +258,11 @@ def tpr_at_fpr(scores_pos: Any, scores_neg: Any, fpr: float) -> TprAtFpr:
     any threshold meeting the FPR target, the same as the highest ``tpr`` of
     :func:`roc_curve` among points with ``fpr <= target``. With ``n`` negatives an FPR
     below ``1 / n`` cannot be resolved: the threshold is then just above the maximum
-    negative score (achieved FPR 0).
+    negative score (achieved FPR 0). Keyword arguments only (see the module docstring).
     """
-    pos = _scores(scores_pos, "scores_pos")
-    neg = _scores(scores_neg, "scores_neg")
-    threshold = threshold_for_fpr(neg, fpr)
+    pos = _scores(positives, "positives")
+    neg = _scores(negatives, "negatives")
+    threshold = threshold_for_fpr(negatives=neg, fpr=fpr)
     return TprAtFpr(
         tpr=float(np.mean(pos >= threshold)),
         threshold=threshold,

@@ -70,11 +70,14 @@ def _check_range(data_range: float) -> float:
     return value
 
 
-def psnr(reference: Any, test: Any, *, data_range: float = 255) -> float:
+def psnr(reference: npt.NDArray[Any], test: npt.NDArray[Any], *,
+         data_range: float = 255) -> float:
     """Peak signal-to-noise ratio in dB: ``10 * log10(data_range**2 / MSE)``.
 
     Returns ``math.inf`` when the images are identical. The MSE is taken over all pixels
-    and channels together.
+    and channels together. Symmetric in its two images. Takes decoded arrays only (load
+    files with :func:`tracemark.imageio.load_image`); anything else, or arrays of
+    different shapes, raises :class:`MetricError`.
     """
     ref, tst = _pair(reference, test)
     peak = _check_range(data_range)
@@ -104,11 +107,13 @@ def _ssim_channel(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], peak: 
     return float(ssim_map.mean(dtype=np.float64))
 
 
-def ssim(reference: Any, test: Any, *, data_range: float = 255) -> float:
+def ssim(reference: npt.NDArray[Any], test: npt.NDArray[Any], *,
+         data_range: float = 255) -> float:
     """Mean structural similarity (Wang et al. 2004; see the module docstring).
 
     Colour images: SSIM of each channel, averaged. Both sides must be at least
     ``SSIM_WINDOW`` (11) pixels, else :class:`MetricError`. Identical images give ``1.0``.
+    Symmetric in its two images; arrays only, as :func:`psnr`.
     """
     ref, tst = _pair(reference, test)
     peak = _check_range(data_range)

@@ -530,13 +530,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/detect", tags=["watermark"])
     async def detect(name: str, key: Key, image: Upload) -> dict[str, Any]:
-        """Detect the collection's watermark: presence, calibrated p-value, payload."""
+        """Detect the collection's watermark: presence (true, false, or null when the
+        collection's method cannot tell; a collection's ``lattice`` always can), calibrated
+        p-value, payload."""
         allow(key, name, write=False)
         data = await read_upload(image)
 
         def work() -> dict[str, Any]:
             det = state.collection(name).read_mark(load(data))
-            return {"present": bool(det.present), "payload": det.payload_int,
+            present = None if det.present is None else bool(det.present)
+            return {"present": present, "payload": det.payload_int,
                     "payload_hex": None if det.payload is None else "0x" + det.payload.hex(),
                     "p_value": det.p_value, "score": float(det.score)}
         return await state.run(work)

@@ -56,13 +56,22 @@ probability at most this (for methods with a calibrated p-value)."""
 class Detection:
     """What a detector found.
 
+    ``present`` is a tri-state: ``True`` (the mark is there, at the method's ``alpha``),
+    ``False`` (it is not, or the image is too small to carry it) or ``None`` (the method
+    cannot tell: it decodes bits from any image, marked or not, and has nothing to check
+    them against; the peers of :mod:`tracemark.watermark.peers`, whose ``tells_presence``
+    is False). Test ``present is True`` for "found"; ``None`` is falsy, so ``if
+    det.present`` never counts an unknown as found.
+
     ``p_value`` is the probability that an unmarked image (or one marked with another
     key) scores at least ``score``; ``None`` for methods without a calibrated detector
     (the peers). ``payload`` is the decoded payload as bytes (big-endian, the method's
-    capacity rounded up to whole bytes) when it could be read and verified, else None.
+    capacity rounded up to whole bytes) when it could be read and verified, else None;
+    for a method that cannot tell presence it is the decoded bits as bytes, unverified
+    (``details["verified"]`` is False).
     """
 
-    present: bool
+    present: bool | None
     payload: bytes | None
     score: float
     p_value: float | None
@@ -105,6 +114,9 @@ class WatermarkMethod(ABC):
     """Whether the method takes a secret key (the peers do not)."""
     calibrated: ClassVar[bool] = False
     """Whether ``detect`` returns a calibrated p-value."""
+    tells_presence: ClassVar[bool] = True
+    """Whether ``detect`` can tell a marked image from an unmarked one. When False (the
+    peers), ``Detection.present`` is None for every image it could read."""
     min_size: ClassVar[int] = 64
     """Smallest short side ``embed`` accepts."""
     extra: ClassVar[str | None] = None
@@ -123,7 +135,9 @@ class WatermarkMethod(ABC):
         return self._embed(img, bits, self._check_key(key))
 
     def detect(self, image: Any, key: Any = None, *, alpha: float = DEFAULT_ALPHA) -> Detection:
-        """Look for the mark; an unmarked image gives ``present=False``, not an exception."""
+        """Look for the mark; an unmarked image gives ``present=False``, not an exception
+        (``present=None`` from a method whose ``tells_presence`` is False: it cannot tell).
+        """
         if not 0 < alpha < 1:
             raise ConfigError(f"alpha must be in (0, 1); got {alpha}")
         img = self._load(image)

@@ -15,12 +15,25 @@ What a user must know about the peers:
 
 - They take no key: anyone with the library can read and rewrite their payload. A key
   given to them is ignored, though a malformed key is still an error.
-- They have no verification: ``detect`` returns ``present=True`` whenever the library
-  could decode bits, marked or not, with ``score=0.0`` and ``p_value=None`` (the library
-  exposes no confidence). ``payload`` holds the decoded bits as bytes, unverified.
-  Compare peers by bit accuracy against the payload that was embedded, the W-Bench
-  protocol; an unmarked image decodes to bits that agree with a given payload about half
-  the time.
+- They cannot tell presence, and tracemark says so (``tells_presence = False``): the
+  library decodes bits from any image, marked or not, and exposes no confidence, so
+  ``detect`` returns ``present=None`` ("unknown") whenever it could decode bits, with
+  ``score=0.0``, ``p_value=None`` and ``details={"verified": False, "presence":
+  "unknown"}``. ``payload`` and ``bits`` hold the decoded bits, unverified. ``present``
+  is False only when nothing could be read (an image under the library's area rule).
+  The CLI's ``watermark detect`` reports such images as "presence unknown", with
+  ``"present": null`` in their JSON line and its own exit code (13), never the "found"
+  code. Compare peers by bit accuracy against the payload that was embedded, the W-Bench
+  protocol (what ``tracemark bench watermark`` does for every uncalibrated method); an
+  unmarked image decodes to bits that agree with a given payload about half the time.
+
+  Why not wrap their payload with a keyed check (a MAC or CRC in the payload, giving a
+  decision with the check's false-match probability as its p-value)? It would make
+  them different methods from the ones the benchmarks in the literature measure (their
+  whole 32 or 64 bits are the payload there), take 16 or more of rivaGan's 32 bits, and
+  turn every single bit error into "absent", so that their robustness figures would no
+  longer compare with W-Bench's. A peer stays what the library is; a decision needs
+  ``lattice``.
 - The library works on BGR arrays (OpenCV's order); the adapters convert from and to
   the RGB arrays of tracemark.
 - The library refuses images of fewer than 256 x 256 pixels by area. ``embed`` asks for a
@@ -61,6 +74,7 @@ class _InvisibleWatermark(WatermarkMethod):
 
     keyed = False
     calibrated = False
+    tells_presence = False
     extra = "peers"
     min_size = 256
     library_method: ClassVar[str]
@@ -114,13 +128,13 @@ class _InvisibleWatermark(WatermarkMethod):
                 f"{self.name}: invisible-watermark decoded {bits.size} bits; expected {self.payload_bits}"
             )
         return Detection(
-            True,
+            None,  # decoded, but the library cannot tell a marked image from an unmarked one
             bits_to_bytes(bits),
             0.0,
             None,
             bits=bits,
             method=self.name,
-            details={"verified": False},
+            details={"verified": False, "presence": "unknown"},
         )
 
 
@@ -130,8 +144,8 @@ class DwtDctWatermark(_InvisibleWatermark):
 
     Each bit is written, repeated over the image, as a quantisation of the largest AC
     coefficient of 4 x 4 blocks of the Haar LL band of the U (chroma) channel. ``present``
-    is True whenever bits could be decoded and ``score`` is always 0.0: judge it by bit
-    accuracy against the known payload. The mark does not survive clipping: on images
+    is None (unknown) whenever bits could be decoded and ``score`` is always 0.0: judge
+    it by bit accuracy against the known payload. The mark does not survive clipping: on images
     with many saturated pixels (white backgrounds, clip art) even the unattacked round
     trip can fall to chance.
     """
@@ -145,8 +159,8 @@ class DwtDctSvdWatermark(_InvisibleWatermark):
     """invisible-watermark's ``dwtDctSvd``: 64 bits, keyless, unverified (see the module doc).
 
     Like ``dwtDct`` but each bit quantises the largest singular value of the DCT of a
-    4 x 4 block. ``present`` is True whenever bits could be decoded and ``score`` is
-    always 0.0: judge it by bit accuracy against the known payload. Saturated images
+    4 x 4 block. ``present`` is None (unknown) whenever bits could be decoded and
+    ``score`` is always 0.0: judge it by bit accuracy against the known payload. Saturated images
     defeat it as they do ``dwtDct``.
     """
 
@@ -159,8 +173,8 @@ class RivaGanWatermark(_InvisibleWatermark):
     """invisible-watermark's ``rivaGan`` (RivaGAN, ONNX on CPU): exactly 32 bits, keyless.
 
     A learned encoder/decoder; the library accepts no other payload length. ``present``
-    is True whenever bits could be decoded and ``score`` is always 0.0: judge it by bit
-    accuracy against the known payload. About 1 s to embed and 1 s to detect a 512 x 512
+    is None (unknown) whenever bits could be decoded and ``score`` is always 0.0: judge
+    it by bit accuracy against the known payload. About 1 s to embed and 1 s to detect a 512 x 512
     image on two CPU cores. The models load once per process on first use.
     """
 
