@@ -5,11 +5,16 @@ array into an RGB ``uint8`` array of shape ``(H, W, 3)`` (C-contiguous, always a
 array). :func:`open_image_info` and :func:`read_metadata` read the header only;
 :func:`save_image` / :func:`encode_image` write images with metadata stripped by default.
 
-Formats read and written: JPEG (also MPO, the multi-picture JPEG of many cameras), PNG,
-WebP, TIFF, BMP and GIF; no other decoder of Pillow is ever run. Other formats are
-refused with :class:`~tracemark.errors.UnsupportedImageError` when their magic number
-tells what they are (HEIC, AVIF, JPEG 2000, JPEG XL, PDF, PSD, Netpbm, ...), otherwise
-with :class:`~tracemark.errors.CorruptImageError` ("not a recognised image").
+Formats written, and read by default: JPEG (also MPO, the multi-picture JPEG of many
+cameras), PNG, WebP, TIFF, BMP and GIF (:data:`SUPPORTED_FORMATS`). Also read by default
+(:data:`READ_FORMATS`), the formats rights holders and platforms keep works in: PSD (the
+composite image), JPEG 2000, AVIF (a Pillow with libavif), HEIF/HEIC (the ``heif`` extra,
+pillow-heif; libheif applies the file's rotation) and Netpbm (8 and 16 bit). Read only
+when asked (``formats="all"`` or an allow-list; :data:`OPTIONAL_FORMATS`): TGA, PCX, XBM,
+XPM, ICO, CUR, SGI, DDS, QOI, FITS, IM. No other decoder of Pillow is ever run (EPS would
+run Ghostscript). A file of a format that is not allowed, or that tracemark recognises but
+does not read (JPEG XL, PDF, SVG, ...), is :class:`~tracemark.errors.UnsupportedImageError`;
+:class:`~tracemark.errors.CorruptImageError` is for data no decoder can make sense of.
 ``bytes`` are always image data, never a path.
 For animated GIF, APNG and WebP, multi-page TIFF and MPO, only the first frame is read.
 The EXIF orientation tag is applied (``ImageOps.exif_transpose``); a corrupt EXIF block
@@ -47,9 +52,15 @@ refused with :class:`~tracemark.errors.ImageTooLargeError` before any pixel is d
 arrays and PIL images are checked too. Pillow's own hard limit (twice
 ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx) still applies to files and is reported the
 same way; tracemark never changes Pillow's global settings (``MAX_IMAGE_PIXELS``,
-``ImageFile.LOAD_TRUNCATED_IMAGES``). Truncated files raise
+``ImageFile.LOAD_TRUNCATED_IMAGES``). Data that ends before the decoder is done raises
 :class:`~tracemark.errors.CorruptImageError` even where an application has set
-``LOAD_TRUNCATED_IMAGES = True``.
+``LOAD_TRUNCATED_IMAGES = True`` (see :func:`_strict_load`): a JPEG whose scan data runs
+out is refused before the full decode (libjpeg-turbo's own "premature end of data
+segment", through simplejpeg at 1/8 scale), while a JPEG whose scan data is complete but
+whose end-of-image marker is missing or replaced by a trailer loads, as does a PNG whose
+pixel data is complete but whose IEND chunk (or last byte) is missing. Limits: bytes that
+follow a cut inside a JPEG scan are taken as scan data (by any decoder); under the flag,
+errors of decoders that read the file themselves (JPEG 2000) are dropped by Pillow.
 
 A 1x1 image loads fine: minimum sizes are checked by the operations that need them.
 Every error is a :class:`~tracemark.errors.ImageError` subclass whose ``source`` is the
