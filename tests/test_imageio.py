@@ -574,11 +574,9 @@ def test_text_file_named_jpg(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("head", "name"),
     [
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
-        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00", "AVIF"),
+        (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
         (b"%PDF-1.7\n", "PDF"),
-        (b"P6\n2 1\n255\n" + bytes(6), "Netpbm"),
-        (b"8BPS\x00\x01" + bytes(40), "PSD"),
+        (b"icns" + bytes(12), "ICNS"),
     ],
 )
 def test_other_formats_are_unsupported(head: bytes, name: str) -> None:

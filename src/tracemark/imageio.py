@@ -5,11 +5,16 @@ array into an RGB ``uint8`` array of shape ``(H, W, 3)`` (C-contiguous, always a
 array). :func:`open_image_info` and :func:`read_metadata` read the header only;
 :func:`save_image` / :func:`encode_image` write images with metadata stripped by default.
 
-Formats read and written: JPEG (also MPO, the multi-picture JPEG of many cameras), PNG,
-WebP, TIFF, BMP and GIF; no other decoder of Pillow is ever run. Other formats are
-refused with :class:`~tracemark.errors.UnsupportedImageError` when their magic number
-tells what they are (HEIC, AVIF, JPEG 2000, JPEG XL, PDF, PSD, Netpbm, ...), otherwise
-with :class:`~tracemark.errors.CorruptImageError` ("not a recognised image").
+Formats written, and read by default: JPEG (also MPO, the multi-picture JPEG of many
+cameras), PNG, WebP, TIFF, BMP and GIF (:data:`SUPPORTED_FORMATS`). Also read by default
+(:data:`READ_FORMATS`), the formats rights holders and platforms keep works in: PSD (the
+composite image), JPEG 2000, AVIF (a Pillow with libavif), HEIF/HEIC (the ``heif`` extra,
+pillow-heif; libheif applies the file's rotation) and Netpbm (8 and 16 bit). Read only
+when asked (``formats="all"`` or an allow-list; :data:`OPTIONAL_FORMATS`): TGA, PCX, XBM,
+XPM, ICO, CUR, SGI, DDS, QOI, FITS, IM. No other decoder of Pillow is ever run (EPS would
+run Ghostscript). A file of a format that is not allowed, or that tracemark recognises but
+does not read (JPEG XL, PDF, SVG, ...), is :class:`~tracemark.errors.UnsupportedImageError`;
+:class:`~tracemark.errors.CorruptImageError` is for data no decoder can make sense of.
 ``bytes`` are always image data, never a path.
 For animated GIF, APNG and WebP, multi-page TIFF and MPO, only the first frame is read.
 The EXIF orientation tag is applied (``ImageOps.exif_transpose``); a corrupt EXIF block
@@ -47,9 +52,15 @@ refused with :class:`~tracemark.errors.ImageTooLargeError` before any pixel is d
 arrays and PIL images are checked too. Pillow's own hard limit (twice
 ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx) still applies to files and is reported the
 same way; tracemark never changes Pillow's global settings (``MAX_IMAGE_PIXELS``,
-``ImageFile.LOAD_TRUNCATED_IMAGES``). Truncated files raise
+``ImageFile.LOAD_TRUNCATED_IMAGES``). Data that ends before the decoder is done raises
 :class:`~tracemark.errors.CorruptImageError` even where an application has set
-``LOAD_TRUNCATED_IMAGES = True``.
+``LOAD_TRUNCATED_IMAGES = True`` (see :func:`_strict_load`): a JPEG whose scan data runs
+out is refused before the full decode (libjpeg-turbo's own "premature end of data
+segment", through simplejpeg at 1/8 scale), while a JPEG whose scan data is complete but
+whose end-of-image marker is missing or replaced by a trailer loads, as does a PNG whose
+pixel data is complete but whose IEND chunk (or last byte) is missing. Limits: bytes that
+follow a cut inside a JPEG scan are taken as scan data (by any decoder); under the flag,
+errors of decoders that read the file themselves (JPEG 2000) are dropped by Pillow.
 
 A 1x1 image loads fine: minimum sizes are checked by the operations that need them.
 Every error is a :class:`~tracemark.errors.ImageError` subclass whose ``source`` is the
@@ -68,7 +79,7 @@ import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Final, Literal, TypeAlias
@@ -88,6 +99,8 @@ from tracemark.errors import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "OPTIONAL_FORMATS",
+    "READ_FORMATS",
     "SUPPORTED_FORMATS",
     "ImageInfo",
     "ImageSource",
@@ -108,14 +121,39 @@ DEFAULT_MAX_PIXELS: Final[int] = 100_000_000
 """Default pixel limit (width * height) of :func:`load_image`."""
 
 SUPPORTED_FORMATS: Final[tuple[str, ...]] = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
-"""Formats read and written (Pillow's names)."""
+"""Formats written, and read by default (Pillow's names)."""
+
+READ_FORMATS: Final[tuple[str, ...]] = (
+    *SUPPORTED_FORMATS, "PSD", "JPEG2000", "AVIF", "HEIF", "PPM",
+)
+"""Formats :func:`load_image` reads by default (``formats="default"``): the written ones,
+plus those rights holders and platforms keep works in: PSD (the composite image),
+JPEG 2000, AVIF (needs a Pillow built with libavif, 11.2 or later), HEIF/HEIC (needs the
+``heif`` extra, pillow-heif) and Netpbm (PBM/PGM/PPM, 8 and 16 bit; Pillow's ``PPM``)."""
+
+OPTIONAL_FORMATS: Final[tuple[str, ...]] = (
+    "TGA", "PCX", "XBM", "XPM", "ICO", "CUR", "SGI", "DDS", "QOI", "FITS", "IM",
+)
+"""Formats read only on request (``formats="all"`` or an allow-list naming them): Pillow
+decodes them, but they are rare as works and have weak magic numbers (TGA has none).
+No other Pillow decoder is ever run (EPS would run Ghostscript)."""
+
+ImageFormats: TypeAlias = "Literal['default', 'all'] | Iterable[str]"
 
 ImageSource: TypeAlias = (
     "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray"
 )
 
-_OPEN_FORMATS: Final = SUPPORTED_FORMATS  # MPO files are opened by the JPEG plugin
+_OPEN_FORMATS: Final = READ_FORMATS  # MPO files are opened by the JPEG plugin
+_HEIF_BRANDS: Final = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"hevs", b"mif1",
+                       b"msf1")
 _REPORTED_FORMAT: Final = {"MPO": "JPEG"}
+# Decoders that read to the end of the file by design (JPEG: through load_read only).
+_READS_TO_EOF: Final = frozenset({"JPEG", "MPO", "JPEG2000"})
+# Names of _FOREIGN_MAGIC -> tracemark's format names, for formats tracemark can read.
+_SNIFFED_FORMAT: Final = {"HEIC": "HEIF", "HEIF": "HEIF", "AVIF": "AVIF", "JPEG 2000": "JPEG2000",
+                          "PSD": "PSD", "Netpbm": "PPM", "ICO": "ICO", "QOI": "QOI", "DDS": "DDS",
+                          "SGI": "SGI", "FITS": "FITS"}
 _EXIF_HEADER: Final = b"Exif\x00\x00"
 _ORIENTATION_TAG: Final = 0x0112
 _ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -194,13 +232,18 @@ def load_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
     name: str | None = None,
+    formats: ImageFormats = "default",
 ) -> np.ndarray:
     """Load ``source`` as a new RGB ``uint8`` array ``(H, W, 3)``; see the module docstring.
 
     ``max_pixels`` bounds ``width * height`` before decoding (``None``: no tracemark
     limit); ``background`` is the colour alpha is flattened over; ``name`` replaces the
     ``source`` label of errors. A file object is read from its current position to its end.
+    ``formats`` is ``"default"`` (:data:`READ_FORMATS`), ``"all"`` (plus
+    :data:`OPTIONAL_FORMATS`) or an allow-list of names from those two; a file of a format
+    not allowed is :class:`~tracemark.errors.UnsupportedImageError`, never decoded.
     """
+    allowed = _check_formats(formats)
     limit = _check_max_pixels(max_pixels)
     bg = _check_background(background)
     label = _label(source, name)
@@ -211,12 +254,8 @@ def load_image(
         with _pil_errors(label, "decoding"):
             source.load()
             return _to_rgb(_oriented(source), bg, label)
-    with _opened(source, label, limit) as (im, reader), _pil_errors(label, "decoding"):
-        reader.armed = True
-        im.load()
-        reader.armed = False
-        if reader.hit_eof and ImageFile.LOAD_TRUNCATED_IMAGES:
-            raise CorruptImageError("image data is truncated", source=label)
+    with _opened(source, label, limit, allowed) as (im, reader), _pil_errors(label, "decoding"):
+        im = _strict_load(im, reader, label)
         return _to_rgb(_oriented(im), bg, label)
 
 
@@ -225,12 +264,14 @@ def open_image_info(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     name: str | None = None,
+    formats: ImageFormats = "default",
 ) -> ImageInfo:
     """Read format, mode, size, frame count, alpha and EXIF presence from the header only.
 
     Raises the same errors as :func:`load_image` for the source and the pixel limit;
     corrupt pixel data past the header is not detected.
     """
+    allowed = _check_formats(formats)
     limit = _check_max_pixels(max_pixels)
     label = _label(source, name)
     if isinstance(source, np.ndarray):
@@ -243,7 +284,8 @@ def open_image_info(
         _check_size(source.width, source.height, label, limit)
         with _pil_errors(label, "reading the header"):
             return _info(source)
-    with _opened(source, label, limit) as (im, _), _pil_errors(label, "reading the header"):
+    with _opened(source, label, limit, allowed) as (im, _), \
+            _pil_errors(label, "reading the header"):
         return _info(im)
 
 
@@ -252,6 +294,7 @@ def read_metadata(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     name: str | None = None,
+    formats: ImageFormats = "default",
 ) -> dict[str, Any]:
     """Return ``{"format", "exif", "icc_profile", "xmp"}`` of an image (bytes or ``None``).
 
@@ -259,6 +302,7 @@ def read_metadata(
     WebP is reported (not TIFF's own tags). A PNG with no EXIF in its header is decoded to
     look for an ``eXIf`` chunk after the pixels. Arrays have no metadata.
     """
+    allowed = _check_formats(formats)
     limit = _check_max_pixels(max_pixels)
     label = _label(source, name)
     if isinstance(source, np.ndarray):
@@ -267,7 +311,8 @@ def read_metadata(
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, label, limit)
         return _metadata(source)
-    with _opened(source, label, limit) as (im, _), _pil_errors(label, "reading metadata"):
+    with _opened(source, label, limit, allowed) as (im, _), \
+            _pil_errors(label, "reading metadata"):
         if im.format == "PNG" and "exif" not in im.info:
             im.load()
         return _metadata(im)
@@ -406,6 +451,133 @@ def _umask() -> int:
     return 0o022
 
 
+# --- decoding: data that ends early is corrupt, whatever Pillow's global settings ----------
+
+_JPEG_EOI: Final = b"\xff\xd9"
+# libjpeg's JWRN_HIT_MARKER: the entropy decoder needed bits past the end of the scan data.
+_JPEG_SHORT_SCAN: Final = "premature end of data segment"
+
+
+class _Truncated(Exception):
+    """Raised inside Pillow's decode loop when the decoder wants data and none is left."""
+
+
+def _strict_load(
+    im: Image.Image, reader: _WatchedBytes | _WatchedFile, label: str
+) -> Image.Image:
+    """Decode ``im`` fully; data that ends before the decoder is done is corrupt.
+
+    Pillow decides "truncated" by the module flag ``ImageFile.LOAD_TRUNCATED_IMAGES``, which
+    an application may have set; tracemark decides it here, for this image only:
+
+    * the image's own ``load_read`` (Pillow's hook for reading pixel data) is wrapped so
+      that an empty read while the decoder still asks for data raises at once, and the
+      reader notes any end of file met while decoding (decoders that read the file
+      themselves); trailing chunks read after the pixels (``load_end``) do not count;
+    * JPEG: the end-of-image marker is optional (some cameras and encoders write a trailer
+      in its place, or none), so at the end of the data the decoder is given one, as
+      Pillow does under its flag. Whether the scan data itself was complete is decided
+      before the full decode by :func:`_check_jpeg_scan`.
+    """
+    if im.format == "HEIF":
+        return _load_heif(reader)
+    jpeg = im.format in ("JPEG", "MPO")
+    if jpeg:
+        _check_jpeg_scan(reader, label)
+    own_read = getattr(type(im), "load_read", None)
+    eoi_sent = False
+
+    def load_read(size: int) -> bytes:
+        nonlocal eoi_sent
+        try:  # im.fp at call time: some plugins (WebP) decode from a buffer of their own
+            data: bytes = own_read(im, size) if own_read else im.fp.read(size)  # type: ignore[union-attr]
+        except (IndexError, struct.error, _Truncated) as exc:
+            raise _Truncated from exc
+        if not data and size:
+            if jpeg and not eoi_sent:
+                eoi_sent = True
+                return _JPEG_EOI
+            raise _Truncated
+        return data
+
+    inner_end = im.load_end  # type: ignore[attr-defined]
+
+    def load_end() -> None:
+        reader.armed = False  # chunks after the pixels (PNG text, IEND) are optional
+        inner_end()
+
+    im.load_read = load_read  # type: ignore[attr-defined]
+    im.load_end = load_end  # type: ignore[attr-defined]
+    reader.hit_eof = False
+    reader.armed = True
+    try:
+        im.load()
+    except _Truncated:
+        raise CorruptImageError("image data is truncated", source=label) from None
+    finally:
+        reader.armed = False
+    if reader.hit_eof and im.format not in _READS_TO_EOF:
+        raise CorruptImageError("image data is truncated", source=label)
+    return im
+
+
+def _whole(reader: _WatchedBytes | _WatchedFile) -> bytes:
+    pos = reader.tell()
+    try:
+        reader.seek(0)
+        return reader.read()
+    finally:
+        reader.seek(pos)
+
+
+def _heif_plugin() -> Any:
+    """pillow-heif's image class, used directly: no opener is registered with Pillow."""
+    try:
+        from pillow_heif import as_plugin
+    except ImportError:
+        return None
+    return as_plugin.HeifImageFile
+
+
+def _load_heif(reader: _WatchedBytes | _WatchedFile) -> Image.Image:
+    """Decode a HEIF/HEIC file with libheif (pillow-heif), 8 bits per channel, its
+    transformations (rotation, mirror) applied by libheif. pillow-heif's own ``load``
+    hides decode errors under ``LOAD_TRUNCATED_IMAGES``; ``HeifFile.data`` does not."""
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(_whole(reader), convert_hdr_to_8bit=True)
+    data = heif.data
+    return Image.frombytes(heif.mode, heif.size, data, "raw", heif.mode, heif.stride)
+
+
+def _check_jpeg_scan(reader: _WatchedBytes | _WatchedFile, label: str) -> None:
+    """Refuse a JPEG whose entropy-coded data ends before its last MCU.
+
+    libjpeg fills the missing MCUs of such a file with grey and only warns (a 2 KB file
+    whose header says 9000x9000 decodes "fine"); Pillow drops that warning. The file is
+    decoded once more by libjpeg-turbo through simplejpeg at 1/8 scale in strict mode
+    (every scan is entropy-decoded in full; the inverse DCT works on 1/64 of the pixels),
+    with an end-of-image marker appended when the data does not end with one, and refused
+    when libjpeg reports ``JWRN_HIT_MARKER`` ("premature end of data segment"): the scan
+    ran out of bits. Any other warning (bytes between the last MCU and the end marker, a
+    trailer, a marker segment cut short after complete scans) does not mean missing
+    pixels, and the file is left to Pillow.
+    """
+    import simplejpeg
+
+    data = _whole(reader)
+    if not data.endswith(_JPEG_EOI):
+        data += _JPEG_EOI
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
+    except ValueError as exc:
+        if _JPEG_SHORT_SCAN in str(exc).lower():
+            raise CorruptImageError(
+                "image data is truncated (the JPEG scan data ends before its last block)",
+                source=label,
+            ) from None
+
+
 # --- sources ------------------------------------------------------------------
 
 
@@ -500,13 +672,14 @@ def _open_path(source: str | os.PathLike[str], label: str) -> _WatchedFile:
 
 @contextmanager
 def _opened(
-    source: object, label: str, limit: int | None
+    source: object, label: str, limit: int | None, allowed: tuple[str, ...] = READ_FORMATS
 ) -> Iterator[tuple[Image.Image, _WatchedBytes | _WatchedFile]]:
-    """Open ``source`` lazily (header only), check its size, and close it afterwards."""
+    """Open ``source`` lazily (header only) with the decoders of the ``allowed`` formats,
+    check its size, and close it afterwards."""
     reader = _reader(source, label)
     try:
-        with _pil_errors(label, "reading the header", reader), _no_bomb_warning():
-            im = Image.open(reader, formats=_OPEN_FORMATS)
+        with _pil_errors(label, "reading the header", reader, allowed), _no_bomb_warning():
+            im = _open(reader, label, allowed)
         with im:
             _check_size(im.width, im.height, label, limit)
             yield im, reader
@@ -514,9 +687,32 @@ def _opened(
         reader.close()
 
 
+def _open(
+    reader: _WatchedBytes | _WatchedFile, label: str, allowed: tuple[str, ...]
+) -> Image.Image:
+    head = reader.read(32)
+    reader.seek(0)
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        plugin = _heif_plugin()
+        if "HEIF" not in allowed or plugin is None:
+            raise _unidentified(reader, label, allowed)
+        return plugin(reader)  # type: ignore[no-any-return]
+    return Image.open(reader, formats=_pil_formats(allowed))
+
+
+def _pil_formats(allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The names among ``allowed`` that this Pillow has a decoder for (HEIF is pillow-heif's;
+    AVIF needs Pillow >= 11.2)."""
+    Image.init()
+    return tuple(f for f in allowed if f in Image.OPEN)
+
+
 @contextmanager
 def _pil_errors(
-    label: str, stage: str, reader: _WatchedBytes | _WatchedFile | None = None
+    label: str,
+    stage: str,
+    reader: _WatchedBytes | _WatchedFile | None = None,
+    allowed: tuple[str, ...] = READ_FORMATS,
 ) -> Iterator[None]:
     """Map what Pillow raises to typed errors."""
     try:
@@ -528,7 +724,7 @@ def _pil_errors(
             f"{exc} (over Pillow's hard limit of 2 * PIL.Image.MAX_IMAGE_PIXELS)", source=label
         ) from exc
     except UnidentifiedImageError as exc:
-        raise _unidentified(reader, label) from exc
+        raise _unidentified(reader, label, allowed) from exc
     except MemoryError as exc:
         raise ImageTooLargeError(f"not enough memory while {stage}", source=label) from exc
     except _DECODE_ERRORS as exc:
@@ -547,18 +743,84 @@ def _no_bomb_warning() -> Iterator[None]:
         yield
 
 
-def _unidentified(reader: _WatchedBytes | _WatchedFile | None, label: str) -> TracemarkError:
+def _unidentified(
+    reader: _WatchedBytes | _WatchedFile | None, label: str, allowed: tuple[str, ...]
+) -> TracemarkError:
+    """The error for data no allowed decoder accepts: UnsupportedImageError when it is an
+    image of a format not allowed (or not readable here), CorruptImageError otherwise."""
     head = b""
     if reader is not None and not reader.closed:
         reader.seek(0)
         head = reader.read(32)
+    known = _readable_format(reader) if reader is not None and not reader.closed else None
+    if known is not None and known not in allowed:
+        hint = "formats='all'" if known in OPTIONAL_FORMATS else f"formats including {known!r}"
+        return UnsupportedImageError(
+            f"{known} images are read only with {hint}; allowed: {', '.join(allowed)}",
+            source=label,
+        )
     foreign = _sniff(head)
+    readable = _SNIFFED_FORMAT.get(foreign or "")
+    if readable is not None and readable in _pil_formats(allowed) + (
+        ("HEIF",) if "HEIF" in allowed and _heif_plugin() is not None else ()
+    ):
+        return CorruptImageError(f"{readable} data that its decoder cannot read", source=label)
+    if readable in OPTIONAL_FORMATS and readable not in allowed:
+        return UnsupportedImageError(
+            f"{readable} images are read only with formats='all'; allowed: {', '.join(allowed)}",
+            source=label,
+        )
+    if foreign in ("HEIC", "HEIF") and _heif_plugin() is None:
+        return UnsupportedImageError(
+            f"{foreign} images need the heif extra: pip install 'tracemark[heif]'", source=label
+        )
+    if foreign == "AVIF" and "AVIF" not in Image.OPEN:
+        return UnsupportedImageError(
+            "AVIF images need Pillow >= 11.2 built with libavif", source=label
+        )
     if foreign is not None:
         return UnsupportedImageError(
-            f"{foreign} images are not supported; supported: {', '.join(SUPPORTED_FORMATS)}",
+            f"{foreign} images are not supported; allowed: {', '.join(allowed)}",
             source=label,
         )
     return CorruptImageError("not a recognised image", source=label)
+
+
+def _readable_format(reader: _WatchedBytes | _WatchedFile) -> str | None:
+    """The format, among every one tracemark can read, whose decoder opens the header."""
+    reader.seek(0)
+    head = reader.read(32)
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF"
+    reader.seek(0)
+    try:
+        with _no_bomb_warning(), \
+                Image.open(reader, formats=_pil_formats((*READ_FORMATS, *OPTIONAL_FORMATS))) as im:
+            return _REPORTED_FORMAT.get(im.format or "", im.format)
+    except Exception:  # any decoder's failure on the header means "not that format"
+        return None
+
+
+def _check_formats(formats: object) -> tuple[str, ...]:
+    """``formats`` of the public functions as a tuple of Pillow format names."""
+    if formats == "default":
+        return READ_FORMATS
+    if formats == "all":
+        return (*READ_FORMATS, *OPTIONAL_FORMATS)
+    if isinstance(formats, str) or not isinstance(formats, Iterable):
+        raise ConfigError(
+            f"formats must be 'default', 'all' or a list of format names; got {formats!r}"
+        )
+    known = (*READ_FORMATS, *OPTIONAL_FORMATS)
+    out: list[str] = []
+    for item in formats:
+        name = _FORMAT_ALIASES.get(str(item).upper(), str(item).upper())
+        if not isinstance(item, str) or name not in known:
+            raise ConfigError(f"unknown image format {item!r}; known: {', '.join(known)}")
+        out.append(name)
+    if not out:
+        raise ConfigError("formats is empty")
+    return tuple(dict.fromkeys(out))
 
 
 def _sniff(head: bytes) -> str | None:
@@ -788,7 +1050,8 @@ _WRITERS: Final[dict[str, _Writer]] = {
     "BMP": _Writer("BMP", quality=False, exif=False, icc=False),
     "GIF": _Writer("GIF", quality=False, exif=False, icc=False),
 }
-_FORMAT_ALIASES: Final = {"JPG": "JPEG", "TIF": "TIFF"}
+_FORMAT_ALIASES: Final = {"JPG": "JPEG", "TIF": "TIFF", "JP2": "JPEG2000", "HEIC": "HEIF",
+                           "NETPBM": "PPM"}
 def _writer(format: object) -> _Writer:
     if not isinstance(format, str):
         raise UnsupportedImageError(f"format must be a string; got {format!r}")
@@ -868,11 +1131,15 @@ def _checked_exif(exif: bytes) -> bytes:
 @functools.cache
 def _suffix_table() -> dict[str, str]:
     """Suffix (lower case, with the dot) -> tracemark format name, from the extensions that
-    Pillow registers for the plugins :func:`load_image` runs (MPO files are JPEG)."""
+    Pillow registers for the plugins :func:`load_image` runs by default (MPO files are JPEG),
+    plus HEIF's when pillow-heif is installed."""
     Image.init()
     accepted = set(_OPEN_FORMATS) | set(_REPORTED_FORMAT)
-    return {ext.lower(): _REPORTED_FORMAT.get(fmt, fmt)
-            for ext, fmt in Image.registered_extensions().items() if fmt in accepted}
+    table = {ext.lower(): _REPORTED_FORMAT.get(fmt, fmt)
+             for ext, fmt in Image.registered_extensions().items() if fmt in accepted}
+    if _heif_plugin() is not None:
+        table.update(dict.fromkeys((".heic", ".heif", ".hif"), "HEIF"))
+    return table
 
 
 def image_suffixes() -> frozenset[str]:
@@ -911,6 +1178,8 @@ def sniff_format(head: bytes) -> str | None:
     plugin that :func:`load_image` runs; it reads no further than ``head``."""
     Image.init()
     head = bytes(head[:64])
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and _heif_plugin() is not None:
+        return "HEIF"
     for fmt in (*_OPEN_FORMATS, *_REPORTED_FORMAT):
         entry = Image.OPEN.get(fmt)
         if entry is None or entry[1] is None:
@@ -929,6 +1198,7 @@ _FOREIGN_MEDIA_TYPES: Final = {
     "HEIF": "image/heif",
     "AVIF": "image/avif",
     "JPEG 2000": "image/jp2",
+    "JPEG2000": "image/jp2",
     "JPEG XL": "image/jxl",
     "PDF": "application/pdf",
     "SVG": "image/svg+xml",
@@ -941,7 +1211,9 @@ def sniff_media_type(head: bytes) -> str | None:
     JPEG 2000, JPEG XL, PDF, SVG: containers other tools, such as c2pa, may still read).
     None when unknown."""
     fmt = sniff_format(head)
-    if fmt is not None:
+    if fmt in SUPPORTED_FORMATS:
         return media_type(fmt)
+    if fmt is not None:  # read only: PSD, JPEG 2000, AVIF, HEIF, Netpbm
+        return _FOREIGN_MEDIA_TYPES.get(fmt) or Image.MIME.get(fmt)
     foreign = _sniff(bytes(head[:64]))
     return _FOREIGN_MEDIA_TYPES.get(foreign) if foreign is not None else None

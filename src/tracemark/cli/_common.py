@@ -452,7 +452,7 @@ def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
             actual = None
         own = src.suffix.lower()
         actual = actual or format_of_suffix(own)
-        if actual is None:
+        if actual not in _CANONICAL_SUFFIX:  # unknown, or read only (PSD, JPEG 2000, HEIF...)
             return fallback
         ext = own if format_of_suffix(own) == actual and own not in (".mpo", ".apng") \
             else _CANONICAL_SUFFIX[actual]

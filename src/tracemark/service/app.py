@@ -36,6 +36,7 @@ from tracemark.errors import (
     ConfigError,
     ImageError,
     ImageTooLargeError,
+    ImageTooSmallError,
     IndexLockedError,
     ManifestNotFoundError,
     PayloadError,
@@ -122,6 +123,8 @@ class _BodyLimit:
 def _status_for(exc: TracemarkError) -> int:
     if isinstance(exc, ImageTooLargeError):
         return 413
+    if isinstance(exc, ImageTooSmallError):
+        return 422  # a valid image, below the size the operation needs: not a media-type problem
     if isinstance(exc, ImageError | UnsupportedFormatError):
         return 415
     if isinstance(exc, ManifestNotFoundError | ReferenceNotFoundError):
