@@ -536,7 +536,10 @@ class Tally:
 class Batch:
     """The per-item loop every batch command shares: progress on stderr, one JSON line per
     item (with its ``error``), a failed item reported and the batch carried on, and the
-    :class:`Tally` that gives the exit code."""
+    :class:`Tally` that gives the exit code. An item's line is written when its ``work``
+    returns, so a ``work`` that writes to a store commits before returning (as
+    :func:`tracemark.credentials.sign_image` does); batched commits use
+    :class:`Acknowledgements` instead."""
 
     def __init__(self, total: int, desc: str, lines: JsonLines, *, skipped: int = 0) -> None:
         self.lines = lines
