@@ -12,11 +12,18 @@ hooks: ``_commit`` (make pending writes durable), ``_rollback`` (discard them) a
 ``_release`` (give back files, connections, locks; called once, never commits). An object
 that writes through on every call has nothing to commit or roll back and keeps the default
 no-op hooks. The hooks run under the object's re-entrant lock ``_mutex``.
+
+:meth:`Resource.commit_guard` lets a caller refuse commits it did not expect to reach: while
+its block runs, every :meth:`~Resource.commit` made by that thread first calls the check,
+under the object's lock; when the check raises, nothing is committed (the HTTP service uses
+it so that work past its deadline rolls back instead of committing after a 503).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import ClassVar, Self
 
@@ -40,6 +47,7 @@ class Resource:
         """Mark the object open; create its lock (call once, when it is built)."""
         self._closed = False
         self._mutex = threading.RLock()
+        self._commit_checks: dict[int, Callable[[], None]] = {}
 
     # --- hooks ----------------------------------------------------------------------
 
@@ -67,7 +75,34 @@ class Resource:
         """Make pending writes durable."""
         with self._mutex:
             self._check_open()
+            self._check_commit()
             self._commit()
+
+    @contextlib.contextmanager
+    def commit_guard(self, check: Callable[[], None]) -> Iterator[None]:
+        """While the block runs, every :meth:`commit` this thread makes calls ``check()``
+        first, under the object's lock; an exception from ``check`` propagates and nothing
+        is committed (the caller rolls back). Commits of other threads, and :meth:`close`,
+        are not checked. Guards do not nest (a second one in the same thread replaces the
+        first until its block ends)."""
+        me = threading.get_ident()
+        checks = self._commit_checks
+        before = checks.get(me)
+        checks[me] = check
+        try:
+            yield
+        finally:
+            if before is None:
+                checks.pop(me, None)
+            else:
+                checks[me] = before
+
+    def _check_commit(self) -> None:
+        """Run this thread's :meth:`commit_guard` check, if any (subclasses that override
+        :meth:`commit` call it under ``_mutex``, before ``_commit``)."""
+        check = getattr(self, "_commit_checks", {}).get(threading.get_ident())
+        if check is not None:
+            check()
 
     def rollback(self) -> None:
         """Discard writes since the last commit."""

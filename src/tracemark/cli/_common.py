@@ -13,7 +13,10 @@ Conventions (the README's command-line table lists them):
   ``--force``;
 * ``--store`` names the data location of every command that keeps data; a store named on
   the command line (or by ``TRACEMARK_STORE``) that does not exist is an error;
-* the exit codes of :data:`EXIT_CODES`.
+* the exit codes of :data:`EXIT_CODES`;
+* a command that writes to a store prints an item's line only once the write is committed
+  (:class:`Acknowledgements`): a run killed at any point has made durable every item whose
+  line it printed.
 
 This module imports only click and the standard library at import time, so that
 ``tracemark --help`` starts fast.
@@ -44,6 +47,7 @@ __all__ = [
     "EXIT_SOME_FOUND",
     "EXIT_UNKNOWN",
     "EXIT_USAGE",
+    "Acknowledgements",
     "Batch",
     "ConfigurationError",
     "Inputs",
@@ -150,6 +154,44 @@ class JsonLines:
         stream.flush()
         if self.progress is not None:
             self.progress.refresh()
+
+
+class Acknowledgements:
+    """The lines of a command's writes, printed only once a commit made them durable.
+
+    :meth:`wait` keeps a line back until the next commit; :meth:`tick` commits when
+    ``every`` lines wait or ``seconds`` passed since the last commit (``seconds=0``: at every
+    tick), then prints the waiting lines in order; :meth:`flush` commits and prints what is
+    left (call it at the end, and only on success: lines still waiting when the command
+    fails are never printed, because their writes are not committed). A killed command has
+    printed only lines whose writes were committed.
+    """
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], commit: Callable[[], None], *,
+                 every: int | None = None, seconds: float = 0.0) -> None:
+        self._emit, self._commit = emit, commit
+        self.every, self.seconds = every, seconds
+        self._waiting: list[dict[str, Any]] = []
+        self._last = time.monotonic()
+
+    def wait(self, row: dict[str, Any]) -> None:
+        """Hold ``row`` back until the next commit."""
+        self._waiting.append(row)
+
+    def tick(self) -> None:
+        """Commit and print the waiting lines when a commit is due."""
+        due = time.monotonic() - self._last >= self.seconds or (
+            self.every is not None and len(self._waiting) >= self.every)
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit, then print every waiting line."""
+        self._commit()
+        self._last = time.monotonic()
+        waiting, self._waiting = self._waiting, []
+        for row in waiting:
+            self._emit(row)
 
 
 def note(message: str, progress: Progress | None = None) -> None:
@@ -503,7 +545,10 @@ class Tally:
 class Batch:
     """The per-item loop every batch command shares: progress on stderr, one JSON line per
     item (with its ``error``), a failed item reported and the batch carried on, and the
-    :class:`Tally` that gives the exit code."""
+    :class:`Tally` that gives the exit code. An item's line is written when its ``work``
+    returns, so a ``work`` that writes to a store commits before returning (as
+    :func:`tracemark.credentials.sign_image` does); batched commits use
+    :class:`Acknowledgements` instead."""
 
     def __init__(self, total: int, desc: str, lines: JsonLines, *, skipped: int = 0) -> None:
         self.lines = lines

@@ -14,7 +14,6 @@ import contextvars
 import dataclasses
 import functools
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ import click
 
 from tracemark.cli import _options as opts
 from tracemark.cli._common import (
+    Acknowledgements,
     JsonLines,
     Progress,
     Tally,
@@ -138,8 +138,7 @@ def _add_batches(
     that made them durable (failed rows at once).
     """
     added = duplicates = failed = 0
-    last_commit = time.monotonic()
-    pending: list[dict[str, Any]] = []
+    acks = Acknowledgements(on_item, ci.commit, seconds=commit_interval)
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
         try:
@@ -154,24 +153,17 @@ def _add_batches(
                 failed += 1
                 n_bad += 1
                 row["error"] = error_dict(res, path)
-                on_item(row)
+                on_item(row)  # nothing was written for it
             else:
                 row["id"], row["duplicate_of"] = res.id, res.duplicate_of
                 if res.duplicate_of is None:
                     added += 1
                 else:
                     duplicates += 1
-                pending.append(row)
+                acks.wait(row)
         bar.update(len(batch), failed=n_bad)
-        if time.monotonic() - last_commit >= commit_interval:
-            ci.commit()
-            last_commit = time.monotonic()
-            for row in pending:
-                on_item(row)
-            pending.clear()
-    ci.commit()
-    for row in pending:
-        on_item(row)
+        acks.tick()
+    acks.flush()
     return added, duplicates, failed
 
 
@@ -288,17 +280,25 @@ def index_remove(db: Path, ids: tuple[int, ...]) -> None:
     """Remove the references with the given IDS.
 
     Prints one JSON line per id: {"id", "removed", "error"} (an unknown id is an error).
+    Removals are committed in batches (every 256 ids or 5 seconds) and an id's line is
+    printed only once its removal is committed.
     """
     lines = JsonLines()
     tally = Tally()
     with _open(db, read_only=False) as ci:
+        # the database commits make the removals durable; the FAISS files are rewritten
+        # when the index closes (and rebuilt from the database after a crash)
+        acks = Acknowledgements(lines.item, lambda: ci.commit(write_vectors=False),
+                                every=256, seconds=5.0)
         for ref_id in ids:
             ok = ci.remove(ref_id)
             tally.ok += ok
             tally.failed += not ok
-            lines.item({"id": ref_id, "removed": ok, "error": None if ok else {
+            acks.wait({"id": ref_id, "removed": ok, "error": None if ok else {
                 "type": "ReferenceNotFoundError", "message": f"no reference {ref_id}",
                 "source": str(ref_id)}})
+            acks.tick()
+        acks.flush()
     note(f"{tally.ok} removed, {tally.failed} unknown ids")
     tally.finish()
 

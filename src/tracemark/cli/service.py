@@ -53,7 +53,12 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
               envvar="TRACEMARK_MAX_PIXELS", show_envvar=True,
               help="Refuse uploads above this many pixels.")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(0.1, 3600), default=30.0,
-              show_default=True, help="Seconds a request's work may take before a 503.")
+              show_default=True, help="Seconds a request's work may take, time queued for a "
+              "worker included, before a 503 (nothing committed; a queued request that "
+              "never started gets Retry-After).")
+@click.option("--body-timeout", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True, help="Seconds within which a request's body must arrive "
+              "before a 408.")
 @click.option("--concurrency", "max_concurrency", type=click.IntRange(1, 256), default=4,
               show_default=True, help="Blocking jobs (decode, watermark, search) run at once.")
 @click.option("--flush-seconds", "vector_flush_seconds", type=click.FloatRange(0), default=30.0,
@@ -61,8 +66,8 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
               "adds are acknowledged after the database commit (0: after every write).")
 def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
                   cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
-                  max_pixels: int, request_timeout: float, max_concurrency: int,
-                  vector_flush_seconds: float) -> None:
+                  max_pixels: int, request_timeout: float, body_timeout: float,
+                  max_concurrency: int, vector_flush_seconds: float) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
     One process serves a data directory (collections hold a writer lock); concurrency
@@ -76,6 +81,7 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
         settings = _settings(data_dir, database_url, cert=cert, key=key, trust=trust,
                              max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              max_pixels=max_pixels, request_timeout=request_timeout,
+                             body_timeout=body_timeout,
                              max_concurrency=max_concurrency,
                              vector_flush_seconds=vector_flush_seconds)
         from tracemark.service.app import create_app

@@ -234,6 +234,7 @@ class CopyIndex(Resource):
         """Commit (see :meth:`tracemark.index.Index.commit` for ``write_vectors``)."""
         with self._mutex:
             self._check_open()
+            self._check_commit()
             self._commit(write_vectors=write_vectors)
 
     # --- searching -------------------------------------------------------------------

@@ -322,6 +322,7 @@ class CredentialStore(Resource):
         rows. ``write_vectors=False``: see :meth:`tracemark.index.Index.commit`."""
         with self._mutex:
             self._check_open()
+            self._check_commit()
             self._commit(write_vectors=write_vectors)
 
     def _commit(self, *, write_vectors: bool = True) -> None:

@@ -364,6 +364,7 @@ class Index(Resource):
         """
         with self._mutex:
             self._check_open()
+            self._check_commit()
             self._commit(write_vectors=write_vectors)
 
     def _commit(self, *, write_vectors: bool = True) -> None:

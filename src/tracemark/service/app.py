@@ -6,17 +6,26 @@ watermark key (embed, detect; the key never leaves the server) and its manifest 
 (sign, verify). Every endpoint but ``/v1/health`` and ``/metrics`` needs an API key
 (``Authorization: Bearer tm_...`` or ``X-API-Key``) scoped to the collection and to read or
 write. Blocking work runs in worker threads, at most ``max_concurrency`` at once, each
-bounded by ``request_timeout``; every client mistake is a 4xx JSON error
+bounded by ``request_timeout`` (:mod:`tracemark.service.jobs`: time queued for a worker
+counts; a 503 always means that nothing was committed, a 2xx that it was); a request body
+must arrive within ``body_timeout`` (else 408); every client mistake is a 4xx JSON error
 ``{"error": {"type", "message"}}``.
+
+Collections are opened once and kept open; each open collection has a generation number
+and a writer lock. A write holds the lock from its first change to its commit, and a delete
+takes the same lock, so a delete waits for the writes in flight and a write never touches a
+collection deleted under it: it is answered 404 when the name is gone, 409 when it was
+created again meanwhile (a different collection).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -46,6 +55,7 @@ from tracemark.errors import (
     WatermarkEmbedError,
 )
 from tracemark.imageio import media_type
+from tracemark.service.jobs import DeadlineExceeded, Job, Workers
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
 
 if TYPE_CHECKING:
@@ -67,6 +77,11 @@ class ServiceSettings:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     request_timeout: float = 30.0
+    """Seconds from the hand-over of a request's work to its answer, time queued for a
+    worker included (:mod:`tracemark.service.jobs`); 503 beyond it, nothing committed."""
+    body_timeout: float = 60.0
+    """Seconds within which a request's whole body must arrive; a client that stops
+    sending (or trickles) is answered 408 and the connection is closed."""
     max_concurrency: int = 4
     vector_flush_seconds: float = 30.0
     """Adds are acknowledged after the database commit; FAISS files are rewritten at most
@@ -77,19 +92,24 @@ class ServiceSettings:
 
 
 class ApiError(Exception):
-    """An error with an HTTP status, rendered as ``{"error": {"type", "message"}}``."""
+    """An error with an HTTP status, rendered as ``{"error": {"type", "message"}}`` (with
+    ``headers``, e.g. ``Retry-After``)."""
 
-    def __init__(self, status: int, type_: str, message: str) -> None:
+    def __init__(self, status: int, type_: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.type, self.message = status, type_, message
+        self.headers = headers
 
 
 class _BodyLimit:
     """ASGI middleware: a request body (chunked or not) larger than ``limit`` bytes stops
-    being read at the limit and is answered 413 -- nothing past it is buffered or spooled."""
+    being read at the limit and is answered 413 -- nothing past it is buffered or spooled; a
+    body not complete ``timeout`` seconds after the request arrived (a client that stopped
+    sending, or trickles) is answered 408 with ``Connection: close``."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, timeout: float) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -97,14 +117,27 @@ class _BodyLimit:
             return
         seen = 0
         answered = False
+        body_done = False
+        deadline = time.monotonic() + self.timeout
 
         async def limited() -> Any:
-            nonlocal seen, answered
+            nonlocal seen, answered, body_done
             if answered:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:  # waiting for a disconnect: not the body's time
+                return await receive()
+            message = None
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                message = await receive()
+            if message is None:  # the body did not arrive in time
+                answered = True
+                await _error(408, "RequestTimeout",
+                             f"the request body did not arrive within {self.timeout:g} s",
+                             headers={"Connection": "close"})(scope, receive, send)
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > self.limit:  # answer now; the app sees the client leave
                     answered = True
                     await _error(413, "PayloadTooLarge",
@@ -136,16 +169,30 @@ def _status_for(exc: TracemarkError) -> int:
     return 400
 
 
-def _error(status: int, type_: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status)
+def _error(status: int, type_: str, message: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status,
+                        headers=headers)
 
 
 class CollectionIn(BaseModel):
     name: str = Field(pattern=NAME_RE.pattern, description="Lower-case letters, digits, - and _.")
 
 
+class _Collection:
+    """One open collection: its store, its generation (a new number each time the name is
+    opened or created), its writer lock, and whether it was deleted."""
+
+    def __init__(self, name: str, store: CredentialStore, generation: int) -> None:
+        self.name, self.store, self.generation = name, store, generation
+        self.lock = threading.Lock()
+        self.deleted = False
+        self.flushed = 0.0
+        """``time.monotonic()`` of the last commit that wrote the FAISS files."""
+
+
 class _State:
-    """What the app holds: settings, key store, open collections, limits, metrics."""
+    """What the app holds: settings, key store, open collections, workers, metrics."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -155,11 +202,9 @@ class _State:
         (settings.data_dir / "collections").mkdir(exist_ok=True)
         self.engine = service_engine(settings.data_dir, settings.database_url)
         self.keys = KeyStore(self.engine)
-        self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
-        self._open: dict[str, CredentialStore] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._open: dict[str, _Collection] = {}
+        self._generations = itertools.count(1)
         self._registry_lock = threading.Lock()
-        self._flushed: dict[str, float] = {}
         self.creds: Any = None
         self.trust_pem: str | None = None
         if settings.cert is not None and settings.key is not None:
@@ -178,6 +223,8 @@ class _State:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.in_flight = Gauge("tracemark_work_in_flight", "Blocking jobs running",
                                registry=self.registry)
+        self.workers = Workers(settings.max_concurrency, on_start=self.in_flight.inc,
+                               on_end=self.in_flight.dec)
 
     # --- collections ---------------------------------------------------------------
 
@@ -188,62 +235,119 @@ class _State:
         root = self.settings.data_dir / "collections"
         return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
 
-    def collection(self, name: str) -> CredentialStore:
+    def get(self, name: str) -> _Collection:
+        """The open collection ``name`` (opened now if needed), or 404."""
         from tracemark.credentials import CredentialStore
 
         with self._registry_lock:
-            store = self._open.get(name)
-            if store is None:
+            entry = self._open.get(name)
+            if entry is None:
                 if not NAME_RE.match(name) or not self.path(name).is_dir():
                     raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
-                store = CredentialStore.open(self.path(name), **self._store_db(name))
-                self._open[name] = store
-                self._locks[name] = threading.Lock()
-            return store
+                entry = self._register(name, CredentialStore.open(self.path(name),
+                                                                  **self._store_db(name)))
+            return entry
 
-    def commit(self, name: str, store: CredentialStore) -> None:
-        """Make a collection's write durable before it is acknowledged: the database commit.
-        The FAISS files follow at most every ``vector_flush_seconds`` (and on shutdown); a
-        crash in between is repaired from the database when the index is opened."""
+    def collection(self, name: str) -> CredentialStore:
+        """The store of the open collection ``name``, or 404."""
+        return self.get(name).store
+
+    def _register(self, name: str, store: CredentialStore) -> _Collection:
+        try:
+            store.index  # noqa: B018 -- opened now, at the path checked under the lock
+        except BaseException:
+            store.close()
+            raise
+        entry = _Collection(name, store, next(self._generations))
+        self._open[name] = entry
+        return entry
+
+    def gone(self, entry: _Collection) -> ApiError:
+        """The answer for work on a collection that was deleted under it: 404 when the name
+        is free, 409 when a new collection was created under the same name since."""
+        with self._registry_lock:
+            now = self._open.get(entry.name)
+        if now is None and not self.path(entry.name).is_dir():
+            return ApiError(404, "UnknownCollection", f"no collection {entry.name!r} (it was "
+                            "deleted while the request ran)")
+        return ApiError(409, "CollectionReplaced",
+                        f"collection {entry.name!r} was deleted and created again while the "
+                        "request ran; nothing was written to the new one")
+
+    @contextlib.contextmanager
+    def reading(self, name: str) -> Iterator[CredentialStore]:
+        """The store of ``name`` for reading; a delete that closes it meanwhile gives 404
+        or 409 (:meth:`gone`), never an error of the closed store."""
+        entry = self.get(name)
+        try:
+            yield entry.store
+        except ClosedError:
+            if entry.deleted:
+                raise self.gone(entry) from None
+            raise
+
+    @contextlib.contextmanager
+    def writing(self, name: str, job: Job) -> Iterator[_Collection]:
+        """The collection ``name`` under its writer lock (waited for until the job's
+        deadline). Writes in the block that are not committed when it ends, by an
+        exception included, are rolled back. A collection deleted while waiting: 404/409."""
+        entry = self.get(name)
+        if not entry.lock.acquire(timeout=job.remaining()):
+            raise DeadlineExceeded(f"the collection {name!r} stayed busy for the request's "
+                                   f"{job.timeout:g} s; nothing was committed")
+        try:
+            if entry.deleted:
+                raise self.gone(entry)
+            try:
+                yield entry
+            finally:
+                if not entry.store.closed:
+                    entry.store.rollback()  # no-op after a commit
+        finally:
+            entry.lock.release()
+
+    def commit(self, entry: _Collection, job: Job) -> None:
+        """Make a collection's write durable before it is acknowledged: the job's commit
+        point (past its deadline: :class:`DeadlineExceeded`, the caller rolls back), then
+        the database commit. The FAISS files follow at most every ``vector_flush_seconds``
+        (and on shutdown); a crash in between is repaired from the database when the index
+        is opened."""
+        job.commit_point()
         now = time.monotonic()
-        last = self._flushed.get(name, 0.0)
-        write = now - last >= self.settings.vector_flush_seconds
-        store.commit(write_vectors=write)
+        write = now - entry.flushed >= self.settings.vector_flush_seconds
+        entry.store.commit(write_vectors=write)
         if write:
-            self._flushed[name] = now
+            entry.flushed = now
 
-    def write_lock(self, name: str) -> threading.Lock:
-        self.collection(name)
-        lock = self._locks.get(name)
-        if lock is None:  # deleted meanwhile
-            raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
-        return lock
-
-    def create(self, name: str) -> CredentialStore:
+    def create(self, name: str, job: Job | None = None) -> CredentialStore:
+        """Create collection ``name`` (409 when it exists). The creation is the commit
+        point: a job past its deadline creates nothing."""
         from tracemark.credentials import CredentialStore
 
         with self._registry_lock:
             if self.path(name).exists():
                 raise ApiError(409, "CollectionExists", f"collection {name!r} exists")
+            if job is not None:
+                job.commit_point()
             store = CredentialStore.create(self.path(name), **self._store_db(name))
-            self._open[name] = store
-            self._locks[name] = threading.Lock()
-            return store
+            return self._register(name, store).store
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, job: Job) -> None:
         """Close and delete a collection: its directory, and its schemas in a shared
-        database. In-flight writes finish first; a search still running may fail."""
+        database. Writes in flight finish first (the delete takes the writer lock); a read
+        still running is answered 404/409. The delete is the job's commit point."""
         import shutil
         import uuid
 
         from tracemark.credentials import CredentialStore
 
-        store = self.collection(name)
-        with self._locks[name], self._registry_lock:
-            store.close()
-            self._open.pop(name, None)
-            self._locks.pop(name, None)
-            self._flushed.pop(name, None)
+        with self.writing(name, job) as entry, self._registry_lock:
+            if self._open.get(name) is not entry:  # deleted (and created again) meanwhile
+                raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
+            job.commit_point()
+            entry.deleted = True
+            entry.store.close()
+            del self._open[name]
             where = self._store_db(name)
             if where:
                 CredentialStore.drop(where["database_url"], where["schema"])
@@ -260,30 +364,26 @@ class _State:
                 "schema": schema_name("tm_col", name)}
 
     def close(self) -> None:
+        self.workers.shutdown()  # running jobs finish (and commit) before the stores close
         with self._registry_lock:
-            for store in self._open.values():
-                store.close()
+            for entry in self._open.values():
+                entry.store.close()
             self._open.clear()
         self.engine.dispose()  # reversible: the app may start again (the key store stays open)
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run blocking ``fn`` in a worker thread: bounded concurrency and a timeout."""
+    async def run(self, fn: Callable[[Job], T]) -> T:
+        """Run blocking ``fn(job)`` on a worker: bounded concurrency, and the request's
+        deadline (:mod:`tracemark.service.jobs`): 503 ``Busy`` with ``Retry-After`` when no
+        worker was free in time, 503 ``Timeout`` when the work had not reached its commit
+        point -- in both cases nothing was committed."""
+        timeout = self.settings.request_timeout
         try:
-            with anyio.fail_after(self.settings.request_timeout):
-                return await anyio.to_thread.run_sync(
-                    self._tracked(fn), limiter=self.limiter, abandon_on_cancel=True)
-        except TimeoutError:
-            raise ApiError(503, "Timeout",
-                           f"the request took longer than {self.settings.request_timeout} s") from None
-
-    def _tracked(self, fn: Callable[[], T]) -> Callable[[], T]:
-        def call() -> T:
-            self.in_flight.inc()
-            try:
-                return fn()
-            finally:
-                self.in_flight.dec()
-        return call
+            return await self.workers.run(fn, timeout)
+        except DeadlineExceeded as exc:
+            if exc.queued:
+                raise ApiError(503, "Busy", str(exc), headers={
+                    "Retry-After": str(self.workers.retry_after(timeout))}) from None
+            raise ApiError(503, "Timeout", str(exc)) from None
 
 
 def api_key(
@@ -323,13 +423,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="Image provenance: watermarks, copy detection, content credentials.",
     )
     app.state.tm = state
-    app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes + 64 * 1024,
+                       timeout=settings.body_timeout)
 
     # --- errors ----------------------------------------------------------------------
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.type, exc.message)
+        return _error(exc.status, exc.type, exc.message, exc.headers)
 
     @app.exception_handler(TracemarkError)
     async def _tm_error(_req: Request, exc: TracemarkError) -> JSONResponse:
@@ -417,7 +518,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             allow(key, None, write=True)
             raise ApiError(403, "Forbidden", "creating collections needs a key scoped to '*'")
         allow(key, body.name, write=True)
-        store = await state.run(lambda: state.create(body.name))
+        store = await state.run(lambda job: state.create(body.name, job))
         return {"name": body.name, "store_id": store.store_id}
 
     @app.get(f"{API_PREFIX}/collections", tags=["collections"])
@@ -432,17 +533,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         allow(key, name, write=True)
         if "*" not in key.collections:
             raise ApiError(403, "Forbidden", "deleting collections needs a key scoped to '*'")
-        await state.run(lambda: state.delete(name))
+        await state.run(lambda job: state.delete(name, job))
         return {"deleted": name}
 
     @app.get(f"{API_PREFIX}/collections/{{name}}", tags=["collections"])
     async def collection_stats(name: str, key: Key) -> dict[str, Any]:
         allow(key, name, write=False)
 
-        def work() -> dict[str, Any]:
-            store = state.collection(name)
-            return {"name": name, "manifests": len(store), "images": store.fingerprint_count(),
-                    "store_id": store.store_id}
+        def work(_job: Job) -> dict[str, Any]:
+            with state.reading(name) as store:
+                return {"name": name, "manifests": len(store),
+                        "images": store.fingerprint_count(), "store_id": store.store_id}
         return await state.run(work)
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"])
@@ -450,18 +551,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                         source: Annotated[str | None, Form(max_length=1000)] = None,
                         owner: Annotated[str | None, Form(max_length=1000)] = None,
                         license: Annotated[str | None, Form(max_length=1000)] = None) -> dict[str, Any]:
-        """Register an image in the collection (acknowledged once durable)."""
+        """Register an image in the collection (acknowledged once durable; ``store_id``
+        names the collection it went into)."""
         allow(key, name, write=True)
         data = await read_upload(image)
 
-        def work() -> dict[str, Any]:
-            store = state.collection(name)
+        def work(job: Job) -> dict[str, Any]:
+            state.get(name)  # 404 before the decode
             rgb = load(data)
-            with state.write_lock(name):
-                res = store.add_fingerprint(rgb, source=source or image.filename, owner=owner,
-                                            license=license)
-                state.commit(name, store)
-            return {"ref_id": res.id, "duplicate_of": res.duplicate_of}
+            with state.writing(name, job) as entry:
+                res = entry.store.add_fingerprint(rgb, source=source or image.filename,
+                                                  owner=owner, license=license)
+                state.commit(entry, job)
+            return {"ref_id": res.id, "duplicate_of": res.duplicate_of,
+                    "store_id": entry.store.store_id}
         return await state.run(work)
 
     @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"])
@@ -471,8 +574,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if not 1 <= limit <= 1000 or offset < 0:
             raise ApiError(422, "ValidationError", "limit must be 1..1000 and offset >= 0")
 
-        def work() -> dict[str, Any]:
-            refs = state.collection(name).list_fingerprints(limit=limit, offset=offset)
+        def work(_job: Job) -> dict[str, Any]:
+            with state.reading(name) as store:
+                refs = store.list_fingerprints(limit=limit, offset=offset)
             return {"images": [r.__dict__ for r in refs]}
         return await state.run(work)
 
@@ -480,11 +584,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def remove_image(name: str, ref_id: Annotated[int, PathParam(ge=1, lt=2**62)], key: Key) -> dict[str, Any]:
         allow(key, name, write=True)
 
-        def work() -> dict[str, Any]:
-            store = state.collection(name)
-            with state.write_lock(name):
-                removed = store.remove_fingerprint(ref_id)
-                state.commit(name, store)
+        def work(job: Job) -> dict[str, Any]:
+            with state.writing(name, job) as entry:
+                removed = entry.store.remove_fingerprint(ref_id)
+                if removed:
+                    state.commit(entry, job)
             if not removed:
                 raise ApiError(404, "UnknownImage", f"no image {ref_id} in {name!r}")
             return {"removed": ref_id}
@@ -497,9 +601,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         allow(key, name, write=False)
         data = await read_upload(image)
 
-        def work() -> dict[str, Any]:
-            store = state.collection(name)
-            return {"matches": [m.to_dict() for m in store.search(load(data), k=k)]}
+        def work(_job: Job) -> dict[str, Any]:
+            with state.reading(name) as store:
+                return {"matches": [m.to_dict() for m in store.search(load(data), k=k)]}
         return await state.run(work)
 
     # --- watermark -------------------------------------------------------------------
@@ -521,10 +625,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "PayloadError", "payload must be in 0..2^64-1")
         data = await read_upload(image)
 
-        def work() -> bytes:
+        def work(_job: Job) -> bytes:
             from tracemark.imageio import encode_image
 
-            marked = state.collection(name).mark(load(data), value)
+            with state.reading(name) as store:
+                marked = store.mark(load(data), value)
             fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[format]
             return encode_image(marked, fmt, quality=None if fmt == "PNG" else quality)
         out = await state.run(work)
@@ -539,8 +644,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         allow(key, name, write=False)
         data = await read_upload(image)
 
-        def work() -> dict[str, Any]:
-            det = state.collection(name).read_mark(load(data))
+        def work(_job: Job) -> dict[str, Any]:
+            with state.reading(name) as store:
+                det = store.read_mark(load(data))
             present = None if det.present is None else bool(det.present)
             return {"present": present, "payload": det.payload_int,
                     "payload_hex": None if det.payload is None else "0x" + det.payload.hex(),
@@ -565,13 +671,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         data = await read_upload(image)
         media = media_type(format)
 
-        def work() -> tuple[Any, bytes]:
+        def work(job: Job) -> tuple[Any, bytes]:
             from tracemark.credentials import SignOptions, sign_image
 
-            store = state.collection(name)
+            state.get(name)  # 404 before the decode
             load(data)  # the pixel limit, before anything is reserved
-            with state.write_lock(name):
-                return sign_image(store, data, None, state.creds,
+            # the job's commit point guards the store's commit inside sign_image: past the
+            # deadline it raises there and the sign is rolled back (the answer: 503)
+            with state.writing(name, job) as entry, entry.store.commit_guard(job.commit_point):
+                return sign_image(entry.store, data, None, state.creds,
                                   SignOptions(ai_generated=ai_generated, title=title or "upload",
                                               author=author, max_pixels=settings.max_pixels),
                                   media_type=media)
@@ -580,12 +688,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "X-Manifest-Id": str(res.manifest_id), "X-Manifest-Label": res.label})
 
     async def _verify(name: str | None, data: bytes) -> dict[str, Any]:
-        def work() -> dict[str, Any]:
+        def work(_job: Job) -> dict[str, Any]:
             from tracemark.credentials import VerifyOptions, verify_image
 
-            store = state.collection(name) if name is not None else None
-            res = verify_image(data, store, VerifyOptions(trust_pem=state.trust_pem,
-                                                          max_pixels=settings.max_pixels))
+            with (state.reading(name) if name is not None
+                  else contextlib.nullcontext()) as store:
+                res = verify_image(data, store, VerifyOptions(trust_pem=state.trust_pem,
+                                                              max_pixels=settings.max_pixels))
             out = res.to_dict()
             out["source"] = "upload"
             return out
@@ -608,8 +717,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                            key: Key) -> dict[str, Any]:
         allow(key, name, write=False)
 
-        def work() -> dict[str, Any]:
-            rec = state.collection(name).get(manifest_id)
+        def work(_job: Job) -> dict[str, Any]:
+            with state.reading(name) as store:
+                rec = store.get(manifest_id)
             return {**rec.summary(), "manifest": rec.manifest}
         return await state.run(work)
 
