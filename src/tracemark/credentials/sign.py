@@ -134,6 +134,7 @@ def sign_image(
     decides). Returns the result and the signed file's bytes.
     """
     opts = options or SignOptions()
+    creds.check()  # the C2PA certificate profile, before any image work
     if out is not None:
         media_type = mf.media_type_for(Path(out).suffix)
     elif media_type not in mf.PIL_FORMATS:
