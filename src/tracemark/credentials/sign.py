@@ -65,6 +65,10 @@ class SignResult:
     ref_id: int | None
     file_sha256: str
     psnr: float
+    parent: str | None = None
+    """The parent ingredient of an edit: ``"original"`` (the input file as it was) or
+    ``"reencoded_png"`` (its decoded pixels as PNG, when c2pa cannot parse the input's
+    container, e.g. a PNG missing its last bytes); None for an AI-generated image."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,14 +95,22 @@ _PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
 """Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
 
 
-def _parent(original: bytes | None, rgb: np.ndarray, name: str) -> tuple[bytes, str, str]:
-    """The parent ingredient: the original file when c2pa can read its format, else PNG."""
+PARENT_ORIGINAL = "original"
+PARENT_REENCODED = "reencoded_png"
+
+
+def _parent(original: bytes | None, rgb: np.ndarray,
+            name: str) -> tuple[tuple[bytes, str, str], str]:
+    """The parent ingredient (bytes, media type, title) and how it was made: the original
+    file (:data:`PARENT_ORIGINAL`) when c2pa reads its format and can parse its container,
+    else the decoded pixels re-encoded as PNG (:data:`PARENT_REENCODED`): e.g. a PNG
+    missing its last bytes, whose pixels decode but whose chunks c2pa cannot walk."""
     if original is not None:
         fmt = open_image_info(original).format
         mt = media_type(fmt) if fmt in _PARENT_FORMATS else None
-        if mt is not None:
-            return original, mt, Path(name).name
-    return encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"
+        if mt is not None and mf.read_manifest(original, mt).state != "unreadable":
+            return (original, mt, Path(name).name), PARENT_ORIGINAL
+    return (encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"), PARENT_REENCODED
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
@@ -159,7 +171,7 @@ def sign_image(
             manifest_id=manifest_id, payload=payload,
             pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
         )
-        parent = None if opts.ai_generated else _parent(original, rgb, name)
+        parent, parent_kind = (None, None) if opts.ai_generated else _parent(original, rgb, name)
         signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                                ai_generated=opts.ai_generated, parent=parent)
         reading = mf.read_manifest(signed, media_type)
@@ -188,7 +200,7 @@ def sign_image(
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
         label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
-        psnr=round(psnr(rgb, distributed), 2),
+        psnr=round(psnr(rgb, distributed), 2), parent=parent_kind,
     )
     return result, signed
 
