@@ -84,14 +84,24 @@ def manifest_definition(
     payload: int,
     pdq_hash: bytes,
     author: str | None = None,
+    mark_id: int | None = None,
+    supersedes: tuple[int, str | None] | None = None,
 ) -> dict[str, Any]:
     """The manifest definition (c2pa-python's JSON form) tracemark signs.
 
     Two soft-binding assertions name the watermark (payload, 8 bytes big-endian, base64)
     and the fingerprint (the 256-bit PDQ hash, base64); a tracemark assertion names the
-    store and manifest id. The actions (created with a digital source type, or opened from
-    a parent ingredient, then watermarked) are added by :func:`sign_asset`.
+    store and manifest id, and for an image that already carried the store's mark, the
+    manifest id that mark names (``mark_id``) and the manifest this one ``supersedes`` (id,
+    label). The actions (created with a digital source type, or opened from a parent
+    ingredient, then watermarked) are added by :func:`sign_asset`.
     """
+    credential: dict[str, Any] = {"store_id": store_id, "manifest_id": manifest_id,
+                                  "watermark": "lattice", "fingerprint": "vlad+pdq+sift"}
+    if mark_id is not None and mark_id != manifest_id:
+        credential["mark_manifest_id"] = mark_id
+    if supersedes is not None:
+        credential["supersedes"] = {"manifest_id": supersedes[0], "label": supersedes[1]}
     assertions: list[dict[str, Any]] = [
         {
             "label": "c2pa.soft-binding",
@@ -108,11 +118,7 @@ def manifest_definition(
                 "blocks": [{"scope": {}, "value": base64.b64encode(pdq_hash).decode()}],
             },
         },
-        {
-            "label": TRACEMARK_ASSERTION,
-            "data": {"store_id": store_id, "manifest_id": manifest_id,
-                     "watermark": "lattice", "fingerprint": "vlad+pdq+sift"},
-        },
+        {"label": TRACEMARK_ASSERTION, "data": credential},
     ]
     if author:
         assertions.append({

@@ -13,7 +13,8 @@ Routes, in order:
    and a file that is not an image at all is the loader's typed error.
 2. **watermark** — no manifest in the file: the store's watermark is detected (calibrated
    p-value at most ``alpha``), its tag must be this store's, and the manifest id it carries
-   must be an active manifest: the stored manifest is returned, state ``recovered``.
+   names a lineage of active manifests (the image signed again keeps its first mark): the
+   newest stored manifest of it is returned, state ``recovered``.
 3. **fingerprint** — no watermark either: the image is searched in the store's index; a
    match whose decision is positive gives the manifest of the matched image.
 
@@ -167,7 +168,7 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
         wm["tag_match"] = manifest_id is not None
         if manifest_id is not None:
             wm["manifest_id"] = manifest_id
-            rec = store.find(manifest_id)
+            rec = store.resolve_mark(manifest_id)  # the newest manifest of the mark's lineage
             if rec is not None:
                 route = "watermark"
                 confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
@@ -188,7 +189,8 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
                   "p_value": m.p_value, "inliers": m.inliers}
             if decision:
                 rec = store.by_ref(m.ref_id)
-                if rec is not None:
+                if rec is not None:  # re-signed pixels share a fingerprint: the newest
+                    rec = store.resolve_mark(store.mark_of(rec.id)) or rec
                     route, confidence = "fingerprint", float(m.score)
         evidence["fingerprint"] = fp
     if rec is None:
