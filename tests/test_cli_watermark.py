@@ -355,7 +355,7 @@ def test_passphrase_env_round_trip(work: Path, tmp_path: Path) -> None:
     found = _run("detect", str(out), "--passphrase-env", "TM_PASS", env=env)
     assert found.exit_code == 0, found.output
     assert bytes.fromhex(_rows(found)[0]["payload"].removeprefix("0x")) == b"tracemrk"
-    other = _run("detect", str(out), "--passphrase-env", "TM_PASS", env={"TM_PASS": "wrong"})
+    other = _run("detect", str(out), "--passphrase-env", "TM_PASS", env={"TM_PASS": "a wrong passphrase"})
     assert other.exit_code == 10, other.output
 
 

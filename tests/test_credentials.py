@@ -294,11 +294,10 @@ def _self_signed(key: Any, *, key_usage: bool) -> Any:
         .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
-    if not key_usage:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=True, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
+    builder = builder.add_extension(x509.KeyUsage(
+        digital_signature=key_usage, content_commitment=True, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False), critical=True)
     return builder.sign(key, hashes.SHA256())
 
 

@@ -87,20 +87,28 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
 @opts.format_option(choices=_SIGN_FORMATS, help="Format written; same keeps JPEG, PNG and "
                     "WebP inputs as they are and writes other inputs as PNG.")
 @opts.quality_option
+@click.option("--resign", is_flag=True,
+              help="Sign inputs again that the store already signed into --out (by default "
+              "a re-run skips them).")
 def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
                  store: opts.StoreLocation, ai_generated: bool, title: str | None,
-                 author: str | None, fmt: str, quality: int | None) -> None:
+                 author: str | None, fmt: str, quality: int | None, resign: bool) -> None:
     """Watermark INPUTS with a manifest id, sign a C2PA manifest, store it; write --out.
 
     The manifest (created or edited actions, soft bindings to the watermark and the
     fingerprint) goes into the output and into the manifest store, which also indexes the
-    output's fingerprint. The store is created when missing. One JSON line per input:
-    source, output, manifest_id, label, ... and error.
+    output's fingerprint. The store is created when missing, and removed again when this
+    run created it and signed nothing. A re-run resumes: an input the store already signed
+    into its output (same input bytes, output unchanged) is not signed again (its line says
+    "skipped": true), and its existing output needs no --force; --resign signs it again.
+    An image that already carries the store's mark keeps it: the new manifest supersedes
+    the earlier one. One JSON line per input: source, output, manifest_id, label, ...
+    and error.
     """
     from tracemark.credentials.certs import load_signing_credentials
     from tracemark.credentials.manifest import MEDIA_TYPES
     from tracemark.credentials.sign import SignOptions, sign_image
-    from tracemark.credentials.store import CredentialStore
+    from tracemark.credentials.store import SECRET_NAME, CredentialStore
 
     try:
         creds = load_signing_credentials(cert, key)
@@ -110,27 +118,87 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
         note("note: signing with a development certificate (TEST ONLY)")
     lines = JsonLines()
     found = collect_inputs(inputs, lines, report=False)
-    plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=force)
+    # existing outputs are checked below: those this store signed from the same input are
+    # a resume, not an overwrite
+    plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=True)
+    existed = store.path.exists()
+    had_store = existed and (store.path / SECRET_NAME).exists()
+    existing = [(src, dest) for src, dest in plan if dest.exists() or dest.is_symlink()]
+    if existing and not force and (resign or not had_store):
+        raise fail(f"{existing[0][1]} exists: give --force to overwrite it, or choose "
+                   "another --out")
     report_skipped(found, lines)
     sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
-                            quality=quality)
+                            quality=quality, resign=resign)
     try:
         cs = CredentialStore.open_or_create(store.path)
     except TracemarkError as exc:
         raise fail(str(exc)) from None
-    with cs, Batch(len(plan), "sign", lines, skipped=len(found.skipped)) as batch:
-        for src, dest in plan:
+    resumed = 0
+    try:
+        if not force:
+            for src, dest in existing:
+                if not _signed_here(cs, src, dest):
+                    raise fail(f"{dest} exists and is not the file this store signed from "
+                               f"{src}: give --force to overwrite it, or choose another --out")
+        with cs, Batch(len(plan), "sign", lines, skipped=len(found.skipped)) as batch:
+            for src, dest in plan:
 
-            def sign(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
-                res, _ = sign_image(cs, src, dest, creds, sign_opts)
-                row.update(res.to_dict())
+                def sign(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
+                    nonlocal resumed
+                    res, _ = sign_image(cs, src, dest, creds, sign_opts)
+                    row.update(res.to_dict())
+                    resumed += res.skipped
 
-            batch.run(src, {"source": str(src), "output": None}, sign)
+                batch.run(src, {"source": str(src), "output": None}, sign)
+    finally:
+        if not had_store:
+            _remove_if_empty(cs, store.path, remove_dir=not existed)
     tally = batch.tally
-    note(f"signed {tally.ok} of {len(plan)} images into {out} (manifests in {store.path}); "
-         f"{tally.failed} failed, "
+    note(f"signed {tally.ok - resumed} of {len(plan)} images into {out} (manifests in "
+         f"{store.path}); {resumed} already signed, {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
+
+
+def _signed_here(cs: Any, src: Path, dest: Path) -> bool:
+    """Whether ``dest`` is the file this store signed from ``src`` (same bytes of both)."""
+    import hashlib
+
+    try:
+        src_sha = hashlib.sha256(src.read_bytes()).hexdigest()
+        dest_sha = hashlib.sha256(dest.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return any(rec.file_sha256 == dest_sha for rec in cs.signed_from(src_sha))
+
+
+def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
+    """Remove a store this run created when nothing was signed into it: its files, and its
+    directory when the run created that too. A store with a manifest or a fingerprint, or
+    a file this run did not make, is left as it is."""
+    import shutil
+
+    from tracemark.credentials.store import INDEX_DIR, SECRET_NAME, SQLITE_NAME, CredentialStore
+
+    cs.close()
+    try:
+        with CredentialStore.open(path, read_only=True) as ro:
+            stats = ro.stats()
+            empty = stats["manifests"] == 0 and stats["pending"] == 0 \
+                and ro.fingerprint_count() == 0
+    except TracemarkError:
+        return
+    if not empty:
+        return
+    ours = {SECRET_NAME, SQLITE_NAME, INDEX_DIR, f"{SQLITE_NAME}-wal", f"{SQLITE_NAME}-shm",
+            f"{SQLITE_NAME}-journal"}
+    if any(p.name not in ours for p in path.iterdir()):
+        return
+    for p in path.iterdir():
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if remove_dir:
+        path.rmdir()
 
 
 # --- verify --------------------------------------------------------------------------------

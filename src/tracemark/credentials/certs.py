@@ -6,18 +6,22 @@ issued by a CA, with the digitalSignature key usage and a C2PA-accepted extended
 trust anchor. :func:`init_dev_ca` makes such a pair, clearly named as for testing only, so
 that signing and verifying run offline. Production use takes the user's own chain and key
 through :func:`load_signing_credentials`, which checks them before the C2PA library sees
-them: a missing or unreadable file, an expired or not-yet-valid certificate, a key that does
-not belong to the certificate, or a CA certificate used as a signer each give a
-:class:`~tracemark.errors.CertificateError` that says which.
+them: a missing or unreadable file, a key that does not belong to the certificate, and every
+rule of the C2PA certificate profile (:func:`check_certificate_profile`: C2PA 2.1 section
+14.5.1, as c2pa-python applies it) give a :class:`~tracemark.errors.CertificateError` that
+names the certificate (its position in the chain and its subject) and the rule it breaks.
+:meth:`SigningCredentials.check` runs the same checks again at signing time (a long-running
+service's certificate may expire), before any image work.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tracemark._optional import require
 from tracemark.errors import CertificateError, ConfigError
@@ -26,6 +30,8 @@ __all__ = [
     "DEV_MARKER",
     "DevCA",
     "SigningCredentials",
+    "SIGNER_EKUS",
+    "check_certificate_profile",
     "init_dev_ca",
     "load_signing_credentials",
     "load_trust_anchors",
@@ -47,6 +53,47 @@ certificate chain and key for real content credentials.
 """
 
 _OID_EMAIL_PROTECTION = "1.3.6.1.5.5.7.3.4"
+_OID_DOCUMENT_SIGNING = "1.3.6.1.5.5.7.3.36"
+_OID_C2PA_CLAIM_SIGNING = "1.3.6.1.4.1.62558.2.1"
+_OID_TIME_STAMPING = "1.3.6.1.5.5.7.3.8"
+_OID_OCSP_SIGNING = "1.3.6.1.5.5.7.3.9"
+_OID_ANY_EKU = "2.5.29.37.0"
+
+SIGNER_EKUS = {_OID_EMAIL_PROTECTION: "id-kp-emailProtection"}
+"""Extended key usages a tracemark signing certificate may carry to sign (OID -> name).
+
+C2PA 2.1 section 14.5.1 allows id-kp-emailProtection and id-kp-documentSigning
+(1.3.6.1.5.5.7.3.36) for claim signers, and C2PA 2.2 adds c2pa-kp-claimSigning
+(1.3.6.1.4.1.62558.2.1); but the validator of c2pa-python 0.38 (tracemark's ``c2pa`` extra),
+without a configured EKU list, reports the latter two as ``signingCredential.invalid``
+("certificate missing required EKU"), so every manifest signed with them would verify
+``invalid``. Only emailProtection is accepted here until that validator accepts the others."""
+
+_SPEC_ONLY_EKUS = {_OID_DOCUMENT_SIGNING: "id-kp-documentSigning",
+                   _OID_C2PA_CLAIM_SIGNING: "c2pa-kp-claimSigning"}
+_EKU_NAMES = {
+    **SIGNER_EKUS, **_SPEC_ONLY_EKUS,
+    "1.3.6.1.5.5.7.3.1": "id-kp-serverAuth (TLS server)",
+    "1.3.6.1.5.5.7.3.2": "id-kp-clientAuth (TLS client)",
+    "1.3.6.1.5.5.7.3.3": "id-kp-codeSigning",
+    _OID_TIME_STAMPING: "id-kp-timeStamping",
+    _OID_OCSP_SIGNING: "id-kp-OCSPSigning",
+    _OID_ANY_EKU: "anyExtendedKeyUsage",
+}
+_SIGNATURE_ALGORITHMS = {
+    "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
+    "1.2.840.10045.4.3.3": "ecdsa-with-SHA384",
+    "1.2.840.10045.4.3.4": "ecdsa-with-SHA512",
+    "1.2.840.113549.1.1.11": "sha256WithRSAEncryption",
+    "1.2.840.113549.1.1.12": "sha384WithRSAEncryption",
+    "1.2.840.113549.1.1.13": "sha512WithRSAEncryption",
+    "1.2.840.113549.1.1.10": "RSASSA-PSS",
+    "1.3.101.112": "Ed25519",
+}
+"""Signature algorithms C2PA accepts on a certificate (C2PA 2.1 section 14.5.1; the list
+c2pa-rs ``check_certificate_profile`` applies)."""
+_EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+MIN_RSA_BITS = 2048
 
 
 def _crypto() -> Any:
@@ -79,6 +126,15 @@ class SigningCredentials:
     not_after: dt.datetime
     development: bool
     """True for a certificate made by :func:`init_dev_ca` (its name says so)."""
+
+    def check(self, now: dt.datetime | None = None) -> None:
+        """Check the chain against the C2PA certificate profile at ``now`` (default the
+        current time): :func:`check_certificate_profile`. Signing calls it before any image
+        work, so that credentials built by hand, or expired since they were loaded, fail
+        early with a :class:`~tracemark.errors.CertificateError` that names the rule."""
+        _crypto()
+        check_certificate_profile(_parse_chain(self.chain_pem.encode(), "signing chain"),
+                                  now=now, source=self.subject)
 
 
 def _name(common_name: str) -> Any:
@@ -235,6 +291,133 @@ def _public_bytes(public_key: Any) -> bytes:
     )
 
 
+def _where(cert: Any, position: int, total: int) -> str:
+    """How an error names a certificate: its position in the chain and its subject."""
+    role = "the signer" if position == 0 else "a CA certificate"
+    return (f"certificate {position + 1} of {total} ({role}, "
+            f"{cert.subject.rfc4514_string() or 'no subject'})")
+
+
+def _ext(cert: Any, cls: Any) -> Any:
+    from cryptography import x509
+
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_key(cert: Any, broken: Callable[[str, str], NoReturn]) -> None:
+    """The certificate's public key: P-256/384/521, Ed25519, or RSA of >= 2048 bits."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _EC_CURVES:
+            broken("public key", f"elliptic curve {key.curve.name}; C2PA allows P-256, P-384 "
+                   "and P-521")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            broken("public key", f"RSA key of {key.key_size} bits; C2PA needs at least "
+                   f"{MIN_RSA_BITS}")
+        e = key.public_numbers().e
+        if e < 3 or e % 2 == 0:
+            broken("public key", f"RSA public exponent {e} (must be odd and >= 3)")
+    elif not isinstance(key, ed25519.Ed25519PublicKey):
+        broken("public key", f"{type(key).__name__.lstrip('_')}; C2PA allows ECDSA "
+               "(P-256/384/521), RSA (>= 2048 bits) and Ed25519")
+
+
+def check_certificate_profile(
+    chain: list[Any], *, now: dt.datetime | None = None, source: str | None = None
+) -> None:
+    """Check a signing chain (``cryptography`` certificates, leaf first) against the C2PA
+    certificate profile; raise :class:`~tracemark.errors.CertificateError` on the first rule
+    broken, naming the certificate (position and subject) and the rule.
+
+    Source: C2PA 2.1 section 14.5.1 "Certificate Profile", as c2pa-rs
+    ``check_end_entity_certificate_profile`` applies it at signing. Every certificate: X.509
+    v3, valid at ``now`` (default the current time, UTC), signed with ECDSA (SHA-256/384/512),
+    RSA PKCS#1 v1.5 or PSS (SHA-256/384/512) or Ed25519. The signer (first certificate):
+    not a CA (basic constraints cA false); a key usage extension with digitalSignature and
+    without keyCertSign; an extended key usage extension, without anyExtendedKeyUsage, with
+    one of :data:`SIGNER_EKUS` and neither timeStamping nor OCSPSigning (those are for time
+    stamp and OCSP responders); an authority key identifier; a public key of an allowed
+    kind (P-256/384/521, Ed25519, RSA >= 2048 bits with an odd exponent >= 3); and not a lone
+    self-signed certificate.
+    """
+    from cryptography import x509
+
+    when = now or dt.datetime.now(dt.UTC)
+    total = len(chain)
+    for position, cert in enumerate(chain):
+        where = _where(cert, position, total)
+
+        def broken(rule: str, what: str, where: str = where) -> NoReturn:
+            raise CertificateError(f"{where}: {rule}: {what} (C2PA certificate profile, "
+                                   "C2PA 2.1 section 14.5.1)", source=source)
+
+        who = "the signing certificate" if position == 0 else f"{where}"
+        if cert.not_valid_after_utc < when:
+            raise CertificateError(
+                f"{who} expired on {cert.not_valid_after_utc.isoformat()}"
+                + (f" ({where})" if position == 0 else ""), source=source)
+        if cert.not_valid_before_utc > when:
+            raise CertificateError(
+                f"{who} is not valid before {cert.not_valid_before_utc.isoformat()}"
+                + (f" ({where})" if position == 0 else ""), source=source)
+        if cert.version != x509.Version.v3:
+            broken("version", f"X.509 {cert.version.name}; C2PA needs v3")
+        alg = cert.signature_algorithm_oid.dotted_string
+        if alg not in _SIGNATURE_ALGORITHMS:
+            name = getattr(cert.signature_algorithm_oid, "_name", alg)
+            broken("signature algorithm", f"{name} ({alg}); C2PA allows "
+                   f"{', '.join(sorted(set(_SIGNATURE_ALGORITHMS.values())))}")
+        if position > 0:
+            continue
+        basic = _ext(cert, x509.BasicConstraints)
+        if basic is not None and basic.ca:
+            raise CertificateError(
+                f"the first certificate is a CA certificate ({where}); C2PA signs with a leaf "
+                "(end-entity) certificate issued by the CA: basic constraints cA must be false",
+                source=source)
+        usage = _ext(cert, x509.KeyUsage)
+        if usage is None:
+            broken("key usage", "no key usage extension; the signer needs one with "
+                   "digitalSignature")
+        if not usage.digital_signature:
+            raise CertificateError(
+                f"the signing certificate lacks the digitalSignature key usage ({where})",
+                source=source)
+        if usage.key_cert_sign:
+            broken("key usage", "keyCertSign on an end-entity certificate")
+        if total == 1 and cert.issuer == cert.subject:
+            raise CertificateError(
+                "a lone self-signed certificate: C2PA needs a certificate issued by a CA "
+                "(the chain: signer, then its CA); `tracemark certs init` makes a test pair",
+                source=source)
+        eku = _ext(cert, x509.ExtendedKeyUsage)
+        wanted = " or ".join(f"{n} ({o})" for o, n in SIGNER_EKUS.items())
+        if eku is None:
+            broken("extended key usage", f"none; the signer needs {wanted}")
+        oids = [u.dotted_string for u in eku]
+        found = ", ".join(_EKU_NAMES.get(o, o) for o in oids) or "empty"
+        if _OID_ANY_EKU in oids:
+            broken("extended key usage", "anyExtendedKeyUsage is not allowed")
+        if _OID_TIME_STAMPING in oids or _OID_OCSP_SIGNING in oids:
+            broken("extended key usage", f"{found}: timeStamping and OCSPSigning are for time "
+                   f"stamp and OCSP responders, not claim signers; the signer needs {wanted}")
+        if not any(o in SIGNER_EKUS for o in oids):
+            spec_only = [n for o, n in _SPEC_ONLY_EKUS.items() if o in oids]
+            extra = (f" ({', '.join(spec_only)} is allowed by the C2PA specification but "
+                     "c2pa-python's validator reports it as signingCredential.invalid)"
+                     if spec_only else "")
+            broken("extended key usage", f"{found}; the signer needs {wanted}{extra}")
+        if _ext(cert, x509.AuthorityKeyIdentifier) is None:
+            broken("authority key identifier", "missing; c2pa refuses a signer without one")
+        _check_key(cert, broken)
+
+
 def load_signing_credentials(
     cert: str | os.PathLike[str],
     key: str | os.PathLike[str],
@@ -244,12 +427,11 @@ def load_signing_credentials(
     """Read and check a signing chain (PEM, leaf first) and its private key (PEM, unencrypted).
 
     Raises :class:`~tracemark.errors.CertificateError` for a missing, empty or unreadable
-    file; no certificate; a leaf that is expired or not yet valid (at ``now``, default the
-    current time); a key that is encrypted, unreadable, of an unsupported type, or not the
-    leaf's; a leaf that is a CA or lacks the digitalSignature key usage.
+    file; no certificate; a key that is encrypted, unreadable, of an unsupported type, or not
+    the leaf's; and a chain that breaks the C2PA certificate profile at ``now`` (default the
+    current time): see :func:`check_certificate_profile`.
     """
     _crypto()
-    from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
@@ -272,48 +454,7 @@ def load_signing_credentials(
             "(wrong key, or the chain is not leaf-first)",
             source=key_src,
         )
-    when = now or dt.datetime.now(dt.UTC)
-    if leaf.not_valid_after_utc < when:
-        raise CertificateError(
-            f"the signing certificate expired on {leaf.not_valid_after_utc.isoformat()}",
-            source=cert_src,
-        )
-    if leaf.not_valid_before_utc > when:
-        raise CertificateError(
-            f"the signing certificate is not valid before {leaf.not_valid_before_utc.isoformat()}",
-            source=cert_src,
-        )
-    try:
-        basic = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if basic.ca:
-            raise CertificateError(
-                "the first certificate is a CA certificate; C2PA signs with a leaf "
-                "(end-entity) certificate issued by the CA",
-                source=cert_src,
-            )
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not usage.digital_signature:
-            raise CertificateError(
-                "the signing certificate lacks the digitalSignature key usage", source=cert_src
-            )
-    except x509.ExtensionNotFound:
-        pass
-    if len(chain) == 1 and leaf.issuer == leaf.subject:
-        raise CertificateError(
-            "a lone self-signed certificate: C2PA needs a certificate issued by a CA "
-            "(the chain: signer, then its CA); `tracemark certs init` makes a test pair",
-            source=cert_src,
-        )
-    for upper in chain[1:]:
-        if upper.not_valid_after_utc < when:
-            raise CertificateError(
-                f"a CA certificate of the chain ({upper.subject.rfc4514_string()}) expired on "
-                f"{upper.not_valid_after_utc.isoformat()}",
-                source=cert_src,
-            )
+    check_certificate_profile(chain, now=now, source=cert_src)
     chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain).decode()
     subject = leaf.subject.rfc4514_string()
     return SigningCredentials(

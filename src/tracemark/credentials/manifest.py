@@ -23,6 +23,7 @@ __all__ = [
     "TRACEMARK_ASSERTION",
     "TRAINED_ALGORITHMIC_MEDIA",
     "ManifestReading",
+    "has_manifest_marker",
     "manifest_definition",
     "media_type_for",
     "read_manifest",
@@ -83,14 +84,24 @@ def manifest_definition(
     payload: int,
     pdq_hash: bytes,
     author: str | None = None,
+    mark_id: int | None = None,
+    supersedes: tuple[int, str | None] | None = None,
 ) -> dict[str, Any]:
     """The manifest definition (c2pa-python's JSON form) tracemark signs.
 
     Two soft-binding assertions name the watermark (payload, 8 bytes big-endian, base64)
     and the fingerprint (the 256-bit PDQ hash, base64); a tracemark assertion names the
-    store and manifest id. The actions (created with a digital source type, or opened from
-    a parent ingredient, then watermarked) are added by :func:`sign_asset`.
+    store and manifest id, and for an image that already carried the store's mark, the
+    manifest id that mark names (``mark_id``) and the manifest this one ``supersedes`` (id,
+    label). The actions (created with a digital source type, or opened from a parent
+    ingredient, then watermarked) are added by :func:`sign_asset`.
     """
+    credential: dict[str, Any] = {"store_id": store_id, "manifest_id": manifest_id,
+                                  "watermark": "lattice", "fingerprint": "vlad+pdq+sift"}
+    if mark_id is not None and mark_id != manifest_id:
+        credential["mark_manifest_id"] = mark_id
+    if supersedes is not None:
+        credential["supersedes"] = {"manifest_id": supersedes[0], "label": supersedes[1]}
     assertions: list[dict[str, Any]] = [
         {
             "label": "c2pa.soft-binding",
@@ -107,11 +118,7 @@ def manifest_definition(
                 "blocks": [{"scope": {}, "value": base64.b64encode(pdq_hash).decode()}],
             },
         },
-        {
-            "label": TRACEMARK_ASSERTION,
-            "data": {"store_id": store_id, "manifest_id": manifest_id,
-                     "watermark": "lattice", "fingerprint": "vlad+pdq+sift"},
-        },
+        {"label": TRACEMARK_ASSERTION, "data": credential},
     ]
     if author:
         assertions.append({
@@ -178,10 +185,12 @@ def sign_asset(
 class ManifestReading:
     """What c2pa's Reader says of an asset (or of a stored manifest against an asset).
 
-    ``state``: ``"trusted"``, ``"valid"``, ``"invalid"`` or ``"absent"`` (no manifest).
-    ``codes``: c2pa's validation codes of the active manifest, by kind (success,
-    informational, failure). ``error``: set when the manifest could not be parsed at all
-    (then ``state`` is ``"invalid"`` and ``codes["failure"]`` holds the error's kind).
+    ``state``: ``"trusted"``, ``"valid"``, ``"invalid"`` (a manifest is there and fails
+    validation), ``"absent"`` (no manifest) or ``"unreadable"`` (c2pa cannot parse the
+    container -- e.g. a PNG missing its last bytes -- so it says nothing of a manifest;
+    :func:`has_manifest_marker` tells whether one is there). ``codes``: c2pa's validation
+    codes of the active manifest, by kind (success, informational, failure). ``error``: set
+    when c2pa raised (for ``"invalid"``, ``codes["failure"]`` then holds the error's kind).
     """
 
     state: str
@@ -213,6 +222,68 @@ def _error_code(exc: Exception) -> str:
     return "c2pa." + (name[4:] if name.startswith("C2pa") else name).lower()
 
 
+_UNPARSED_CONTAINER = "asset could not be parsed"
+"""The text of c2pa-rs's ``Error::InvalidAsset`` (raised as ``C2paError.Other``) when it
+cannot walk the file's container (chunks, segments) at all, before any manifest is read."""
+
+
+def _unreadable_container(exc: Exception) -> bool:
+    return _UNPARSED_CONTAINER in str(exc)
+
+
+def _png_has_manifest(data: bytes) -> bool:
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        if kind == b"caBX":
+            return True
+        if kind == b"IEND":
+            return False
+        i += 12 + length
+    return False
+
+
+def _jpeg_has_manifest(data: bytes) -> bool:
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no more metadata
+            return False
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xEB and data[i + 4:i + 6] == b"JP":  # APP11 JUMBF
+            return True
+        i += 2 + length
+    return False
+
+
+def _riff_has_manifest(data: bytes) -> bool:
+    i = 12
+    while i + 8 <= len(data):
+        kind, length = data[i:i + 4], int.from_bytes(data[i + 4:i + 8], "little")
+        if kind == b"C2PA":
+            return True
+        i += 8 + length + (length & 1)
+    return False
+
+
+_MANIFEST_MARKERS = {"image/png": _png_has_manifest, "image/jpeg": _jpeg_has_manifest,
+                     "image/webp": _riff_has_manifest}
+
+
+def has_manifest_marker(asset: bytes, media_type: str | None) -> bool:
+    """Whether the file's container holds a C2PA manifest store where C2PA puts one (PNG:
+    a ``caBX`` chunk; JPEG: an APP11 JUMBF segment before the scan; WebP: a ``C2PA``
+    chunk), found by walking the container as far as its bytes go (truncated files
+    included). Other media types: True when the bytes name a JUMBF ``c2pa`` box at all."""
+    walk = _MANIFEST_MARKERS.get(media_type or "")
+    if walk is not None:
+        return walk(asset)
+    return b"jumb" in asset and b"c2pa" in asset
+
+
 def read_manifest(
     asset: bytes,
     media_type: str | None,
@@ -221,7 +292,14 @@ def read_manifest(
     manifest_store: bytes | None = None,
 ) -> ManifestReading:
     """Read and validate the manifest embedded in ``asset`` (or ``manifest_store`` given
-    beside it, as a sidecar). Never raises for a bad manifest: that is ``"invalid"``."""
+    beside it, as a sidecar). Never raises for a bad manifest: that is ``"invalid"``.
+
+    c2pa-python's errors (0.38) map to: ``Reader.try_create`` returning None (no manifest) and
+    ``C2paError.NotSupported`` (a format c2pa does not read) -> ``"absent"``;
+    ``C2paError.Other`` "asset could not be parsed" (the container cannot be walked, whether
+    or not a manifest is in it) -> ``"unreadable"``; every other error (``Verify`` "invalid
+    JUMB box", ``Other`` "provenance not found", ``Json``, ``Decoding``, ...: the manifest is
+    there and broken) -> ``"invalid"`` with ``c2pa.<kind>`` as its failure code."""
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(
@@ -231,6 +309,8 @@ def read_manifest(
         code = _error_code(exc)
         if code in ("c2pa.notsupported",) and manifest_store is None:
             return ManifestReading("absent", error=str(exc))
+        if _unreadable_container(exc):
+            return ManifestReading("unreadable", error=str(exc))
         return ManifestReading("invalid", codes={"failure": [code]}, error=str(exc))
     if reader is None:
         return ManifestReading("absent")

@@ -2,7 +2,10 @@
 
 Order of a sign (one image)::
 
-    reserve a manifest id (pending row)  ->  embed the watermark (payload: tag | id)
+    check the signing certificate (C2PA profile)  ->  hash the input (SHA-256)
+    ->  resume: an input this store already signed into ``out`` is skipped
+    ->  decode  ->  read this store's mark: an image that carries it keeps it
+    ->  reserve a manifest id (pending row)  ->  embed the watermark (payload: tag | id)
     ->  encode in the output format       ->  sign the C2PA manifest (c2pa-python)
     ->  fingerprint the signed pixels into the store's index
     ->  activate the row (label, manifest bytes, file hash)
@@ -12,6 +15,16 @@ Order of a sign (one image)::
 A failure before the commit rolls the store back (no row, no fingerprint); nothing is
 written to ``out``. A sign commits the store, so it also commits what the caller wrote to
 it before; on failure it rolls back what was not committed.
+
+Re-runs resume: when this store holds an active manifest signed from an input with the
+same SHA-256 (of its file bytes; of its pixels for an array) and ``out`` already holds that
+signed file (or a crash left it in ``out``'s temp file, which is then renamed into place),
+the input is not signed again: the result has ``skipped=True`` and the earlier manifest
+(``SignOptions.resign`` signs it again anyway). Re-signing an image that carries this
+store's mark (e.g. a signed file, edited) keeps that mark -- a second mark over the first
+would break both -- and the new manifest names the earlier one (``supersedes`` in the
+tracemark assertion; the input file, with its manifest, is the c2pa parent ingredient);
+the store resolves the mark to the newest manifest of the lineage.
 """
 
 from __future__ import annotations
@@ -53,6 +66,8 @@ class SignOptions:
     quality: int | None = None
     """JPEG/WebP quality of the signed file (default 95)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    resign: bool = False
+    """Sign an input again even when this store already signed it into ``out``."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,24 @@ class SignResult:
     media_type: str
     ref_id: int | None
     file_sha256: str
-    psnr: float
+    psnr: float | None
+    """PSNR (dB) of the signed pixels against the input's; None when ``skipped``."""
+    mark_id: int | None = None
+    """The manifest id the image's watermark carries: ``manifest_id`` for a first signing,
+    the earlier manifest's when the input already carried this store's mark."""
+    mark_kept: bool = False
+    """True when the input already carried this store's mark and no second one was embedded."""
+    supersedes: int | None = None
+    """The newest manifest of the mark's lineage before this one (``mark_kept`` only)."""
+    skipped: bool = False
+    """True when this store had already signed this input into ``output``: nothing was
+    signed and the fields name the earlier manifest."""
+    input_sha256: str | None = None
+    """SHA-256 (hex) of the input file's bytes (of its pixels for an array)."""
+    parent: str | None = None
+    """The parent ingredient of an edit: ``"original"`` (the input file as it was) or
+    ``"reencoded_png"`` (its decoded pixels as PNG, when c2pa cannot parse the input's
+    container, e.g. a PNG missing its last bytes); None for an AI-generated image."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,14 +123,50 @@ _PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
 """Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
 
 
-def _parent(original: bytes | None, rgb: np.ndarray, name: str) -> tuple[bytes, str, str]:
-    """The parent ingredient: the original file when c2pa can read its format, else PNG."""
+PARENT_ORIGINAL = "original"
+PARENT_REENCODED = "reencoded_png"
+
+
+def _parent(original: bytes | None, rgb: np.ndarray,
+            name: str) -> tuple[tuple[bytes, str, str], str]:
+    """The parent ingredient (bytes, media type, title) and how it was made: the original
+    file (:data:`PARENT_ORIGINAL`) when c2pa reads its format and can parse its container,
+    else the decoded pixels re-encoded as PNG (:data:`PARENT_REENCODED`): e.g. a PNG
+    missing its last bytes, whose pixels decode but whose chunks c2pa cannot walk."""
     if original is not None:
         fmt = open_image_info(original).format
         mt = media_type(fmt) if fmt in _PARENT_FORMATS else None
-        if mt is not None:
-            return original, mt, Path(name).name
-    return encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"
+        if mt is not None and mf.read_manifest(original, mt).state != "unreadable":
+            return (original, mt, Path(name).name), PARENT_ORIGINAL
+    return (encode_image(rgb, "PNG"), "image/png", Path(name).stem + ".png"), PARENT_REENCODED
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _already_signed(out: Path, file_sha256: str | None) -> bool:
+    """Whether ``out`` holds the signed file of SHA-256 ``file_sha256``: as it is, or in a
+    temp file a crash left beside it between the store's commit and the rename (then it is
+    renamed into place now)."""
+    if file_sha256 is None:
+        return False
+    if out.is_file():
+        return _sha256_file(out) == file_sha256
+    if out.exists() or out.is_symlink():
+        return False
+    for tmp in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else ():
+        if tmp.is_file() and _sha256_file(tmp) == file_sha256:
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                return False
+            return True
+    return False
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
@@ -131,24 +199,48 @@ def sign_image(
     """Watermark, sign and register one image; write it to ``out`` (unless None).
 
     ``media_type`` is required when ``out`` is None (otherwise the suffix of ``out``
-    decides). Returns the result and the signed file's bytes.
+    decides). Returns the result and the signed file's bytes (for a ``skipped`` input,
+    those of ``out``). Resuming, kept marks: see the module docstring.
+
+    Raises :class:`~tracemark.errors.CertificateError` (``creds`` break the C2PA
+    certificate profile: checked first), :class:`~tracemark.errors.UnsupportedFormatError`
+    (output suffix), the loader's :class:`~tracemark.errors.ImageError` subclasses,
+    :class:`~tracemark.errors.WatermarkEmbedError`, :class:`~tracemark.errors.SigningError`.
     """
     opts = options or SignOptions()
+    creds.check()  # the C2PA certificate profile, before any image work
     if out is not None:
         media_type = mf.media_type_for(Path(out).suffix)
     elif media_type not in mf.PIL_FORMATS:
         raise mf.UnsupportedFormatError(f"cannot sign as {media_type!r}; use "
                                         f"{', '.join(mf.PIL_FORMATS)}")
     original, name = _read_input(image)
+    input_sha256 = hashlib.sha256(original).hexdigest() if original is not None else None
+    if input_sha256 is not None and out is not None and not opts.resign:
+        skipped = _skip(store, input_sha256, Path(out), name)
+        if skipped is not None:
+            return skipped
     rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
                      name=name)
+    if input_sha256 is None:
+        input_sha256 = hashlib.sha256(
+            np.ascontiguousarray(rgb).tobytes() + repr(rgb.shape).encode()).hexdigest()
+        if out is not None and not opts.resign:
+            skipped = _skip(store, input_sha256, Path(out), name)
+            if skipped is not None:
+                return skipped
     title = opts.title or (Path(out).name if out is not None else Path(name).name)
+    carried = _carried_mark(store, rgb)
+    previous = store.resolve_mark(carried) if carried is not None else None
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
-                                media_type=media_type)
+                                media_type=media_type, input_sha256=input_sha256,
+                                mark_id=carried)
+    mark_id = manifest_id if carried is None else carried
     tmp: Path | None = None
     try:
-        payload = store.payload_for(manifest_id)
-        marked = store.mark(rgb, payload)
+        payload = store.payload_for(mark_id)
+        # an image carrying this store's mark keeps it: a second mark would break both
+        marked = rgb if carried is not None else store.mark(rgb, payload)
         quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
         asset = encode_image(marked, mf.PIL_FORMATS[media_type], quality=quality)
         distributed = load_image(asset, max_pixels=None)
@@ -157,8 +249,10 @@ def sign_image(
             title=title, media_type=media_type, store_id=store.store_id,
             manifest_id=manifest_id, payload=payload,
             pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
+            mark_id=mark_id, supersedes=None if previous is None else (previous.id,
+                                                                        previous.label),
         )
-        parent = None if opts.ai_generated else _parent(original, rgb, name)
+        parent, parent_kind = (None, None) if opts.ai_generated else _parent(original, rgb, name)
         signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                                ai_generated=opts.ai_generated, parent=parent)
         reading = mf.read_manifest(signed, media_type)
@@ -187,9 +281,36 @@ def sign_image(
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
         label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
-        psnr=round(psnr(rgb, distributed), 2),
+        psnr=round(psnr(rgb, distributed), 2), mark_id=mark_id,
+        mark_kept=carried is not None,
+        supersedes=None if previous is None else previous.id, input_sha256=input_sha256,
+        parent=parent_kind,
     )
     return result, signed
+
+
+def _skip(store: CredentialStore, input_sha256: str, out: Path,
+          name: str) -> tuple[SignResult, bytes] | None:
+    """The result of an input this store already signed into ``out`` (resume), or None."""
+    for rec in reversed(store.signed_from(input_sha256)):
+        if _already_signed(out, rec.file_sha256):
+            result = SignResult(
+                source=name, output=str(out), manifest_id=rec.id, label=rec.label or "",
+                media_type=rec.media_type or "", ref_id=rec.ref_id,
+                file_sha256=rec.file_sha256 or "", psnr=None, mark_id=store.mark_of(rec.id),
+                skipped=True, input_sha256=input_sha256,
+            )
+            return result, out.read_bytes()
+    return None
+
+
+def _carried_mark(store: CredentialStore, rgb: np.ndarray) -> int | None:
+    """The mark id this store's watermark in ``rgb`` carries (blind detection at the
+    store's default alpha), or None when the image carries no mark of this store."""
+    det = store.read_mark(rgb, assisted=False)
+    if not det.present or det.payload_int is None:
+        return None
+    return store.id_from_payload(det.payload_int)
 
 
 def sign_many(

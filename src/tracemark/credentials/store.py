@@ -14,11 +14,24 @@ of the secret, so that a mark of another store never names one of ours)::
 
     payload (64 bits) = tag (24 bits) << 40 | manifest id (40 bits)
 
+A ``signings`` row beside each manifest records who signs it (``host:pid`` of the signing
+process), the SHA-256 of the input it was signed from (so that a re-run skips inputs
+already signed) and the *mark id*: the manifest id the image's watermark carries. A fresh
+image gets its own id; an image that already carries this store's mark keeps it (a second
+mark would stack and break the first), so its new manifest shares the earlier one's mark
+id, and :meth:`CredentialStore.resolve_mark` returns the newest manifest of that lineage.
+The table was added to version 1 stores without a version change: a store made before it
+gains it on its first writable open; a read-only open of such a store sees no signings.
+
 When the signed file is ready the row becomes ``active`` with the manifest's label, the
 raw manifest store (JUMBF bytes, as c2pa returns them), its JSON, the SHA-256 of the signed
 file and the id of its fingerprint in ``index/``. The database commit happens before the
 signed file is written, so a crash never leaves a signed file whose manifest is not stored.
-A ``pending`` row is never returned.
+A ``pending`` row is never returned. A pending row left by a crash (its transaction was
+committed by a caller between reserve and activate) is *stale* when its signing process is
+gone (same host, no such pid) or it is older than :data:`PENDING_MAX_AGE_SECONDS` (another
+host, or a pid reused); a writable open deletes stale pending rows (and their signings
+rows) and keeps the others, which may belong to a concurrent signer.
 
 Lifecycle (:class:`tracemark._lifecycle.Resource`, as for the indexes): the writes of a
 store (manifest rows and fingerprints) join one transaction that :meth:`CredentialStore.commit`,
@@ -40,6 +53,8 @@ import hmac
 import json
 import os
 import secrets
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +98,9 @@ WATERMARK_METHOD = "lattice"
 SQLITE_NAME = "credentials.sqlite"
 SECRET_NAME = "secret.key"
 INDEX_DIR = "index"
+PENDING_MAX_AGE_SECONDS = 3600
+"""A pending manifest older than this (one hour; a signing takes seconds) is stale whoever
+holds it: a writable open deletes it."""
 
 _metadata = sa.MetaData()
 _meta = sa.Table(
@@ -109,6 +127,46 @@ _manifests = sa.Table(
     sa.Column("manifest_json", sa.Text),
     sa.Column("manifest_store", sa.LargeBinary),
 )
+
+_signings = sa.Table(
+    "signings",
+    _metadata,
+    sa.Column("manifest_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+              primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("input_sha256", sa.String(64), index=True),
+    sa.Column("mark_id", sa.BigInteger, index=True),
+)
+
+
+def _owner() -> str:
+    """``host:pid`` of this process, as recorded on the manifests it reserves."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (another user's), or we cannot tell: keep its rows
+    return True
+
+
+def _stale(owner: str | None, created_at: str, now: float) -> bool:
+    """Whether a pending manifest reserved by ``owner`` at ``created_at`` is stale (see the
+    module docstring)."""
+    try:
+        age = now - datetime.fromisoformat(created_at).timestamp()
+    except ValueError:
+        return True
+    if age > PENDING_MAX_AGE_SECONDS:
+        return True
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's, or of a store made before owners: wait for the age
+    return int(pid) != os.getpid() and not _pid_alive(int(pid))
 
 
 @dataclass(frozen=True)
@@ -183,6 +241,9 @@ class CredentialStore(Resource):
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._database_url: str | None = None
+        self._has_signings = False
+        self.cleaned_pending: list[int] = []
+        """Ids of the stale pending manifests this open deleted."""
         with engine.connect() as conn:
             meta = {r[0]: r[1] for r in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
         if meta.get("format") != FORMAT_NAME:
@@ -208,6 +269,29 @@ class CredentialStore(Resource):
             raise ManifestStoreError(
                 "secret.key does not belong to this store's database", source=str(path)
             )
+        if read_only:
+            self._has_signings = sa.inspect(engine).has_table("signings")
+        else:
+            _signings.create(engine, checkfirst=True)  # version 1 stores made before it
+            self._has_signings = True
+            self.cleaned_pending = self._clean_stale_pending()
+
+    def _clean_stale_pending(self) -> list[int]:
+        """Delete the stale pending manifests (module docstring) in their own committed
+        transaction; their ids."""
+        now = time.time()
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(_manifests.c.id, _manifests.c.created_at, _signings.c.owner)
+                .select_from(_manifests.outerjoin(
+                    _signings, _signings.c.manifest_id == _manifests.c.id))
+                .where(_manifests.c.state == "pending")).all()
+            stale = [int(r.id) for r in rows if _stale(r.owner, r.created_at, now)]
+            if stale:
+                conn.execute(_signings.delete().where(_signings.c.manifest_id.in_(stale)))
+                conn.execute(_manifests.delete().where(_manifests.c.id.in_(stale),
+                                                       _manifests.c.state == "pending"))
+        return stale
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -226,7 +310,24 @@ class CredentialStore(Resource):
             secret = secrets.token_bytes(32)
         elif not isinstance(secret, bytes) or len(secret) != 32:
             raise ConfigError("a store secret is 32 bytes")
+        existed = root.exists()
         root.mkdir(parents=True, exist_ok=True)
+        try:
+            return cls._create_in(root, secret, database_url=database_url, schema=schema)
+        except BaseException:
+            # a store half made is no store: remove what this call wrote (the directory
+            # was missing or empty); a database URL's rows are left to the caller
+            import shutil
+
+            for p in root.iterdir():
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if not existed:
+                root.rmdir()
+            raise
+
+    @classmethod
+    def _create_in(cls, root: Path, secret: bytes, *, database_url: str | None,
+                   schema: str | None) -> CredentialStore:
         fd = os.open(root / SECRET_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secret)
@@ -495,16 +596,22 @@ class CredentialStore(Resource):
             raise ManifestStoreError("the store is open read-only", source=str(self.path))
 
     def reserve(self, *, title: str | None, author: str | None, ai_generated: bool,
-                media_type: str | None) -> int:
-        """Start a manifest: a ``pending`` row whose id the watermark will carry."""
+                media_type: str | None, input_sha256: str | None = None,
+                mark_id: int | None = None) -> int:
+        """Start a manifest: a ``pending`` row, and its ``signings`` row (this process as
+        owner, the input's SHA-256 hex digest, the mark id: ``mark_id``, or the new id
+        itself when None). Returns the new id; the watermark carries the mark id."""
         with self._writing() as conn:
             res = conn.execute(_manifests.insert().values(
                 state="pending", created_at=_now(), title=title, author=author,
                 ai_generated=bool(ai_generated), media_type=media_type,
             ))
             manifest_id = int(res.inserted_primary_key[0])
-        if manifest_id >= 1 << ID_BITS:
-            raise ManifestStoreError("the store has run out of manifest identifiers")
+            if manifest_id >= 1 << ID_BITS:
+                raise ManifestStoreError("the store has run out of manifest identifiers")
+            conn.execute(_signings.insert().values(
+                manifest_id=manifest_id, owner=_owner(), input_sha256=input_sha256,
+                mark_id=manifest_id if mark_id is None else int(mark_id)))
         return manifest_id
 
     def activate(self, manifest_id: int, *, label: str, ref_id: int | None, file_sha256: str,
@@ -524,8 +631,49 @@ class CredentialStore(Resource):
     def discard(self, manifest_id: int) -> None:
         """Drop a pending manifest whose signing failed."""
         with self._writing() as conn:
-            conn.execute(_manifests.delete().where(
-                _manifests.c.id == manifest_id, _manifests.c.state == "pending"))
+            n = conn.execute(_manifests.delete().where(
+                _manifests.c.id == manifest_id, _manifests.c.state == "pending")).rowcount
+            if n:
+                conn.execute(_signings.delete().where(_signings.c.manifest_id == manifest_id))
+
+    def signed_from(self, input_sha256: str) -> list[ManifestRecord]:
+        """The active manifests signed from an input with this SHA-256 (hex), oldest first."""
+        if not self._has_signings:
+            return []
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(_manifests).join(_signings, _signings.c.manifest_id == _manifests.c.id)
+                .where(_signings.c.input_sha256 == input_sha256, _manifests.c.state == "active")
+                .order_by(_manifests.c.id)).mappings().all()
+        return [ManifestRecord(**{k: r[k] for k in ManifestRecord.__dataclass_fields__})
+                for r in rows]
+
+    def mark_of(self, manifest_id: int) -> int:
+        """The manifest id the watermark of ``manifest_id``'s image carries (its own id for
+        a first signing, or for a manifest made before signings were recorded)."""
+        if self._has_signings:
+            with self._reading() as conn:
+                mark = conn.execute(sa.select(_signings.c.mark_id).where(
+                    _signings.c.manifest_id == int(manifest_id))).scalar_one_or_none()
+            if mark is not None:
+                return int(mark)
+        return int(manifest_id)
+
+    def resolve_mark(self, mark_id: int) -> ManifestRecord | None:
+        """The active manifest a watermark carrying ``mark_id`` names: the newest of the
+        lineage (the manifests signed on images carrying that mark), else ``mark_id``
+        itself; None when neither is active."""
+        if self._has_signings:
+            with self._reading() as conn:
+                newest = conn.execute(
+                    sa.select(sa.func.max(_manifests.c.id))
+                    .select_from(_manifests.join(
+                        _signings, _signings.c.manifest_id == _manifests.c.id))
+                    .where(_signings.c.mark_id == int(mark_id),
+                           _manifests.c.state == "active")).scalar_one_or_none()
+            if newest is not None:
+                return self.find(int(newest))
+        return self.find(mark_id)
 
     def _one(self, where: Any) -> ManifestRecord | None:
         with self._reading() as conn:

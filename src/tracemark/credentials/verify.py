@@ -6,10 +6,15 @@ Routes, in order:
    ``valid`` or ``invalid``, with c2pa's codes). For a manifest this store signed, the file
    must also be byte-identical to the signed file: c2pa leaves some bytes of the manifest
    container unauthenticated, and a change there is reported as ``invalid`` with the code
-   ``tracemark.file.modified``.
+   ``tracemark.file.modified``. Only a manifest that is there and fails validation is
+   ``invalid``: a container c2pa cannot parse (a PNG missing its last byte, whose pixels
+   decode) is ``invalid`` (code ``tracemark.container.unreadable``) only when a manifest is
+   found in it; without one it goes on to the next routes like a file without a manifest,
+   and a file that is not an image at all is the loader's typed error.
 2. **watermark** — no manifest in the file: the store's watermark is detected (calibrated
    p-value at most ``alpha``), its tag must be this store's, and the manifest id it carries
-   must be an active manifest: the stored manifest is returned, state ``recovered``.
+   names a lineage of active manifests (the image signed again keeps its first mark): the
+   newest stored manifest of it is returned, state ``recovered``.
 3. **fingerprint** — no watermark either: the image is searched in the store's index; a
    match whose decision is positive gives the manifest of the matched image.
 
@@ -34,7 +39,8 @@ from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, TracemarkError
 from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image, sniff_media_type
 
-__all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES"]
+__all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES",
+           "UNREADABLE_CODE"]
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 HARD_BINDING_CODES = frozenset({
@@ -43,6 +49,9 @@ HARD_BINDING_CODES = frozenset({
     "assertion.bmffHash.mismatch",
 })
 """c2pa failure codes that only say the file's bytes are not the signed ones."""
+UNREADABLE_CODE = "tracemark.container.unreadable"
+"""Failure code of a file that holds a C2PA manifest in a container c2pa cannot parse (e.g.
+a signed PNG missing its last bytes): the manifest is there but cannot be validated."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,7 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
         wm["tag_match"] = manifest_id is not None
         if manifest_id is not None:
             wm["manifest_id"] = manifest_id
-            rec = store.find(manifest_id)
+            rec = store.resolve_mark(manifest_id)  # the newest manifest of the mark's lineage
             if rec is not None:
                 route = "watermark"
                 confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
@@ -181,14 +190,16 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
                   "p_value": m.p_value, "inliers": m.inliers}
             if decision:
                 rec = store.by_ref(m.ref_id)
-                if rec is not None:
+                if rec is not None:  # re-signed pixels share a fingerprint: the newest
+                    rec = store.resolve_mark(store.mark_of(rec.id)) or rec
                     route, confidence = "fingerprint", float(m.score)
         evidence["fingerprint"] = fp
     if rec is None:
         return None
     sidecar = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
                                manifest_store=rec.manifest_store)
-    if sidecar.state == "absent":  # c2pa cannot read this container: check the bytes alone
+    if sidecar.state in ("absent", "unreadable"):  # c2pa cannot read this container:
+        # check the manifest's bytes alone
         sidecar = mf.read_manifest(rec.manifest_store or b"", "application/c2pa",
                                    trust_pem=opts.trust_pem)
     return {
@@ -237,9 +248,22 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         if media_type is not None else mf.ManifestReading("absent")
     result = VerifyResult(source=name, state="not_found")
     rgb = None
-    if reading.state == "absent" or (reading.error is not None and reading.manifest is None):
-        # No manifest, or c2pa could not parse the container: the file must at least be an
-        # image (a typed error otherwise), so that a broken file is not "tampered".
+    if reading.state == "unreadable":
+        # c2pa cannot walk the container (e.g. a PNG missing its last bytes), so it says
+        # nothing of a manifest. The file must be an image (a typed error otherwise); a
+        # manifest found in it cannot be validated (invalid), else there is none (absent).
+        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+        result.evidence["container"] = {"readable_by_c2pa": False, "error": reading.error}
+        reading = (mf.ManifestReading("invalid", codes={"failure": [UNREADABLE_CODE]},
+                                      error=reading.error)
+                   if mf.has_manifest_marker(data, media_type) else mf.ManifestReading("absent"))
+    if rgb is None and (reading.state == "absent"
+                        or (reading.error is not None and reading.manifest is None
+                            and not mf.has_manifest_marker(data, media_type))):
+        # No manifest, or c2pa failed on a file where no manifest is found: the file must
+        # at least be an image (a typed error otherwise), so that a broken file is not
+        # "tampered". A manifest that is there and broken is invalid even when the bytes
+        # changed also break the image (a flipped byte in a PNG's caBX chunk fails its CRC).
         rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
     if reading.state != "absent":
         _embedded(result, reading, data, store)

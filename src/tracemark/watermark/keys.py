@@ -1,8 +1,12 @@
 """Watermark keys: normalisation, fingerprints, and keyed sub-keys, sequences and permutations.
 
 A watermark key is at least 16 bytes of secret material. Users may instead give a
-passphrase (a non-empty ``str``), which is stretched with scrypt (salt
-``b"tracemark-watermark-v1"``, ``n = 2**14``, ``r = 8``, ``p = 1``, 32 bytes). The
+passphrase (a ``str`` of at least :data:`MIN_PASSPHRASE_CHARS` = 12 characters), which is
+stretched with scrypt (salt ``b"tracemark-watermark-v1"``, ``n = 2**14``, ``r = 8``,
+``p = 1``, 32 bytes). A shorter passphrase is refused with
+:class:`~tracemark.errors.WatermarkKeyError`: scrypt slows a guess down but a 5-character
+passphrase is still found in hours, and whoever finds the key can read, forge and remove
+marks. ``as_key(passphrase, allow_short=True)`` accepts one on purpose (tests, demos). The
 derivation costs about 50 ms, so it is cached per passphrase for the life of the process.
 
 Everything keyed descends from the key material through :func:`derive`, which is HKDF
@@ -37,6 +41,7 @@ __all__ = [
     "read_key",
     "KeyLike",
     "MIN_KEY_BYTES",
+    "MIN_PASSPHRASE_CHARS",
     "KEY_SALT",
     "WatermarkKey",
     "as_key",
@@ -48,6 +53,13 @@ __all__ = [
 
 MIN_KEY_BYTES = 16
 """Smallest accepted length of raw key material, in bytes."""
+
+MIN_PASSPHRASE_CHARS = 12
+"""Shortest accepted passphrase, in characters (Unicode code points). Twelve characters is
+the floor of common password guidance for passphrases an attacker may guess offline (e.g.
+OWASP's Password Storage and Authentication cheat sheets recommend at least 12 for
+passwords without a second factor); below it :func:`as_key` refuses unless
+``allow_short=True``."""
 
 KEY_SALT = b"tracemark-watermark-v1"
 """Salt of the passphrase stretching (scrypt) and of the HKDF extract step."""
@@ -106,12 +118,13 @@ def _stretch(passphrase: str) -> bytes:
     )
 
 
-def as_key(key: KeyLike) -> WatermarkKey:
+def as_key(key: KeyLike, *, allow_short: bool = False) -> WatermarkKey:
     """Normalise ``key`` to a :class:`WatermarkKey`.
 
     ``bytes``/``bytearray`` are used as they are (at least 16 bytes); a ``str`` is a
-    passphrase, stretched with scrypt (see the module docstring). Anything else raises
-    :class:`WatermarkKeyError`.
+    passphrase of at least :data:`MIN_PASSPHRASE_CHARS` characters (any non-empty one with
+    ``allow_short``), stretched with scrypt (see the module docstring). Anything else, or a
+    passphrase too short, raises :class:`WatermarkKeyError` (the message never repeats it).
     """
     if isinstance(key, WatermarkKey):
         return key
@@ -120,6 +133,12 @@ def as_key(key: KeyLike) -> WatermarkKey:
     if isinstance(key, str):
         if not key:
             raise WatermarkKeyError("a watermark passphrase must not be empty")
+        if len(key) < MIN_PASSPHRASE_CHARS and not allow_short:
+            raise WatermarkKeyError(
+                f"a watermark passphrase needs at least {MIN_PASSPHRASE_CHARS} characters; got "
+                f"{len(key)} (use a longer passphrase or a key file of >= {MIN_KEY_BYTES} random "
+                "bytes; as_key(..., allow_short=True) accepts a short one on purpose)"
+            )
         return WatermarkKey(_stretch(key))
     raise WatermarkKeyError(
         "a watermark key must be bytes (at least 16), a passphrase str or a WatermarkKey; "
@@ -212,13 +231,15 @@ def read_key(
     key_env: str | None = None,
     passphrase_env: str | None = None,
     environ: Mapping[str, str] | None = None,
+    allow_short_passphrase: bool = False,
 ) -> WatermarkKey | None:
     """The key from at most one source, or None when none is given.
 
     ``key_file``: the file's bytes are the key material, as they are (at least 16 bytes;
     a trailing newline is part of the key). ``key_env``: the named environment variable
     holds the key in hex (whitespace and a ``0x`` prefix allowed). ``passphrase_env``: the
-    named variable holds a passphrase, stretched with scrypt
+    named variable holds a passphrase of at least :data:`MIN_PASSPHRASE_CHARS` characters
+    (unless ``allow_short_passphrase``), stretched with scrypt
     (:func:`tracemark.watermark.keys.as_key`). ``environ`` defaults to ``os.environ``.
     Raises :class:`~tracemark.errors.WatermarkKeyError` or
     :class:`~tracemark.errors.ConfigError`; messages never contain key material.
@@ -257,7 +278,14 @@ def read_key(
             ) from None
         return as_key(material)
     if passphrase_env is not None:
-        return as_key(_env_value(env, passphrase_env))
+        passphrase = _env_value(env, passphrase_env)
+        if passphrase and len(passphrase) < MIN_PASSPHRASE_CHARS and not allow_short_passphrase:
+            raise WatermarkKeyError(
+                f"the passphrase in {passphrase_env} has {len(passphrase)} characters; a "
+                f"watermark passphrase needs at least {MIN_PASSPHRASE_CHARS} (or give "
+                f"--key-file / --key-env with >= {MIN_KEY_BYTES} random bytes)"
+            )
+        return as_key(passphrase, allow_short=allow_short_passphrase)
     return None
 
 
