@@ -33,6 +33,7 @@ from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
 from tracemark.imageio import (
     DEFAULT_MAX_PIXELS,
+    ImageFormats,
     encode_image,
     load_image,
     media_type,
@@ -53,6 +54,8 @@ class SignOptions:
     quality: int | None = None
     """JPEG/WebP quality of the signed file (default 95)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    formats: ImageFormats = "default"
+    """Input formats read (:func:`tracemark.imageio.load_image`'s ``formats``)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,11 @@ _PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
 """Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
 
 
-def _parent(original: bytes | None, rgb: np.ndarray, name: str) -> tuple[bytes, str, str]:
+def _parent(original: bytes | None, rgb: np.ndarray, name: str,
+            formats: ImageFormats = "default") -> tuple[bytes, str, str]:
     """The parent ingredient: the original file when c2pa can read its format, else PNG."""
     if original is not None:
-        fmt = open_image_info(original).format
+        fmt = open_image_info(original, max_pixels=None, formats=formats).format
         mt = media_type(fmt) if fmt in _PARENT_FORMATS else None
         if mt is not None:
             return original, mt, Path(name).name
@@ -141,6 +145,7 @@ def sign_image(
                                         f"{', '.join(mf.PIL_FORMATS)}")
     original, name = _read_input(image)
     rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
+                     formats=opts.formats,
                      name=name)
     title = opts.title or (Path(out).name if out is not None else Path(name).name)
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
@@ -158,7 +163,7 @@ def sign_image(
             manifest_id=manifest_id, payload=payload,
             pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
         )
-        parent = None if opts.ai_generated else _parent(original, rgb, name)
+        parent = None if opts.ai_generated else _parent(original, rgb, name, opts.formats)
         signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                                ai_generated=opts.ai_generated, parent=parent)
         reading = mf.read_manifest(signed, media_type)

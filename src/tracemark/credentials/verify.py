@@ -32,7 +32,7 @@ from tracemark.copydetect.decide import DecisionRule
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, TracemarkError
-from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image, sniff_media_type
+from tracemark.imageio import DEFAULT_MAX_PIXELS, ImageFormats, load_image, sniff_media_type
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES"]
 
@@ -62,6 +62,8 @@ class VerifyOptions:
     """When the embedded manifest is invalid, still look for the watermark/fingerprint and
     report what they name under ``recovered`` (the state stays ``invalid``)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    formats: ImageFormats = "default"
+    """Image formats read (:func:`tracemark.imageio.load_image`'s ``formats``)."""
 
 
 @dataclass
@@ -240,7 +242,7 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
     if reading.state == "absent" or (reading.error is not None and reading.manifest is None):
         # No manifest, or c2pa could not parse the container: the file must at least be an
         # image (a typed error otherwise), so that a broken file is not "tampered".
-        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+        rgb = load_image(data, max_pixels=opts.max_pixels, name=name, formats=opts.formats)
     if reading.state != "absent":
         _embedded(result, reading, data, store)
         if result.state != "invalid" or not opts.recover_invalid:
@@ -249,7 +251,8 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         return result
     if rgb is None:
         try:
-            rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+            rgb = load_image(data, max_pixels=opts.max_pixels, name=name,
+                             formats=opts.formats)
         except ImageError as exc:  # an invalid manifest on an undecodable file: stays invalid
             result.evidence["recovery_error"] = exc.to_dict()
             return result
