@@ -206,6 +206,8 @@ def _search_one(ci: CopyIndex, path: Path, k: int, formats: Any) -> Any:
         return QueryResult(str(path), error=exc.to_dict())
     res = ci.search_many([image], k=k)[0]
     res.query = str(path)
+    if res.error is not None and res.error.get("source") in (None, "<image>"):
+        res.error["source"] = str(path)
     return res
 
 

@@ -306,7 +306,9 @@ class CopyIndex(Resource):
             try:
                 res = QueryResult(name, self.search(image, k=k))
             except TracemarkError as exc:
-                res = QueryResult(name, error=exc.to_dict())
+                error = exc.to_dict()
+                error["source"] = error.get("source") or name  # errors raised on pixels have none
+                res = QueryResult(name, error=error)
             res.seconds = time.perf_counter() - t0
             results.append(res)
         return results
