@@ -199,7 +199,17 @@ def test_cli_commands_that_can_read_a_tiny_image_do(
     res = _run("verify", "--no-store", src)
     (row,) = _rows(res)
     assert res.exit_code == EXIT_NONE_FOUND and row["state"] == "not_found"
-    res = _run("attack", "--suite", "disc21-like", "--out", tmp_path / "att", src)
+    res = _run("attack", "--suite", "disc21-like", "--metrics", "--out", tmp_path / "att", src)
     rows = _rows(res)
     assert res.exit_code == EXIT_OK, res.output
     assert rows and all(r["error"] is None for r in rows)
+    # below SSIM's 11 px window: ssim is null, the attack is not failed for it
+    assert all(r["ssim"] is None for r in rows if "ssim" in r)
+    assert any("psnr" in r for r in rows)
+
+
+def test_ssim_names_the_size_and_its_window() -> None:
+    from tracemark.metrics import ssim
+
+    with pytest.raises(ImageTooSmallError, match=r"ssim needs both sides >= 11 px.*got 7x3"):
+        ssim(tiny((3, 7)), tiny((3, 7)))

@@ -146,13 +146,16 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
 
 
 def _quality(original: Any, attacked: Any) -> dict[str, float | None]:
-    """PSNR/SSIM of an attacked image against its input; None when geometry changed the size."""
+    """PSNR/SSIM of an attacked image against its input; None when geometry changed the size
+    (both) or the image is below SSIM's window (ssim: the attack itself succeeded)."""
     from tracemark.metrics import psnr, ssim
+    from tracemark.metrics.image import SSIM_WINDOW
 
     if original.shape != attacked.shape:
         return {"psnr": None, "ssim": None}
     p = psnr(original, attacked)
-    return {"psnr": None if p == float("inf") else round(p, 3), "ssim": round(ssim(original, attacked), 5)}
+    s = round(ssim(original, attacked), 5) if min(original.shape[:2]) >= SSIM_WINDOW else None
+    return {"psnr": None if p == float("inf") else round(p, 3), "ssim": s}
 
 
 def _format_quality_table(name: str, table: dict[str, list[tuple[float, float, float]]]) -> str:

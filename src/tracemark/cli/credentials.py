@@ -16,13 +16,13 @@ import click
 from tracemark.cli import _options as opts
 from tracemark.cli._common import (
     Batch,
-    loaded,
     JsonLines,
     Tally,
     collect_inputs,
     error_dict,
     fail,
     keep_suffix,
+    loaded,
     note,
     plan_outputs,
     report_skipped,
