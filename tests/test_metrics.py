@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from tracemark.errors import MetricError
+from tracemark.errors import ImageTooSmallError, MetricError
 from tracemark.metrics import (
     Prediction,
     accuracy_at_rank1,
@@ -146,7 +146,7 @@ def test_image_metric_bad_data_range(metric, data_range) -> None:  # type: ignor
 
 def test_ssim_too_small() -> None:
     image = np.zeros((10, 40, 3), np.uint8)
-    with pytest.raises(MetricError, match="11x11"):
+    with pytest.raises(ImageTooSmallError, match=r"ssim needs both sides >= 11 px.*got 40x10"):
         ssim(image, image)
     assert psnr(image, image) == math.inf  # psnr has no minimum size
 

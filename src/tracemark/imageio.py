@@ -113,6 +113,7 @@ __all__ = [
     "sniff_media_type",
     "open_image_info",
     "read_metadata",
+    "resolve_formats",
     "save_image",
     "to_pil",
 ]
@@ -801,6 +802,15 @@ def _readable_format(reader: _WatchedBytes | _WatchedFile) -> str | None:
         return None
 
 
+def resolve_formats(formats: ImageFormats = "default") -> tuple[str, ...]:
+    """The format names (Pillow's, upper case) that ``formats`` allows: ``"default"`` is
+    :data:`READ_FORMATS`, ``"all"`` adds :data:`OPTIONAL_FORMATS`, an iterable of names
+    (any case; ``"jpg"``, ``"tif"``, ``"jp2"``, ``"heic"``, ``"netpbm"`` are aliases) is
+    taken as it is. Raises :class:`~tracemark.errors.ConfigError` for anything else, an
+    unknown name or an empty list. The value every ``formats`` argument goes through."""
+    return _check_formats(formats)
+
+
 def _check_formats(formats: object) -> tuple[str, ...]:
     """``formats`` of the public functions as a tuple of Pillow format names."""
     if formats == "default":
@@ -1129,32 +1139,35 @@ def _checked_exif(exif: bytes) -> bytes:
 
 
 @functools.cache
-def _suffix_table() -> dict[str, str]:
+def _suffix_table(allowed: tuple[str, ...] = READ_FORMATS) -> dict[str, str]:
     """Suffix (lower case, with the dot) -> tracemark format name, from the extensions that
-    Pillow registers for the plugins :func:`load_image` runs by default (MPO files are JPEG),
-    plus HEIF's when pillow-heif is installed."""
+    Pillow registers for the plugins :func:`load_image` runs for the ``allowed`` formats
+    (MPO files are JPEG), plus HEIF's when pillow-heif is installed."""
     Image.init()
-    accepted = set(_OPEN_FORMATS) | set(_REPORTED_FORMAT)
+    accepted = set(allowed) | {k for k, v in _REPORTED_FORMAT.items() if v in allowed}
     table = {ext.lower(): _REPORTED_FORMAT.get(fmt, fmt)
              for ext, fmt in Image.registered_extensions().items() if fmt in accepted}
-    if _heif_plugin() is not None:
+    if "HEIF" in allowed and _heif_plugin() is not None:
         table.update(dict.fromkeys((".heic", ".heif", ".hif"), "HEIF"))
     return table
 
 
-def image_suffixes() -> frozenset[str]:
+def image_suffixes(formats: ImageFormats = "default") -> frozenset[str]:
     """Every file suffix (lower case, with the dot: ``".jpg"``, ``".jfif"``, ``".mpo"``...)
-    of a format :func:`load_image` decodes. Derived from Pillow's registered extensions of
-    the accepted plugins, so it never disagrees with the loader."""
-    return frozenset(_suffix_table())
+    of a format :func:`load_image` decodes with the same ``formats`` (default
+    :data:`READ_FORMATS`; ``"all"`` adds ``".tga"``, ``".ico"``, ``".qoi"``...). Derived
+    from Pillow's registered extensions of the accepted plugins, so it never disagrees
+    with the loader. Raises :class:`~tracemark.errors.ConfigError` for a bad ``formats``."""
+    return frozenset(_suffix_table(_check_formats(formats)))
 
 
-def format_of_suffix(suffix: str) -> str | None:
-    """The format (one of :data:`SUPPORTED_FORMATS`) of a file suffix or path (any case,
-    ``".JPG"`` or ``"photo.jpg"``); None when the loader does not read it."""
+def format_of_suffix(suffix: str, formats: ImageFormats = "default") -> str | None:
+    """The format (one of those ``formats`` allows, default :data:`READ_FORMATS`) of a file
+    suffix or path (any case, ``".JPG"`` or ``"photo.jpg"``); None when the loader does not
+    read it with those ``formats``."""
     ext = os.path.splitext(suffix)[1] if suffix.count(".") != 1 or not suffix.startswith(".") \
         else suffix
-    return _suffix_table().get(ext.lower())
+    return _suffix_table(_check_formats(formats)).get(ext.lower())
 
 
 def media_type(format: str) -> str:
@@ -1172,15 +1185,19 @@ def media_type(format: str) -> str:
     return Image.MIME[fmt]
 
 
-def sniff_format(head: bytes) -> str | None:
-    """The format (one of :data:`SUPPORTED_FORMATS`) whose decoder accepts the first bytes
-    ``head`` (16 or more bytes are enough), or None. Uses the accept test of each Pillow
-    plugin that :func:`load_image` runs; it reads no further than ``head``."""
+def sniff_format(head: bytes, formats: ImageFormats = "default") -> str | None:
+    """The format (one of those ``formats`` allows, default :data:`READ_FORMATS`) whose
+    decoder accepts the first bytes ``head`` (16 or more bytes are enough), or None. Uses
+    the accept test of each Pillow plugin that :func:`load_image` runs with the same
+    ``formats``; it reads no further than ``head``. Formats without a magic number (TGA,
+    IM) are never sniffed: only their suffix tells them."""
+    allowed = _check_formats(formats)
     Image.init()
     head = bytes(head[:64])
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and _heif_plugin() is not None:
-        return "HEIF"
-    for fmt in (*_OPEN_FORMATS, *_REPORTED_FORMAT):
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF" if "HEIF" in allowed and _heif_plugin() is not None else None
+    opened = (*allowed, *(k for k, v in _REPORTED_FORMAT.items() if v in allowed))
+    for fmt in opened:
         entry = Image.OPEN.get(fmt)
         if entry is None or entry[1] is None:
             continue

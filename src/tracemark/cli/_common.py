@@ -56,7 +56,9 @@ __all__ = [
     "Progress",
     "Tally",
     "expand_inputs",
+    "loaded",
     "plan_outputs",
+    "source_for",
 ]
 
 EXIT_OK = 0
@@ -294,28 +296,33 @@ class Inputs:
     """Each path found in a folder argument, mapped to that folder."""
 
 
-def _is_image_file(path: Path) -> tuple[bool, str]:
+def _is_image_file(path: Path, formats: Any = "default") -> tuple[bool, str]:
     from tracemark.imageio import format_of_suffix, sniff_format
 
-    if format_of_suffix(path.suffix) is not None:
+    if format_of_suffix(path.suffix, formats) is not None:
         return True, ""
     try:
         with path.open("rb") as f:
             head = f.read(64)
     except OSError as exc:
         return False, f"cannot read: {exc.strerror or exc}"
-    if sniff_format(head) is not None:
+    if sniff_format(head, formats) is not None:
         return True, ""
+    other = format_of_suffix(path.suffix, "all") or sniff_format(head, "all")
+    if other is not None:
+        return False, f"a {other} image: read only with --formats all (or a list naming it)"
     return False, f"not an image tracemark reads (suffix {path.suffix or '(none)'!r})"
 
 
-def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Inputs:
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]], *,
+                  formats: Any = "default") -> Inputs:
     """Expand files and folders (recursively) into the files to process.
 
     A file named on the command line is always kept, whatever its suffix, so that a bad
     file is reported by the command. In a folder, a file is kept when the loader reads its
-    suffix (:func:`tracemark.imageio.image_suffixes`, any case) or its first bytes are an
-    image (:func:`tracemark.imageio.sniff_format`); other files, and hidden files and
+    suffix (:func:`tracemark.imageio.image_suffixes` of ``formats``, the command's
+    ``--formats``; any case) or its first bytes are an image of those formats
+    (:func:`tracemark.imageio.sniff_format`); other files, and hidden files and
     folders, are returned in ``skipped`` with the reason. Symbolic links to folders are
     followed, once each (a link back into the walk is reported as skipped).
     """
@@ -349,13 +356,40 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Inputs:
                 if not f.is_file():
                     out.skipped.append((f, "not a regular file (a broken link, a pipe...)"))
                     continue
-                ok, reason = _is_image_file(f)
+                ok, reason = _is_image_file(f, formats)
                 if ok:
                     kept.append(f)
                     out.roots[f] = p
                 else:
                     out.skipped.append((f, reason))
         out.paths.extend(sorted(kept))
+    return out
+
+
+def source_for(formats: Any) -> Callable[[Path], Any]:
+    """What to hand a library call that loads images itself (copy detection, the
+    credential store) for a ``path``, under the command's ``--formats``: the path itself
+    for the default set (the library reads it), else the image decoded here with those
+    formats (:func:`tracemark.imageio.load_image`; its typed error is raised here)."""
+    if formats == "default":
+        return lambda path: path
+    from tracemark.imageio import load_image
+
+    return lambda path: load_image(path, formats=formats)
+
+
+def loaded(paths: Iterable[Path], formats: Any) -> list[Any]:
+    """:func:`source_for` of each path, for a call that skips images it cannot read
+    (calibration): the paths for the default set; otherwise the images decoded up front,
+    leaving out those that cannot be read."""
+    from tracemark.errors import TracemarkError
+
+    load, out = source_for(formats), []
+    for path in paths:
+        try:
+            out.append(load(path))
+        except TracemarkError:
+            continue
     return out
 
 
@@ -370,11 +404,11 @@ def report_skipped(inputs: Inputs, lines: JsonLines | None, *, what: str = "sour
 
 
 def collect_inputs(inputs: Sequence[str], lines: JsonLines | None, *, what: str = "input",
-                   key: str = "source", report: bool = True) -> Inputs:
-    """:func:`expand_inputs`, skipped files reported (unless ``report`` is false: the
-    caller reports them with :func:`report_skipped` once it has checked its outputs); no
-    image at all is a usage error."""
-    found = expand_inputs(inputs)
+                   key: str = "source", report: bool = True, formats: Any = "default") -> Inputs:
+    """:func:`expand_inputs` (with the command's ``--formats``), skipped files reported
+    (unless ``report`` is false: the caller reports them with :func:`report_skipped` once
+    it has checked its outputs); no image at all is a usage error."""
+    found = expand_inputs(inputs, formats=formats)
     if report:
         report_skipped(found, lines, what=key)
     if not found.paths:

@@ -23,6 +23,7 @@ __all__ = [
     "database_url_option",
     "force_option",
     "format_option",
+    "formats_option",
     "key_options",
     "max_pixels_option",
     "out_option",
@@ -38,6 +39,7 @@ ENVIRONMENT: dict[str, str] = {
     "TRACEMARK_SIGNING_KEY": "--key: the C2PA signing private key (PEM)",
     "TRACEMARK_TRUST": "--trust: trust anchors (PEM)",
     "TRACEMARK_MAX_PIXELS": "--max-pixels: the decompression-bomb limit",
+    "TRACEMARK_FORMATS": "--formats: the image formats read (default, all, or a list)",
     "TRACEMARK_PROGRESS_SECONDS": "seconds between plain progress lines when stderr is not "
                                   "a terminal (default 10)",
 }
@@ -135,6 +137,40 @@ max_pixels_option = click.option(
     "--max-pixels", type=click.IntRange(1), default=100_000_000, envvar="TRACEMARK_MAX_PIXELS",
     show_envvar=True, show_default=True,
     help="Refuse images above this many pixels (decompression bombs).")
+
+
+def _formats(_ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    """``--formats`` as :func:`tracemark.imageio.load_image` takes it: ``"default"``,
+    ``"all"``, or a tuple of format names (``default`` and ``all`` in a list stand for
+    their sets, so ``default,tga`` adds TGA to the default set)."""
+    from tracemark.errors import ConfigError
+    from tracemark.imageio import OPTIONAL_FORMATS, READ_FORMATS, resolve_formats
+
+    text = value.strip().lower()
+    if text in ("default", "all"):
+        return text
+    names: list[str] = []
+    for item in (t.strip() for t in value.split(",")):
+        if item.lower() == "default":
+            names += READ_FORMATS
+        elif item.lower() == "all":
+            names += (*READ_FORMATS, *OPTIONAL_FORMATS)
+        elif item:
+            names.append(item)
+    try:
+        return resolve_formats(names)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param=param) from None
+
+
+formats_option = click.option(
+    "--formats", "formats", default="default", envvar="TRACEMARK_FORMATS", show_envvar=True,
+    show_default=True, metavar="default|all|LIST", callback=_formats,
+    help="Image formats read (files of others are UnsupportedImageError; folders pick up "
+    "their suffixes): default (JPEG, PNG, WebP, TIFF, BMP, GIF, PSD, JPEG 2000, AVIF, HEIF, "
+    "Netpbm); all (adds TGA, PCX, XBM, XPM, ICO, CUR, SGI, DDS, QOI, FITS, IM); or a "
+    "comma-separated list of names, where default and all stand for those sets "
+    "(default,tga).")
 
 
 def key_options(f: F) -> F:

@@ -47,10 +47,11 @@ __all__ = ["attack_command", "attacks_group", "suites_group"]
 @click.option("--metrics/--no-metrics", default=False,
               help="Compute PSNR/SSIM against the input; a table goes to stderr.")
 @opts.max_pixels_option
+@opts.formats_option
 @click.argument("inputs", nargs=-1, required=True)
 def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
                    quality: int | None, backgrounds: Path | None, metrics: bool,
-                   max_pixels: int, inputs: tuple[str, ...]) -> None:
+                   max_pixels: int, formats: Any, inputs: tuple[str, ...]) -> None:
     """Attack INPUTS (files or folders) with every entry of a suite.
 
     Writes OUT/<input>/<entry-label>.<format> and OUT/manifest.jsonl, and prints the same
@@ -66,8 +67,9 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
     except TracemarkError as exc:
         raise click.UsageError(str(exc)) from exc
     lines = JsonLines()
-    bg = tuple(str(p) for p in expand_inputs([backgrounds]).paths) if backgrounds else ()
-    found = collect_inputs(inputs, lines)
+    bg = tuple(str(p) for p in expand_inputs([backgrounds], formats=formats).paths) \
+        if backgrounds else ()
+    found = collect_inputs(inputs, lines, formats=formats)
     dirs = plan_outputs(found, out, lambda _src: "", force=True)  # OUT/<input>/ folders
     suffix = keep_suffix(fmt)
     manifest_path = out / "manifest.jsonl"
@@ -96,7 +98,7 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
 
         for path, target in dirs:
             try:
-                image = load_image(path, max_pixels=max_pixels)
+                image = load_image(path, max_pixels=max_pixels, formats=formats)
             except TracemarkError as exc:
                 tally.failed += 1
                 emit({"source": str(path), "suite": suite.name, "error": error_dict(exc, path)})
@@ -144,13 +146,16 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
 
 
 def _quality(original: Any, attacked: Any) -> dict[str, float | None]:
-    """PSNR/SSIM of an attacked image against its input; None when geometry changed the size."""
+    """PSNR/SSIM of an attacked image against its input; None when geometry changed the size
+    (both) or the image is below SSIM's window (ssim: the attack itself succeeded)."""
     from tracemark.metrics import psnr, ssim
+    from tracemark.metrics.image import SSIM_WINDOW
 
     if original.shape != attacked.shape:
         return {"psnr": None, "ssim": None}
     p = psnr(original, attacked)
-    return {"psnr": None if p == float("inf") else round(p, 3), "ssim": round(ssim(original, attacked), 5)}
+    s = round(ssim(original, attacked), 5) if min(original.shape[:2]) >= SSIM_WINDOW else None
+    return {"psnr": None if p == float("inf") else round(p, 3), "ssim": s}
 
 
 def _format_quality_table(name: str, table: dict[str, list[tuple[float, float, float]]]) -> str:

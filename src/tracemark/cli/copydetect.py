@@ -30,7 +30,9 @@ from tracemark.cli._common import (
     dumps,
     error_dict,
     fail,
+    loaded,
     note,
+    source_for,
 )
 from tracemark.errors import ConfigError, TracemarkError
 
@@ -128,6 +130,7 @@ def _add_batches(
     commit_interval: float,
     on_item: Callable[[dict[str, Any]], None],
     bar: Progress,
+    formats: Any = "default",
 ) -> tuple[int, int, int]:
     """Add ``paths`` in batches; call ``on_item`` with one row per path; (added, duplicates,
     failed).
@@ -142,7 +145,7 @@ def _add_batches(
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
         try:
-            results: list[Any] = ci.add_many([(p, {**meta, "source": str(p)}) for p in batch])
+            results: list[Any] = _add_many(ci, batch, meta, formats)
         except TracemarkError as exc:  # the store refused the whole batch
             results = [exc] * len(batch)
         n_bad = 0
@@ -165,6 +168,39 @@ def _add_batches(
         acks.tick()
     acks.flush()
     return added, duplicates, failed
+
+
+def _add_many(ci: CopyIndex, paths: Sequence[Path], meta: dict[str, str | None],
+              formats: Any) -> list[Any]:
+    """``ci.add_many`` of ``paths`` read with ``--formats``: one result or typed error per
+    path, in order."""
+    load = source_for(formats)
+    results: list[Any] = [None] * len(paths)
+    items, slots = [], []
+    for i, p in enumerate(paths):
+        try:
+            items.append((load(p), {**meta, "source": str(p)}))
+            slots.append(i)
+        except TracemarkError as exc:
+            results[i] = exc
+    for i, res in zip(slots, ci.add_many(items), strict=True):
+        results[i] = res
+    return results
+
+
+def _search_one(ci: CopyIndex, path: Path, k: int, formats: Any) -> Any:
+    """``ci.search_many`` of one query read with ``--formats`` (its QueryResult)."""
+    from tracemark.copydetect.index import QueryResult
+
+    try:
+        image = source_for(formats)(path)
+    except TracemarkError as exc:
+        return QueryResult(str(path), error=exc.to_dict())
+    res = ci.search_many([image], k=k)[0]
+    res.query = str(path)
+    if res.error is not None and res.error.get("source") in (None, "<image>"):
+        res.error["source"] = str(path)
+    return res
 
 
 def _db_option(f: Any) -> Any:
@@ -233,6 +269,7 @@ def index_group() -> None:
     help="Commit after a batch when this many seconds passed since the last commit "
     "(0: after every batch); a crash loses at most the uncommitted batches.",
 )
+@opts.formats_option
 @click.argument("images", nargs=-1, required=True)
 def index_add(
     db: Path,
@@ -241,6 +278,7 @@ def index_add(
     notes: str | None,
     batch_size: int,
     commit_interval: float,
+    formats: Any,
     images: tuple[str, ...],
 ) -> None:
     """Register IMAGES (files or folders, recursively) in the index --store, created if
@@ -253,7 +291,7 @@ def index_add(
     committed; an interrupted run keeps the batches finished before it.
     """
     lines = JsonLines()
-    found = collect_inputs(images, lines)
+    found = collect_inputs(images, lines, formats=formats)
     paths = found.paths
     meta = {"owner": owner, "license": license_, "notes": notes}
     with contextlib.closing(_open_or_create(db)) as ci, Progress(len(paths), "index add") as bar:
@@ -266,7 +304,7 @@ def index_add(
 
         added, duplicates, failed = _add_batches(
             ci, paths, meta, batch_size=batch_size, commit_interval=commit_interval,
-            on_item=emit, bar=bar)
+            on_item=emit, bar=bar, formats=formats)
         total = len(ci)
     note(f"{added} added, {duplicates} duplicates, {failed} failed, {len(found.skipped)} "
          f"skipped; {db} holds {total} references")
@@ -342,8 +380,9 @@ def index_stats(db: Path) -> None:
 
 @index_group.command("calibrate")
 @_db_option
+@opts.formats_option
 @click.argument("background", nargs=-1, required=True)
-def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
+def index_calibrate(db: Path, formats: Any, background: tuple[str, ...]) -> None:
     """Learn the score distribution of non-copies from BACKGROUND images (files or folders).
 
     BACKGROUND must be images that are NOT copies of anything in the collection, like the
@@ -359,7 +398,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
     from tracemark.copydetect import content_hash
     from tracemark.imageio import load_image
 
-    found = collect_inputs(background, JsonLines(), what="background")
+    found = collect_inputs(background, JsonLines(), what="background", formats=formats)
     paths = found.paths
     with _open(db, read_only=False) as ci:
         images = []
@@ -367,7 +406,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
         with Progress(len(paths), "load background") as bar:
             for path in paths:
                 try:
-                    rgb = load_image(path)
+                    rgb = load_image(path, formats=formats)
                 except TracemarkError as exc:
                     failed += 1
                     note(f"failed {path}: {exc.message}", bar)
@@ -405,6 +444,7 @@ def index_calibrate(db: Path, background: tuple[str, ...]) -> None:
 @_k_option(5, "Matches kept per query, best first.")
 @click.option("--all", "show_all", is_flag=True, help="List the top k whatever their decision.")
 @_decision_options
+@opts.formats_option
 @click.argument("queries", nargs=-1, required=True)
 def search_command(
     db: Path,
@@ -412,6 +452,7 @@ def search_command(
     show_all: bool,
     alpha: float | None,
     min_inliers: int | None,
+    formats: Any,
     queries: tuple[str, ...],
 ) -> None:
     """Look for each QUERY image (files or folders) among the references of --store.
@@ -425,7 +466,7 @@ def search_command(
     error (e.g. no index at --db); 3 no query could be searched.
     """
     lines = JsonLines()
-    found = collect_inputs(queries, lines, what="query", key="query")
+    found = collect_inputs(queries, lines, what="query", key="query", formats=formats)
     paths = found.paths
     tally = Tally(skipped=len(found.skipped))
     with _open(db, read_only=True, config=_config(alpha, min_inliers)) as ci:
@@ -435,7 +476,7 @@ def search_command(
         with Progress(len(paths), "search") as bar:
             lines.progress = bar
             for path in paths:
-                res = ci.search_many([path], k=k)[0]
+                res = _search_one(ci, path, k, formats)
                 if res.error is not None:
                     tally.failed += 1
                     note(f"failed {path}: {res.error['message']}", bar)
@@ -456,7 +497,8 @@ def search_command(
 
 @contextlib.contextmanager
 def _scan_index(
-    against: Path, db_out: Path | None, config: MatchConfig, background: tuple[str, ...] = ()
+    against: Path, db_out: Path | None, config: MatchConfig, background: tuple[str, ...] = (),
+    formats: Any = "default",
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The index to scan against, and facts about it for the summary."""
     from tracemark.copydetect import CopyIndex
@@ -478,7 +520,7 @@ def _scan_index(
         raise fail(
             f"--against {against} is neither an index nor a folder of training images"
         )
-    training = collect_inputs([str(against)], None, what="training").paths
+    training = collect_inputs([str(against)], None, what="training", formats=formats).paths
     with contextlib.ExitStack() as stack:
         if db_out is None:
             db = (
@@ -502,16 +544,17 @@ def _scan_index(
                          f"{row['error']['message']}", bar)
 
             added, duplicates, failed = _add_batches(
-                ci, training, {}, batch_size=64, commit_interval=30.0, on_item=report, bar=bar
-            )
+                ci, training, {}, batch_size=64, commit_interval=30.0, on_item=report, bar=bar,
+                formats=formats)
         if added + duplicates == 0:
             note(f"no training image of {against} could be indexed")
             Tally(ok=0, failed=failed).finish()
         click.echo(f"indexed {added + duplicates} training images ({failed} failed)", err=True)
         if background:
-            bg = collect_inputs(background, JsonLines(), what="background").paths
+            bg = collect_inputs(background, JsonLines(), what="background",
+                                formats=formats).paths
             try:
-                ci.calibrate(bg)
+                ci.calibrate(loaded(bg, formats))
             except ConfigError as exc:
                 raise fail(f"--background: {exc.message}") from exc
             ci.commit()
@@ -540,6 +583,7 @@ def _scan_index(
     "index built from --against is calibrated on them, so decisions use a p-value.",
 )
 @_decision_options
+@opts.formats_option
 @click.argument("generated", nargs=-1, required=True)
 def scan_command(
     against: Path,
@@ -548,6 +592,7 @@ def scan_command(
     background: tuple[str, ...],
     alpha: float | None,
     min_inliers: int | None,
+    formats: Any,
     generated: tuple[str, ...],
 ) -> None:
     """Audit GENERATED images (files or folders) for copies of training images.
@@ -566,17 +611,17 @@ def scan_command(
     3 none could be scanned, or no training image could be indexed.
     """
     lines = JsonLines()
-    found = collect_inputs(generated, lines, what="generated", key="query")
+    found = collect_inputs(generated, lines, what="generated", key="query", formats=formats)
     paths = found.paths
     config = _config(alpha, min_inliers)
     tally = Tally(skipped=len(found.skipped))
-    with _scan_index(against, db_out, config, background) as (ci, facts):
+    with _scan_index(against, db_out, config, background, formats) as (ci, facts):
         rule = _decision_rule(ci)
         references = len(ci)
         with Progress(len(paths), "scan") as bar:
             lines.progress = bar
             for path in paths:
-                res = ci.search_many([path], k=k)[0]
+                res = _search_one(ci, path, k, formats)
                 row = res.to_dict()
                 if res.error is not None:
                     tally.failed += 1

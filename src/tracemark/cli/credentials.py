@@ -22,6 +22,7 @@ from tracemark.cli._common import (
     error_dict,
     fail,
     keep_suffix,
+    loaded,
     note,
     plan_outputs,
     report_skipped,
@@ -90,9 +91,11 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
 @click.option("--resign", is_flag=True,
               help="Sign inputs again that the store already signed into --out (by default "
               "a re-run skips them).")
+@opts.formats_option
 def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
                  store: opts.StoreLocation, ai_generated: bool, title: str | None,
-                 author: str | None, fmt: str, quality: int | None, resign: bool) -> None:
+                 author: str | None, fmt: str, quality: int | None, resign: bool,
+                 formats: Any) -> None:
     """Watermark INPUTS with a manifest id, sign a C2PA manifest, store it; write --out.
 
     The manifest (created or edited actions, soft bindings to the watermark and the
@@ -117,7 +120,7 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     if creds.development:
         note("note: signing with a development certificate (TEST ONLY)")
     lines = JsonLines()
-    found = collect_inputs(inputs, lines, report=False)
+    found = collect_inputs(inputs, lines, report=False, formats=formats)
     # existing outputs are checked below: those this store signed from the same input are
     # a resume, not an overwrite
     plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=True)
@@ -129,7 +132,7 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
                    "another --out")
     report_skipped(found, lines)
     sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
-                            quality=quality, resign=resign)
+                            quality=quality, resign=resign, formats=formats)
     try:
         cs = CredentialStore.open_or_create(store.path)
     except TracemarkError as exc:
@@ -211,8 +214,9 @@ def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
 @click.option("--no-store", is_flag=True, help="Read the embedded manifest only.")
 @click.option("--manifest/--no-manifest", "with_manifest", default=False,
               help="Include the whole manifest JSON in each line.")
+@opts.formats_option
 def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.StoreLocation,
-                   no_store: bool, with_manifest: bool) -> None:
+                   no_store: bool, with_manifest: bool, formats: Any) -> None:
     """Validate the C2PA manifest of each image, or recover it through the store.
 
     The embedded manifest is validated (trusted, valid or invalid, with c2pa's codes). When
@@ -240,8 +244,8 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
         else:
             note(f"note: no manifest store at {store.path}; reading embedded manifests only")
     lines = JsonLines()
-    found = collect_inputs(inputs, lines)
-    verify_opts = VerifyOptions(trust_pem=trust_pem)
+    found = collect_inputs(inputs, lines, formats=formats)
+    verify_opts = VerifyOptions(trust_pem=trust_pem, formats=formats)
     states: dict[str, int] = {}
     try:
         with Batch(len(found.paths), "verify", lines, skipped=len(found.skipped)) as batch:
@@ -318,8 +322,10 @@ def credentials_show(store: opts.StoreLocation, manifest_id: int) -> None:
 
 @credentials_group.command("calibrate")
 @_store_option
+@opts.formats_option
 @click.argument("background", nargs=-1, required=True)
-def credentials_calibrate(store: opts.StoreLocation, background: tuple[str, ...]) -> None:
+def credentials_calibrate(store: opts.StoreLocation, formats: Any,
+                          background: tuple[str, ...]) -> None:
     """Calibrate the store's fingerprint route on BACKGROUND images it never signed.
 
     Afterwards the fingerprint route decides on a p-value against that background (as
@@ -328,10 +334,10 @@ def credentials_calibrate(store: opts.StoreLocation, background: tuple[str, ...]
     from tracemark.credentials.store import CredentialStore
 
     store.require_existing("manifest store")
-    paths = collect_inputs(background, JsonLines(), what="background").paths
+    paths = collect_inputs(background, JsonLines(), what="background", formats=formats).paths
     try:
         with CredentialStore.open(store.path) as cs:
-            summary = cs.calibrate(paths)
+            summary = cs.calibrate(loaded(paths, formats))
     except TracemarkError as exc:
         raise fail(str(exc)) from None
     JsonLines().item(summary)

@@ -52,6 +52,7 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True,
               envvar="TRACEMARK_MAX_PIXELS", show_envvar=True,
               help="Refuse uploads above this many pixels.")
+@opts.formats_option
 @click.option("--timeout", "request_timeout", type=click.FloatRange(0.1, 3600), default=30.0,
               show_default=True, help="Seconds a request's work may take, time queued for a "
               "worker included, before a 503 (nothing committed; a queued request that "
@@ -66,7 +67,7 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
               "adds are acknowledged after the database commit (0: after every write).")
 def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
                   cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
-                  max_pixels: int, request_timeout: float, body_timeout: float,
+                  max_pixels: int, formats: Any, request_timeout: float, body_timeout: float,
                   max_concurrency: int, vector_flush_seconds: float) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
@@ -80,8 +81,8 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
     try:
         settings = _settings(data_dir, database_url, cert=cert, key=key, trust=trust,
                              max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                             max_pixels=max_pixels, request_timeout=request_timeout,
-                             body_timeout=body_timeout,
+                             max_pixels=max_pixels, formats=formats,
+                             request_timeout=request_timeout, body_timeout=body_timeout,
                              max_concurrency=max_concurrency,
                              vector_flush_seconds=vector_flush_seconds)
         from tracemark.service.app import create_app

@@ -121,11 +121,12 @@ def watermark_group() -> None:
 @click.option("--strength", type=float, default=None,
               help="Target PSNR of the mark in dB (lower is stronger), for methods that take it.")
 @opts.max_pixels_option
+@opts.formats_option
 @click.argument("inputs", nargs=-1, required=True)
 def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
               key_file: Path | None, key_env: str | None, passphrase_env: str | None,
               fmt: str, quality: int | None, strength: float | None, max_pixels: int,
-              inputs: tuple[str, ...]) -> None:
+              formats: Any, inputs: tuple[str, ...]) -> None:
     """Embed PAYLOAD into every INPUT image (files or folders, recursively).
 
     Writes OUT/<path relative to the folder argument, or the file's stem>.<format>, with
@@ -147,7 +148,7 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     except PayloadError as exc:
         raise click.BadParameter(exc.message, param_hint="'--payload'") from exc
     lines = JsonLines()
-    found = collect_inputs(inputs, lines, report=False)
+    found = collect_inputs(inputs, lines, report=False, formats=formats)
     plan = plan_outputs(found, out, keep_suffix(fmt), force=force)
     report_skipped(found, lines)
 
@@ -155,7 +156,7 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
         for src, dest in plan:
 
             def embed(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
-                image = load_image(src, max_pixels=max_pixels)
+                image = load_image(src, max_pixels=max_pixels, formats=formats)
                 marked = method.embed(image, payload, key)
                 _mkdir(dest.parent)
                 lossy = is_lossy(dest.suffix)
@@ -182,10 +183,11 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
 @opts.alpha_option(default=1e-4, help="False-positive rate: an unmarked image is called "
                    "marked with at most this probability (methods with a calibrated p-value).")
 @opts.max_pixels_option
+@opts.formats_option
 @click.argument("inputs", nargs=-1, required=True)
 def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
                passphrase_env: str | None, store: opts.StoreLocation | None, alpha: float,
-               max_pixels: int, inputs: tuple[str, ...]) -> None:
+               max_pixels: int, formats: Any, inputs: tuple[str, ...]) -> None:
     """Look for the watermark in every INPUT image (files or folders, recursively).
 
     Prints one JSON line per input: source, method, present, payload (0x<hex>, or null
@@ -206,13 +208,13 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
     key = _key(method, key_file=key_file, key_env=key_env, passphrase_env=passphrase_env)
     collection = _collection(store) if store is not None else None
     lines = JsonLines()
-    found = collect_inputs(inputs, lines)
+    found = collect_inputs(inputs, lines, formats=formats)
     with Batch(len(found.paths), f"detect {method.name}", lines,
                skipped=len(found.skipped)) as batch:
         for src in found.paths:
 
             def detect(row: dict[str, Any], src: Path = src) -> bool:
-                image = load_image(src, max_pixels=max_pixels)
+                image = load_image(src, max_pixels=max_pixels, formats=formats)
                 if collection is None:
                     det = method.detect(image, key, alpha=alpha)
                 else:

@@ -243,10 +243,15 @@ class CopyIndex(Resource):
         return describe_query(image, max_features=self.config.max_features)
 
     def search(self, image: Any, *, k: int = 5) -> list[Match]:
-        """Ranked matches (best first, at most ``k``) of one query image."""
+        """Ranked matches (best first, at most ``k``) of one query image.
+
+        The query is described first, whatever the index holds, so that an image the
+        pipeline cannot describe raises its typed error (a 1x1 image:
+        :class:`~tracemark.errors.ImageTooSmallError`, PDQ's 5 px minimum) on an empty
+        index too, not only once references exist."""
+        q = self._query(image)
         if len(self.index) == 0:
             return []
-        q = self._query(image)
         return self._search(q, k=k)
 
     def _search(self, q: QueryDescriptors, *, k: int) -> list[Match]:
@@ -302,7 +307,9 @@ class CopyIndex(Resource):
             try:
                 res = QueryResult(name, self.search(image, k=k))
             except TracemarkError as exc:
-                res = QueryResult(name, error=exc.to_dict())
+                error = exc.to_dict()
+                error["source"] = error.get("source") or name  # errors raised on pixels have none
+                res = QueryResult(name, error=error)
             res.seconds = time.perf_counter() - t0
             results.append(res)
         return results

@@ -46,6 +46,7 @@ from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
 from tracemark.imageio import (
     DEFAULT_MAX_PIXELS,
+    ImageFormats,
     encode_image,
     load_image,
     media_type,
@@ -68,6 +69,8 @@ class SignOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     resign: bool = False
     """Sign an input again even when this store already signed it into ``out``."""
+    formats: ImageFormats = "default"
+    """Input formats read (:func:`tracemark.imageio.load_image`'s ``formats``)."""
 
 
 @dataclass(frozen=True)
@@ -123,18 +126,14 @@ _PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
 """Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
 
 
-PARENT_ORIGINAL = "original"
-PARENT_REENCODED = "reencoded_png"
-
-
-def _parent(original: bytes | None, rgb: np.ndarray,
-            name: str) -> tuple[tuple[bytes, str, str], str]:
+def _parent(original: bytes | None, rgb: np.ndarray, name: str,
+            formats: ImageFormats = "default") -> tuple[tuple[bytes, str, str], str]:
     """The parent ingredient (bytes, media type, title) and how it was made: the original
     file (:data:`PARENT_ORIGINAL`) when c2pa reads its format and can parse its container,
     else the decoded pixels re-encoded as PNG (:data:`PARENT_REENCODED`): e.g. a PNG
     missing its last bytes, whose pixels decode but whose chunks c2pa cannot walk."""
     if original is not None:
-        fmt = open_image_info(original).format
+        fmt = open_image_info(original, max_pixels=None, formats=formats).format
         mt = media_type(fmt) if fmt in _PARENT_FORMATS else None
         if mt is not None and mf.read_manifest(original, mt).state != "unreadable":
             return (original, mt, Path(name).name), PARENT_ORIGINAL
@@ -221,6 +220,7 @@ def sign_image(
         if skipped is not None:
             return skipped
     rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
+                     formats=opts.formats,
                      name=name)
     if input_sha256 is None:
         input_sha256 = hashlib.sha256(
@@ -252,7 +252,8 @@ def sign_image(
             mark_id=mark_id, supersedes=None if previous is None else (previous.id,
                                                                         previous.label),
         )
-        parent, parent_kind = (None, None) if opts.ai_generated else _parent(original, rgb, name)
+        parent, parent_kind = ((None, None) if opts.ai_generated
+                               else _parent(original, rgb, name, opts.formats))
         signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                                ai_generated=opts.ai_generated, parent=parent)
         reading = mf.read_manifest(signed, media_type)

@@ -37,7 +37,7 @@ from tracemark.copydetect.decide import DecisionRule
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, TracemarkError
-from tracemark.imageio import DEFAULT_MAX_PIXELS, load_image, sniff_media_type
+from tracemark.imageio import DEFAULT_MAX_PIXELS, ImageFormats, load_image, sniff_media_type
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES",
            "UNREADABLE_CODE"]
@@ -71,6 +71,8 @@ class VerifyOptions:
     """When the embedded manifest is invalid, still look for the watermark/fingerprint and
     report what they name under ``recovered`` (the state stays ``invalid``)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    formats: ImageFormats = "default"
+    """Image formats read (:func:`tracemark.imageio.load_image`'s ``formats``)."""
 
 
 @dataclass
@@ -252,7 +254,7 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         # c2pa cannot walk the container (e.g. a PNG missing its last bytes), so it says
         # nothing of a manifest. The file must be an image (a typed error otherwise); a
         # manifest found in it cannot be validated (invalid), else there is none (absent).
-        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+        rgb = load_image(data, max_pixels=opts.max_pixels, name=name, formats=opts.formats)
         result.evidence["container"] = {"readable_by_c2pa": False, "error": reading.error}
         reading = (mf.ManifestReading("invalid", codes={"failure": [UNREADABLE_CODE]},
                                       error=reading.error)
@@ -264,7 +266,7 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         # at least be an image (a typed error otherwise), so that a broken file is not
         # "tampered". A manifest that is there and broken is invalid even when the bytes
         # changed also break the image (a flipped byte in a PNG's caBX chunk fails its CRC).
-        rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+        rgb = load_image(data, max_pixels=opts.max_pixels, name=name, formats=opts.formats)
     if reading.state != "absent":
         _embedded(result, reading, data, store)
         if result.state != "invalid" or not opts.recover_invalid:
@@ -273,7 +275,8 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         return result
     if rgb is None:
         try:
-            rgb = load_image(data, max_pixels=opts.max_pixels, name=name)
+            rgb = load_image(data, max_pixels=opts.max_pixels, name=name,
+                             formats=opts.formats)
         except ImageError as exc:  # an invalid manifest on an undecodable file: stays invalid
             result.evidence["recovery_error"] = exc.to_dict()
             return result

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from tracemark.errors import MetricError
+from tracemark.errors import ImageTooSmallError, MetricError
 
 __all__ = ["psnr", "ssim", "SSIM_SIGMA", "SSIM_WINDOW"]
 
@@ -112,14 +112,17 @@ def ssim(reference: npt.NDArray[Any], test: npt.NDArray[Any], *,
     """Mean structural similarity (Wang et al. 2004; see the module docstring).
 
     Colour images: SSIM of each channel, averaged. Both sides must be at least
-    ``SSIM_WINDOW`` (11) pixels, else :class:`MetricError`. Identical images give ``1.0``.
+    ``SSIM_WINDOW`` (11) pixels, else :class:`~tracemark.errors.ImageTooSmallError` (the
+    size and the minimum; other bad input is :class:`MetricError`). Identical images give
+    ``1.0``.
     Symmetric in its two images; arrays only, as :func:`psnr`.
     """
     ref, tst = _pair(reference, test)
     peak = _check_range(data_range)
     if min(ref.shape[:2]) < SSIM_WINDOW:
-        raise MetricError(
-            f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels; got {ref.shape[:2]}"
+        raise ImageTooSmallError(
+            f"ssim needs both sides >= {SSIM_WINDOW} px (its Gaussian window); got "
+            f"{ref.shape[1]}x{ref.shape[0]}"
         )
     if ref.ndim == 2:
         return _ssim_channel(ref, tst, peak)

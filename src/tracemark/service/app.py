@@ -76,6 +76,9 @@ class ServiceSettings:
     """Metadata database (API keys, manifests); default SQLite files in ``data_dir``."""
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
+    formats: Any = "default"
+    """Image formats uploads may be in (:func:`tracemark.imageio.load_image`'s ``formats``:
+    ``"default"``, ``"all"`` or a list of names); others are answered 415."""
     request_timeout: float = 30.0
     """Seconds from the hand-over of a request's work to its answer, time queued for a
     worker included (:mod:`tracemark.service.jobs`); 503 beyond it, nothing committed."""
@@ -197,6 +200,9 @@ class _State:
     def __init__(self, settings: ServiceSettings) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        from tracemark.imageio import resolve_formats
+
+        resolve_formats(settings.formats)  # a bad setting fails here, not on the first upload
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "collections").mkdir(exist_ok=True)
@@ -490,7 +496,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def load(data: bytes) -> Any:
         from tracemark.imageio import load_image
 
-        return load_image(data, max_pixels=settings.max_pixels, name="upload")
+        return load_image(data, max_pixels=settings.max_pixels, name="upload",
+                          formats=settings.formats)
 
     # --- health, metrics ------------------------------------------------------------
 
@@ -681,7 +688,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             with state.writing(name, job) as entry, entry.store.commit_guard(job.commit_point):
                 return sign_image(entry.store, data, None, state.creds,
                                   SignOptions(ai_generated=ai_generated, title=title or "upload",
-                                              author=author, max_pixels=settings.max_pixels),
+                                              author=author, max_pixels=settings.max_pixels,
+                                              formats=settings.formats),
                                   media_type=media)
         res, signed = await state.run(work)
         return Response(signed, media_type=media, headers={
@@ -694,7 +702,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             with (state.reading(name) if name is not None
                   else contextlib.nullcontext()) as store:
                 res = verify_image(data, store, VerifyOptions(trust_pem=state.trust_pem,
-                                                              max_pixels=settings.max_pixels))
+                                                              max_pixels=settings.max_pixels,
+                                                              formats=settings.formats))
             out = res.to_dict()
             out["source"] = "upload"
             return out
