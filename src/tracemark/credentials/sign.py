@@ -126,6 +126,10 @@ _PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
 """Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
 
 
+PARENT_ORIGINAL = "original"
+PARENT_REENCODED = "reencoded_png"
+
+
 def _parent(original: bytes | None, rgb: np.ndarray, name: str,
             formats: ImageFormats = "default") -> tuple[tuple[bytes, str, str], str]:
     """The parent ingredient (bytes, media type, title) and how it was made: the original
