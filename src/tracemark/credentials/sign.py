@@ -33,8 +33,13 @@ from tracemark.errors import ImageSourceError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
 from tracemark.imageio import (
     DEFAULT_MAX_PIXELS,
+    colour_under_alpha,
+    composite,
     encode_image,
+    encode_image_with_alpha,
+    has_alpha_channel,
     load_image,
+    load_image_with_alpha,
     media_type,
     open_image_info,
 )
@@ -65,6 +70,10 @@ class SignResult:
     ref_id: int | None
     file_sha256: str
     psnr: float
+    alpha: str | None = None
+    """``"kept"``: the input's alpha channel is in the signed file unchanged (PNG, WebP);
+    ``"flattened"``: the output format has none (JPEG), the image is signed over white;
+    None: the input is opaque."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -140,8 +149,9 @@ def sign_image(
         raise mf.UnsupportedFormatError(f"cannot sign as {media_type!r}; use "
                                         f"{', '.join(mf.PIL_FORMATS)}")
     original, name = _read_input(image)
-    rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
-                     name=name)
+    colour, alpha = load_image_with_alpha(original if original is not None else image,
+                                          max_pixels=opts.max_pixels, name=name)
+    rgb = composite(colour, alpha)  # marked and fingerprinted as every reader sees it
     title = opts.title or (Path(out).name if out is not None else Path(name).name)
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
                                 media_type=media_type)
@@ -150,7 +160,14 @@ def sign_image(
         payload = store.payload_for(manifest_id)
         marked = store.mark(rgb, payload)
         quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
-        asset = encode_image(marked, mf.PIL_FORMATS[media_type], quality=quality)
+        fmt = mf.PIL_FORMATS[media_type]
+        if alpha is not None and has_alpha_channel(fmt):
+            asset = encode_image_with_alpha(colour_under_alpha(marked, colour, alpha), alpha,
+                                            fmt, quality=quality)
+        else:
+            asset = encode_image(marked, fmt, quality=quality)
+        kept = None if alpha is None else "kept" if has_alpha_channel(fmt) else "flattened"
+        del marked, colour, alpha
         distributed = load_image(asset, max_pixels=None)
         pdq_bits, _quality = pdq.pdq_hash(distributed, packed=True)
         definition = mf.manifest_definition(
@@ -187,7 +204,7 @@ def sign_image(
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
         label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
-        psnr=round(psnr(rgb, distributed), 2),
+        psnr=round(psnr(rgb, distributed), 2), alpha=kept,
     )
     return result, signed
 
