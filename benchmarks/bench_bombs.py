@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,7 @@ def main() -> None:
                 make(path)
             kb = round(path.stat().st_size / 1024)
             for op in ops:
+                shutil.rmtree(work / f"{op}-{path.stem}", ignore_errors=True)  # a fresh output
                 res = measure(_command(op, path, work, certs), env)
                 result = "ok" if res["rc"] == 0 else f"refused (exit {res['rc']})"
                 row = {"bomb": name, "what": what, "kb": kb, "op": op, "result": result, **res}

@@ -44,8 +44,9 @@ def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def test_embed_of_a_one_bit_bomb_stays_under_the_documented_bound(tmp_path: Path) -> None:
     """A 12 Mpx 1-bit PNG (a few KB) marked in a fresh process: the peak resident memory
-    over the interpreter's own stays under the bound of docs/watermark.md (12 bytes a
-    pixel, plus 200 MiB of strips; 1.3 GiB at 100 Mpx) -- the whole-image path took ~45."""
+    over the interpreter's own stays under the bound of docs/watermark.md (about 8 bytes a
+    pixel + 150 MiB; checked with a margin: 12 bytes a pixel + 200 MiB) -- the whole-image
+    path took about 45 bytes a pixel (520 MiB here)."""
     path = tmp_path / "bomb.png"
     im = Image.new("1", (4000, 3000), 0)
     im.paste(1, (1000, 800, 3000, 2200))

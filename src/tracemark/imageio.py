@@ -51,6 +51,13 @@ same way; tracemark never changes Pillow's global settings (``MAX_IMAGE_PIXELS``
 :class:`~tracemark.errors.CorruptImageError` even where an application has set
 ``LOAD_TRUNCATED_IMAGES = True``.
 
+Large images are converted a strip of rows at a time (:data:`CONVERT_STRIP_PIXELS`): the
+peak memory of a load is the decoded Pillow image plus the ``(H, W, 3)`` result plus one
+strip. :func:`rgb_view` reads an RGB array without copying it. Transparency can be kept
+beside the colour (:func:`load_image_with_alpha`, :func:`composite`,
+:func:`colour_under_alpha`, :func:`encode_image_with_alpha`, :func:`save_image_with_alpha`;
+see the block at the end of this module and docs/watermark.md, *Transparency*).
+
 A 1x1 image loads fine: minimum sizes are checked by the operations that need them.
 Every error is a :class:`~tracemark.errors.ImageError` subclass whose ``source`` is the
 path, ``"<bytes>"``, ``"<file object>"``, ``"<PIL image>"``, ``"<array>"``, or the
@@ -1104,9 +1111,12 @@ def colour_under_alpha(
     colour: np.ndarray,
     alpha: np.ndarray,
     background: tuple[int, int, int] = (255, 255, 255),
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The stored colour ``(H, W, 3)`` uint8 whose composite over ``background`` is
-    ``marked`` (a changed copy of ``composite(colour, alpha, background)``).
+    ``marked`` (a changed copy of ``composite(colour, alpha, background)``); written into
+    ``out`` when given (which may be ``marked`` itself: a strip is read before it is written).
 
     Where ``alpha > 0``, ``c' = round(c + (marked - flat) * 255 / a)`` clipped to 0..255
     (``flat`` the unchanged composite): ``c' * a`` then differs from ``c * a`` by exactly
@@ -1115,7 +1125,7 @@ def colour_under_alpha(
     colour is kept byte for byte: the change there is invisible and is not written.
     """
     bg = _check_background(background)
-    out = np.empty_like(colour)
+    out = np.empty_like(colour) if out is None else out
     step = max(1, CONVERT_STRIP_PIXELS // (8 * max(1, colour.shape[1])))
     for r0 in range(0, colour.shape[0], step):
         r1 = r0 + step
@@ -1130,14 +1140,21 @@ def colour_under_alpha(
 
 
 def _rgba_pil(colour: np.ndarray, alpha: np.ndarray) -> Image.Image:
-    rgb = to_pil(colour)
-    if alpha.shape != colour.shape[:2] or alpha.dtype != np.uint8:
+    """An RGBA PIL image over one ``(H, W, 4)`` array (Pillow maps RGBA arrays without a
+    copy), filled a strip at a time."""
+    to_pil(colour[:1, :1])  # the checks of an RGB array
+    if (colour.dtype != np.uint8 or colour.ndim != 3 or alpha.shape != colour.shape[:2]
+            or alpha.dtype != np.uint8):
         raise UnsupportedImageError(
             f"alpha must be uint8 of shape {colour.shape[:2]}; got {alpha.dtype} {alpha.shape}",
             source="<array>",
         )
-    rgb.putalpha(Image.fromarray(np.ascontiguousarray(alpha), mode="L"))
-    return rgb
+    rgba = np.empty((*colour.shape[:2], 4), np.uint8)
+    step = max(1, CONVERT_STRIP_PIXELS // (8 * colour.shape[1]))
+    for r0 in range(0, colour.shape[0], step):
+        rgba[r0 : r0 + step, :, :3] = colour[r0 : r0 + step]
+        rgba[r0 : r0 + step, :, 3] = alpha[r0 : r0 + step]
+    return Image.fromarray(rgba)
 
 
 def encode_image_with_alpha(

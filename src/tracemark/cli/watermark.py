@@ -172,7 +172,7 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                 _mkdir(dest.parent)
                 q = (quality or DEFAULT_QUALITY) if is_lossy(dest.suffix) else None
                 if alpha is not None and has_alpha_channel(dest.suffix):
-                    marked = colour_under_alpha(marked, colour, alpha)
+                    marked = colour_under_alpha(marked, colour, alpha, out=marked)
                     save_image_with_alpha(marked, alpha, dest, quality=q)
                     row["alpha"] = "kept"
                 else:

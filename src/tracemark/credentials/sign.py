@@ -162,7 +162,7 @@ def sign_image(
         quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
         fmt = mf.PIL_FORMATS[media_type]
         if alpha is not None and has_alpha_channel(fmt):
-            asset = encode_image_with_alpha(colour_under_alpha(marked, colour, alpha), alpha,
+            asset = encode_image_with_alpha(colour_under_alpha(marked, colour, alpha, out=marked), alpha,
                                             fmt, quality=quality)
         else:
             asset = encode_image(marked, fmt, quality=quality)

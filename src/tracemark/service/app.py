@@ -536,7 +536,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[format]
             q = None if fmt == "PNG" else quality
             if alpha is not None and has_alpha_channel(fmt):
-                return encode_image_with_alpha(colour_under_alpha(marked, colour, alpha),
+                return encode_image_with_alpha(colour_under_alpha(marked, colour, alpha, out=marked),
                                                alpha, fmt, quality=q), "kept"
             return encode_image(marked, fmt, quality=q), "none" if alpha is None else "flattened"
         out, alpha_state = await state.run(work)

@@ -7,7 +7,8 @@ normal result rather than an exception.
 
 Input policy (documented behaviour): every input is converted to RGB uint8 by the one
 loader; grayscale inputs are replicated to three channels and alpha is composited over
-white, so ``embed`` returns an RGB image. Images below ``min_size`` on their short side
+white, so ``embed`` returns an RGB image (the commands, ``sign`` and the service keep an
+alpha channel beside it: :func:`tracemark.imageio.colour_under_alpha`). Images below ``min_size`` on their short side
 raise :class:`~tracemark.errors.ImageTooSmallError` in ``embed``; ``detect`` returns
 ``present=False`` for them (a crop too small to carry the mark is "not found").
 """
