@@ -89,7 +89,7 @@ def test_embed_writes_marked_pngs_and_one_line_per_input(work: Path, marked: Pat
     assert [Path(r["source"]).name for r in rows] == ["debian_1.jpg", "debian_2.jpg"]
     wm = get_method("lattice")
     for r in rows:
-        assert set(r) == {"source", "output", "method", "payload", "psnr", "error"}
+        assert set(r) == {"source", "output", "method", "payload", "psnr", "alpha", "error"}
         assert r["error"] is None and r["method"] == "lattice" and r["payload"] == PAYLOAD_HEX
         out = Path(r["output"])
         assert out.parent == work / "again" and out.suffix == ".png"

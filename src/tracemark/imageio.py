@@ -62,6 +62,13 @@ pixel data is complete but whose IEND chunk (or last byte) is missing. Limits: b
 follow a cut inside a JPEG scan are taken as scan data (by any decoder); under the flag,
 errors of decoders that read the file themselves (JPEG 2000) are dropped by Pillow.
 
+Large images are converted a strip of rows at a time (:data:`CONVERT_STRIP_PIXELS`): the
+peak memory of a load is the decoded Pillow image plus the ``(H, W, 3)`` result plus one
+strip. :func:`rgb_view` reads an RGB array without copying it. Transparency can be kept
+beside the colour (:func:`load_image_with_alpha`, :func:`composite`,
+:func:`colour_under_alpha`, :func:`encode_image_with_alpha`, :func:`save_image_with_alpha`;
+see the block at the end of this module and docs/watermark.md, *Transparency*).
+
 A 1x1 image loads fine: minimum sizes are checked by the operations that need them.
 Every error is a :class:`~tracemark.errors.ImageError` subclass whose ``source`` is the
 path, ``"<bytes>"``, ``"<file object>"``, ``"<PIL image>"``, ``"<array>"``, or the
@@ -98,23 +105,31 @@ from tracemark.errors import (
 )
 
 __all__ = [
+    "ALPHA_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "OPTIONAL_FORMATS",
     "READ_FORMATS",
     "SUPPORTED_FORMATS",
     "ImageInfo",
     "ImageSource",
+    "colour_under_alpha",
+    "composite",
     "encode_image",
+    "encode_image_with_alpha",
+    "has_alpha_channel",
     "format_of_suffix",
     "image_suffixes",
     "load_image",
+    "load_image_with_alpha",
     "media_type",
     "sniff_format",
     "sniff_media_type",
     "open_image_info",
     "read_metadata",
     "resolve_formats",
+    "rgb_view",
     "save_image",
+    "save_image_with_alpha",
     "to_pil",
 ]
 
@@ -993,13 +1008,34 @@ _CONVERTERS: Final[dict[str, _Converter]] = {
 }
 
 
+CONVERT_STRIP_PIXELS: Final[int] = 1 << 22
+"""Images with more pixels than this (4 Mpx) are converted to RGB a strip of rows at a time
+(each conversion is per pixel, so the result is the same): the conversion then needs the
+decoded image, the ``(H, W, 3)`` result and one strip, never a full-size copy of the decoded
+image in another mode or dtype."""
+
+
+def _convert_by_strips(im: Image.Image, converter: _Converter,
+                       bg: tuple[int, int, int]) -> np.ndarray:
+    """``converter(im, bg)``, filled into the result ``CONVERT_STRIP_PIXELS`` at a time."""
+    h, w = im.height, im.width
+    if h * w <= CONVERT_STRIP_PIXELS:
+        return converter(im, bg)
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, CONVERT_STRIP_PIXELS // (8 * w))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        out[r0:r1] = converter(im.crop((0, r0, w, r1)), bg)
+    return out
+
+
 def _to_rgb(im: Image.Image, bg: tuple[int, int, int], label: str) -> np.ndarray:
     converter = _CONVERTERS.get(im.mode)
     if converter is None:
         raise UnsupportedImageError(f"image mode {im.mode!r} is not supported", source=label)
     if im.mode in _TRANSPARENCY_MODES and "transparency" in im.info:
         converter = _convert_alpha
-    out = converter(im, bg)
+    out = _convert_by_strips(im, converter, bg)
     if out.shape != (im.height, im.width, 3) or out.dtype != np.uint8:  # pragma: no cover
         raise UnsupportedImageError(
             f"conversion of mode {im.mode!r} gave shape {out.shape}", source=label
@@ -1234,3 +1270,233 @@ def sniff_media_type(head: bytes) -> str | None:
         return _FOREIGN_MEDIA_TYPES.get(fmt) or Image.MIME.get(fmt)
     foreign = _sniff(bytes(head[:64]))
     return _FOREIGN_MEDIA_TYPES.get(foreign) if foreign is not None else None
+
+
+# --- arrays read without a copy, and the alpha plane kept beside the colour ---------------
+#
+# The watermark methods and the fingerprints work on RGB uint8 arrays; transparency is a
+# file-level concern, handled here: :func:`load_image_with_alpha` returns the colour as
+# stored and the alpha plane; a caller marks the composite over white (what
+# :func:`load_image` gives, and so what every reader of the mark sees), then
+# :func:`colour_under_alpha` turns the marked composite back into stored colour, and
+# :func:`encode_image_with_alpha` / :func:`save_image_with_alpha` write colour and alpha.
+
+ALPHA_FORMATS: Final[tuple[str, ...]] = ("PNG", "WEBP", "TIFF")
+"""Formats written with an alpha channel (:func:`encode_image_with_alpha`). JPEG and BMP
+have none (GIF only a one-bit colour key): there the composite over white is written."""
+
+
+def rgb_view(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> np.ndarray:
+    """``source`` as an RGB ``uint8`` array ``(H, W, 3)`` for code that only reads it: a
+    C-contiguous RGB ``uint8`` array with pixels is returned as it is (no copy, no pixel
+    limit: it is already in memory), anything else goes through :func:`load_image`.
+    Saves a full-size copy per call on large images; never write into the result."""
+    if (
+        isinstance(source, np.ndarray)
+        and source.dtype == np.uint8
+        and source.ndim == 3
+        and source.shape[2] == 3
+        and source.shape[0] >= 1
+        and source.shape[1] >= 1
+        and source.flags.c_contiguous
+    ):
+        return source
+    return load_image(
+        source, max_pixels=None if isinstance(source, np.ndarray) else max_pixels, name=name
+    )
+
+
+def load_image_with_alpha(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    formats: ImageFormats = "default",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(colour, alpha)`` of an image: ``colour`` ``(H, W, 3)`` uint8 as stored
+    (premultiplied modes un-premultiplied; not flattened), ``alpha`` ``(H, W)`` uint8, or
+    None when the image has no alpha channel and no transparency (then ``colour`` equals
+    :func:`load_image`'s result). Palette and colour-key transparency (``P``, ``L``, ``RGB``
+    with ``transparency``) become an alpha plane; ``LA``/``La``/``PA`` grey is replicated.
+    Sources, limits, formats and errors as :func:`load_image` (an ``(H, W, 4)`` array is split).
+    """
+    if isinstance(source, np.ndarray):
+        limit = _check_max_pixels(max_pixels)
+        label = _label(source, name)
+        _check_array(source, label, limit)
+        if source.ndim == 3 and source.shape[2] == 4:
+            u8 = _to_uint8(source)
+            return np.ascontiguousarray(u8[:, :, :3]), np.ascontiguousarray(u8[:, :, 3])
+        return load_image(source, max_pixels=max_pixels, name=name), None
+    info = open_image_info(source, max_pixels=max_pixels, name=name, formats=formats)
+    if not info.has_alpha:
+        return load_image(source, max_pixels=max_pixels, name=name, formats=formats), None
+    rgba = _load_rgba(source, max_pixels, name, formats)
+    alpha = np.ascontiguousarray(rgba[:, :, 3])
+    colour = np.ascontiguousarray(rgba[:, :, :3])
+    del rgba
+    return colour, alpha
+
+
+def _load_rgba(
+    source: ImageSource, max_pixels: int | None, name: str | None, formats: ImageFormats
+) -> np.ndarray:
+    """``source`` decoded as RGBA uint8 ``(H, W, 4)`` (orientation applied), by the
+    :func:`load_image` path (the same formats, limits and truncation rule,
+    :func:`_strict_load`) with the RGBA conversion in place of the flattening one."""
+    def rgba(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+        if im.mode == "La":  # Pillow converts La only to LA
+            im = im.convert("LA")
+        return np.asarray(im.convert("RGBA"), dtype=np.uint8)
+
+    limit = _check_max_pixels(max_pixels)
+    label = _label(source, name)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, label, limit)
+        with _pil_errors(label, "decoding"):
+            source.load()
+            im = _oriented(source)
+            return _strips_of(im, rgba, 4)
+    allowed = _check_formats(formats)
+    with _opened(source, label, limit, allowed) as (im, reader), _pil_errors(label, "decoding"):
+        im = _strict_load(im, reader, label)
+        return _strips_of(_oriented(im), rgba, 4)
+
+
+def _strips_of(im: Image.Image, convert: _Converter, channels: int) -> np.ndarray:
+    h, w = im.height, im.width
+    out = np.empty((h, w, channels), np.uint8)
+    step = max(1, CONVERT_STRIP_PIXELS // (8 * w))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        out[r0:r1] = convert(im.crop((0, r0, w, r1)), (255, 255, 255))
+    return out
+
+
+def composite(
+    colour: np.ndarray, alpha: np.ndarray | None, background: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
+    """``colour`` ``(H, W, 3)`` uint8 over an opaque ``background`` with ``alpha``
+    ``(H, W)`` uint8, rounded as :func:`load_image` flattens (``colour`` itself when
+    ``alpha`` is None): ``out = round((c * a + bg * (255 - a)) / 255)``."""
+    if alpha is None:
+        return colour
+    bg = _check_background(background)
+    out = np.empty_like(colour)
+    step = max(1, CONVERT_STRIP_PIXELS // (8 * max(1, colour.shape[1])))
+    for r0 in range(0, colour.shape[0], step):
+        r1 = r0 + step
+        out[r0:r1] = _flatten_alpha(
+            np.concatenate([colour[r0:r1], alpha[r0:r1, :, None]], axis=2), bg)
+    return out
+
+
+def colour_under_alpha(
+    marked: np.ndarray,
+    colour: np.ndarray,
+    alpha: np.ndarray,
+    background: tuple[int, int, int] = (255, 255, 255),
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The stored colour ``(H, W, 3)`` uint8 whose composite over ``background`` is
+    ``marked`` (a changed copy of ``composite(colour, alpha, background)``); written into
+    ``out`` when given (which may be ``marked`` itself: a strip is read before it is written).
+
+    Where ``alpha > 0``, ``c' = round(c + (marked - flat) * 255 / a)`` clipped to 0..255
+    (``flat`` the unchanged composite): ``c' * a`` then differs from ``c * a`` by exactly
+    the change, so the composite over *any* background carries the same change (clipped
+    where a faint pixel cannot take it). Where ``alpha == 0`` (fully transparent) the stored
+    colour is kept byte for byte: the change there is invisible and is not written.
+    """
+    bg = _check_background(background)
+    out = np.empty_like(colour) if out is None else out
+    step = max(1, CONVERT_STRIP_PIXELS // (8 * max(1, colour.shape[1])))
+    for r0 in range(0, colour.shape[0], step):
+        r1 = r0 + step
+        c, a = colour[r0:r1], alpha[r0:r1, :, None]
+        flat = _flatten_alpha(np.concatenate([c, a], axis=2), bg).astype(np.float32)
+        change = marked[r0:r1].astype(np.float32) - flat
+        a32 = a.astype(np.float32)
+        new = c.astype(np.float32) + change * 255.0 / np.maximum(a32, 1.0)
+        new = np.clip(np.rint(new), 0, 255).astype(np.uint8)
+        out[r0:r1] = np.where(a == 0, c, new)
+    return out
+
+
+def _rgba_pil(colour: np.ndarray, alpha: np.ndarray) -> Image.Image:
+    """An RGBA PIL image over one ``(H, W, 4)`` array (Pillow maps RGBA arrays without a
+    copy), filled a strip at a time."""
+    to_pil(colour[:1, :1])  # the checks of an RGB array
+    if (colour.dtype != np.uint8 or colour.ndim != 3 or alpha.shape != colour.shape[:2]
+            or alpha.dtype != np.uint8):
+        raise UnsupportedImageError(
+            f"alpha must be uint8 of shape {colour.shape[:2]}; got {alpha.dtype} {alpha.shape}",
+            source="<array>",
+        )
+    rgba = np.empty((*colour.shape[:2], 4), np.uint8)
+    step = max(1, CONVERT_STRIP_PIXELS // (8 * colour.shape[1]))
+    for r0 in range(0, colour.shape[0], step):
+        rgba[r0 : r0 + step, :, :3] = colour[r0 : r0 + step]
+        rgba[r0 : r0 + step, :, 3] = alpha[r0 : r0 + step]
+    return Image.fromarray(rgba)
+
+
+def encode_image_with_alpha(
+    colour: np.ndarray,
+    alpha: np.ndarray,
+    format: str = "PNG",
+    *,
+    quality: int | None = None,
+) -> bytes:
+    """Encode colour ``(H, W, 3)`` uint8 and ``alpha`` ``(H, W)`` uint8 as an RGBA file of
+    one of :data:`ALPHA_FORMATS` (no metadata). WebP keeps alpha losslessly at any
+    ``quality`` (its colour is lossy below 100, and WebP may change the colour of fully
+    transparent pixels). Another format is a :class:`~tracemark.errors.ConfigError`."""
+    writer = _writer(format)
+    if writer.pil_format not in ALPHA_FORMATS:
+        raise ConfigError(f"{writer.pil_format} has no alpha channel; one of "
+                          f"{', '.join(ALPHA_FORMATS)} has")
+    options = _save_options(writer, quality, "strip", None, None)
+    if writer.pil_format == "WEBP":
+        options["alpha_quality"] = 100
+    pil = _rgba_pil(colour, alpha)
+    out = io.BytesIO()
+    try:
+        pil.save(out, format=writer.pil_format, **options)
+    except (*_DECODE_ERRORS, MemoryError) as exc:
+        raise UnsupportedImageError(
+            f"could not encode as {writer.pil_format}: {exc}", source="<array>"
+        ) from exc
+    return out.getvalue()
+
+
+def save_image_with_alpha(
+    colour: np.ndarray,
+    alpha: np.ndarray,
+    dest: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+) -> None:
+    """Write colour and alpha (:func:`encode_image_with_alpha`) to the path ``dest``,
+    atomically as :func:`save_image` does; the format defaults to the path's suffix."""
+    path = os.fspath(dest)
+    label = os.fsdecode(path)
+    data = encode_image_with_alpha(colour, alpha, format or _format_from_suffix(label),
+                                   quality=quality)
+    if os.path.isdir(path):
+        raise ImageSourceError("destination is a directory", source=label)
+    _write_atomically(path, data, label)
+
+
+def has_alpha_channel(format: str) -> bool:
+    """Whether :func:`encode_image_with_alpha` writes ``format`` (a name or suffix)."""
+    fmt = format_of_suffix(format) if format.startswith(".") else \
+        _FORMAT_ALIASES.get(format.upper(), format.upper())
+    return fmt in ALPHA_FORMATS

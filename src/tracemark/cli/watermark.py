@@ -132,10 +132,21 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     Writes OUT/<path relative to the folder argument, or the file's stem>.<format>, with
     -2, -3... on name clashes, and prints one JSON line per input: source, output, method,
     payload (0x<hex>, the capacity in whole bytes), psnr (of the written file against the
-    input, dB) and error. Images are written upright (EXIF orientation applied) in RGB,
-    without metadata.
+    input, dB), alpha and error. Images are written upright (EXIF orientation applied),
+    without metadata. An input with transparency keeps its alpha channel unchanged in a PNG,
+    WebP or TIFF output (alpha: "kept"; the colour of visible pixels carries the mark); a
+    JPEG or BMP output has none: it holds the image over white (alpha: "flattened"); alpha
+    is null for opaque inputs.
     """
-    from tracemark.imageio import load_image, save_image
+    from tracemark.imageio import (
+        colour_under_alpha,
+        composite,
+        has_alpha_channel,
+        load_image,
+        load_image_with_alpha,
+        save_image,
+        save_image_with_alpha,
+    )
     from tracemark.metrics import psnr
     from tracemark.watermark import format_payload, parse_payload
 
@@ -156,16 +167,26 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
         for src, dest in plan:
 
             def embed(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
-                image = load_image(src, max_pixels=max_pixels, formats=formats)
+                colour, alpha = load_image_with_alpha(src, max_pixels=max_pixels,
+                                                      formats=formats)
+                image = composite(colour, alpha)  # what every reader of the mark sees
                 marked = method.embed(image, payload, key)
                 _mkdir(dest.parent)
-                lossy = is_lossy(dest.suffix)
-                save_image(marked, dest, quality=(quality or DEFAULT_QUALITY) if lossy else None)
+                q = (quality or DEFAULT_QUALITY) if is_lossy(dest.suffix) else None
+                if alpha is not None and has_alpha_channel(dest.suffix):
+                    marked = colour_under_alpha(marked, colour, alpha, out=marked)
+                    save_image_with_alpha(marked, alpha, dest, quality=q)
+                    row["alpha"] = "kept"
+                else:
+                    save_image(marked, dest, quality=q)
+                    row["alpha"] = None if alpha is None else "flattened"
+                del marked, colour, alpha  # the read-back below needs the memory
                 row["psnr"] = _finite(psnr(image, load_image(dest)), 3)
                 row["output"] = str(dest)
 
             batch.run(src, {"source": str(src), "output": None, "method": method.name,
-                            "payload": format_payload(payload), "psnr": None}, embed)
+                            "payload": format_payload(payload), "psnr": None, "alpha": None},
+                      embed)
     tally = batch.tally
     note(f"{tally.ok} images marked into {out}; {tally.failed} failed, {tally.skipped} skipped")
     tally.finish()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tracemark.fingerprint import global_desc, local, pdq
-from tracemark.imageio import load_image
+from tracemark.imageio import rgb_view
 
 __all__ = [
     "DEFAULT_MAX_FEATURES",
@@ -42,7 +42,7 @@ def content_hash(rgb: np.ndarray) -> str:
     """
     h = hashlib.sha256()
     h.update(np.asarray(rgb.shape, np.int64).tobytes())
-    h.update(np.ascontiguousarray(rgb).tobytes())
+    h.update(memoryview(np.ascontiguousarray(rgb)).cast("B"))  # no bytes copy
     return h.hexdigest()
 
 
@@ -72,7 +72,7 @@ def describe_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) 
 
     Raises the loader's :class:`~tracemark.errors.ImageError` subclasses for bad input.
     """
-    rgb = load_image(image)
+    rgb = rgb_view(image)  # read only: an RGB array is not copied
     feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
     vlad = global_desc.describe_features(feats)
     packed, _quality = pdq.pdq_hash(rgb, packed=True)
@@ -85,7 +85,7 @@ def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> Q
 
     Raises the loader's :class:`~tracemark.errors.ImageError` subclasses for bad input.
     """
-    rgb = load_image(image)
+    rgb = rgb_view(image)  # read only: an RGB array is not copied
     feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
     vlad = global_desc.describe_features(feats, mirror=True)
     pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)

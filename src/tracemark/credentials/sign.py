@@ -47,8 +47,13 @@ from tracemark.fingerprint import pdq
 from tracemark.imageio import (
     DEFAULT_MAX_PIXELS,
     ImageFormats,
+    colour_under_alpha,
+    composite,
     encode_image,
+    encode_image_with_alpha,
+    has_alpha_channel,
     load_image,
+    load_image_with_alpha,
     media_type,
     open_image_info,
 )
@@ -100,6 +105,10 @@ class SignResult:
     """The parent ingredient of an edit: ``"original"`` (the input file as it was) or
     ``"reencoded_png"`` (its decoded pixels as PNG, when c2pa cannot parse the input's
     container, e.g. a PNG missing its last bytes); None for an AI-generated image."""
+    alpha: str | None = None
+    """``"kept"``: the input's alpha channel is in the signed file unchanged (PNG, WebP);
+    ``"flattened"``: the output format has none (JPEG), the image is signed over white;
+    None: the input is opaque."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -223,12 +232,14 @@ def sign_image(
         skipped = _skip(store, input_sha256, Path(out), name)
         if skipped is not None:
             return skipped
-    rgb = load_image(original if original is not None else image, max_pixels=opts.max_pixels,
-                     formats=opts.formats,
-                     name=name)
+    colour, alpha = load_image_with_alpha(original if original is not None else image,
+                                          max_pixels=opts.max_pixels, formats=opts.formats,
+                                          name=name)
+    rgb = composite(colour, alpha)  # marked and fingerprinted as every reader sees it
     if input_sha256 is None:
         input_sha256 = hashlib.sha256(
-            np.ascontiguousarray(rgb).tobytes() + repr(rgb.shape).encode()).hexdigest()
+            np.ascontiguousarray(colour).tobytes() + repr(colour.shape).encode()
+            + (b"" if alpha is None else np.ascontiguousarray(alpha).tobytes())).hexdigest()
         if out is not None and not opts.resign:
             skipped = _skip(store, input_sha256, Path(out), name)
             if skipped is not None:
@@ -246,7 +257,17 @@ def sign_image(
         # an image carrying this store's mark keeps it: a second mark would break both
         marked = rgb if carried is not None else store.mark(rgb, payload)
         quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
-        asset = encode_image(marked, mf.PIL_FORMATS[media_type], quality=quality)
+        fmt = mf.PIL_FORMATS[media_type]
+        if alpha is not None and has_alpha_channel(fmt):
+            # in place only on the mark's own buffer: a kept mark's pixels are ``rgb``
+            visible = colour_under_alpha(marked, colour, alpha,
+                                         out=None if marked is rgb else marked)
+            asset = encode_image_with_alpha(visible, alpha, fmt, quality=quality)
+            del visible
+        else:
+            asset = encode_image(marked, fmt, quality=quality)
+        kept = None if alpha is None else "kept" if has_alpha_channel(fmt) else "flattened"
+        del marked, colour, alpha
         distributed = load_image(asset, max_pixels=None)
         pdq_bits, _quality = pdq.pdq_hash(distributed, packed=True)
         definition = mf.manifest_definition(
@@ -289,7 +310,7 @@ def sign_image(
         psnr=round(psnr(rgb, distributed), 2), mark_id=mark_id,
         mark_kept=carried is not None,
         supersedes=None if previous is None else previous.id, input_sha256=input_sha256,
-        parent=parent_kind,
+        parent=parent_kind, alpha=kept,
     )
     return result, signed
 

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from tracemark.errors import ConfigError, CorruptImageError, FingerprintError
-from tracemark.imageio import ImageSource, load_image
+from tracemark.imageio import ImageSource, rgb_view
 
 __all__ = [
     "GRID",
@@ -256,7 +256,7 @@ def extract(
         raise ConfigError(f"max_features must be an int >= 1, got {max_features!r}")
     if not isinstance(max_side, int) or max_side < 32:
         raise ConfigError(f"max_side must be an int >= 32, got {max_side!r}")
-    rgb = load_image(image)
+    rgb = rgb_view(image)  # read only: an RGB array is not copied
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     height, width = grey.shape
     f = min(1.0, max_side / max(height, width))

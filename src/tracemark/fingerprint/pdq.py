@@ -185,14 +185,42 @@ def _dct16(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.cumsum(prod, axis=2, dtype=np.float32)[:, :, -1]
 
 
-def _dct_and_quality(image: ImageSource, *, dihedral: bool = False) -> tuple[npt.NDArray[np.float32], int]:
-    from tracemark.imageio import load_image
+WHOLE_IMAGE_MAX_PIXELS: Final[int] = 8_000_000
+"""Images with more pixels than this are filtered a strip of rows at a time
+(:func:`_downsample64_strips`): no full-size float copy of the image is made."""
+_STRIP_PIXELS: Final[int] = 1 << 20
 
-    rgb = load_image(image)
+
+def _downsample64_strips(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """:func:`_downsample64` of ``_luma(rgb)`` for a large image, in bounded memory: both
+    passes along rows run per strip of rows (keeping the 64 decimated columns), then both
+    passes along columns on the ``(R, 64)`` result. The filters are linear, so this equals
+    the reference's order (rows, columns, rows, columns) up to float32 rounding."""
+    n_rows, n_cols = rgb.shape[:2]
+    w_rows = (n_cols + 127) // 128
+    w_cols = (n_rows + 127) // 128
+    di, dj = _decimation_index(n_rows), _decimation_index(n_cols)
+    z = np.empty((64, n_rows), np.float32)
+    step = max(1, _STRIP_PIXELS // n_cols)
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        t = _box_rows(cv2.transpose(_luma(rgb[r0:r1])), w_rows)  # (C, r)
+        z[:, r0:r1] = _box_rows(t, w_rows, keep=dj)
+    x = _box_rows(cv2.transpose(z), w_cols)  # (R, 64)
+    return _box_rows(x, w_cols, keep=di)
+
+
+def _dct_and_quality(image: ImageSource, *, dihedral: bool = False) -> tuple[npt.NDArray[np.float32], int]:
+    from tracemark.imageio import rgb_view
+
+    rgb = rgb_view(image)  # read only: an RGB array is not copied
     h, w = rgb.shape[:2]
     if min(h, w) < PDQ_MIN_SIZE:
         raise ImageTooSmallError(f"PDQ needs both sides >= {PDQ_MIN_SIZE} px; got {w}x{h}")
-    a = _downsample64(_luma(rgb), dihedral=dihedral)
+    if h * w > WHOLE_IMAGE_MAX_PIXELS:
+        a = _downsample64_strips(rgb)
+    else:
+        a = _downsample64(_luma(rgb), dihedral=dihedral)
     return _dct16(a), _quality(a)
 
 
@@ -308,5 +336,6 @@ class PDQFingerprinter(Fingerprinter):
     min_size = PDQ_MIN_SIZE
 
     def _compute(self, rgb: npt.NDArray[np.uint8]) -> Fingerprint:
-        a = _downsample64(_luma(rgb))
+        a = (_downsample64_strips(rgb) if rgb.shape[0] * rgb.shape[1] > WHOLE_IMAGE_MAX_PIXELS
+             else _downsample64(_luma(rgb)))
         return Fingerprint(self.name, np.packbits(_bits(_dct16(a))), float(_quality(a)))

@@ -622,7 +622,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                     payload: Annotated[str, Form(description="0..2^64-1, decimal or 0x hex")],
                     format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "png",
                     quality: Annotated[int, Form(ge=1, le=100)] = 92) -> Response:
-        """Embed the collection's watermark carrying ``payload``; returns the image."""
+        """Embed the collection's watermark carrying ``payload``; returns the image. Header
+        ``X-Alpha``: ``kept`` (the upload's alpha channel is unchanged in a png or webp
+        result), ``flattened`` (a jpg has none: the image over white) or ``none`` (opaque)."""
         allow(key, name, write=True)
         try:
             value = int(payload, 0)
@@ -632,16 +634,29 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "PayloadError", "payload must be in 0..2^64-1")
         data = await read_upload(image)
 
-        def work(_job: Job) -> bytes:
-            from tracemark.imageio import encode_image
+        def work(_job: Job) -> tuple[bytes, str]:
+            from tracemark.imageio import (
+                colour_under_alpha,
+                composite,
+                encode_image,
+                encode_image_with_alpha,
+                has_alpha_channel,
+                load_image_with_alpha,
+            )
 
+            colour, alpha = load_image_with_alpha(data, max_pixels=settings.max_pixels,
+                                                  name="upload", formats=settings.formats)
             with state.reading(name) as store:
-                marked = store.mark(load(data), value)
+                marked = store.mark(composite(colour, alpha), value)
             fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[format]
-            return encode_image(marked, fmt, quality=None if fmt == "PNG" else quality)
-        out = await state.run(work)
+            q = None if fmt == "PNG" else quality
+            if alpha is not None and has_alpha_channel(fmt):
+                visible = colour_under_alpha(marked, colour, alpha, out=marked)
+                return encode_image_with_alpha(visible, alpha, fmt, quality=q), "kept"
+            return encode_image(marked, fmt, quality=q), "none" if alpha is None else "flattened"
+        out, alpha_state = await state.run(work)
         media = media_type(format)
-        return Response(out, media_type=media)
+        return Response(out, media_type=media, headers={"X-Alpha": alpha_state})
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/detect", tags=["watermark"])
     async def detect(name: str, key: Key, image: Upload) -> dict[str, Any]:
@@ -693,7 +708,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                   media_type=media)
         res, signed = await state.run(work)
         return Response(signed, media_type=media, headers={
-            "X-Manifest-Id": str(res.manifest_id), "X-Manifest-Label": res.label})
+            "X-Manifest-Id": str(res.manifest_id), "X-Manifest-Label": res.label,
+            "X-Alpha": res.alpha or "none"})
 
     async def _verify(name: str | None, data: bytes) -> dict[str, Any]:
         def work(_job: Job) -> dict[str, Any]:

@@ -7,7 +7,8 @@ normal result rather than an exception.
 
 Input policy (documented behaviour): every input is converted to RGB uint8 by the one
 loader; grayscale inputs are replicated to three channels and alpha is composited over
-white, so ``embed`` returns an RGB image. Images below ``min_size`` on their short side
+white, so ``embed`` returns an RGB image (the commands, ``sign`` and the service keep an
+alpha channel beside it: :func:`tracemark.imageio.colour_under_alpha`). Images below ``min_size`` on their short side
 raise :class:`~tracemark.errors.ImageTooSmallError` in ``embed``; ``detect`` returns
 ``present=False`` for them (a crop too small to carry the mark is "not found").
 """
@@ -169,11 +170,11 @@ class WatermarkMethod(ABC):
     def _load(image: Any) -> npt.NDArray[np.uint8]:
         """``image`` as RGB uint8. A path or bytes is decoded under the loader's default
         pixel limit; an array is already in memory, so no decompression-bomb limit applies
-        to it (the caller loaded it under its own)."""
-        from tracemark.imageio import load_image
+        to it (the caller loaded it under its own). An RGB uint8 array is used as it is, not
+        copied (:func:`~tracemark.imageio.rgb_view`): methods never write into their input."""
+        from tracemark.imageio import rgb_view
 
-        return load_image(image, max_pixels=None if isinstance(image, np.ndarray) else
-                          DEFAULT_MAX_PIXELS)
+        return rgb_view(image, max_pixels=DEFAULT_MAX_PIXELS)
 
     def _check_key(self, key: Any) -> Any:
         if not self.keyed:

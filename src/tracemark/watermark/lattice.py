@@ -20,7 +20,7 @@ Design (see docs/watermark.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -99,13 +99,18 @@ def luma(image: npt.NDArray[np.uint8]) -> F32:
     return (image.astype(np.float32) @ LUMA).astype(np.float32)
 
 
-def activity_mask(y: F32, c: int) -> F32:
-    """Perceptual mask: more strength where the local contrast hides it, mean 1."""
+def _activity(y: F32, c: int) -> F32:
+    """The local contrast :func:`activity_mask` normalises: box-blurred local std + 4."""
     k = 2 * c + 1
     mu = cv2.blur(y, (k, k))
     var = np.maximum(cv2.blur(y * y, (k, k)) - mu * mu, 0.0)
     m = np.sqrt(var) + 4.0
-    m = cv2.blur(m, (k, k))
+    return cv2.blur(m, (k, k))
+
+
+def activity_mask(y: F32, c: int) -> F32:
+    """Perceptual mask: more strength where the local contrast hides it, mean 1."""
+    m = _activity(y, c)
     m /= float(m.mean())
     return np.clip(m, 0.5, 2.5).astype(np.float32)
 
@@ -121,6 +126,109 @@ def embed_delta(y: F32, tile: F32, c: int, mse: float) -> F32:
     return (d * math.sqrt(mse / power)).astype(np.float32) if power > 0 else d
 
 
+# --- large images: bounded memory --------------------------------------------------------
+
+WHOLE_IMAGE_MAX_PIXELS = 8_000_000
+"""Images with at most this many pixels are marked and read as a whole array (the path
+every result in docs/ was measured on). Larger ones are marked a strip of rows at a time
+(:class:`StripDelta`) and read from a working copy built a strip at a time
+(:func:`working_luma`), so that the working memory does not grow with the image beyond
+the marked copy and a float16 mask (see :data:`STRIP_FLOATS` and docs/watermark.md)."""
+STRIP_FLOATS = 1 << 22
+"""Float32 values (16 MiB) in one strip of the large-image paths, halo included."""
+MAX_ASPECT = 4.0
+"""Large images are read from their central window of at most this many times the short
+side along the long side: the mark repeats every tile, and a long strip's whole length
+would only cost memory (a working copy of 512 x 100000 px for a 900 x 175000 px strip)."""
+
+
+def _strip_rows(width: int, halo: int, multiple: int = 1) -> int:
+    """Rows per strip for an image ``width`` px wide whose strips need ``halo`` extra rows
+    on each side: at least ``2 * halo``, rounded up to a multiple of ``multiple``."""
+    rows = max(2 * halo, STRIP_FLOATS // max(1, width) - 2 * halo, 16)
+    return -(-rows // multiple) * multiple
+
+
+def _tiled_rows(pattern: F32, r0: int, r1: int, width: int) -> F32:
+    """Rows ``r0:r1`` (first ``width`` columns) of ``pattern`` repeated over the plane."""
+    t = pattern.shape[0]
+    rows = pattern[np.arange(r0, r1) % t]
+    return np.tile(rows, (1, -(-width // t)))[:, :width]
+
+
+class StripDelta:
+    """The luma change of :func:`embed_delta` for an image too large to hold it whole.
+
+    Built in one pass over strips of rows: the activity mask (:func:`activity_mask`, the
+    box filters run on each strip with a halo of ``2 c + 1`` rows, so every pixel sees
+    the same neighbourhood as in the whole image) is kept as float16 ``(H, W)`` (2 bytes
+    a pixel), its mean normalised and clipped as in :func:`activity_mask`; the scale that
+    gives the target MSE is summed over the strips. :meth:`apply` then writes the marked
+    image a strip at a time. The result equals the whole-image path up to float32
+    rounding of the box filters and the float16 mask (relative 1e-3 of the mask).
+    """
+
+    def __init__(self, image: npt.NDArray[np.uint8], tile: F32, c: int, mse: float) -> None:
+        h, w = image.shape[:2]
+        self.c = c
+        self.pattern = render_tile(tile, c)
+        halo = 2 * c + 2
+        step = _strip_rows(w, halo)
+        mask = np.empty((h, w), np.float16)
+        total = 0.0
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            a, b = max(0, r0 - halo), min(h, r1 + halo)
+            m = _activity(luma(image[a:b]), c)[r0 - a : r1 - a]
+            total += float(m.sum(dtype=np.float64))
+            mask[r0:r1] = m
+            del m
+        mean = total / (h * w)
+        power = 0.0
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            m = np.clip(mask[r0:r1].astype(np.float32) / np.float32(mean), 0.5, 2.5)
+            mask[r0:r1] = m
+            d = m * _tiled_rows(self.pattern, r0, r1, w)
+            power += float(np.sum(d * d, dtype=np.float64))
+        power /= h * w
+        self.mask = mask
+        """(H, W) float16: the normalised activity mask (0.5 .. 2.5)."""
+        self.scale = math.sqrt(mse / power) if power > 0 else 1.0
+        """Factor that brings the masked pattern to the target MSE."""
+
+    def rows(self, r0: int, r1: int) -> F32:
+        """Rows ``r0:r1`` of the luma change (float32, ``(r1 - r0, W)``)."""
+        w = self.mask.shape[1]
+        d = self.mask[r0:r1].astype(np.float32) * _tiled_rows(self.pattern, r0, r1, w)
+        d *= np.float32(self.scale)
+        return d
+
+    def apply(self, image: npt.NDArray[np.uint8], gain: float = 1.0, *,
+              headroom: bool = False) -> npt.NDArray[np.uint8]:
+        """``image`` plus ``gain`` times the change on R, G and B, as the whole-image
+        ``_marked`` of the ``lattice`` method does (with ``headroom``, pixels too close to
+        black or white are first moved inward by the 3 x 3 maximum of the change)."""
+        h, w = image.shape[:2]
+        out = np.empty_like(image)
+        step = _strip_rows(w * 3, 1)
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            a, b = (max(0, r0 - 1), min(h, r1 + 1)) if headroom else (r0, r1)
+            d = self.rows(a, b)
+            if gain != 1.0:
+                d *= np.float32(gain)
+            base = image[r0:r1].astype(np.float32)
+            if headroom:
+                env = cv2.dilate(np.abs(d), np.ones((3, 3), np.uint8))[r0 - a : r1 - a, :, None]
+                base = np.clip(base, env, 255.0 - env)
+            base += d[r0 - a : r1 - a, :, None]
+            np.rint(base, out=base)
+            np.clip(base, 0, 255, out=base)
+            out[r0:r1] = base
+        return out
+
+
 # --- detection ---------------------------------------------------------------------
 
 
@@ -134,8 +242,20 @@ def prior_basis(height: int, width: int, scale: float) -> npt.NDArray[np.float64
     return np.array([[t, 0.0], [0.0, t]])
 
 
-def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
-    """Luma at the working resolution (short side <= ~1.15 * WORK_SIDE) and the scale used."""
+def working_luma(
+    image: npt.NDArray[np.uint8],
+    transform: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
+) -> tuple[F32, float]:
+    """Luma at the working resolution (short side <= ~1.15 * WORK_SIDE) and the scale used.
+
+    An image of more than :data:`WHOLE_IMAGE_MAX_PIXELS` pixels is read from its central
+    window of at most :data:`MAX_ASPECT` times its short side, a strip of rows at a time
+    (luma, then area resizing, which is separable: across per strip, then down), without a
+    full-size float copy; ``transform`` (e.g. a JPEG round trip) is then applied to each
+    strip (16-row multiples, window origin on a multiple of 16 px) before its luma."""
+    h, w = image.shape[:2]
+    if h * w > WHOLE_IMAGE_MAX_PIXELS or transform is not None:
+        return _working_luma_strips(image, transform)
     y = luma(image)
     short = min(y.shape)
     if short > int(WORK_SIDE * 1.15):
@@ -147,6 +267,35 @@ def working_luma(image: npt.NDArray[np.uint8]) -> tuple[F32, float]:
         )
         return y, f
     return y, 1.0
+
+
+def _working_luma_strips(
+    image: npt.NDArray[np.uint8],
+    transform: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None,
+) -> tuple[F32, float]:
+    h, w = image.shape[:2]
+    short = min(h, w)
+    span = int(MAX_ASPECT * short)
+    if h > span:
+        y0 = (h - span) // 2 // 16 * 16
+        image = image[y0 : y0 + span]
+    elif w > span:
+        x0 = (w - span) // 2 // 16 * 16
+        image = image[:, x0 : x0 + span]
+    h, w = image.shape[:2]
+    f = WORK_SIDE / short if short > int(WORK_SIDE * 1.15) else 1.0
+    out_w, out_h = (max(1, round(w * f)), max(1, round(h * f))) if f < 1.0 else (w, h)
+    across = np.empty((h, out_w), np.float32)
+    step = _strip_rows(w * 4, 0, multiple=16)
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        strip = image[r0:r1] if transform is None else transform(image[r0:r1])
+        y = luma(strip)
+        across[r0:r1] = cv2.resize(y, (out_w, r1 - r0), interpolation=cv2.INTER_AREA) \
+            if out_w != w else y
+    if out_h == h:
+        return across, f
+    return cv2.resize(across, (out_w, out_h), interpolation=cv2.INTER_AREA), f
 
 
 SCORE_FLOOR = 3.0

@@ -119,22 +119,35 @@ class LatticeWatermark(WatermarkMethod):
         if headroom:
             env = cv2.dilate(np.abs(delta), np.ones((3, 3), np.uint8))[..., None]
             base = np.clip(base, env, 255.0 - env)
-        return np.clip(np.rint(base + delta[..., None]), 0, 255).astype(np.uint8)
+        base += delta[..., None]  # in place: the same values, one float copy fewer
+        np.rint(base, out=base)
+        np.clip(base, 0, 255, out=base)
+        return base.astype(np.uint8)
 
     def _reads_back(self, marked: npt.NDArray[np.uint8], bits: Bits,
                     key: WatermarkKey) -> tuple[bool, str]:
         """Does the blind detector read ``bits`` from ``marked``, and (short side >=
-        :data:`ROBUST_MIN_SIDE`) from its JPEG 75 round trip? (and which check failed)."""
+        :data:`ROBUST_MIN_SIDE`) from its JPEG 75 round trip? (and which check failed).
+        An image over :data:`~tracemark.watermark.lattice.WHOLE_IMAGE_MAX_PIXELS` pixels
+        takes its JPEG round trip a strip at a time, inside the detector's working copy."""
         from tracemark.imageio import encode_image, load_image
 
+        def jpeg75(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+            return load_image(encode_image(img, "JPEG", quality=75))
+
         want = bits_to_bytes(bits)
-        checks: list[tuple[str, npt.NDArray[np.uint8] | None]] = [("as written", marked)]
+        large = marked.shape[0] * marked.shape[1] > L.WHOLE_IMAGE_MAX_PIXELS
+        checks: list[tuple[str, bool]] = [("as written", False)]
         if min(marked.shape[:2]) >= ROBUST_MIN_SIDE:
-            checks.append(("after JPEG 75", None))
-        for what, img in checks:
-            if img is None:
-                img = load_image(encode_image(marked, "JPEG", quality=75))
-            det = self._detect(img, key, VERIFY_ALPHA)
+            checks.append(("after JPEG 75", True))
+        for what, jpeg in checks:
+            if not jpeg:
+                det = self._detect(marked, key, VERIFY_ALPHA)
+            elif large:
+                y, scale = L.working_luma(marked, jpeg75)
+                det = self._detect_luma(y, scale, marked.shape[:2], key, VERIFY_ALPHA)
+            else:
+                det = self._detect(jpeg75(marked), key, VERIFY_ALPHA)
             if not (det.present and det.payload == want):
                 return False, what
         return True, ""
@@ -142,26 +155,47 @@ class LatticeWatermark(WatermarkMethod):
     def _embed(
         self, image: npt.NDArray[np.uint8], bits: Bits, key: WatermarkKey
     ) -> npt.NDArray[np.uint8]:
+        """The marked copy of ``image``. Up to :data:`~tracemark.watermark.lattice.
+        WHOLE_IMAGE_MAX_PIXELS` pixels the change is computed on the whole image; larger
+        images a strip at a time (:class:`~tracemark.watermark.lattice.StripDelta`): the
+        working memory is then about 2 bytes a pixel (the float16 mask) beside the input
+        and the output (3 bytes a pixel each), plus strips of 16 MiB."""
         layout, _ = _layout(key, self.n_coded)
         tile = layout.tile(CODE.encode(self._info_bits(bits, key)))
-        delta = self._delta(image, tile, self.psnr)
+        h, w = image.shape[:2]
+        if h * w > L.WHOLE_IMAGE_MAX_PIXELS:
+            strips = L.StripDelta(image, tile, L.chip_size(h, w),
+                                  255.0**2 / 10 ** (self.psnr / 10))
+
+            def marked_at(gain: float, headroom: bool) -> npt.NDArray[np.uint8]:
+                return strips.apply(image, gain, headroom=headroom)
+        else:
+            delta = self._delta(image, tile, self.psnr)
+
+            def marked_at(gain: float, headroom: bool) -> npt.NDArray[np.uint8]:
+                # the change's amplitude goes as 10^(-PSNR/20): rendered once, scaled per attempt
+                return self._marked(image, delta if gain == 1.0 else delta * np.float32(gain),
+                                    headroom)
         if not self.verify:
-            return self._marked(image, delta, headroom=False)
+            return marked_at(1.0, False)
         failed = []
         for step, (dpsnr, headroom) in enumerate(ADAPTATIONS):
             psnr = self.psnr - dpsnr
             if step and psnr < MIN_ADAPTED_PSNR:
                 break
-            # the change's amplitude goes as 10^(-PSNR/20): rendered once, scaled per attempt
-            stronger = delta if dpsnr == 0 else delta * np.float32(10 ** (dpsnr / 20))
-            marked = self._marked(image, stronger, headroom)
+            marked = marked_at(1.0 if dpsnr == 0 else 10 ** (dpsnr / 20), headroom)
             ok, what = self._reads_back(marked, bits, key)
             if ok:
                 return marked
+            del marked
             failed.append(f"{psnr:.1f} dB{' with headroom' if headroom else ''}: not read "
                           f"back {what}")
-        saturated = float(np.mean((image <= 2) | (image >= 253)))
-        flat = float(np.mean(L.activity_mask(L.luma(image), L.chip_size(*image.shape[:2])) <= 0.51))
+        # the reason is worded from a subsample of at most ~1 Mpx
+        k = max(1, math.ceil(math.sqrt(h * w / 1e6)))
+        sample = np.ascontiguousarray(image[::k, ::k])
+        saturated = float(np.mean((sample <= 2) | (sample >= 253)))
+        flat = float(np.mean(L.activity_mask(L.luma(sample),
+                                             L.chip_size(*sample.shape[:2])) <= 0.51))
         reason = ("much of the image is saturated (pure black or white)" if saturated > 0.4 else
                   "much of the image is flat" if flat > 0.5 else
                   "the content hides or imitates the mark's lattice")
@@ -170,9 +204,15 @@ class LatticeWatermark(WatermarkMethod):
             f"{'; '.join(failed)}); it is not marked")
 
     def _detect(self, image: npt.NDArray[np.uint8], key: WatermarkKey, alpha: float) -> Detection:
-        layout, sync_ref = _layout(key, self.n_coded)
         y, scale = L.working_luma(image)
-        priors = [L.prior_basis(image.shape[0], image.shape[1], scale)] if self.size_prior else []
+        return self._detect_luma(y, scale, image.shape[:2], key, alpha)
+
+    def _detect_luma(self, y: npt.NDArray[np.float32], scale: float, shape: tuple[int, ...],
+                     key: WatermarkKey, alpha: float) -> Detection:
+        """Detection on the working luma ``y`` of an image of ``shape`` (H, W) read at
+        ``scale`` working pixels per pixel (:func:`~tracemark.watermark.lattice.working_luma`)."""
+        layout, sync_ref = _layout(key, self.n_coded)
+        priors = [L.prior_basis(shape[0], shape[1], scale)] if self.size_prior else []
         r_plain = L.residual(y)
         # content that repeats (dot screens, fabric, tiles) can capture the synchronisation:
         # then the residual without it is tried too
