@@ -225,3 +225,32 @@ def test_service_verify_of_a_png_missing_its_last_byte(work: Path, art: np.ndarr
                           files={"image": ("cut.png", io.BytesIO(data), "image/png")})
     assert res.status_code == 200, res.text
     assert res.json()["state"] == "not_found"
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, whole chunk bytes) of a PNG, in order."""
+    import struct
+
+    out, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        out.append((kind, data[pos:pos + 12 + length]))
+        pos += 12 + length
+    return out
+
+
+def test_a_manifest_on_an_image_too_small_to_search_stays_invalid(
+    truncated_input_signed: tuple, store: CredentialStore, ca: tuple
+) -> None:
+    """The manifest's verdict stands when the recovery routes cannot run on the pixels."""
+    _, signed = truncated_input_signed
+    manifest = [c for kind, c in _png_chunks(signed) if kind == b"caBX"]
+    assert manifest, "the signed PNG carries its manifest in a caBX chunk"
+    tiny = encode_image(np.full((3, 3, 3), 128, np.uint8), "PNG")
+    chunks = _png_chunks(tiny)
+    data = tiny[:8] + chunks[0][1] + manifest[0] + b"".join(c for _, c in chunks[1:])
+    assert pillow_decodes(data) and mf.has_manifest_marker(data, "image/png")
+    res = verify_image(data, store, VerifyOptions(trust_pem=ca[1]))
+    assert res.state == "invalid", res.to_dict(with_manifest=False)
+    assert res.evidence["recovery_error"]["type"] == "ImageTooSmallError"

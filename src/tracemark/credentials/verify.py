@@ -280,7 +280,14 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         except ImageError as exc:  # an invalid manifest on an undecodable file: stays invalid
             result.evidence["recovery_error"] = exc.to_dict()
             return result
-    recovered = _recover(store, data, media_type, rgb, opts, result.evidence)
+    try:
+        recovered = _recover(store, data, media_type, rgb, opts, result.evidence)
+    except ImageError as exc:
+        if result.state != "invalid":  # nothing else to report: e.g. too small to search
+            raise
+        # the manifest's verdict stands; the recovery routes could not run on these pixels
+        result.evidence["recovery_error"] = exc.to_dict()
+        return result
     if result.state == "invalid":
         result.recovered = recovered
     elif recovered is not None:
