@@ -264,6 +264,35 @@ def test_the_service_refuses_to_start_with_an_unfit_certificate(
         create_app(ServiceSettings(data_dir=tmp_path / "data", cert=chain, key=key_path))
 
 
+def test_the_service_answers_503_when_its_certificate_expires_while_it_runs(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The signing certificate is the server's, not the client's: a sign after it expired
+    is 503 with the rule named, and nothing is reserved."""
+    import time
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tracemark.service.app import ServiceSettings, create_app
+
+    ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)
+    cert, key = pki.leaf(days=(-1, (ends - NOW).total_seconds() / 86400))
+    chain, key_path = pki.write(tmp_path, "short", cert, key)
+    app = create_app(ServiceSettings(data_dir=tmp_path / "data", cert=chain, key=key_path))
+    token = app.state.tm.keys.create(scope="write", collections=["*"], name="admin")[0]
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/v1/collections", json={"name": "c"}, headers=headers).status_code == 201
+        time.sleep(max(0.0, (ends - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+        image = encode_image(np.full((64, 64, 3), 120, np.uint8), "PNG")
+        res = client.post("/v1/collections/c/sign", headers=headers,
+                          files={"image": ("in.png", io.BytesIO(image), "image/png")})
+    assert res.status_code == 503, res.text
+    assert res.json()["error"]["type"] == "CertificateError"
+    assert "expired on" in res.json()["error"]["message"]
+
+
 # --- watermark passphrases ----------------------------------------------------------------
 
 

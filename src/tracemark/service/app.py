@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracemark._db import schema_name
 from tracemark.errors import (
+    CertificateError,
     ClosedError,
     ConfigError,
     ImageError,
@@ -167,6 +168,8 @@ def _status_for(exc: TracemarkError) -> int:
         return 404
     if isinstance(exc, IndexLockedError | ClosedError):
         return 409
+    if isinstance(exc, CertificateError):
+        return 503  # the server's signing certificate (e.g. expired since start): not the client's
     if isinstance(exc, ConfigError | PayloadError | WatermarkEmbedError):
         return 422  # WatermarkEmbedError: this image cannot carry a mark that reads back
     return 400
