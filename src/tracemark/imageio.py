@@ -372,6 +372,12 @@ def encode_image(
     writer = _writer(format)
     options = _save_options(writer, quality, metadata, exif, icc_profile)
     pil = to_pil(image)
+    return _encode_pil(pil, writer, options)
+
+
+def _encode_pil(pil: Image.Image, writer: _Writer, options: dict[str, Any]) -> bytes:
+    """``pil`` encoded by ``writer`` with ``options``; an encoder failure (or running out of
+    memory) is :class:`~tracemark.errors.UnsupportedImageError`."""
     out = io.BytesIO()
     try:
         pil.save(out, format=writer.pil_format, **options)
@@ -1466,14 +1472,7 @@ def encode_image_with_alpha(
     if writer.pil_format == "WEBP":
         options["alpha_quality"] = 100
     pil = _rgba_pil(colour, alpha)
-    out = io.BytesIO()
-    try:
-        pil.save(out, format=writer.pil_format, **options)
-    except (*_DECODE_ERRORS, MemoryError) as exc:
-        raise UnsupportedImageError(
-            f"could not encode as {writer.pil_format}: {exc}", source="<array>"
-        ) from exc
-    return out.getvalue()
+    return _encode_pil(pil, writer, options)
 
 
 def save_image_with_alpha(
