@@ -321,3 +321,32 @@ def test_cli_refuses_a_short_passphrase(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "at least 12" in res.stderr and "12345" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_chain_whose_signer_is_not_signed_by_the_next_certificate_is_refused(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """A leaf that names the CA as issuer but signs itself (or a chain out of order) is
+    refused before any work, naming the certificate (RFC 5280 section 6.1)."""
+    good, key = pki.leaf()
+    forged = (
+        x509.CertificateBuilder().subject_name(good.subject).issuer_name(pki.ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(good.not_valid_before_utc).not_valid_after(good.not_valid_after_utc)
+    )
+    for ext in good.extensions:
+        forged = forged.add_extension(ext.value, critical=ext.critical)
+    forged = forged.sign(key, hashes.SHA256())  # signed by its own key, not the CA's
+    with pytest.raises(CertificateError, match="is not signed by the next certificate"):
+        check_certificate_profile([forged, pki.ca])
+    with pytest.raises(CertificateError, match="names issuer"):
+        check_certificate_profile([good, good])  # not followed by its issuer
+    check_certificate_profile([good, pki.ca])
+    chain, key_path = pki.write(tmp_path, "forged", forged, key)
+    src = tmp_path / "in.png"
+    src.write_bytes(encode_image(np.full((64, 64, 3), 120, np.uint8), "PNG"))
+    res = _cli("sign", src, "--out", tmp_path / "out", "--cert", chain, "--key", key_path,
+               "--store", tmp_path / "store")
+    assert res.returncode == 2, res.stderr
+    assert "is not signed by the next certificate" in res.stderr
+    assert not (tmp_path / "store").exists()

@@ -344,7 +344,9 @@ def check_certificate_profile(
     one of :data:`SIGNER_EKUS` and neither timeStamping nor OCSPSigning (those are for time
     stamp and OCSP responders); an authority key identifier; a public key of an allowed
     kind (P-256/384/521, Ed25519, RSA >= 2048 bits with an odd exponent >= 3); and not a lone
-    self-signed certificate.
+    self-signed certificate. Each certificate but the last must be issued and signed by the
+    next one (RFC 5280 section 6.1), checked with
+    ``cryptography.x509.Certificate.verify_directly_issued_by``.
     """
     from cryptography import x509
 
@@ -373,6 +375,9 @@ def check_certificate_profile(
             name = getattr(cert.signature_algorithm_oid, "_name", alg)
             broken("signature algorithm", f"{name} ({alg}); C2PA allows "
                    f"{', '.join(sorted(set(_SIGNATURE_ALGORITHMS.values())))}")
+        if position + 1 < total:
+            _check_issued_by(cert, chain[position + 1], where, _where(chain[position + 1],
+                                                                      position + 1, total), source)
         if position > 0:
             continue
         basic = _ext(cert, x509.BasicConstraints)
@@ -416,6 +421,28 @@ def check_certificate_profile(
         if _ext(cert, x509.AuthorityKeyIdentifier) is None:
             broken("authority key identifier", "missing; c2pa refuses a signer without one")
         _check_key(cert, broken)
+
+
+def _check_issued_by(cert: Any, issuer: Any, where: str, issuer_where: str,
+                     source: str | None) -> None:
+    """Each certificate of a chain must be issued, and signed, by the next one (RFC 5280
+    section 6.1: name chaining and signature); a chain out of order, or a certificate that
+    names a CA it was not signed by, is refused here rather than reported ``untrusted``
+    after the work."""
+    if cert.issuer != issuer.subject:
+        raise CertificateError(
+            f"{where} names issuer {cert.issuer.rfc4514_string()!r}, but the next "
+            f"certificate in the chain is {issuer_where}: give the chain leaf first, each "
+            "certificate followed by its issuer (RFC 5280 section 6.1)", source=source)
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        why = str(exc) or "the signature does not verify"
+        raise CertificateError(
+            f"{where} is not signed by the next certificate in the chain ({issuer_where}): "
+            f"{why} (RFC 5280 section 6.1)", source=source) from None
 
 
 def load_signing_credentials(
