@@ -44,7 +44,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for rel in IMAGES:
         shutil.copy(CORPUS / rel, root / "in" / Path(rel).name)
     (root / "key").write_bytes(KEY)
-    (root / "other.key").write_bytes(bytes(32))
+    (root / "other.key").write_bytes(bytes(range(200, 232)))  # another random-looking key
     return root
 
 

@@ -310,7 +310,25 @@ def test_a_short_passphrase_is_accepted_only_on_purpose() -> None:
     key = as_key("hunter2", allow_short=True)
     assert key == read_key(passphrase_env="P", environ={"P": "hunter2"},
                            allow_short_passphrase=True)
-    assert as_key("x" * MIN_PASSPHRASE_CHARS).material != key.material
+    assert as_key("correct horse battery staple").material != key.material
+
+
+@pytest.mark.parametrize("passphrase", [" " * 12, "a" * 24, "abababababab", "abcabcabcabc"])
+def test_uniform_passphrases_are_refused(passphrase: str) -> None:
+    with pytest.raises(WatermarkKeyError, match="different characters") as err:
+        as_key(passphrase)
+    assert passphrase.strip() == "" or passphrase not in str(err.value)
+    assert as_key(passphrase, allow_short=True).material  # on purpose only
+
+
+@pytest.mark.parametrize("material", [bytes(16), b"\xff" * 32, b"ab" * 16, bytes(range(7)) * 3])
+def test_placeholder_keys_are_refused(material: bytes) -> None:
+    with pytest.raises(WatermarkKeyError, match="distinct byte values"):
+        as_key(material)
+    with pytest.raises(WatermarkKeyError, match="distinct byte values"):
+        read_key(key_env="K", environ={"K": material.hex()})
+    assert as_key(material, allow_short=True).material == material
+    assert as_key(bytes(range(16))).material == bytes(range(16))
 
 
 def test_cli_refuses_a_short_passphrase(tmp_path: Path) -> None:

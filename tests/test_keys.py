@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tracemark.errors import ConfigError, WatermarkKeyError
 from tracemark.watermark.keys import (
     KEY_SALT,
+    MIN_DISTINCT_KEY_BYTES,
     WatermarkKey,
     _hkdf_expand,
     _hkdf_extract,
@@ -34,7 +35,7 @@ GOLDEN_PASSPHRASE_MATERIAL = "733c054ea543a31344c3debadc060874bc3410fa5c6ee29a7a
 GOLDEN_PASSPHRASE_FINGERPRINT = "17219574"
 GOLDEN_KEY_FINGERPRINT = "ab307f03"
 
-keys = st.binary(min_size=16, max_size=48)
+keys = st.binary(min_size=16, max_size=48).filter(lambda b: len(set(b)) >= MIN_DISTINCT_KEY_BYTES)
 
 
 # --- HKDF against RFC 5869 -------------------------------------------------------------

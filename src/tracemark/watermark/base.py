@@ -178,10 +178,10 @@ class WatermarkMethod(ABC):
 
     def _check_key(self, key: Any) -> Any:
         if not self.keyed:
-            if key is not None:
-                from tracemark.watermark.keys import as_key
-
-                as_key(key)  # a malformed key is still an error, even if unused
+            if key is not None:  # as the CLI: a key given to a keyless method protects nothing
+                raise WatermarkKeyError(
+                    f"{self.name} is keyless: anyone can read its mark; do not give a key "
+                    "(a keyed method, e.g. 'lattice', uses one)")
             return None
         if key is None:
             raise WatermarkKeyError(f"{self.name} needs a key (bytes of >= 16, or a passphrase)")

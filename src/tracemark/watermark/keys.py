@@ -42,6 +42,8 @@ __all__ = [
     "KeyLike",
     "MIN_KEY_BYTES",
     "MIN_PASSPHRASE_CHARS",
+    "MIN_DISTINCT_KEY_BYTES",
+    "MIN_DISTINCT_PASSPHRASE_CHARS",
     "KEY_SALT",
     "WatermarkKey",
     "as_key",
@@ -60,6 +62,15 @@ the floor of common password guidance for passphrases an attacker may guess offl
 OWASP's Password Storage and Authentication cheat sheets recommend at least 12 for
 passwords without a second factor); below it :func:`as_key` refuses unless
 ``allow_short=True``."""
+
+MIN_DISTINCT_KEY_BYTES = 8
+"""Fewest distinct byte values accepted in raw key material: a random 16-byte key has 8 or
+fewer with probability below 1e-5, while placeholders (all zeros, one repeated byte, a short
+pattern) have one to a few. Below it :func:`as_key` refuses unless ``allow_short=True``."""
+
+MIN_DISTINCT_PASSPHRASE_CHARS = 6
+"""Fewest distinct characters accepted in a passphrase (twelve spaces, ``"aaaaaaaaaaaa"``
+or ``"abababababab"`` are refused unless ``allow_short=True``)."""
 
 KEY_SALT = b"tracemark-watermark-v1"
 """Salt of the passphrase stretching (scrypt) and of the HKDF extract step."""
@@ -121,15 +132,25 @@ def _stretch(passphrase: str) -> bytes:
 def as_key(key: KeyLike, *, allow_short: bool = False) -> WatermarkKey:
     """Normalise ``key`` to a :class:`WatermarkKey`.
 
-    ``bytes``/``bytearray`` are used as they are (at least 16 bytes); a ``str`` is a
-    passphrase of at least :data:`MIN_PASSPHRASE_CHARS` characters (any non-empty one with
-    ``allow_short``), stretched with scrypt (see the module docstring). Anything else, or a
-    passphrase too short, raises :class:`WatermarkKeyError` (the message never repeats it).
+    ``bytes``/``bytearray`` are used as they are (at least 16 bytes, with at least
+    :data:`MIN_DISTINCT_KEY_BYTES` distinct values); a ``str`` is a passphrase of at least
+    :data:`MIN_PASSPHRASE_CHARS` characters, :data:`MIN_DISTINCT_PASSPHRASE_CHARS` of them
+    different (any non-empty one with ``allow_short``), stretched with scrypt (see the
+    module docstring). Anything else, or a key or passphrase too short or too uniform,
+    raises :class:`WatermarkKeyError` (the message never repeats it).
     """
     if isinstance(key, WatermarkKey):
         return key
     if isinstance(key, bytes | bytearray):
-        return WatermarkKey(bytes(key))
+        out = WatermarkKey(bytes(key))
+        distinct = len(set(out.material))
+        if distinct < MIN_DISTINCT_KEY_BYTES and not allow_short:
+            raise WatermarkKeyError(
+                f"the watermark key has only {distinct} distinct byte values: it looks like a "
+                f"placeholder, not random bytes (a random key of >= {MIN_KEY_BYTES} bytes has "
+                f"many more; as_key(..., allow_short=True) accepts it on purpose)"
+            )
+        return out
     if isinstance(key, str):
         if not key:
             raise WatermarkKeyError("a watermark passphrase must not be empty")
@@ -138,6 +159,12 @@ def as_key(key: KeyLike, *, allow_short: bool = False) -> WatermarkKey:
                 f"a watermark passphrase needs at least {MIN_PASSPHRASE_CHARS} characters; got "
                 f"{len(key)} (use a longer passphrase or a key file of >= {MIN_KEY_BYTES} random "
                 "bytes; as_key(..., allow_short=True) accepts a short one on purpose)"
+            )
+        if len(set(key)) < MIN_DISTINCT_PASSPHRASE_CHARS and not allow_short:
+            raise WatermarkKeyError(
+                f"a watermark passphrase needs at least {MIN_DISTINCT_PASSPHRASE_CHARS} "
+                f"different characters; this one has {len(set(key))} (a repeated character "
+                "or pattern is guessed at once)"
             )
         return WatermarkKey(_stretch(key))
     raise WatermarkKeyError(
