@@ -138,20 +138,26 @@ def test_a_complete_jpeg_without_its_end_marker_keeps_the_original_as_parent(
     assert result.parent == "original"
 
 
-def test_a_signed_png_missing_its_last_byte_is_invalid_not_unreadable(
+def test_a_signed_png_missing_its_last_byte_is_recovered_not_invalid(
     truncated_input_signed: tuple, store: CredentialStore, ca: tuple
 ) -> None:
+    """The manifest is there but c2pa cannot walk the container: a damaged copy, not a
+    tampered one. Its credentials come back through the watermark; without the store
+    nothing is found."""
     result, data = truncated_input_signed
     cut = data[:-1]
     assert pillow_decodes(cut)
     assert "could not be parsed" in (c2pa_error(cut, "image/png") or "")
     assert mf.has_manifest_marker(cut, "image/png")
     res = verify_image(cut, store, VerifyOptions(trust_pem=ca[1]))
-    assert res.state == "invalid"
-    assert res.codes["failure"] == [UNREADABLE_CODE]
-    # what the watermark names is still reported beside it
-    assert res.recovered is not None and res.recovered["manifest_id"] == result.manifest_id
-    assert res.recovered["route"] == "watermark"
+    assert res.state == "recovered", res.to_dict(with_manifest=False)
+    assert res.manifest_id == result.manifest_id and res.route == "watermark"
+    assert res.evidence["container"] == {"readable_by_c2pa": False, "manifest_present": True,
+                                         "error": res.evidence["container"]["error"],
+                                         "code": UNREADABLE_CODE}
+    alone = verify_image(cut, None, VerifyOptions(trust_pem=ca[1]))
+    assert alone.state == "not_found"
+    assert alone.evidence["container"]["code"] == UNREADABLE_CODE
 
 
 def test_a_broken_manifest_is_invalid_like_c2pa_says(

@@ -50,8 +50,9 @@ HARD_BINDING_CODES = frozenset({
 })
 """c2pa failure codes that only say the file's bytes are not the signed ones."""
 UNREADABLE_CODE = "tracemark.container.unreadable"
-"""Failure code of a file that holds a C2PA manifest in a container c2pa cannot parse (e.g.
-a signed PNG missing its last bytes): the manifest is there but cannot be validated."""
+"""``evidence.container.code`` of a file that holds a C2PA manifest in a container c2pa
+cannot parse (e.g. a signed PNG missing its last bytes): the manifest is there but cannot be
+validated, so the file is verified like one without a manifest (recovered, else not_found)."""
 
 
 @dataclass(frozen=True)
@@ -251,14 +252,18 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
     result = VerifyResult(source=name, state="not_found")
     rgb = None
     if reading.state == "unreadable":
-        # c2pa cannot walk the container (e.g. a PNG missing its last bytes), so it says
-        # nothing of a manifest. The file must be an image (a typed error otherwise); a
-        # manifest found in it cannot be validated (invalid), else there is none (absent).
+        # c2pa cannot walk the container (e.g. a PNG missing its last bytes), so it can
+        # validate nothing: not a tampered manifest (invalid) but a damaged file. The file
+        # must be an image (a typed error otherwise) and goes on like a file without a
+        # manifest (watermark, fingerprint, else not_found); the evidence says a manifest
+        # is there but unreadable (UNREADABLE_CODE).
         rgb = load_image(data, max_pixels=opts.max_pixels, name=name, formats=opts.formats)
-        result.evidence["container"] = {"readable_by_c2pa": False, "error": reading.error}
-        reading = (mf.ManifestReading("invalid", codes={"failure": [UNREADABLE_CODE]},
-                                      error=reading.error)
-                   if mf.has_manifest_marker(data, media_type) else mf.ManifestReading("absent"))
+        present = mf.has_manifest_marker(data, media_type)
+        result.evidence["container"] = {"readable_by_c2pa": False, "manifest_present": present,
+                                        "error": reading.error}
+        if present:
+            result.evidence["container"]["code"] = UNREADABLE_CODE
+        reading = mf.ManifestReading("absent")
     if rgb is None and (reading.state == "absent"
                         or (reading.error is not None and reading.manifest is None
                             and not mf.has_manifest_marker(data, media_type))):
