@@ -155,8 +155,8 @@ def test_detect_follows_the_library_area_rule(small_photo: np.ndarray) -> None:
 
     wm = get_method("dwtDct")
     below = wm.detect(np.ascontiguousarray(small_photo[:200, :300]))  # 60,000 px < 256**2
-    assert not below.present and below.payload is None and below.bits is None
-    assert "too small" in below.details["reason"]
+    assert below.present is None and below.payload is None and below.bits is None
+    assert "too small" in below.details["reason"] and below.details["presence"] == "unknown"
     wide = np.ascontiguousarray(np.concatenate([small_photo, small_photo], axis=1)[:200])
     read = wm.detect(wide)  # 200 x 512 = 102,400 px: the library decodes it
     assert read.present is None and read.bits is not None
@@ -262,10 +262,10 @@ def test_cli_detect_with_a_peer_says_presence_unknown(name: str, tmp_path) -> No
         in res.stderr
     assert "mark found" not in res.stderr
 
-    # an image too small to read is "not found", and the batch still says "unknown"
+    # an image too small to read is unknown too (nothing read), and so is the batch
     save_image(images["noise"][:100, :100], folder / "tiny.png")
     res = CliRunner().invoke(watermark_group, ["detect", "--method", name, str(folder)])
     assert res.exit_code == EXIT_UNKNOWN, res.output
     tiny = [r for r in map(json.loads, res.stdout.splitlines())
             if r["source"].endswith("tiny.png")]
-    assert tiny[0]["present"] is False and tiny[0]["payload"] is None
+    assert tiny[0]["present"] is None and tiny[0]["payload"] is None

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tracemark.copydetect.index import Match
+from tracemark.errors import ImageTooSmallError
 from tracemark.imageio import load_image
 from tracemark.watermark.base import DEFAULT_ALPHA, Detection
 
@@ -87,7 +88,13 @@ def detect_assisted(
         return replace(blind, p_value=p_blind,
                        present=p_blind is None or p_blind < alpha,
                        details={**blind.details, "route": "blind"})
-    candidates = [m for m in search(rgb) if m.decision and m.transform is not None]
+    try:
+        matches = search(rgb)
+    except ImageTooSmallError as exc:  # too small to search: the blind answer stands
+        return replace(blind, p_value=p_blind, present=False,
+                       details={**blind.details, "route": "blind",
+                                "registry": f"not searched: {exc.message}"})
+    candidates = [m for m in matches if m.decision and m.transform is not None]
     candidates = candidates[:max_alignments]
     best: tuple[Detection, Match] | None = None
     for m in candidates:

@@ -36,7 +36,7 @@ from tracemark.copydetect import Match
 from tracemark.copydetect.decide import DecisionRule
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.store import CredentialStore, ManifestRecord
-from tracemark.errors import ImageError, ImageSourceError, TracemarkError
+from tracemark.errors import ImageError, ImageSourceError, ImageTooSmallError, TracemarkError
 from tracemark.imageio import DEFAULT_MAX_PIXELS, ImageFormats, load_image, sniff_media_type
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES",
@@ -288,9 +288,10 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
     try:
         recovered = _recover(store, data, media_type, rgb, opts, result.evidence)
     except ImageError as exc:
-        if result.state != "invalid":  # nothing else to report: e.g. too small to search
+        if result.state != "invalid" and not isinstance(exc, ImageTooSmallError):
             raise
-        # the manifest's verdict stands; the recovery routes could not run on these pixels
+        # the recovery routes could not run on these pixels (e.g. too small to search): the
+        # manifest's verdict stands, or nothing was found; the evidence says why
         result.evidence["recovery_error"] = exc.to_dict()
         return result
     if result.state == "invalid":

@@ -19,8 +19,9 @@ What a user must know about the peers:
   library decodes bits from any image, marked or not, and exposes no confidence, so
   ``detect`` returns ``present=None`` ("unknown") whenever it could decode bits, with
   ``score=0.0``, ``p_value=None`` and ``details={"verified": False, "presence":
-  "unknown"}``. ``payload`` and ``bits`` hold the decoded bits, unverified. ``present``
-  is False only when nothing could be read (an image under the library's area rule).
+  "unknown"}``. ``payload`` and ``bits`` hold the decoded bits, unverified. An image
+  under the library's area rule gives nothing to read: ``present`` is None there too,
+  with no bits and the reason in ``details``.
   The CLI's ``watermark detect`` reports such images as "presence unknown", with
   ``"present": null`` in their JSON line and its own exit code (13), never the "found"
   code. Compare peers by bit accuracy against the payload that was embedded, the W-Bench
@@ -39,7 +40,7 @@ What a user must know about the peers:
 - The library refuses images of fewer than 256 x 256 pixels by area. ``embed`` asks for a
   short side of at least 256 (``min_size``); ``detect`` follows the library's area rule,
   so that an elongated crop of a marked image can still be read, and returns
-  ``present=False`` below it.
+  ``present=None`` (unknown, nothing read) below it.
 """
 
 from __future__ import annotations
@@ -103,14 +104,16 @@ class _InvisibleWatermark(WatermarkMethod):
     def _detect(self, image: npt.NDArray[np.uint8], key: Any, alpha: float) -> Detection:
         h, w = image.shape[:2]
         if h * w < LIBRARY_MIN_AREA:
-            return Detection(
-                False,
+            return Detection(  # nothing read, and these methods never tell absence either
+                None,
                 None,
                 0.0,
                 None,
                 method=self.name,
                 details={
-                    "reason": f"image too small (invisible-watermark needs {LIBRARY_MIN_AREA} pixels)"
+                    "verified": False,
+                    "presence": "unknown",
+                    "reason": f"image too small (invisible-watermark needs {LIBRARY_MIN_AREA} pixels)",
                 },
             )
         iw = self._library()
