@@ -222,7 +222,7 @@ def main() -> None:
             "(about 150 MiB for the commands). The documented bound (docs/watermark.md, "
             "*Large images*) is 1.5 GiB at the default 100 Mpx limit for PNG, JPEG, TIFF, BMP "
             "and GIF; it does **not** hold for WebP input or output nor for `tracemark attack` "
-            "(about 1.8-1.9 GB measured at 81-100 Mpx; see docs/watermark.md for the "
+            "(1.8-2.3 GiB measured at 81-100 Mpx; see docs/watermark.md for the "
             "per-format numbers).\n\n" + table + "\n"
         )
         update_section(ROOT / "docs" / "benchmarks.md", "bombs", body)
