@@ -228,3 +228,50 @@ def test_service_embed_and_sign_keep_alpha(tmp_path: Path, signing) -> None:  # 
         res = client.post("/v1/collections/w/sign", files=files, data={"format": "png"}, headers=h)
         assert res.status_code == 200 and res.headers["X-Alpha"] == "kept", res.text
         assert np.array_equal(alpha_of(res.content), alpha)
+
+
+# --- tracemark attack -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "jpg"])
+def test_attack_keeps_alpha_for_colour_attacks_and_says_flattened_otherwise(
+    tmp_path: Path, fmt: str
+) -> None:
+    """Photometric and degradation attacks keep the alpha plane byte for byte (PNG, WebP);
+    a geometric attack or a JPEG output writes the image over white and says so."""
+    from tracemark import attacks
+
+    colour, alpha = rgba_image(128)
+    src = rgba_file(tmp_path / "in.png", colour, alpha)
+    opaque = tmp_path / "opaque.png"
+    Image.fromarray(colour).save(opaque)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"name": "s", "entries": [
+        {"attack": "brightness", "params": {"factor": 0.7}},
+        {"attack": "gaussian_noise", "params": {"std": 0.05}},
+        {"attack": "rotate", "params": {"angle": 10}},
+    ]}))
+    res = CliRunner().invoke(main, ["attack", "--suite", str(suite), "--out",
+                                    str(tmp_path / "out"), "--format", fmt, str(src), str(opaque)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(r) for r in res.stdout.splitlines()]
+    assert len(rows) == 6 and all("alpha" in r for r in rows)
+    for row in rows:
+        if Path(row["source"]).name == "opaque.png":
+            assert row["alpha"] is None
+            continue
+        kept = fmt != "jpg" and row["attack"] != "rotate"
+        assert row["alpha"] == ("kept" if kept else "flattened"), row
+        out = Path(row["output"])
+        if not kept:
+            with Image.open(out) as im:
+                assert im.mode == "RGB"
+            continue
+        np.testing.assert_array_equal(alpha_of(out), alpha)
+        got_colour, got_alpha = load_image_with_alpha(out)
+        expected = attacks.apply_attack(colour, row["attack"], **row["params"])
+        diff = np.abs(got_colour.astype(int) - expected.astype(int))[alpha > 0]
+        if fmt == "png":  # the replay is exact
+            assert diff.max() == 0
+        else:  # WebP's colour is lossy (noise costs it most)
+            assert diff.mean() < 16

@@ -125,6 +125,45 @@ def test_jpeg_without_end_marker_or_with_trailer_loads_identically(
         np.testing.assert_array_equal(load_image(variant), intact)
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_whose_end_marker_is_replaced_by_an_appended_jpeg_loads_identically(
+    progressive: bool, truncated_flag: bool
+) -> None:
+    """``full[:-2] + thumbnail``: a thumbnail-style trailer starting with a second SOI, also
+    after a marker segment, and a marker segment that runs past the end. OpenCV decodes
+    the baseline forms identically to the intact file; they load pixel-identically here."""
+    import cv2
+
+    data = pil_bytes(noise(), "JPEG", progressive=progressive)
+    thumb = pil_bytes(noise(16, 16, seed=3), "JPEG")
+    intact = load_image(data)
+    body = data[:-2]
+    app1 = b"\xff\xe1\x00\x10" + b"vendor-trailer"
+    variants = (body + thumb, body + app1 + thumb, body + b"\xff\xfe\x00\x08ok" + thumb + thumb,
+                body + b"\xff\xe1\x40\x00" + b"cut short", body + thumb[:40])
+    for variant in variants:
+        np.testing.assert_array_equal(load_image(variant), intact)
+    if not progressive:
+        for variant in variants[:2]:
+            decoded = cv2.imdecode(np.frombuffer(variant, np.uint8), cv2.IMREAD_COLOR)
+            np.testing.assert_array_equal(decoded[:, :, ::-1], intact)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("cut", [3, 200, "half"])
+def test_jpeg_missing_scan_data_then_an_appended_jpeg_is_corrupt(
+    progressive: bool, cut: object, truncated_flag: bool
+) -> None:
+    """A scan cut short and then followed by a thumbnail JPEG: the thumbnail's SOI ends the
+    scan, which is then missing its last blocks."""
+    data = pil_bytes(noise(), "JPEG", progressive=progressive)
+    thumb = pil_bytes(noise(16, 16, seed=3), "JPEG")
+    body = data[:-2]
+    n = len(body) // 2 if cut == "half" else int(cut)  # type: ignore[call-overload]
+    with pytest.raises(CorruptImageError):
+        load_image(body[:-n] + thumb)
+
+
 def test_png_without_iend_or_last_byte_loads_identically(truncated_flag: bool) -> None:
     data = pil_bytes(smooth(), "PNG")
     assert data.endswith(png_chunk(b"IEND", b""))

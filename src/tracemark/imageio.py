@@ -57,7 +57,8 @@ same way; tracemark never changes Pillow's global settings (``MAX_IMAGE_PIXELS``
 ``LOAD_TRUNCATED_IMAGES = True`` (see :func:`_strict_load`): a JPEG whose scan data runs
 out is refused before the full decode (libjpeg-turbo's own "premature end of data
 segment", through simplejpeg at 1/8 scale), while a JPEG whose scan data is complete but
-whose end-of-image marker is missing or replaced by a trailer loads, as does a PNG whose
+whose end-of-image marker is missing or replaced by a trailer (bytes, a marker segment, an
+appended thumbnail JPEG) loads, as does a PNG whose
 pixel data is complete but whose IEND chunk (or last byte) is missing. Limits: bytes that
 follow a cut inside a JPEG scan are taken as scan data (by any decoder); under the flag,
 errors of decoders that read the file themselves (JPEG 2000) are dropped by Pillow.
@@ -81,6 +82,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import stat
 import struct
 import tempfile
@@ -498,19 +500,30 @@ def _strict_load(
       themselves); trailing chunks read after the pixels (``load_end``) do not count;
     * JPEG: the end-of-image marker is optional (some cameras and encoders write a trailer
       in its place, or none), so at the end of the data the decoder is given one, as
-      Pillow does under its flag. Whether the scan data itself was complete is decided
-      before the full decode by :func:`_check_jpeg_scan`.
+      Pillow does under its flag. Where the JPEG stream ends before the data does (a
+      trailer that is not a marker segment, such as an appended thumbnail JPEG, or a marker
+      segment running past the end; :func:`_jpeg_stream_end`), the decoder is given the
+      stream only, then the end-of-image marker. Whether the scan data itself was complete
+      is decided before the full decode by :func:`_check_jpeg_scan`.
     """
     if im.format == "HEIF":
         return _load_heif(reader)
     jpeg = im.format in ("JPEG", "MPO")
-    if jpeg:
-        _check_jpeg_scan(reader, label)
+    stream_end = _check_jpeg_scan(reader, label) if jpeg else None
     own_read = getattr(type(im), "load_read", None)
     eoi_sent = False
 
     def load_read(size: int) -> bytes:
         nonlocal eoi_sent
+        if stream_end is not None and im.fp is reader:
+            # Stop at the end of the JPEG stream: what follows (an appended thumbnail JPEG,
+            # a marker segment cut short) is a trailer, not data for this image.
+            size = max(0, min(size, stream_end - reader.tell()))
+            if not size:
+                if eoi_sent:
+                    raise _Truncated
+                eoi_sent = True
+                return _JPEG_EOI
         try:  # im.fp at call time: some plugins (WebP) decode from a buffer of their own
             data: bytes = own_read(im, size) if own_read else im.fp.read(size)  # type: ignore[union-attr]
         except (IndexError, struct.error, _Truncated) as exc:
@@ -572,8 +585,64 @@ def _load_heif(reader: _WatchedBytes | _WatchedFile) -> Image.Image:
     return Image.frombytes(heif.mode, heif.size, data, "raw", heif.mode, heif.stride)
 
 
-def _check_jpeg_scan(reader: _WatchedBytes | _WatchedFile, label: str) -> None:
-    """Refuse a JPEG whose entropy-coded data ends before its last MCU.
+# A marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart
+# marker RST0-7 (0xD0-0xD7) nor a fill byte 0xFF (ITU-T T.81 B.1.1.2, B.1.1.5).
+_JPEG_MARKER_IN_SCAN: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Markers without a length field (T.81 table B.1): TEM, RST0-7, SOI, EOI.
+_JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8), 0xD8, 0xD9})
+# Marker segments that may follow a scan of the same image (T.81 B.2.4, B.5, B.6):
+# DHT, DAC, SOS, DQT, DNL, DRI, APPn, COM.
+_JPEG_BETWEEN_SCANS: Final = frozenset({0xC4, 0xCC, 0xDA, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0),
+                                        0xFE})
+
+
+def _jpeg_stream_end(data: bytes) -> int | None:
+    """The offset just past the JPEG stream at the start of ``data``.
+
+    Walks the marker segments (ITU-T T.81 annex B) and skips each scan's entropy-coded data.
+    After the first scan the stream ends at its end-of-image marker (included), or before
+    anything that cannot continue this image: bytes that are not a marker, a second SOI
+    (an appended JPEG, the common thumbnail trailer), a frame header, or a marker segment
+    whose length runs past the end of the data. ``len(data)`` when the data ends inside the
+    stream (no end marker: the decoder is then given one). ``None`` when no scan is found
+    (the file is left to the decoder as it is).
+    """
+    n = len(data)
+    pos = 2  # after SOI
+    scanned = False
+    while pos < n:
+        if data[pos] != 0xFF:
+            return pos if scanned else None
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos + 1 >= n:
+            return n if scanned else None
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return pos + 2 if scanned else None
+        if scanned and marker not in _JPEG_BETWEEN_SCANS:
+            return pos
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return pos if scanned else None
+        seg_end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if seg_end > n:
+            return pos if scanned else None
+        pos = seg_end
+        if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+            scanned = True
+            found = _JPEG_MARKER_IN_SCAN.search(data, pos)
+            if found is None:
+                return n
+            pos = found.start()
+    return n if scanned else None
+
+
+def _check_jpeg_scan(reader: _WatchedBytes | _WatchedFile, label: str) -> int | None:
+    """Refuse a JPEG whose entropy-coded data ends before its last MCU; return where its
+    stream ends (:func:`_jpeg_stream_end`, ``None``: unknown).
 
     libjpeg fills the missing MCUs of such a file with grey and only warns (a 2 KB file
     whose header says 9000x9000 decodes "fine"); Pillow drops that warning. The file is
@@ -588,6 +657,9 @@ def _check_jpeg_scan(reader: _WatchedBytes | _WatchedFile, label: str) -> None:
     import simplejpeg
 
     data = _whole(reader)
+    end = _jpeg_stream_end(data)
+    if end is not None and end < len(data):
+        data = data[:end]
     if not data.endswith(_JPEG_EOI):
         data += _JPEG_EOI
     try:
@@ -598,6 +670,7 @@ def _check_jpeg_scan(reader: _WatchedBytes | _WatchedFile, label: str) -> None:
                 "image data is truncated (the JPEG scan data ends before its last block)",
                 source=label,
             ) from None
+    return end
 
 
 # --- sources ------------------------------------------------------------------

@@ -57,10 +57,22 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
     Writes OUT/<input>/<entry-label>.<format> and OUT/manifest.jsonl, and prints the same
     lines on stdout, one per (input, entry): source, output, attack, concrete parameters
     and the seed (enough to replay each image exactly with
-    ``tracemark.attacks.apply_attack``), size, error.
+    ``tracemark.attacks.apply_attack``), size, alpha, error. An input with transparency
+    keeps its alpha channel unchanged in a PNG, WebP or TIFF output for photometric and
+    degradation attacks (alpha: "kept"; the attack is applied to the stored colour
+    planes); geometric, overlay and composite attacks, and JPEG or BMP outputs, are
+    applied to the image over white and written without alpha (alpha: "flattened"); alpha
+    is null for an opaque input. Metrics compare the images over white.
     """
     from tracemark import attacks
-    from tracemark.imageio import load_image, save_image
+    from tracemark.imageio import (
+        colour_under_alpha,
+        composite,
+        has_alpha_channel,
+        load_image_with_alpha,
+        save_image,
+        save_image_with_alpha,
+    )
 
     try:
         suite = attacks.get_suite(suite_name)
@@ -98,7 +110,9 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
 
         for path, target in dirs:
             try:
-                image = load_image(path, max_pixels=max_pixels, formats=formats)
+                colour, alpha = load_image_with_alpha(path, max_pixels=max_pixels,
+                                                      formats=formats)
+                image = composite(colour, alpha)  # what a viewer sees, over white
             except TracemarkError as exc:
                 tally.failed += 1
                 emit({"source": str(path), "suite": suite.name, "error": error_dict(exc, path)})
@@ -114,11 +128,22 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
                 try:
                     rec = suite.draw(entry, rec_seed, ctx)
                     row.update(rec.to_dict())
-                    attacked = attacks.apply_attack(image, rec.attack, **rec.params)
                     dest = target / f"{entry.label}{suffix(path)}"
                     lossy = is_lossy(dest.suffix)
-                    save_image(attacked, dest,
-                               quality=(quality or DEFAULT_QUALITY) if lossy else None)
+                    q = (quality or DEFAULT_QUALITY) if lossy else None
+                    if (alpha is not None and has_alpha_channel(dest.suffix)
+                            and attacks.get_attack(rec.attack).family in _ALPHA_KEEPING):
+                        # the stored colour is attacked, the alpha plane kept: replayed
+                        # exactly by apply_attack on the colour planes
+                        attacked = attacks.apply_attack(colour, rec.attack, **rec.params)
+                        save_image_with_alpha(attacked, alpha, dest, quality=q)
+                        if metrics:
+                            attacked = composite(attacked, alpha)
+                        row["alpha"] = "kept"
+                    else:
+                        attacked = attacks.apply_attack(image, rec.attack, **rec.params)
+                        save_image(attacked, dest, quality=q)
+                        row["alpha"] = None if alpha is None else "flattened"
                     row["output"] = str(dest)
                     row["size"] = [int(attacked.shape[1]), int(attacked.shape[0])]
                     if metrics:
@@ -143,6 +168,11 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
     if n_bad_attacks and not tally.failed:
         tally.failed = 1 if tally.ok else 0
     tally.finish()
+
+
+# Attack families that change the colour of each pixel in place (shape and geometry kept):
+# the alpha plane stays valid for their output.
+_ALPHA_KEEPING = frozenset({"photometric", "degradation"})
 
 
 def _quality(original: Any, attacked: Any) -> dict[str, float | None]:
