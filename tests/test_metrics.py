@@ -674,3 +674,21 @@ def test_wilson_interval_rejects_bad_input(k: object, n: object, confidence: flo
 
     with pytest.raises(MetricError):
         wilson_interval(k, n, confidence=confidence)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_image_metrics_refuse_a_wrong_scale(metric) -> None:  # type: ignore[no-untyped-def]
+    """A uint8 image against its [0, 1] float version, or a float pair without a range,
+    is refused rather than measured on the wrong scale; unsigned dtypes have a default."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    with pytest.raises(MetricError, match="same dtype"):
+        metric(a, a / 255.0)
+    with pytest.raises(MetricError, match="same dtype"):
+        metric(a.astype(np.uint16) * 257, a)
+    with pytest.raises(MetricError, match="give data_range"):
+        metric(a / 255.0, a / 255.0 * 0.99)
+    b = np.clip(a.astype(int) + rng.integers(-3, 4, a.shape), 0, 255).astype(np.uint8)
+    wide = metric(a.astype(np.uint16) * 257, b.astype(np.uint16) * 257)
+    assert wide == pytest.approx(metric(a, b), abs=1e-3)  # 65535 is uint16's default range
+    assert metric(a / 255.0, b / 255.0, data_range=1.0) == pytest.approx(metric(a, b), abs=1e-6)

@@ -1,8 +1,11 @@
 """Image quality metrics: PSNR and SSIM between a reference image and a test image.
 
-Both functions take two arrays of the same shape, ``(H, W)`` (grey) or ``(H, W, 3)``
-(RGB), normally ``uint8``; any integer or floating dtype is accepted when ``data_range``
-describes it (``1.0`` for floats in ``[0, 1]``). Computation is in ``float64``.
+Both functions take two arrays of the same shape and the same dtype, ``(H, W)`` (grey) or
+``(H, W, 3)`` (RGB), normally ``uint8``. ``data_range`` defaults to the dtype's range for
+unsigned integers (255 for ``uint8``, 65535 for ``uint16``); floats and signed integers
+have no natural range and must give it (``1.0`` for floats in ``[0, 1]``). Two arrays of
+different dtypes (a ``uint8`` image against a ``[0, 1]`` float one) are refused rather than
+compared on a wrong scale. Computation is in ``float64``.
 
 SSIM follows Wang et al. (2004), as most watermarking papers report it: an 11x11 Gaussian
 window with sigma 1.5 (truncated at 3.5 sigma), ``K1 = 0.01``, ``K2 = 0.03``, population
@@ -91,6 +94,23 @@ def _integer_mse(reference: npt.NDArray[Any], test: npt.NDArray[Any]) -> float:
     return total / reference.size
 
 
+def _range_for(reference: Any, test: Any, data_range: float | None) -> float:
+    """``data_range`` checked, or the range of the pair's dtype (module docstring)."""
+    if isinstance(reference, np.ndarray) and isinstance(test, np.ndarray) \
+            and reference.dtype != test.dtype:
+        raise MetricError(
+            f"reference and test must have the same dtype; got {reference.dtype} and "
+            f"{test.dtype} (convert both to one scale first, e.g. uint8 in 0..255)")
+    if data_range is not None:
+        return _check_range(data_range)
+    dtype = reference.dtype if isinstance(reference, np.ndarray) else None
+    if dtype is not None and np.issubdtype(dtype, np.unsignedinteger):
+        return float(np.iinfo(dtype).max)
+    raise MetricError(
+        f"give data_range for {dtype} images (e.g. 1.0 for floats in [0, 1], 255 for "
+        "values in 0..255); only unsigned integer dtypes have a default")
+
+
 def _check_range(data_range: float) -> float:
     try:
         value = float(data_range)
@@ -102,21 +122,22 @@ def _check_range(data_range: float) -> float:
 
 
 def psnr(reference: npt.NDArray[Any], test: npt.NDArray[Any], *,
-         data_range: float = 255) -> float:
+         data_range: float | None = None) -> float:
     """Peak signal-to-noise ratio in dB: ``10 * log10(data_range**2 / MSE)``.
 
     Returns ``math.inf`` when the images are identical. The MSE is taken over all pixels
     and channels together. Symmetric in its two images. Takes decoded arrays only (load
     files with :func:`tracemark.imageio.load_image`); anything else, or arrays of
-    different shapes, raises :class:`MetricError`. Two integer arrays are compared a block
+    different shapes or dtypes, or a float pair without ``data_range``, raises
+    :class:`MetricError`. Two integer arrays are compared a block
     of rows at a time with exact int64 sums (no float64 copies of the images).
     """
     if _both_integer(reference, test):
-        peak = _check_range(data_range)
+        peak = _range_for(reference, test, data_range)
         mse = _integer_mse(reference, test)
     else:
         ref, tst = _pair(reference, test)
-        peak = _check_range(data_range)
+        peak = _range_for(reference, test, data_range)
         mse = float(np.mean((ref - tst) ** 2))
     if mse == 0.0:
         return math.inf
@@ -144,7 +165,7 @@ def _ssim_channel(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], peak: 
 
 
 def ssim(reference: npt.NDArray[Any], test: npt.NDArray[Any], *,
-         data_range: float = 255) -> float:
+         data_range: float | None = None) -> float:
     """Mean structural similarity (Wang et al. 2004; see the module docstring).
 
     Colour images: SSIM of each channel, averaged. Both sides must be at least
@@ -154,7 +175,7 @@ def ssim(reference: npt.NDArray[Any], test: npt.NDArray[Any], *,
     Symmetric in its two images; arrays only, as :func:`psnr`.
     """
     ref, tst = _pair(reference, test)
-    peak = _check_range(data_range)
+    peak = _range_for(reference, test, data_range)
     if min(ref.shape[:2]) < SSIM_WINDOW:
         raise ImageTooSmallError(
             f"ssim needs both sides >= {SSIM_WINDOW} px (its Gaussian window); got "
