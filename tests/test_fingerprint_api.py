@@ -330,3 +330,16 @@ def test_wrong_types_are_typed_errors_across_the_fingerprint_api() -> None:
             except Exception as exc:  # noqa: BLE001  (the point: nothing untyped escapes)
                 pytest.fail(f"{what}({bad!r}) raised {type(exc).__name__}: {exc}")
             pytest.fail(f"{what}({bad!r}) returned")
+
+
+def test_pdq_match_distance_of_two_single_hashes() -> None:
+    from tracemark.fingerprint import pdq_hash, pdq_match_distance
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ha, _ = pdq_hash(a)
+    hb, _ = pdq_hash(b)
+    d = pdq_match_distance(ha, hb)
+    assert isinstance(d, int) and d == int(np.count_nonzero(np.asarray(ha) != np.asarray(hb)))
+    assert pdq_match_distance(ha, ha) == 0

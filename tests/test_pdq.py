@@ -224,7 +224,6 @@ def test_bad_inputs_are_typed():
     q = np.zeros((8, 256), np.uint8)
     for bad_q, bad_r in [
         (q, np.zeros(255, np.uint8)),  # neither bits nor packed
-        (q[0], np.zeros(256, np.uint8)),  # query must be 2-D
         (np.full((8, 256), 2, np.uint8), np.zeros(256, np.uint8)),  # not bits
         (np.zeros((8, 32), np.int16), np.zeros(32, np.uint8)),  # packed must be uint8
         (q, np.zeros((2, 3, 256), np.uint8)),  # references must be 1-D or 2-D

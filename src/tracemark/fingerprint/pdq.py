@@ -304,7 +304,7 @@ def pdq_match_distance(
     """Smallest Hamming distance between any of the query's hashes and the reference.
 
     ``query_hashes8``: ``(k, 256)`` bits or ``(k, 32)`` packed (usually the 8 of
-    :func:`pdq_dihedral`); ``ref_hash``: one hash (``(256,)`` / ``(32,)``) -> an ``int``, or
+    :func:`pdq_dihedral`), or one hash (``(256,)`` / ``(32,)``); ``ref_hash``: one hash (``(256,)`` / ``(32,)``) -> an ``int``, or
     ``(n, 256)`` / ``(n, 32)`` -> an ``int64`` array of ``n`` distances. Anything else (an
     image, a hex string, other shapes or dtypes) raises
     :class:`~tracemark.errors.FingerprintError`; a hex string is read with
@@ -312,6 +312,8 @@ def pdq_match_distance(
     """
     q = _as_packed(query_hashes8, "query_hashes8")
     r = _as_packed(ref_hash, "ref_hash")
+    if q.ndim == 1:  # one query hash: the distance between two hashes
+        q = q[None, :]
     if q.ndim != 2 or r.ndim not in (1, 2):
         raise _FingerprintError(
             f"expected query (k, bits) and reference (bits,) or (n, bits); "
