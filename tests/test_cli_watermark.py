@@ -89,7 +89,8 @@ def test_embed_writes_marked_pngs_and_one_line_per_input(work: Path, marked: Pat
     assert [Path(r["source"]).name for r in rows] == ["debian_1.jpg", "debian_2.jpg"]
     wm = get_method("lattice")
     for r in rows:
-        assert set(r) == {"source", "output", "method", "payload", "psnr", "alpha", "error"}
+        assert set(r) == {"source", "output", "method", "payload", "psnr", "mark", "alpha",
+                          "error"}
         assert r["error"] is None and r["method"] == "lattice" and r["payload"] == PAYLOAD_HEX
         out = Path(r["output"])
         assert out.parent == work / "again" and out.suffix == ".png"
@@ -481,3 +482,64 @@ def test_detect_output_payload_feeds_embed(work: Path, marked: Path, tmp_path: P
                "--payload", printed, "--key-file", str(work / "key"))
     assert res.exit_code == 0, res.output
     assert _rows(res)[0]["payload"] == printed
+
+
+# --- embedding over a mark (issue 12, kind 7) ----------------------------------------------
+
+
+def test_embedding_over_a_mark_keeps_it_or_refuses(work: Path, tmp_path: Path) -> None:
+    """The reported chain: embed 0x111, then 0x111 again (kept, pixels unchanged), then
+    0x222 (refused, the batch goes on), --allow-remark stacks on purpose."""
+    src = work / "in" / Path(IMAGES[0]).name
+    key = str(work / "key")
+    first = tmp_path / "m1.png"
+    res = _run("embed", str(src), "--out", str(first), "--payload", "0x111", "--key-file", key)
+    assert res.exit_code == 0, res.output
+    assert _rows(res)[0]["mark"] == "embedded"
+    again = tmp_path / "m2.png"
+    res = _run("embed", str(first), "--out", str(again), "--payload", "0x111", "--key-file", key)
+    assert res.exit_code == 0, res.output
+    row = _rows(res)[0]
+    assert row["mark"] == "kept"
+    assert (load_image(again) == load_image(first)).all()
+    # another payload: an error line for that image, the clean image beside it is marked
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copy(first, batch / "marked.png")
+    shutil.copy(work / "in" / Path(IMAGES[1]).name, batch / "clean.jpg")
+    res = _run("embed", str(batch), "--out", str(tmp_path / "b-out"), "--payload", "0x222",
+               "--key-file", key, "--format", "png")
+    rows = {Path(r["source"]).name: r for r in _rows(res)}
+    assert res.exit_code != 0
+    assert rows["marked.png"]["output"] is None
+    assert "AlreadyMarkedError" in json.dumps(rows["marked.png"]["error"])
+    assert "0x" in json.dumps(rows["marked.png"]["error"])
+    assert rows["clean.jpg"]["error"] is None and rows["clean.jpg"]["mark"] == "embedded"
+    assert not (tmp_path / "b-out" / "marked.png").exists()
+    res = _run("embed", str(first), "--out", str(tmp_path / "m3.png"), "--payload", "0x222",
+               "--key-file", key, "--allow-remark")
+    assert res.exit_code == 0, res.output
+    assert _rows(res)[0]["mark"] == "remarked"
+    # another key's mark is not this key's: embedded normally
+    res = _run("embed", str(first), "--out", str(tmp_path / "m4.png"), "--payload", "0x333",
+               "--key-file", str(work / "other.key"))
+    assert res.exit_code == 0 and _rows(res)[0]["mark"] == "embedded", res.output
+
+
+def test_embed_once_library() -> None:
+    """The library primitive always embeds; embed_once checks first."""
+    from tracemark.errors import AlreadyMarkedError
+    from tracemark.watermark import embed_once
+
+    if not CORPUS.is_dir():
+        pytest.skip("no corpus")
+    method = get_method("lattice")
+    image = load_image(CORPUS / IMAGES[0])
+    marked, outcome = embed_once(method, image, 0x111, KEY)
+    assert outcome == "embedded"
+    same, outcome = embed_once(method, marked, 0x111, KEY)
+    assert outcome == "kept" and (same == marked).all()
+    with pytest.raises(AlreadyMarkedError, match="0x0000000000000111"):
+        embed_once(method, marked, 0x222, KEY)
+    stacked, outcome = embed_once(method, marked, 0x222, KEY, allow_remark=True)
+    assert outcome == "remarked" and not (stacked == marked).all()

@@ -143,6 +143,56 @@ with CredentialStore.open(sys.argv[1]) as cs:
 """
 
 
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("flags", [(), ("--force",)])
+def test_a_new_file_joining_the_folder_is_signed_alone(
+    work: Path, certs: Path, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    """a.bmp a.gif a.png were signed as a.png, a-2.png, a-3.png (clash renames); a.avif
+    joins: the three are found by content wherever their outputs went and skipped (with
+    --force too), the new one is signed into a name that clashes with nothing."""
+    from PIL import Image
+
+    folder, out, store = tmp_path / "r1", tmp_path / "r1out", tmp_path / "r1store"
+    folder.mkdir()
+    for i, (name, fmt) in enumerate([("a.bmp", "BMP"), ("a.gif", "GIF"), ("a.png", "PNG")]):
+        Image.fromarray(small(IMAGES[i])).save(folder / name, fmt)
+    first = subprocess.run(sign_cmd(certs, folder, out, store), capture_output=True,
+                           text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: _sha(p) for p in out.iterdir()}
+    assert sorted(before) == ["a-2.png", "a-3.png", "a.png"]
+    by_source = {Path(r["source"]).name: Path(r["output"]).name for r in rows(first.stdout)}
+
+    Image.fromarray(small(IMAGES[3])).save(folder / "a.avif", "AVIF")
+    res = subprocess.run(sign_cmd(certs, folder, out, store, *flags), capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    lines = {Path(r["source"]).name: r for r in rows(res.stdout)}
+    assert sorted(lines) == ["a.avif", "a.bmp", "a.gif", "a.png"]
+    for name, output in by_source.items():  # the same output, untouched, not signed again
+        assert lines[name]["skipped"] is True and Path(lines[name]["output"]).name == output
+    assert lines["a.avif"]["skipped"] is False and lines["a.avif"]["error"] is None
+    new = Path(lines["a.avif"]["output"])
+    assert new.name not in before and new.is_file()
+    assert {p.name: _sha(p) for p in out.iterdir() if p != new} == before
+    assert states(store) == {"active": 4}  # one manifest per file
+
+    # --resign --force signs each input again into its own earlier output
+    again = subprocess.run(sign_cmd(certs, folder, out, store, "--resign", "--force"),
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr
+    outputs = {Path(r["source"]).name: Path(r["output"]).name for r in rows(again.stdout)}
+    assert outputs == {**by_source, "a.avif": new.name}
+    assert not any(r["skipped"] for r in rows(again.stdout))
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, new.name])
+
+
 def test_a_killed_signers_pending_row_is_cleaned_and_a_live_ones_kept(tmp_path: Path) -> None:
     store = tmp_path / "store"
     CredentialStore.create(store).close()

@@ -351,3 +351,22 @@ def test_delete_a_collection(service) -> None:  # type: ignore[no-untyped-def]
     # the name can be used again, for a new, empty collection
     assert client.post("/v1/collections", json={"name": "gone"}, headers=h).status_code == 201
     assert client.get("/v1/collections/gone", headers=h).json()["images"] == 0
+
+
+def test_embed_over_a_mark_keeps_it_or_is_409(service) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12, kind 7: the same payload is kept, another is 409 unless allow_remark."""
+    client, tokens, _app = service
+    h = auth(tokens, "admin")
+    src = small("photo/gcompris_100.jpg", 320)
+    url = "/v1/collections/works/watermark/embed"
+    first = client.post(url, files=upload(png(src)), data={"payload": "0x111"}, headers=h)
+    assert first.status_code == 200 and first.headers["X-Mark"] == "embedded"
+    marked = load_image(first.content)
+    again = client.post(url, files=upload(first.content), data={"payload": "0x111"}, headers=h)
+    assert again.status_code == 200 and again.headers["X-Mark"] == "kept"
+    assert (load_image(again.content) == marked).all()
+    assert_error(client.post(url, files=upload(first.content), data={"payload": "0x222"},
+                             headers=h), 409, "AlreadyMarkedError")
+    forced = client.post(url, files=upload(first.content),
+                         data={"payload": "0x222", "allow_remark": "true"}, headers=h)
+    assert forced.status_code == 200 and forced.headers["X-Mark"] == "remarked"

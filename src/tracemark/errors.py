@@ -27,6 +27,7 @@ __all__ = [
     "WatermarkError",
     "PayloadError",
     "WatermarkEmbedError",
+    "AlreadyMarkedError",
     "WatermarkKeyError",
     "UnknownMethodError",
     "FingerprintError",
@@ -151,6 +152,12 @@ class WatermarkEmbedError(WatermarkError):
     """The mark could not be made to read back from this image (after every adaptation the
     method tries): the message names the reason (flat or saturated content, content that
     imitates the mark, too little room)."""
+
+
+class AlreadyMarkedError(WatermarkEmbedError):
+    """The image already carries a mark of this method and key with another payload (or
+    one that no longer reads): a second mark on top would garble both
+    (:func:`tracemark.watermark.embed_once`). HTTP 409."""
 
 
 class PayloadError(WatermarkError, ValueError):

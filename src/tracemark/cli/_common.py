@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -421,7 +422,9 @@ def collect_inputs(inputs: Sequence[str], lines: JsonLines | None, *, what: str 
 
 
 def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
-                 force: bool) -> list[tuple[Path, Path]]:
+                 force: bool,
+                 resumed: Callable[[Path, list[Path]], Path | None] | None = None,
+                 ) -> list[tuple[Path, Path]]:
     """``(source, destination)`` for every input.
 
     ``out`` is a folder, or, when a single file goes in and ``out`` has an image suffix and
@@ -430,6 +433,13 @@ def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
     ``suffix(source)`` gives the extension. Two inputs that would land on the same name
     (compared case-insensitively), or a name that is an input's (also through a symbolic
     or hard link), get ``-2``, ``-3``... and a note on stderr says so.
+
+    ``resumed(source, candidates)``, when given, names the output a previous run already
+    wrote for ``source`` (a resume): ``candidates`` are the existing files in ``out`` named
+    like its output (``name``, ``name-2``, ``name-3``... with its extension; not yet claimed
+    by another input), and the one returned is kept as its destination. These are settled
+    first, so a new input never takes the name of an earlier run's output and earlier inputs
+    keep theirs, whatever the clash renames of that run were.
 
     Raises :class:`ConfigurationError` when an output exists and ``force`` is false, when
     the output file named is an input (never written over, even with ``force``), or when ``out`` is inside a folder
@@ -451,6 +461,7 @@ def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
 
     if len(sources) == 1 and not found.roots and _key(out) in inputs_real:
         raise fail(f"--out {out} is the input: tracemark never writes over an input")
+    kept: dict[Path, Path] = {}  # source -> an earlier run's output (``resumed``)
     single_file = (len(sources) == 1 and not found.roots and not out.is_dir()
                    and format_of_suffix(out.suffix) is not None)
     if single_file:
@@ -462,11 +473,29 @@ def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
                 raise fail(f"--out {out} is, or is inside, an input folder ({root}): the "
                            "outputs would be read back as inputs; choose a folder outside it")
         taken: set[str] = set(inputs_real)  # an input's name is never an output's
-        plan = []
+        names: dict[Path, tuple[Path, str]] = {}
         for src in sources:
             root = found.roots.get(src)
             rel = src.relative_to(root).with_suffix("") if root is not None else Path(src.stem or "image")
-            ext = suffix(src)
+            names[src] = (rel, suffix(src))
+        if resumed is not None:
+            for src, (rel, ext) in names.items():
+                same_name = re.compile(rf"{re.escape(rel.name)}(-[0-9]+)?{re.escape(ext)}")
+                folder = (out / rel).parent
+                candidates = sorted(
+                    (p for p in folder.iterdir() if same_name.fullmatch(p.name)
+                     and _key(p) not in taken and _file_id(p) not in inputs_ids),
+                    key=lambda p: (len(p.name), p.name)) if folder.is_dir() else []
+                dest = resumed(src, candidates) if candidates else None
+                if dest is not None:
+                    kept[src] = dest
+                    taken.add(_key(dest))
+        plan = []
+        for src in sources:
+            if src in kept:
+                plan.append((src, kept[src]))
+                continue
+            rel, ext = names[src]
             dest, k = out / f"{rel}{ext}", 2
             while _key(dest) in taken or _file_id(dest) in inputs_ids:
                 dest, k = out / f"{rel}-{k}{ext}", k + 1
@@ -483,7 +512,7 @@ def plan_outputs(found: Inputs, out: Path, suffix: Callable[[Path], str], *,
         if root is not None:
             raise fail(f"{dest} lands inside the input folder {root} (through a link): the "
                        "outputs would be read back as inputs; choose another --out")
-        if (dest.exists() or dest.is_symlink()) and not force:
+        if (dest.exists() or dest.is_symlink()) and not force and _src not in kept:
             raise fail(f"{dest} exists: give --force to overwrite it, or choose another --out")
     return plan
 

@@ -121,11 +121,23 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
         note("note: signing with a development certificate (TEST ONLY)")
     lines = JsonLines()
     found = collect_inputs(inputs, lines, report=False, formats=formats)
-    # existing outputs are checked below: those this store signed from the same input are
-    # a resume, not an overwrite
-    plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=True)
     existed = store.path.exists()
     had_store = existed and (store.path / SECRET_NAME).exists()
+    # an input this store already signed keeps the output it was signed into, wherever the
+    # earlier run's clash renames put it (found by the input's and the output's bytes), and
+    # is skipped below (--resign signs it again, into that output); new inputs are named
+    # around those outputs. Other existing outputs are checked below: they need --force.
+    earlier: dict[Path, set[str]] = {}
+    if had_store:
+        try:
+            with CredentialStore.open(store.path, read_only=True) as ro:
+                earlier = _earlier_outputs(ro, found.paths)
+        except TracemarkError as exc:
+            raise fail(str(exc)) from None
+    hashes: dict[Path, str | None] = {}
+    plan = plan_outputs(found, out, keep_suffix(fmt, writable=MEDIA_TYPES), force=True,
+                        resumed=lambda src, candidates: _pick_output(earlier, src, candidates,
+                                                                     hashes))
     existing = [(src, dest) for src, dest in plan if dest.exists() or dest.is_symlink()]
     if existing and not force and (resign or not had_store):
         raise fail(f"{existing[0][1]} exists: give --force to overwrite it, or choose "
@@ -162,6 +174,44 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
          f"{store.path}); {resumed} already signed, {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
+
+
+def _earlier_outputs(cs: Any, sources: list[Path]) -> dict[Path, set[str]]:
+    """For each source this store signed (by the SHA-256 of its bytes): the SHA-256 of the
+    files its active manifests were signed into. Sources it never signed are left out."""
+    import hashlib
+
+    found: dict[Path, set[str]] = {}
+    for src in sources:
+        try:
+            sha = hashlib.sha256(src.read_bytes()).hexdigest()
+        except OSError:
+            continue  # reported by the sign itself
+        outputs = {rec.file_sha256 for rec in cs.signed_from(sha) if rec.file_sha256}
+        if outputs:
+            found[src] = outputs
+    return found
+
+
+def _pick_output(earlier: dict[Path, set[str]], src: Path, candidates: list[Path],
+                 hashes: dict[Path, str | None]) -> Path | None:
+    """The candidate file that is one of ``src``'s signed outputs (same bytes), or None;
+    ``hashes`` caches the candidates' SHA-256 between calls."""
+    import hashlib
+
+    wanted = earlier.get(src)
+    if not wanted:
+        return None
+    for path in candidates:
+        if path not in hashes:
+            try:
+                hashes[path] = (hashlib.sha256(path.read_bytes()).hexdigest()
+                                if path.is_file() else None)
+            except OSError:
+                hashes[path] = None
+        if hashes[path] in wanted:
+            return path
+    return None
 
 
 def _signed_here(cs: Any, src: Path, dest: Path) -> bool:

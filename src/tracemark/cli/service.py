@@ -60,6 +60,10 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @click.option("--body-timeout", type=click.FloatRange(0.1, 3600), default=60.0,
               show_default=True, help="Seconds within which a request's body must arrive "
               "before a 408.")
+@click.option("--header-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+              show_default=True, help="Seconds within which a request's head (request line "
+              "and headers) must arrive, counted from the connection or the previous "
+              "response; else 408 and the connection is closed.")
 @click.option("--concurrency", "max_concurrency", type=click.IntRange(1, 256), default=4,
               show_default=True, help="Blocking jobs (decode, watermark, search) run at once.")
 @click.option("--flush-seconds", "vector_flush_seconds", type=click.FloatRange(0), default=30.0,
@@ -68,7 +72,7 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
                   cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
                   max_pixels: int, formats: Any, request_timeout: float, body_timeout: float,
-                  max_concurrency: int, vector_flush_seconds: float) -> None:
+                  header_timeout: float, max_concurrency: int, vector_flush_seconds: float) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
     One process serves a data directory (collections hold a writer lock); concurrency
@@ -92,7 +96,10 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
         raise fail(str(exc)) from None
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    from tracemark.service.protocol import protocol_class
+
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
+                http=protocol_class(header_timeout))
 
 
 @click.group("service")

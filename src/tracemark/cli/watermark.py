@@ -120,19 +120,27 @@ def watermark_group() -> None:
 @opts.quality_option
 @click.option("--strength", type=float, default=None,
               help="Target PSNR of the mark in dB (lower is stronger), for methods that take it.")
+@click.option("--allow-remark", is_flag=True,
+              help="Embed over a mark of this key that carries another payload (the two "
+              "marks garble each other); without it such an image is an error.")
 @opts.max_pixels_option
 @opts.formats_option
 @click.argument("inputs", nargs=-1, required=True)
 def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
               key_file: Path | None, key_env: str | None, passphrase_env: str | None,
-              fmt: str, quality: int | None, strength: float | None, max_pixels: int,
-              formats: Any, inputs: tuple[str, ...]) -> None:
+              fmt: str, quality: int | None, strength: float | None, allow_remark: bool,
+              max_pixels: int, formats: Any, inputs: tuple[str, ...]) -> None:
     """Embed PAYLOAD into every INPUT image (files or folders, recursively).
 
     Writes OUT/<path relative to the folder argument, or the file's stem>.<format>, with
     -2, -3... on name clashes, and prints one JSON line per input: source, output, method,
     payload (0x<hex>, the capacity in whole bytes), psnr (of the written file against the
-    input, dB), alpha and error. Images are written upright (EXIF orientation applied),
+    input, dB), mark, alpha and error. Blind detection with the same method and key runs
+    first: an image already carrying this payload is written as it is (mark: "kept"; a
+    second embed would weaken the mark); one carrying another payload, or a mark that no
+    longer reads, is an error for that item (AlreadyMarkedError; the batch goes on) unless
+    --allow-remark (mark: "remarked"); otherwise mark: "embedded". Methods that cannot tell
+    presence (the peers) always embed. Images are written upright (EXIF orientation applied),
     without metadata. An input with transparency keeps its alpha channel unchanged in a PNG,
     WebP or TIFF output (alpha: "kept"; the colour of visible pixels carries the mark); a
     JPEG or BMP output has none: it holds the image over white (alpha: "flattened"); alpha
@@ -148,7 +156,7 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
         save_image_with_alpha,
     )
     from tracemark.metrics import psnr
-    from tracemark.watermark import format_payload, parse_payload
+    from tracemark.watermark import embed_once, format_payload, parse_payload
 
     if quality is not None and fmt == "png":
         raise click.UsageError("--quality applies to --format jpg, webp or same, not png")
@@ -170,7 +178,10 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                 colour, alpha = load_image_with_alpha(src, max_pixels=max_pixels,
                                                       formats=formats)
                 image = composite(colour, alpha)  # what every reader of the mark sees
-                marked = method.embed(image, payload, key)
+                marked, row["mark"] = embed_once(method, image, payload, key,
+                                                 allow_remark=allow_remark)
+                if marked is image:  # kept: the colour below is written, not the input's
+                    marked = marked.copy()
                 _mkdir(dest.parent)
                 q = (quality or DEFAULT_QUALITY) if is_lossy(dest.suffix) else None
                 if alpha is not None and has_alpha_channel(dest.suffix):
@@ -185,7 +196,8 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                 row["output"] = str(dest)
 
             batch.run(src, {"source": str(src), "output": None, "method": method.name,
-                            "payload": format_payload(payload), "psnr": None, "alpha": None},
+                            "payload": format_payload(payload), "psnr": None, "mark": None,
+                            "alpha": None},
                       embed)
     tally = batch.tally
     note(f"{tally.ok} images marked into {out}; {tally.failed} failed, {tally.skipped} skipped")

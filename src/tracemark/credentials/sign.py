@@ -58,6 +58,7 @@ from tracemark.imageio import (
     open_image_info,
 )
 from tracemark.metrics import psnr
+from tracemark.watermark import carried_mark, get_method
 
 __all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
 
@@ -333,8 +334,8 @@ def _skip(store: CredentialStore, input_sha256: str, out: Path,
 def _carried_mark(store: CredentialStore, rgb: np.ndarray) -> int | None:
     """The mark id this store's watermark in ``rgb`` carries (blind detection at the
     store's default alpha), or None when the image carries no mark of this store."""
-    det = store.read_mark(rgb, assisted=False)
-    if not det.present or det.payload_int is None:
+    det = carried_mark(get_method(store.watermark_method), rgb, store.watermark_key)
+    if det is None or det.payload_int is None:
         return None
     return store.id_from_payload(det.payload_int)
 

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracemark._db import schema_name
 from tracemark.errors import (
+    AlreadyMarkedError,
     CertificateError,
     ClosedError,
     ConfigError,
@@ -168,6 +169,8 @@ def _status_for(exc: TracemarkError) -> int:
         return 404
     if isinstance(exc, IndexLockedError | ClosedError):
         return 409
+    if isinstance(exc, AlreadyMarkedError):
+        return 409  # the image's state conflicts: it carries another payload of this key
     if isinstance(exc, CertificateError):
         return 503  # the server's signing certificate (e.g. expired since start): not the client's
     if isinstance(exc, ConfigError | PayloadError | WatermarkEmbedError):
@@ -624,10 +627,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def embed(name: str, key: Key, image: Upload,
                     payload: Annotated[str, Form(description="0..2^64-1, decimal or 0x hex")],
                     format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "png",
-                    quality: Annotated[int, Form(ge=1, le=100)] = 92) -> Response:
-        """Embed the collection's watermark carrying ``payload``; returns the image. Header
-        ``X-Alpha``: ``kept`` (the upload's alpha channel is unchanged in a png or webp
-        result), ``flattened`` (a jpg has none: the image over white) or ``none`` (opaque)."""
+                    quality: Annotated[int, Form(ge=1, le=100)] = 92,
+                    allow_remark: Annotated[bool, Form(description=(
+                        "Embed over a mark of this collection carrying another payload "
+                        "(the two marks garble each other)"))] = False) -> Response:
+        """Embed the collection's watermark carrying ``payload``; returns the image. Blind
+        detection runs first (:func:`tracemark.watermark.embed_once`): an upload already
+        carrying this payload is returned re-encoded, not marked twice; one carrying
+        another payload (or a mark that no longer reads) is 409 ``AlreadyMarkedError``
+        unless ``allow_remark``. Header ``X-Mark``: ``embedded``, ``kept`` or ``remarked``.
+        Header ``X-Alpha``: ``kept`` (the upload's alpha channel is unchanged in a png or
+        webp result), ``flattened`` (a jpg has none: the image over white) or ``none``
+        (opaque)."""
         allow(key, name, write=True)
         try:
             value = int(payload, 0)
@@ -637,7 +648,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "PayloadError", "payload must be in 0..2^64-1")
         data = await read_upload(image)
 
-        def work(_job: Job) -> tuple[bytes, str]:
+        def work(_job: Job) -> tuple[bytes, str, str]:
             from tracemark.imageio import (
                 colour_under_alpha,
                 composite,
@@ -649,17 +660,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
             colour, alpha = load_image_with_alpha(data, max_pixels=settings.max_pixels,
                                                   name="upload", formats=settings.formats)
+            from tracemark.watermark import embed_once, get_method
+
             with state.reading(name) as store:
-                marked = store.mark(composite(colour, alpha), value)
+                marked, mark = embed_once(get_method(store.watermark_method),
+                                          composite(colour, alpha), value,
+                                          store.watermark_key, allow_remark=allow_remark)
             fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[format]
             q = None if fmt == "PNG" else quality
             if alpha is not None and has_alpha_channel(fmt):
-                visible = colour_under_alpha(marked, colour, alpha, out=marked)
-                return encode_image_with_alpha(visible, alpha, fmt, quality=q), "kept"
-            return encode_image(marked, fmt, quality=q), "none" if alpha is None else "flattened"
-        out, alpha_state = await state.run(work)
+                visible = colour_under_alpha(marked, colour, alpha,
+                                             out=None if mark == "kept" else marked)
+                return encode_image_with_alpha(visible, alpha, fmt, quality=q), "kept", mark
+            return (encode_image(marked, fmt, quality=q),
+                    "none" if alpha is None else "flattened", mark)
+        out, alpha_state, mark_state = await state.run(work)
         media = media_type(format)
-        return Response(out, media_type=media, headers={"X-Alpha": alpha_state})
+        return Response(out, media_type=media,
+                        headers={"X-Alpha": alpha_state, "X-Mark": mark_state})
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/detect", tags=["watermark"])
     async def detect(name: str, key: Key, image: Upload) -> dict[str, Any]:

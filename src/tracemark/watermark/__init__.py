@@ -13,6 +13,8 @@ from tracemark.watermark import (
 )
 from tracemark.watermark.base import (
     DEFAULT_ALPHA,
+    carried_mark,
+    embed_once,
     Detection,
     WatermarkMethod,
     bits_to_bytes,
@@ -27,6 +29,8 @@ from tracemark.watermark.keys import WatermarkKey, read_key
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "carried_mark",
+    "embed_once",
     "Detection",
     "WatermarkMethod",
     "WatermarkKey",
