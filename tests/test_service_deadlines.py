@@ -26,11 +26,11 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 
 from tracemark.imageio import encode_image  # noqa: E402
 from tracemark.service.app import ServiceSettings, create_app  # noqa: E402
 
+from ._serving import uvicorn_in_thread  # noqa: E402
 from .conftest import CORPUS, corpus_crop  # noqa: E402
 
 
@@ -39,20 +39,8 @@ def serving(settings: ServiceSettings) -> Iterator[tuple[str, Any, str]]:
     """A real uvicorn server on a free port, in a thread: (base URL, app, admin token)."""
     app = create_app(settings)
     token, _ = app.state.tm.keys.create(scope="write", collections=["*"], name="admin")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with uvicorn_in_thread(app, lifespan="on") as port:
         yield f"http://127.0.0.1:{port}", app, token
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def idle(base: str, timeout: float = 120.0) -> None:

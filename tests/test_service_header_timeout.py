@@ -12,7 +12,6 @@ import select
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,11 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 
 from tracemark.service.app import ServiceSettings, create_app  # noqa: E402
 from tracemark.service.protocol import protocol_class  # noqa: E402
+
+from ._serving import uvicorn_in_thread  # noqa: E402
 
 HEAD_TIMEOUT = 1.0
 
@@ -33,19 +33,8 @@ HEAD_TIMEOUT = 1.0
 def _serving(tmp: Path) -> Iterator[tuple[str, int, str]]:
     app = create_app(ServiceSettings(data_dir=tmp, body_timeout=5.0))
     token, _ = app.state.tm.keys.create(scope="write", collections=["*"], name="admin")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           http=protocol_class(HEAD_TIMEOUT)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield "127.0.0.1", server.servers[0].sockets[0].getsockname()[1], token
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with uvicorn_in_thread(app, http=protocol_class(HEAD_TIMEOUT)) as port:
+        yield "127.0.0.1", port, token
 
 
 def _read_until_closed(s: socket.socket, limit: float) -> tuple[bytes, float]:
