@@ -20,16 +20,16 @@ from tests.conftest import corpus_images
 from tracemark.attacks import suite_from_dict
 from tracemark.bench.watermark import (
     BENCH_KEY,
+    CSV_COLUMNS,
     NONE_ENTRY,
     BenchConfig,
+    attack_quality,
     format_markdown,
     list_images,
     prepare_image,
     run_watermark_bench,
     select_spread,
     write_outputs,
-    CSV_COLUMNS,
-    attack_quality,
 )
 from tracemark.cli.bench import watermark_bench_command
 from tracemark.errors import ConfigError

@@ -94,7 +94,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Final, Literal, TypeAlias
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tracemark.errors import (
     ConfigError,

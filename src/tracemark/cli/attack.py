@@ -66,7 +66,6 @@ def attack_command(suite_name: str, out: Path, force: bool, seed: int, fmt: str,
     """
     from tracemark import attacks
     from tracemark.imageio import (
-        colour_under_alpha,
         composite,
         has_alpha_channel,
         load_image_with_alpha,

@@ -13,11 +13,11 @@ from tracemark.watermark import (
 )
 from tracemark.watermark.base import (
     DEFAULT_ALPHA,
-    carried_mark,
-    embed_once,
     Detection,
     WatermarkMethod,
     bits_to_bytes,
+    carried_mark,
+    embed_once,
     format_payload,
     get_method,
     list_methods,
