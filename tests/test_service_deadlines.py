@@ -298,3 +298,39 @@ def test_adds_racing_delete_and_recreate_get_201_404_or_409(tmp_path: Path) -> N
         for set_name, vset in ci.index._sets.items():
             in_faiss = {int(x) >> _faiss.ROW_BITS for x in _faiss.labels_of(vset.index)}
             assert in_faiss == refs, set_name
+
+
+def test_memory_budget_admits_jobs_while_their_weights_fit() -> None:
+    """Two jobs whose weights together exceed the budget never run at once; a job heavier
+    than the whole budget runs alone; a job that gets no room before its deadline never
+    starts (503 Busy in the service)."""
+    import asyncio
+    import threading as th
+
+    from tracemark.service.jobs import DeadlineExceeded, Workers
+
+    workers = Workers(4, memory_budget=100)
+    running, peak, lock = [0], [0], th.Lock()
+
+    def work(_job: Any) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+
+    async def main(weights: list[int], timeout: float = 10.0) -> list[Any]:
+        return await asyncio.gather(*(workers.run(work, timeout, w) for w in weights),
+                                    return_exceptions=True)
+
+    asyncio.run(main([60, 60, 60]))
+    assert peak[0] == 1  # 60 + 60 > 100
+    peak[0] = 0
+    asyncio.run(main([30, 30, 30]))
+    assert peak[0] == 3  # they fit together
+    peak[0] = 0
+    assert asyncio.run(main([500])) == [None]  # heavier than the budget: alone
+    results = asyncio.run(main([90, 90], timeout=0.1))
+    assert sum(isinstance(r, DeadlineExceeded) and r.queued for r in results) == 1
+    workers.shutdown()

@@ -66,13 +66,18 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
               "response; else 408 and the connection is closed.")
 @click.option("--concurrency", "max_concurrency", type=click.IntRange(1, 256), default=4,
               show_default=True, help="Blocking jobs (decode, watermark, search) run at once.")
+@click.option("--memory-budget-mb", type=click.FloatRange(0, min_open=True), default=2048.0,
+              show_default=True, help="Memory the running image jobs may take together, MiB: "
+              "each upload weighs 32 bytes a pixel; jobs wait for room like for a worker (a "
+              "job heavier than the budget runs alone).")
 @click.option("--flush-seconds", "vector_flush_seconds", type=click.FloatRange(0), default=30.0,
               show_default=True, help="Rewrite a collection's FAISS files at most this often; "
               "adds are acknowledged after the database commit (0: after every write).")
 def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
                   cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
                   max_pixels: int, formats: Any, request_timeout: float, body_timeout: float,
-                  header_timeout: float, max_concurrency: int, vector_flush_seconds: float) -> None:
+                  header_timeout: float, max_concurrency: int, memory_budget_mb: float,
+                  vector_flush_seconds: float) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
     One process serves a data directory (collections hold a writer lock); concurrency
@@ -88,6 +93,7 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
                              max_pixels=max_pixels, formats=formats,
                              request_timeout=request_timeout, body_timeout=body_timeout,
                              max_concurrency=max_concurrency,
+                             memory_budget_mb=memory_budget_mb,
                              vector_flush_seconds=vector_flush_seconds)
         from tracemark.service.app import create_app
 

@@ -66,6 +66,10 @@ if TYPE_CHECKING:
 __all__ = ["ServiceSettings", "create_app", "ApiError"]
 
 T = TypeVar("T")
+BYTES_PER_PIXEL = 32
+"""Memory an image job is expected to take per pixel of its upload, bytes: the peak of the
+heaviest job measured at 40 MP (sign or embed of a WebP: ~33 B/px over the idle server;
+PNG and JPEG ~11-16 B/px, `benchmarks/bench_bombs.py`), rounded down."""
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 """Collection names: 1-48 characters, so that their database schemas stay valid names."""
 API_PREFIX = "/v1"
@@ -88,6 +92,11 @@ class ServiceSettings:
     """Seconds within which a request's whole body must arrive; a client that stops
     sending (or trickles) is answered 408 and the connection is closed."""
     max_concurrency: int = 4
+    memory_budget_mb: float | None = 2048.0
+    """Memory the running image jobs may take together, MiB (None: no budget). Each upload
+    weighs :data:`BYTES_PER_PIXEL` times its pixels (read from the header); jobs wait for
+    room like for a worker, so ``max_concurrency`` large images cannot multiply the peak; a
+    job heavier than the budget runs alone."""
     vector_flush_seconds: float = 30.0
     """Adds are acknowledged after the database commit; FAISS files are rewritten at most
     this often (0: after every write)."""
@@ -235,7 +244,10 @@ class _State:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.in_flight = Gauge("tracemark_work_in_flight", "Blocking jobs running",
                                registry=self.registry)
-        self.workers = Workers(settings.max_concurrency, on_start=self.in_flight.inc,
+        budget = (None if settings.memory_budget_mb is None
+                  else int(settings.memory_budget_mb * 1024 * 1024))
+        self.workers = Workers(settings.max_concurrency, memory_budget=budget,
+                               on_start=self.in_flight.inc,
                                on_end=self.in_flight.dec)
 
     # --- collections ---------------------------------------------------------------
@@ -383,14 +395,15 @@ class _State:
             self._open.clear()
         self.engine.dispose()  # reversible: the app may start again (the key store stays open)
 
-    async def run(self, fn: Callable[[Job], T]) -> T:
-        """Run blocking ``fn(job)`` on a worker: bounded concurrency, and the request's
-        deadline (:mod:`tracemark.service.jobs`): 503 ``Busy`` with ``Retry-After`` when no
-        worker was free in time, 503 ``Timeout`` when the work had not reached its commit
-        point -- in both cases nothing was committed."""
+    async def run(self, fn: Callable[[Job], T], weight: int = 0) -> T:
+        """Run blocking ``fn(job)`` on a worker: bounded concurrency, ``weight`` bytes of the
+        memory budget, and the request's deadline (:mod:`tracemark.service.jobs`): 503
+        ``Busy`` with ``Retry-After`` when no worker (or memory) was free in time, 503
+        ``Timeout`` when the work had not reached its commit point -- in both cases nothing
+        was committed."""
         timeout = self.settings.request_timeout
         try:
-            return await self.workers.run(fn, timeout)
+            return await self.workers.run(fn, timeout, weight)
         except DeadlineExceeded as exc:
             if exc.queued:
                 raise ApiError(503, "Busy", str(exc), headers={
@@ -499,6 +512,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(415, "EmptyImageError", "the upload is empty")
         return data
 
+    def weigh(data: bytes) -> int:
+        """An upload's share of the memory budget: its pixels (from the header) times
+        BYTES_PER_PIXEL; 0 when the header does not read (the work reports the error)."""
+        from tracemark.imageio import open_image_info
+
+        try:
+            info = open_image_info(data, max_pixels=settings.max_pixels, name="upload",
+                                   formats=settings.formats)
+        except TracemarkError:
+            return 0
+        return info.width * info.height * BYTES_PER_PIXEL
+
     def load(data: bytes) -> Any:
         from tracemark.imageio import load_image
 
@@ -578,7 +603,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 state.commit(entry, job)
             return {"ref_id": res.id, "duplicate_of": res.duplicate_of,
                     "store_id": entry.store.store_id}
-        return await state.run(work)
+        return await state.run(work, weight=weigh(data))
 
     @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"])
     async def list_images(name: str, key: Key, limit: int = 100,
@@ -617,7 +642,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         def work(_job: Job) -> dict[str, Any]:
             with state.reading(name) as store:
                 return {"matches": [m.to_dict() for m in store.search(load(data), k=k)]}
-        return await state.run(work)
+        return await state.run(work, weight=weigh(data))
 
     # --- watermark -------------------------------------------------------------------
 
@@ -674,7 +699,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 return encode_image_with_alpha(visible, alpha, fmt, quality=q), "kept", mark
             return (encode_image(marked, fmt, quality=q),
                     "none" if alpha is None else "flattened", mark)
-        out, alpha_state, mark_state = await state.run(work)
+        out, alpha_state, mark_state = await state.run(work, weight=weigh(data))
         media = media_type(format)
         return Response(out, media_type=media,
                         headers={"X-Alpha": alpha_state, "X-Mark": mark_state})
@@ -694,7 +719,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {"present": present, "payload": det.payload_int,
                     "payload_hex": None if det.payload is None else "0x" + det.payload.hex(),
                     "p_value": det.p_value, "score": float(det.score)}
-        return await state.run(work)
+        return await state.run(work, weight=weigh(data))
 
     # --- credentials -----------------------------------------------------------------
 
@@ -727,7 +752,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                               author=author, max_pixels=settings.max_pixels,
                                               formats=settings.formats),
                                   media_type=media)
-        res, signed = await state.run(work)
+        res, signed = await state.run(work, weight=weigh(data))
         return Response(signed, media_type=media, headers={
             "X-Manifest-Id": str(res.manifest_id), "X-Manifest-Label": res.label,
             "X-Alpha": res.alpha or "none"})
@@ -744,7 +769,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             out = res.to_dict()
             out["source"] = "upload"
             return out
-        return await state.run(work)
+        return await state.run(work, weight=weigh(data))
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/verify", tags=["credentials"])
     async def verify_in(name: str, key: Key, image: Upload) -> dict[str, Any]:

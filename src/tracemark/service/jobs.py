@@ -19,6 +19,13 @@ worker *and* the work:
 Which of the last two happens is decided once, under the job's lock, between
 :meth:`Job.cancel` (the request at its deadline) and :meth:`Job.commit_point` (the worker,
 right before it commits, while it holds the collection's writer lock).
+
+A job may carry a **weight** (bytes of memory it is expected to need; the service weighs an
+image upload by its pixels). :class:`MemoryBudget` admits jobs while the weights of those
+running fit the budget, so that ``max_concurrency`` large images cannot multiply the peak:
+a job waits for room as it waits for a worker (its time counts against the deadline, and a
+job still waiting at the deadline is answered 503 ``Busy`` without starting); a job heavier
+than the whole budget runs alone.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import TypeVar
 
 import anyio
 
-__all__ = ["DeadlineExceeded", "Job", "Workers"]
+__all__ = ["DeadlineExceeded", "Job", "MemoryBudget", "Workers"]
 
 T = TypeVar("T")
 
@@ -105,13 +112,46 @@ class Job:
             return True
 
 
+class MemoryBudget:
+    """At most ``capacity`` bytes of job weight admitted at once (a job heavier than the
+    capacity is admitted when nothing else runs). ``capacity`` None admits everything."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, weight: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for room for ``weight`` bytes; True when admitted."""
+        if self.capacity is None or weight <= 0:
+            return True
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self.used > 0 and self.used + weight > self.capacity:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self.used += weight
+            return True
+
+    def release(self, weight: int) -> None:
+        if self.capacity is None or weight <= 0:
+            return
+        with self._cond:
+            self.used -= weight
+            self._cond.notify_all()
+
+
 class Workers:
     """A pool of ``size`` worker threads that runs ``fn(job)`` under a deadline
     (module docstring). The pool is made on first use and again after :meth:`shutdown`."""
 
     def __init__(self, size: int, *, on_start: Callable[[], None] | None = None,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None,
+                 memory_budget: int | None = None) -> None:
         self.size = size
+        self.budget = MemoryBudget(memory_budget)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._on_start, self._on_end = on_start, on_end
@@ -131,21 +171,28 @@ class Workers:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _call(self, fn: Callable[[Job], T], job: Job) -> T:
-        job.start()
-        if self._on_start is not None:
-            self._on_start()
+    def _call(self, fn: Callable[[Job], T], job: Job, weight: int) -> T:
+        if not self.budget.acquire(weight, job.remaining()):  # still queued: the request
+            raise DeadlineExceeded(                                # side answers Busy
+                f"no memory was free within the request's {job.timeout:g} s", queued=True)
         try:
-            return fn(job)
+            job.start()
+            if self._on_start is not None:
+                self._on_start()
+            try:
+                return fn(job)
+            finally:
+                if self._on_end is not None:
+                    self._on_end()
         finally:
-            if self._on_end is not None:
-                self._on_end()
+            self.budget.release(weight)
 
-    async def run(self, fn: Callable[[Job], T], timeout: float) -> T:
-        """``fn(job)`` in a worker thread; its result, or :class:`DeadlineExceeded` when the
-        deadline passed before its commit point (its exceptions propagate)."""
+    async def run(self, fn: Callable[[Job], T], timeout: float, weight: int = 0) -> T:
+        """``fn(job)`` in a worker thread once ``weight`` bytes fit the memory budget; its
+        result, or :class:`DeadlineExceeded` when the deadline passed before its commit
+        point (its exceptions propagate)."""
         job = Job(timeout)
-        future = self._executor().submit(self._call, fn, job)
+        future = self._executor().submit(self._call, fn, job, weight)
         waiting = asyncio.wrap_future(future)
         waiting.add_done_callback(_retrieve)
         try:
@@ -155,8 +202,9 @@ class Workers:
             if job.cancel():
                 future.cancel()
             raise
+        before = job.state  # cancel() changes it
         if job.cancel():  # the deadline, before the commit point: the worker will roll back
-            queued = future.cancel() or job.state == _QUEUED
+            queued = future.cancel() or before == _QUEUED
             raise DeadlineExceeded(
                 f"no worker was free within the request's {timeout:g} s" if queued
                 else f"the request took longer than {timeout:g} s; nothing was committed",
