@@ -234,6 +234,11 @@ def test_calibrate_then_search(data: dict[str, Path], db: Path, tmp_path: Path) 
     (summary,) = _rows(res)
     assert summary["used"] == 6 and summary["in_collection"] == 1 and summary["failed"] == 0
     assert summary["null_samples"] == 3 and summary["background_rows"] > 0
+    # three null samples measure p-values down to 1/4 only: the command says so
+    assert summary["smallest_supported_p_value"] == 0.25
+    assert summary["recommended_background"] == 1998
+    assert "extrapolated" in summary["warning"] and "1998 background images" in summary["warning"]
+    assert "warning: 3 null samples measure p-values only down to 0.25" in res.stderr
     thr = [summary["thresholds"][f"{a:g}"] for a in CALIBRATION_ALPHAS]
     assert thr[0] < thr[1] < thr[2]  # a smaller false-positive rate needs a higher score
     assert _rows(_run("index", "stats", "--store", copy))[0]["calibrated"] is True

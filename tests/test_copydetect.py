@@ -133,3 +133,22 @@ def test_content_hash_and_config() -> None:
     assert content_hash(a) == content_hash(a.copy()) != content_hash(np.zeros((5, 4, 3), np.uint8))
     with pytest.raises(TracemarkError):
         MatchConfig(candidates=0)
+
+
+def test_null_model_says_which_p_values_its_sample_measures() -> None:
+    """N null samples measure p-values down to 1/(1+N); below that the tail is
+    extrapolated, and the summary warns when the decision's alpha lies there."""
+    import numpy as np
+
+    from tracemark.copydetect import NullModel, recommended_background
+
+    rng = np.random.default_rng(0)
+    small = NullModel(None, rng.normal(10, 2, 99))
+    assert small.smallest_supported_p == 0.01
+    assert "warning" in small.summary(alpha=1e-3)
+    assert "warning" not in small.summary(alpha=0.05)
+    big = NullModel(None, rng.normal(10, 2, 1999))
+    assert big.smallest_supported_p == 1 / 2000
+    assert "warning" not in big.summary(alpha=1e-3)
+    assert recommended_background(1e-3) == 1998 and recommended_background(0.01) == 198
+    assert NullModel(None, None).summary()["smallest_supported_p_value"] is None

@@ -386,7 +386,11 @@ def index_calibrate(db: Path, formats: Any, background: tuple[str, ...]) -> None
     """Learn the score distribution of non-copies from BACKGROUND images (files or folders).
 
     BACKGROUND must be images that are NOT copies of anything in the collection, like the
-    queries the index will see (at least 4; a few hundred give a well-founded p-value).
+    queries the index will see (at least 4). N images measure p-values down to about 2/N:
+    below that the p-values, and the threshold at the decision's alpha, are extrapolated
+    from a fitted tail, and the command says so (a warning, and "warning" in the JSON);
+    2,000 images measure the default alpha 1e-3 (smallest_supported_p_value and
+    recommended_background in the JSON).
     Images whose pixels are a registered reference are left out and counted as
     in_collection. The images are decoded into memory first. Prints one JSON object: the
     calibration summary (background_rows, null_samples, null_quantiles), thresholds (the
@@ -433,6 +437,8 @@ def index_calibrate(db: Path, formats: Any, background: tuple[str, ...]) -> None
                       "in_collection": in_collection, "failed": failed,
                       "skipped_files": len(found.skipped)})
     note(f"calibrated on {len(images)} images; {_describe_rule(rule)}")
+    if "warning" in summary:
+        note(f"warning: {summary['warning']}")
     Tally(ok=len(images), failed=failed).finish()
 
 

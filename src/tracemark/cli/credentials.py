@@ -391,3 +391,5 @@ def credentials_calibrate(store: opts.StoreLocation, formats: Any,
     except TracemarkError as exc:
         raise fail(str(exc)) from None
     JsonLines().item(summary)
+    if "warning" in summary:
+        note(f"warning: {summary['warning']}")

@@ -15,6 +15,7 @@ from tracemark.copydetect.decide import (
     DEFAULT_MIN_INLIERS,
     DecisionRule,
     NullModel,
+    recommended_background,
     raw_score,
 )
 from tracemark.copydetect.describe import (
@@ -34,6 +35,7 @@ __all__ = [
     "Match",
     "MatchConfig",
     "NullModel",
+    "recommended_background",
     "QueryDescriptors",
     "QueryResult",
     "ReferenceDescriptors",

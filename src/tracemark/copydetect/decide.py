@@ -36,6 +36,7 @@ __all__ = [
     "DecisionRule",
     "NullModel",
     "raw_score",
+    "recommended_background",
 ]
 
 CALIBRATION_VERSION = 1
@@ -101,6 +102,16 @@ class DecisionRule:
                 "(calibrate on background images for p-values)")
 
 
+def recommended_background(alpha: float = DEFAULT_ALPHA) -> int:
+    """Background images for a calibration that measures p-values down to ``alpha``:
+    ``2 * ceil(1/alpha - 1)`` (half of them give the null samples, and ``N`` samples measure
+    down to ``1 / (1 + N)``): 1,998 for the default alpha 1e-3. With fewer, the smallest
+    p-values come from the exponential tail fitted above the median (extrapolated)."""
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    return 2 * math.ceil(1 / alpha - 1)
+
+
 class NullModel:
     """Background descriptors (B, D) float32 and sorted null raw scores (N,) float64."""
 
@@ -148,14 +159,44 @@ class NullModel:
                 lo = mid
         return hi
 
-    def summary(self) -> dict[str, Any]:
+    @property
+    def smallest_supported_p(self) -> float | None:
+        """The smallest p-value the null sample measures, ``1 / (1 + N)`` for N samples
+        (the empirical p-value of a score above every sample); below it :meth:`p_value`
+        extrapolates the fitted exponential tail. None when uncalibrated."""
+        if self.null is None or self.null.size == 0:
+            return None
+        return 1.0 / (1 + self.null.size)
+
+    def support_warning(self, alpha: float = DEFAULT_ALPHA) -> str | None:
+        """A warning when the null sample is too small to measure p-values down to
+        ``alpha`` (the decision threshold is then extrapolated); None when it is large
+        enough or uncalibrated. The sample size needed is ``1/alpha - 1`` null samples,
+        i.e. :func:`recommended_background` images (half of them give null samples)."""
+        smallest = self.smallest_supported_p
+        if smallest is None or smallest <= alpha:
+            return None
+        n = int(self.null.size)  # type: ignore[union-attr]
+        return (f"{n} null samples measure p-values only down to {smallest:.2g}: smaller "
+                f"p-values, and the decision threshold at alpha {alpha:g}, are extrapolated "
+                f"from the fitted tail; calibrate with at least "
+                f"{recommended_background(alpha)} background images for alpha {alpha:g} to be "
+                "measured")
+
+    def summary(self, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
         null = self.null if self.null is not None else np.zeros(0)
-        return {
+        out: dict[str, Any] = {
             "background_rows": 0 if self.background is None else int(self.background.shape[0]),
             "null_samples": int(null.size),
             "null_quantiles": ({q: float(np.quantile(null, q)) for q in (0.5, 0.9, 0.99, 1.0)}
                                if null.size else {}),
+            "smallest_supported_p_value": self.smallest_supported_p,
+            "recommended_background": recommended_background(alpha),
         }
+        warning = self.support_warning(alpha)
+        if warning is not None:
+            out["warning"] = warning
+        return out
 
     def save(self, path: Path) -> None:
         """Write ``path`` (npz, versioned) atomically."""
