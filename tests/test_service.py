@@ -159,6 +159,7 @@ def test_add_search_list_remove(service) -> None:  # type: ignore[no-untyped-def
     assert res.status_code == 201, res.text
     ref = res.json()["ref_id"]
     again = client.post("/v1/collections/works/images", files=upload(png(src)), headers=h)
+    assert again.status_code == 200, again.text  # nothing was created
     assert again.json() == {"ref_id": ref, "duplicate_of": ref,
                             "store_id": res.json()["store_id"]}
     copy = jpeg(src[20:300, 10:290], 70)

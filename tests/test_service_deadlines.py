@@ -162,7 +162,7 @@ def test_a_request_queued_past_its_deadline_never_starts(server) -> None:  # typ
     if not (root / "q").is_dir():
         assert httpx.post(f"{base}/collections", json={"name": "q"}, headers=h,
                           timeout=120).status_code == 201
-    slow = big_jpeg(7)
+    slow = big_jpeg(7, factor=20)  # ~26 MP: its add outlasts the queued request's deadline
     settings.request_timeout = 0.3
     answers: dict[str, httpx.Response] = {}
 
@@ -179,7 +179,7 @@ def test_a_request_queued_past_its_deadline_never_starts(server) -> None:  # typ
     idle(base)
     settings.request_timeout = 120.0
     queued = answers["queued"]
-    assert queued.status_code == 503, queued.text
+    assert queued.status_code == 503, (queued.text, answers["slow"].status_code, answers["slow"].text)
     assert queued.json()["error"]["type"] == "Busy"
     assert int(queued.headers["Retry-After"]) >= 1
     assert not (root / "queued").exists()

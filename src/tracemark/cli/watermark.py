@@ -171,6 +171,7 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     plan = plan_outputs(found, out, keep_suffix(fmt), force=force)
     report_skipped(found, lines)
 
+    kept: list[Path] = []
     with Batch(len(plan), f"embed {method.name}", lines, skipped=len(found.skipped)) as batch:
         for src, dest in plan:
 
@@ -194,13 +195,17 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                 del marked, colour, alpha  # the read-back below needs the memory
                 row["psnr"] = _finite(psnr(image, load_image(dest)), 3)
                 row["output"] = str(dest)
+                if row["mark"] == "kept":
+                    kept.append(src)
 
             batch.run(src, {"source": str(src), "output": None, "method": method.name,
                             "payload": format_payload(payload), "psnr": None, "mark": None,
                             "alpha": None},
                       embed)
     tally = batch.tally
-    note(f"{tally.ok} images marked into {out}; {tally.failed} failed, {tally.skipped} skipped")
+    already = f" ({len(kept)} already carried this mark: kept, not marked again)" if kept else ""
+    note(f"{tally.ok} images marked into {out}{already}; {tally.failed} failed, "
+         f"{tally.skipped} skipped")
     tally.finish()
 
 

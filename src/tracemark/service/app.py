@@ -584,13 +584,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                         "images": store.fingerprint_count(), "store_id": store.store_id}
         return await state.run(work)
 
-    @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"])
-    async def add_image(name: str, key: Key, image: Upload,
+    @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"],
+              responses={200: {"description": "Already registered (duplicate_of): nothing added"}})
+    async def add_image(name: str, key: Key, image: Upload, response: Response,
                         source: Annotated[str | None, Form(max_length=1000)] = None,
                         owner: Annotated[str | None, Form(max_length=1000)] = None,
                         license: Annotated[str | None, Form(max_length=1000)] = None) -> dict[str, Any]:
         """Register an image in the collection (acknowledged once durable; ``store_id``
-        names the collection it went into)."""
+        names the collection it went into): 201 when it was added, 200 when its pixels
+        are already registered (``duplicate_of`` names that reference; nothing was added)."""
         allow(key, name, write=True)
         data = await read_upload(image)
 
@@ -603,7 +605,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 state.commit(entry, job)
             return {"ref_id": res.id, "duplicate_of": res.duplicate_of,
                     "store_id": entry.store.store_id}
-        return await state.run(work, weight=weigh(data))
+        out = await state.run(work, weight=weigh(data))
+        if out["duplicate_of"] is not None:
+            response.status_code = 200
+        return out
 
     @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"])
     async def list_images(name: str, key: Key, limit: int = 100,
