@@ -871,3 +871,31 @@ def test_public_api() -> None:
         "save_image",
         "to_pil",
     }
+
+
+@pytest.mark.parametrize("quality", [40, 90])
+def test_opaque_webp_is_decoded_by_opencv_with_pillows_pixels(quality: int) -> None:
+    """The low-memory WebP path (OpenCV) gives exactly Pillow's pixels; translucent files
+    still take Pillow's path (their alpha is flattened as documented)."""
+    from PIL import Image as PILImage
+
+    from tracemark.imageio import _webp_by_opencv
+
+    rng = np.random.default_rng(quality)
+    yy, xx = np.mgrid[0:120, 0:160]
+    img = np.stack([xx * 1.5, yy * 2.0, (xx + yy) % 255], -1).astype(np.uint8)
+    img = np.clip(img.astype(int) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(img).save(buf, "WEBP", quality=quality)
+    data = buf.getvalue()
+    with PILImage.open(io.BytesIO(data)) as im:
+        pillow = np.asarray(im.convert("RGB"))
+    assert np.array_equal(load_image(data), pillow)
+    with PILImage.open(io.BytesIO(data)) as im:
+        assert _webp_by_opencv(im, io.BytesIO(data)) is not None  # the OpenCV path was taken
+    rgba = io.BytesIO()
+    PILImage.fromarray(np.dstack([img, np.full(img.shape[:2], 128, np.uint8)])).save(
+        rgba, "WEBP", quality=quality)
+    with PILImage.open(io.BytesIO(rgba.getvalue())) as im:
+        assert _webp_by_opencv(im, io.BytesIO(rgba.getvalue())) is None
+    assert load_image(rgba.getvalue()).shape == img.shape
