@@ -217,13 +217,12 @@ def main() -> None:
         body = (
             "## Decompression bombs under the limit: peak memory and time\n\n"
             f"`{cmd}` on {datetime.now(UTC).date()} ({platform.machine()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}; other jobs running). "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}). "
             "Each operation on each file in a fresh process; peak RSS includes the imports "
             "(about 150 MiB for the commands). The documented bound (docs/watermark.md, "
-            "*Large images*) is 1.5 GiB at the default 100 Mpx limit for PNG, JPEG, TIFF, BMP "
-            "and GIF; it does **not** hold for WebP input or output nor for `tracemark attack` "
-            "(1.8-2.3 GiB measured at 81-100 Mpx; see docs/watermark.md for the "
-            "per-format numbers).\n\n" + table + "\n"
+            "*Large images*) is 1.5 GiB at the default 100 Mpx limit; it does **not** hold "
+            "for WebP output (`embed-cli-webp`: Pillow's WebP encoder) nor for `tracemark "
+            "attack` (see the rows and docs/watermark.md).\n\n" + table + "\n"
         )
         update_section(ROOT / "docs" / "benchmarks.md", "bombs", body)
         print("wrote docs/benchmarks.md (bombs)", file=sys.stderr)
