@@ -275,3 +275,21 @@ def test_attack_keeps_alpha_for_colour_attacks_and_says_flattened_otherwise(
             assert diff.max() == 0
         else:  # WebP's colour is lossy (noise costs it most)
             assert diff.mean() < 16
+
+
+def test_alpha_loader_reads_a_file_object_once() -> None:
+    """A file object can be read only once: the alpha loader opens its source one time."""
+    import io
+
+    from PIL import Image
+
+    from tracemark.imageio import load_image_with_alpha
+
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 128
+    for image, has_alpha in ((rgba, True), (rgba[..., :3], False)):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buf, "PNG")
+        colour, alpha = load_image_with_alpha(io.BytesIO(buf.getvalue()))
+        assert np.array_equal(colour, image[..., :3])
+        assert (alpha is not None) == has_alpha

@@ -273,11 +273,17 @@ def load_image(
             source.load()
             return _to_rgb(_oriented(source), bg, label)
     with _opened(source, label, limit, allowed) as (im, reader), _pil_errors(label, "decoding"):
-        fast = _webp_by_opencv(im, reader)
-        if fast is not None:
-            return fast
-        im = _strict_load(im, reader, label)
-        return _to_rgb(_oriented(im), bg, label)
+        return _decode_rgb(im, reader, bg, label)
+
+
+def _decode_rgb(im: Image.Image, reader: _WatchedBytes | _WatchedFile,
+                bg: tuple[int, int, int], label: str) -> np.ndarray:
+    """An opened image decoded to RGB uint8 (the body of :func:`load_image`)."""
+    fast = _webp_by_opencv(im, reader)
+    if fast is not None:
+        return fast
+    im = _strict_load(im, reader, label)
+    return _to_rgb(_oriented(im), bg, label)
 
 
 def _webp_by_opencv(
@@ -1446,39 +1452,36 @@ def load_image_with_alpha(
             u8 = _to_uint8(source)
             return np.ascontiguousarray(u8[:, :, :3]), np.ascontiguousarray(u8[:, :, 3])
         return load_image(source, max_pixels=max_pixels, name=name), None
-    info = open_image_info(source, max_pixels=max_pixels, name=name, formats=formats)
-    if not info.has_alpha:
-        return load_image(source, max_pixels=max_pixels, name=name, formats=formats), None
-    rgba = _load_rgba(source, max_pixels, name, formats)
-    alpha = np.ascontiguousarray(rgba[:, :, 3])
-    colour = np.ascontiguousarray(rgba[:, :, :3])
-    del rgba
-    return colour, alpha
-
-
-def _load_rgba(
-    source: ImageSource, max_pixels: int | None, name: str | None, formats: ImageFormats
-) -> np.ndarray:
-    """``source`` decoded as RGBA uint8 ``(H, W, 4)`` (orientation applied), by the
-    :func:`load_image` path (the same formats, limits and truncation rule,
-    :func:`_strict_load`) with the RGBA conversion in place of the flattening one."""
-    def rgba(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
-        if im.mode == "La":  # Pillow converts La only to LA
-            im = im.convert("LA")
-        return np.asarray(im.convert("RGBA"), dtype=np.uint8)
-
     limit = _check_max_pixels(max_pixels)
     label = _label(source, name)
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, label, limit)
+        if not _info(source).has_alpha:
+            return load_image(source, max_pixels=max_pixels, name=name), None
         with _pil_errors(label, "decoding"):
             source.load()
-            im = _oriented(source)
-            return _strips_of(im, rgba, 4)
+            return _split_alpha(_strips_of(_oriented(source), _rgba, 4))
     allowed = _check_formats(formats)
+    # one open, one read of the source (a file object can be read only once)
     with _opened(source, label, limit, allowed) as (im, reader), _pil_errors(label, "decoding"):
+        if not _info(im).has_alpha:
+            return _decode_rgb(im, reader, (255, 255, 255), label), None
         im = _strict_load(im, reader, label)
-        return _strips_of(_oriented(im), rgba, 4)
+        return _split_alpha(_strips_of(_oriented(im), _rgba, 4))
+
+
+def _rgba(im: Image.Image, bg: tuple[int, int, int]) -> np.ndarray:
+    """The RGBA converter of :func:`load_image_with_alpha` (``bg`` unused: nothing is
+    flattened)."""
+    if im.mode == "La":  # Pillow converts La only to LA
+        im = im.convert("LA")
+    return np.asarray(im.convert("RGBA"), dtype=np.uint8)
+
+
+def _split_alpha(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    alpha = np.ascontiguousarray(rgba[:, :, 3])
+    colour = np.ascontiguousarray(rgba[:, :, :3])
+    return colour, alpha
 
 
 def _strips_of(im: Image.Image, convert: _Converter, channels: int) -> np.ndarray:
