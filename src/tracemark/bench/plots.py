@@ -136,17 +136,25 @@ def _bar_plot(
     fig.savefig(path, dpi=100)
 
 
+def _methods_to_plot(result: Mapping[str, Any], out_dir: Path) -> list[str]:
+    """The result's method names, with ``out_dir`` made when there are any; raises
+    :class:`~tracemark.errors.MissingExtraError` without matplotlib."""
+    require("matplotlib", "bench", purpose="benchmark plots")
+    methods = [m["name"] for m in result["methods"]]
+    if methods:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return methods
+
+
 def plot_suites(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Draw the plots of a benchmark result into ``out_dir``; returns the written files.
 
     Raises :class:`~tracemark.errors.MissingExtraError` when matplotlib is not installed.
     """
-    require("matplotlib", "bench", purpose="benchmark plots")
-    methods = [m["name"] for m in result["methods"]]
+    methods = _methods_to_plot(result, out_dir)
     written: list[Path] = []
     if not methods:
         return written
-    out_dir.mkdir(parents=True, exist_ok=True)
     for suite in result["suites"]:
         name = suite["name"]
         groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -179,12 +187,10 @@ def plot_waves(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
     (a result from before the cost was recorded) are left out. Raises
     :class:`~tracemark.errors.MissingExtraError` without matplotlib.
     """
-    require("matplotlib", "bench", purpose="benchmark plots")
-    methods = [m["name"] for m in result["methods"]]
+    methods = _methods_to_plot(result, out_dir)
     written: list[Path] = []
     if not methods:
         return written
-    out_dir.mkdir(parents=True, exist_ok=True)
     for suite in result["suites"]:
         name = suite["name"]
         aggs = [
