@@ -68,8 +68,14 @@ class MatchConfig:
     max_features: int = DEFAULT_MAX_FEATURES
     """SIFT features per image kept for verification."""
     background_k: int = 3
+    retrieval: str = "v2"
+    """Candidate retrieval: ``"v2"`` (default: the inverted file over visual words with
+    Hamming embedding, plus the ``"v1"`` candidates) or ``"v1"`` (the previous version's
+    VLAD region rows + PDQ only; kept for comparison)."""
 
     def __post_init__(self) -> None:
+        if self.retrieval not in ("v1", "v2"):
+            raise ConfigError(f"retrieval must be 'v1' or 'v2', got {self.retrieval!r}")
         if self.candidates < 1 or self.max_features < 10 or not 0 < self.alpha < 1 \
                 or self.min_inliers < 1:
             raise ConfigError(f"invalid match configuration: {self}")
