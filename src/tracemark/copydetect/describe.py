@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tracemark.fingerprint import global_desc, local, pdq
+from tracemark.fingerprint import global_desc, local, pdq, words
 from tracemark.imageio import rgb_view
 
 __all__ = [
@@ -28,10 +28,15 @@ __all__ = [
     "content_hash",
     "describe_query",
     "describe_reference",
+    "reference_words",
 ]
 
 DEFAULT_MAX_FEATURES = 500
 """SIFT features per image kept for geometric verification."""
+REFERENCE_WORDS = 200
+"""SIFT features of a reference posted in the inverted file (the spread-out prefix of its
+features, :meth:`tracemark.fingerprint.local.LocalFeatures.head`): 200 x 9 bytes of RAM per
+reference (:mod:`tracemark.copydetect.ivf`)."""
 
 
 def content_hash(rgb: np.ndarray) -> str:
@@ -49,22 +54,28 @@ def content_hash(rgb: np.ndarray) -> str:
 @dataclass(frozen=True)
 class ReferenceDescriptors:
     """What is stored of a reference: ``pdq`` (1, 32) uint8 packed bits, ``vlad``
-    (R, D) float32 L2-normalised region rows, ``features`` for verification."""
+    (R, D) float32 L2-normalised region rows, ``features`` for verification, ``words``
+    (:func:`reference_words`) for the inverted file."""
 
     rgb: np.ndarray
     pdq: np.ndarray
     vlad: np.ndarray
     features: local.LocalFeatures
+    words: words.Words
 
 
 @dataclass(frozen=True)
 class QueryDescriptors:
     """A query's descriptors: ``vlad`` (2R, D) float32 (the image and its mirror),
-    ``pdq8`` (8, 32) uint8 (the 8 dihedral orientations), ``features`` for verification."""
+    ``pdq8`` (8, 32) uint8 (the 8 dihedral orientations), ``features`` for verification,
+    ``words`` and ``words_mirror`` (every feature of the image and of its mirror as visual
+    words) for the inverted file."""
 
     features: local.LocalFeatures
     vlad: np.ndarray
     pdq8: np.ndarray
+    words: words.Words | None = None
+    words_mirror: words.Words | None = None
 
 
 def describe_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> ReferenceDescriptors:
@@ -77,7 +88,15 @@ def describe_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) 
     vlad = global_desc.describe_features(feats)
     packed, _quality = pdq.pdq_hash(rgb, packed=True)
     return ReferenceDescriptors(rgb=rgb, pdq=packed[None, :], vlad=vlad,
-                                features=feats.head(max_features))
+                                features=feats.head(max_features),
+                                words=reference_words(feats))
+
+
+def reference_words(features: local.LocalFeatures) -> words.Words:
+    """The visual words a reference posts: those of its first :data:`REFERENCE_WORDS`
+    SIFT features (also how an index of the previous version is migrated, from the SIFT
+    features it stored for verification)."""
+    return words.quantize(features.head(REFERENCE_WORDS))
 
 
 def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> QueryDescriptors:
@@ -89,4 +108,6 @@ def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> Q
     feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
     vlad = global_desc.describe_features(feats, mirror=True)
     pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)
-    return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8)
+    return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8,
+                            words=words.quantize(feats),
+                            words_mirror=words.quantize(local.mirrored(feats)))

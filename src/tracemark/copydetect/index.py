@@ -45,14 +45,19 @@ from tracemark.copydetect.describe import (
     content_hash,
     describe_query,
     describe_reference,
+    reference_words,
 )
+from tracemark.copydetect.ivf import InvertedFile, ids_fingerprint
 from tracemark.errors import ConfigError, IndexClosedError, TracemarkError
 from tracemark.fingerprint import global_desc, local
+from tracemark.fingerprint.words import Words, WordsError
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
 
 __all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE"]
 
 CALIBRATION_FILE = "calibration.npz"
+WORDS_BLOB = "words"
+IVF_FILE = "words.ivf"
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ class CopyIndex(Resource):
         self.index = index
         self.config = config or MatchConfig()
         self._model: NullModel | None = NullModel.load(self._calibration_path())
+        self._ivf: InvertedFile | None = None  # loaded at the first v2 search
+        self._ivf_unsaved = False
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -176,9 +183,22 @@ class CopyIndex(Resource):
 
     def _rollback(self) -> None:
         self.index.rollback()
+        self._ivf = None  # rebuilt from the database at the next search
+        self._ivf_unsaved = False
 
     def _release(self) -> None:
+        if self._ivf is not None and self._ivf_unsaved and not self.index.read_only:
+            self._ivf.save(self._ivf_path())  # a cache: the database holds the words
+        self._ivf = None
         self.index._shutdown(commit=False)  # committed (or rolled back) just before
+
+    def refresh(self) -> None:
+        """Pick up another handle's commits (vector sets and inverted file)."""
+        with self._mutex:
+            self._check_open()
+            self.index.refresh()
+            if self._ivf is not None:
+                self._sync_ivf(self._ivf)
 
     def _closed_source(self) -> str:
         return str(self.index.path)
@@ -204,8 +224,17 @@ class CopyIndex(Resource):
             content_hash=content_hash(d.rgb),
             vectors={"pdq": d.pdq, "vlad": d.vlad},
             source=source, owner=owner, license=license, notes=notes,
-            blobs={"local": d.features.to_bytes()},
+            blobs={"local": d.features.to_bytes(), WORDS_BLOB: d.words.to_bytes()},
         )
+
+    def _post(self, refs: Sequence[NewReference], results: Sequence[AddResult]) -> None:
+        """Post newly added references in the loaded inverted file (if loaded)."""
+        if self._ivf is None:
+            return
+        for ref, res in zip(refs, results, strict=True):
+            if res.added:
+                self._ivf.add(res.id, Words.from_bytes(ref.blobs[WORDS_BLOB]))
+                self._ivf_unsaved = True
 
     def add(self, image: Any, *, source: str | None = None, owner: str | None = None,
             license: str | None = None, notes: str | None = None) -> AddResult:
@@ -213,7 +242,10 @@ class CopyIndex(Resource):
         if source is None and isinstance(image, str | Path):
             source = str(image)
         ref = self._reference(image, source=source, owner=owner, license=license, notes=notes)
-        return self.index.add_many([ref])[0]
+        with self._mutex:
+            result = self.index.add_many([ref])
+            self._post([ref], result)
+        return result[0]
 
     def add_many(self, items: Iterable[tuple[Any, Mapping[str, str | None]]]) -> list[AddResult | TracemarkError]:
         """Register a batch: one transaction for the good items; a bad item is returned as its
@@ -229,12 +261,77 @@ class CopyIndex(Resource):
                 out.append(None)  # type: ignore[arg-type]
             except TracemarkError as exc:
                 out.append(exc)
-        for slot, res in zip(slots, self.index.add_many(refs), strict=True):
+        with self._mutex:
+            results = self.index.add_many(refs)
+            self._post(refs, results)
+        for slot, res in zip(slots, results, strict=True):
             out[slot] = res
         return out
 
     def remove(self, ref_id: int) -> bool:
-        return self.index.remove(ref_id)
+        with self._mutex:
+            removed = self.index.remove(ref_id)
+            if removed and self._ivf is not None:
+                self._ivf.remove(ref_id)
+                self._ivf_unsaved = True
+            return removed
+
+    # --- the inverted file ---------------------------------------------------------------
+
+    def _ivf_path(self) -> Path:
+        return Path(self.index.path) / "vectors" / IVF_FILE
+
+    def inverted_file(self) -> InvertedFile:
+        """The inverted file over every reference's visual words (v2 retrieval), loaded from
+        its cache file when that holds exactly the references of the database, else built
+        from the database's ``words`` blobs (and, for references added by a version before
+        the inverted file, from their stored SIFT features: the index is migrated in place
+        when writable, in memory when read-only)."""
+        with self._mutex:
+            self._check_open()
+            if self._ivf is None:
+                self._ivf = self._load_ivf()
+            return self._ivf
+
+    def _migrate_words(self) -> None:
+        """Give every reference without a ``words`` blob one, from its SIFT blob (written in
+        the open transaction: durable with the next commit, undone by a rollback)."""
+        have = set(self.index.blob_ids(WORDS_BLOB).tolist())
+        missing = [int(i) for i in self.index.blob_ids("local") if int(i) not in have]
+        if not missing or self.index.read_only:
+            return
+        for rid, data in self.index.iter_blobs("local", missing):
+            words = reference_words(local.LocalFeatures.from_bytes(data))
+            self.index.put_blob(rid, WORDS_BLOB, words.to_bytes())
+
+    def _load_ivf(self) -> InvertedFile:
+        self._migrate_words()
+        ids = self.index.blob_ids(WORDS_BLOB)
+        legacy = [] if not self.index.read_only else [
+            int(i) for i in self.index.blob_ids("local") if int(i) not in set(ids.tolist())]
+        if not legacy:
+            cached = InvertedFile.load(self._ivf_path(), ids_fingerprint(ids))
+            if cached is not None:
+                return cached
+        items = [(rid, Words.from_bytes(data)) for rid, data in self.index.iter_blobs(WORDS_BLOB)]
+        items += [(rid, reference_words(local.LocalFeatures.from_bytes(data)))
+                  for rid, data in self.index.iter_blobs("local", legacy)]
+        ivf = InvertedFile.build(items)
+        if not self.index.read_only and not legacy:
+            try:
+                ivf.save(self._ivf_path())
+            except OSError:
+                self._ivf_unsaved = True
+        return ivf
+
+    def _sync_ivf(self, ivf: InvertedFile) -> None:
+        """Bring a loaded inverted file to the database's references (after refresh)."""
+        stored = set(self.index.blob_ids(WORDS_BLOB).tolist())
+        held = set(ivf.ref_ids.tolist())
+        for rid in held - stored:
+            ivf.remove(rid)
+        for rid, data in self.index.iter_blobs(WORDS_BLOB, sorted(stored - held)):
+            ivf.add(rid, Words.from_bytes(data))
 
     def commit(self, *, write_vectors: bool = True) -> None:
         """Commit (see :meth:`tracemark.index.Index.commit` for ``write_vectors``)."""
@@ -262,6 +359,15 @@ class CopyIndex(Resource):
 
     def _search(self, q: QueryDescriptors, *, k: int) -> list[Match]:
         cfg = self.config
+        words_hits: list[int] = []
+        if cfg.retrieval == "v2" and q.words is not None:
+            try:
+                ivf = self.inverted_file()
+            except WordsError as exc:
+                raise TracemarkError(f"the inverted file cannot be built: {exc}",
+                                     source=str(self.index.path)) from exc
+            words_hits = [rid for rid, _ in ivf.search(q.words, mirror=q.words_mirror,
+                                                       top=cfg.candidates)]
         sims: dict[int, float] = {}
         for row_hits in self.index.search("vlad", q.vlad, cfg.candidates):
             for hit in row_hits:
@@ -272,7 +378,8 @@ class CopyIndex(Resource):
                 if hit.score <= cfg.pdq_max_distance:
                     pdq_d[hit.ref_id] = min(pdq_d.get(hit.ref_id, 257), int(hit.score))
         ranked = sorted(sims, key=lambda r: -sims[r])[: cfg.candidates]
-        candidates = list(dict.fromkeys([*ranked, *sorted(pdq_d, key=lambda r: pdq_d[r])]))
+        candidates = list(dict.fromkeys(
+            [*words_hits, *ranked, *sorted(pdq_d, key=lambda r: pdq_d[r])]))
         model = self._model
         bg = model.background_level(q.vlad, cfg.background_k) if model is not None else 0.0
         rule = cfg.rule

@@ -46,6 +46,7 @@ _MAGIC: Final = b"TMIVF001"
 _HEADER: Final = struct.Struct("<8sQQQ")  # magic, n_refs, n_postings, json length
 _MERGE_SHARE: Final = 0.05  # merge pending postings into the main arrays beyond this share
 _MERGE_MIN: Final = 200_000
+_STOP_FLOOR: Final = 1000  # never call a word a stop word below this many postings
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class VoteConfig:
     sigma: float = 6.0
     """Width of the Gaussian weight on the Hamming distance, in bits."""
     stop_share: float = 0.002
-    """Words holding more than this share of all postings (and over 20 x the mean) are
-    skipped: they carry almost no information and dominate the cost."""
+    """Words holding more than this share of all postings (and over 20 x the mean, and over
+    1,000 postings) are skipped: they carry almost no information and dominate the cost."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_distance <= 32 or self.sigma <= 0 or not 0 < self.stop_share <= 1:
@@ -238,7 +239,7 @@ class InvertedFile:
         if self._pending:
             parts.append(self._pending_part_now())
         lengths_all = sum(p.lengths() for p in parts)
-        stop = max(cfg.stop_share * total, 20.0 * total / N_WORDS)
+        stop = max(cfg.stop_share * total, 20.0 * total / N_WORDS, _STOP_FLOOR)
         qw = q.words.astype(np.int64)
         df = lengths_all[qw].astype(np.float64)
         usable = (df > 0) & (df <= stop)

@@ -21,7 +21,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -587,6 +587,45 @@ class Index(Resource):
                 "SELECT data FROM blobs WHERE ref_id = ? AND name = ?", (rid, name)
             ).fetchone()
             return None if row is None else bytes(row[0])
+
+    def blob_ids(self, name: str) -> np.ndarray:
+        """Ids (sorted int64) of the references that have a blob ``name``."""
+        with self._mutex:
+            self._check_open()
+            rows = self._conn.execute(
+                "SELECT ref_id FROM blobs WHERE name = ? ORDER BY ref_id", (name,)
+            ).fetchall()
+            return np.array([r[0] for r in rows], np.int64)
+
+    def iter_blobs(self, name: str, ref_ids: Sequence[int] | None = None,
+                   batch: int = 2000) -> Iterator[tuple[int, bytes]]:
+        """``(ref_id, data)`` of every blob ``name`` (or of those of ``ref_ids``), by id.
+
+        Reads in batches of ``batch`` references, each under the lock; a write between
+        batches may or may not be seen."""
+        ids = self.blob_ids(name) if ref_ids is None else np.asarray(list(ref_ids), np.int64)
+        for start in range(0, len(ids), batch):
+            chunk = [int(i) for i in ids[start:start + batch]]
+            marks = ", ".join("?" * len(chunk))
+            with self._mutex:
+                self._check_open()
+                rows = self._conn.execute(
+                    f"SELECT ref_id, data FROM blobs WHERE name = ? AND ref_id IN ({marks}) "
+                    "ORDER BY ref_id", (name, *chunk)).fetchall()
+            for rid, data in rows:
+                yield int(rid), bytes(data)
+
+    def put_blob(self, ref_id: int, name: str, data: bytes) -> None:
+        """Set (add or replace) a reference's blob ``name``; part of the open transaction."""
+        with self._mutex:
+            self._check_writable()
+            rid = self._require(ref_id)
+            if not isinstance(name, str) or not name or not isinstance(data, bytes | bytearray):
+                raise IndexInputError("put_blob takes a non-empty str name and bytes data")
+            self._begin()
+            self._conn.execute("DELETE FROM blobs WHERE ref_id = ? AND name = ?", (rid, name))
+            self._conn.execute("INSERT INTO blobs(ref_id, name, data) VALUES (?, ?, ?)",
+                               (rid, name, bytes(data)))
 
     def vectors(self, ref_id: int, name: str) -> np.ndarray | None:
         """The stored rows of a reference in vector set ``name``, or None when it has none."""
