@@ -59,8 +59,9 @@ threshold: PDQ distance <= 31 (ThreatExchange), pHash distance <= 10, >=
 the calibrated p-value reaches 1e-3 (:meth:`CopyIndex.threshold_for_alpha`, the recommended
 threshold; one calibration, run with the default retrieval, serves both); at it, precision,
 recall (all copies and the hard kinds alone), and the shares of hard negatives and of
-negative queries whose best score stays below it. Timings are wall-clock per query and method (each method's own feature
-extraction included), the index build and the calibration.
+negative queries whose best score stays below it. Timings are wall-clock per query and
+method (each method's own feature extraction included), the index build and the
+calibration.
 """
 
 from __future__ import annotations
