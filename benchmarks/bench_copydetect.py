@@ -1,10 +1,12 @@
 """Copy-detection benchmark on the shared corpus: PDQ, pHash, local features and the pipeline.
 
     .venv/bin/python benchmarks/bench_copydetect.py [--refs N] [--workers 1] [--local-shortlist N]
+        [--methods pdq,phash,local,full_v1,full] [--v2-queries-per-ref 2]
 
 Builds the DISC21-style benchmark of :mod:`tracemark.bench.copydetect` from
-shared/data/corpus (references: the half the VLAD model was not trained on), runs the four
-methods side by side on one thread per process and writes benchmarks/results/copydetect/
+shared/data/corpus (references: the half the VLAD model was not trained on; queries: the
+version 1 set and the hard kinds of ``copydetect-v2``), runs the methods side by side (the
+previous copy detector, ``full_v1``, and the current one, ``full``, on one index) on one thread per process and writes benchmarks/results/copydetect/
 (results.json, report.md) and, with ``--write-docs``, the "copydetect" section of
 docs/benchmarks.md.
 """
@@ -40,7 +42,8 @@ def main() -> None:
     ap.add_argument("--images", type=Path, default=CORPUS)
     ap.add_argument("--refs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default="pdq,phash,local,full")
+    ap.add_argument("--methods", default="pdq,phash,local,full_v1,full")
+    ap.add_argument("--v2-queries-per-ref", type=int, default=2)
     ap.add_argument("--local-shortlist", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "copydetect")
@@ -57,6 +60,7 @@ def main() -> None:
         methods=tuple(m for m in args.methods.split(",") if m),
         local_shortlist=args.local_shortlist,
         workers=args.workers,
+        v2_queries_per_ref=args.v2_queries_per_ref,
     )
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text(encoding="utf-8"))

@@ -46,7 +46,7 @@ EXPECTED_COUNTS = {
 }
 SUITE_NAMES = sorted(EXPECTED_COUNTS)
 # tracemark's own suites (not from a publication, so not compared with ATTACK_SUITES.md)
-OWN_SUITES = {"watermark-robustness", "watermark-v2", "credential-strip"}
+OWN_SUITES = {"watermark-robustness", "watermark-v2", "credential-strip", "copydetect-v2"}
 RANDOM_KEYS = {"uniform", "loguniform", "randint", "choice", "normal"}
 
 

@@ -21,6 +21,7 @@ from tracemark.errors import AttackParameterError
 
 __all__ = [
     "resize",
+    "thumbnail",
     "center_crop",
     "random_crop",
     "resized_crop",
@@ -117,6 +118,37 @@ def resize(
     if back:
         out = cv2.resize(out, (width, height), interpolation=flag)
     return out
+
+
+def _thumbnail_strength(params: Mapping[str, Any]) -> float:
+    """``log2(1024 / long_side) / 7`` clipped to [0, 1]: 0 at 1024 px, 1 at 8 px (a strength
+    depends on the parameters alone, so it is taken relative to a 1024 px image)."""
+    return min(1.0, max(0.0, math.log2(1024 / params["long_side"]) / 7))
+
+
+@register_attack(
+    "thumbnail",
+    Family.GEOMETRIC,
+    params=[
+        Param("long_side", int, low=8, high=4096, doc="long side of the output, px"),
+        Param("interpolation", str, choices=tuple(_INTERPOLATION), doc="OpenCV interpolation"),
+    ],
+    strength=_thumbnail_strength,
+)
+def thumbnail(image: Image, *, long_side: int = 128, interpolation: str = "area") -> Image:
+    """Shrink so that the long side is ``long_side`` px, aspect kept (a platform's thumbnail).
+
+    The output is ``(max(1, round(H * f)), max(1, round(W * f)), 3)`` with
+    ``f = long_side / max(H, W)``; it is never enlarged (like PIL's ``Image.thumbnail``):
+    an image whose long side is at most ``long_side`` is returned unchanged. ``area``
+    (default) antialiases; ``bilinear`` is the naive resizer that aliases.
+    """
+    height, width = image.shape[:2]
+    if max(height, width) <= long_side:
+        return image.copy()
+    f = long_side / max(height, width)
+    size = (max(1, round(width * f)), max(1, round(height * f)))
+    return cv2.resize(image, size, interpolation=_INTERPOLATION[interpolation])
 
 
 @register_attack(

@@ -1,4 +1,4 @@
-"""Overlay attacks: text, emoji and image overlays, insertion, screenshot and meme framing.
+"""Overlay attacks: text, emoji and image overlays, insertion, screenshots and meme framing.
 
 Conventions:
 
@@ -29,6 +29,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from tracemark.attacks.base import Family, Image, Param, SampleContext, check_image, register_attack
+from tracemark.attacks.degradation import jpeg
 from tracemark.errors import AttackParameterError, CorruptImageError, ImageSourceError
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "image_overlay",
     "insert",
     "screenshot",
+    "SCREENS",
+    "page_screenshot",
     "meme",
 ]
 
@@ -778,6 +781,207 @@ def screenshot(
     top, left = oy + b + bar_h, ox + b
     out[top : top + ch, left : left + cw] = _resize(image, cw, ch)[: height - top, : width - left]
     return out
+
+
+# --- the image inside a web page ------------------------------------------------------------
+
+SCREENS: tuple[tuple[int, int], ...] = (
+    (1920, 1080),
+    (1366, 768),
+    (1536, 864),
+    (1440, 900),
+    (1280, 720),
+    (390, 844),
+    (412, 915),
+)
+"""Screen sizes ``(width, height)`` in CSS pixels that ``page_screenshot`` draws from: the
+most common desktop resolutions and two common phone viewports (iPhone 12-14, large
+Android) in StatCounter GlobalStats' screen-resolution tables, 2023-2024."""
+
+
+def _draw_screen(
+    rng: np.random.Generator, ctx: SampleContext, resolved: Mapping[str, Any]
+) -> list[int]:
+    return list(SCREENS[int(rng.integers(len(SCREENS)))])
+
+
+def _check_screen(screen: Sequence[Any]) -> tuple[int, int]:
+    ok = len(screen) == 2 and all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) and 64 <= v <= 8192
+        for v in screen
+    )
+    if not ok:
+        raise AttackParameterError(
+            f"page_screenshot.screen must be [width, height], two integers 64..8192; "
+            f"got {list(screen)!r}"
+        )
+    return int(screen[0]), int(screen[1])
+
+
+def _line_text(rng: np.random.Generator, width: float, px: int) -> str:
+    """Random words whose drawn width at ``px`` is at most ``width`` (at least one word)."""
+    space = _text_extent("a b")[0] - _text_extent("ab")[0]
+    words: list[str] = []
+    used = 0.0
+    while True:
+        w = _WORDS[int(rng.integers(len(_WORDS)))]
+        add = _text_extent(w)[0] * px + (space * px if words else 0.0)
+        if words and used + add > width:
+            return " ".join(words)
+        words.append(w)
+        used += add
+
+
+def _paragraphs(
+    d: _Draw, rng: np.random.Generator, box: tuple[int, int, int, int], px: int, ink: tuple[int, ...]
+) -> None:
+    """Lines of random words filling ``box = (left, top, right, bottom)``; ragged right ends,
+    a blank line between paragraphs of 3-6 lines. Lines past the bottom are not drawn."""
+    left, top, right, bottom = box
+    if px < 4 or right - left < 2 * px:
+        return
+    y, lead = float(top), 1.5 * px
+    in_par, par_len = 0, int(rng.integers(3, 7))
+    while y + px <= bottom:
+        frac = rng.uniform(0.35, 0.7) if in_par == par_len - 1 else rng.uniform(0.85, 1.0)
+        d.text((left, y), _line_text(rng, (right - left) * frac, px), font=_font(px), fill=ink)
+        y += lead
+        in_par += 1
+        if in_par == par_len:
+            y += lead * 0.6
+            in_par, par_len = 0, int(rng.integers(3, 7))
+
+
+@register_attack(
+    "page_screenshot",
+    Family.OVERLAY,
+    params=[
+        Param(
+            "area",
+            float,
+            low=0.01,
+            high=0.9,
+            doc="image area as a fraction of the screen's (less where it does not fit)",
+        ),
+        Param(
+            "screen",
+            tuple,
+            random=True,
+            draw=_draw_screen,
+            doc="output [width, height] in px; drawn from SCREENS",
+        ),
+        Param("quality", int, low=1, high=100, doc="JPEG quality of the capture (PIL)"),
+        _seed_param("page layout: theme, header, sidebar, text, where the image sits"),
+    ],
+    strength=lambda p: 1.0 - p["area"],
+    slow=True,
+)
+def page_screenshot(
+    image: Image,
+    *,
+    area: float = 0.35,
+    screen: Sequence[int] = (1366, 768),
+    quality: int = 85,
+    seed: int = 0,
+) -> Image:
+    """The image shown inside a web page, captured as a JPEG screenshot of the screen.
+
+    The output is ``(screen[1], screen[0], 3)``: a page drawn from ``seed`` (light or dark
+    theme; a coloured header bar 6-10 % of the height with a logo, a site name and, on
+    landscape screens, menu words; on landscape screens a sidebar 18-26 % of the width, left
+    or right, with thumbnails and short lines with probability 0.6; a title, and paragraphs
+    of words in Pillow's bundled font above and below the image in the content column).
+    The image, aspect kept, covers ``area`` of the screen, or less where that does not fit
+    the content column or the height under the header; it is resized once (area averaging
+    when shrinking, bilinear when enlarging), left-aligned or centred, sometimes with a thin
+    border. The whole screen is then JPEG-encoded at ``quality`` (PIL, 4:2:0) and decoded.
+    """
+    width, height = _check_screen(screen)
+    rng = np.random.default_rng(seed)
+    dark = bool(rng.random() < 0.25)
+    base = int(rng.integers(16, 40)) if dark else int(rng.integers(238, 256))
+    bg = (base, base, base)
+    ink_v = int(rng.integers(200, 236)) if dark else int(rng.integers(20, 70))
+    ink, muted = (ink_v, ink_v, ink_v), ((ink_v + base) // 2,) * 3
+    hue_rgb = cv2.cvtColor(
+        np.array([[[int(rng.integers(180)), int(rng.integers(120, 256)), int(rng.integers(90, 230))]]],
+                 np.uint8),
+        cv2.COLOR_HSV2RGB,
+    )[0, 0]
+    accent = tuple(int(c) for c in hue_rgb)
+    canvas = PILImage.new("RGB", (width, height), bg)
+    d = ImageDraw.Draw(canvas)
+    unit = min(width, height)
+    landscape = width > height
+
+    header = max(8, round(height * rng.uniform(0.06, 0.1)))
+    d.rectangle((0, 0, width - 1, header - 1), fill=accent)
+    pad = header * 0.2
+    d.ellipse((pad, pad, header - pad, header - pad), fill=(255, 255, 255))
+    brand_px = max(4, round(header * 0.42))
+    d.text((header * 1.1, header / 2), _words(rng, 1, 2), font=_font(brand_px),
+           fill=(255, 255, 255), anchor="lm")
+    if landscape:
+        x = width - header * 0.5
+        for _ in range(int(rng.integers(3, 6))):
+            word = _WORDS[int(rng.integers(len(_WORDS)))]
+            x -= _text_extent(word)[0] * brand_px * 0.8 + header * 0.5
+            d.text((x, header / 2), word, font=_font(round(brand_px * 0.8)),
+                   fill=(255, 255, 255), anchor="lm")
+
+    margin = max(2, round(width * rng.uniform(0.02, 0.06)))
+    left, right = margin, width - margin
+    if landscape and rng.random() < 0.6:
+        side_w = round(width * rng.uniform(0.18, 0.26))
+        on_left = bool(rng.random() < 0.5)
+        sx0 = 0 if on_left else width - side_w
+        shade = max(0, min(255, base + (12 if dark else -10)))
+        d.rectangle((sx0, header, sx0 + side_w - 1, height - 1), fill=(shade, shade, shade))
+        px = max(4, round(unit * 0.022))
+        y, x0 = header + margin, sx0 + margin // 2
+        inner = side_w - margin
+        while y < height and inner > 8:
+            th = round(inner * rng.uniform(0.45, 0.7))
+            thumb = _texture(int(rng.integers(_SEED_MAX)), th, inner)
+            canvas.paste(PILImage.fromarray(thumb), (x0, y))
+            y += th + px // 2
+            _paragraphs(d, rng, (x0, y, x0 + inner, min(height, y + round(3 * 1.5 * px))), px, muted)
+            y += round(3 * 1.5 * px) + margin // 2
+        if on_left:
+            left = side_w + margin
+        else:
+            right = width - side_w - margin
+    col_w = max(1, right - left)
+
+    body_px = max(4, round(unit * rng.uniform(0.022, 0.032)))
+    title_px = round(body_px * rng.uniform(1.5, 2.2))
+    top = header + margin
+    avail_h = max(1, height - top - margin)
+    h, w = image.shape[:2]
+    iw = math.sqrt(area * width * height * w / h)
+    f = min(1.0, col_w / iw, avail_h / (iw * h / w))
+    iw_px = max(1, min(col_w, math.floor(iw * f)))
+    ih_px = max(1, min(avail_h, math.floor(iw * f * h / w)))
+
+    free = avail_h - ih_px
+    y_img = top + round(free * rng.uniform(0.15, 0.85))
+    y = float(top)
+    if y + title_px * 1.3 <= y_img - body_px:
+        d.text((left, y), _line_text(rng, col_w * rng.uniform(0.5, 0.95), title_px),
+               font=_font(title_px), fill=ink)
+        y += title_px * 1.6
+    _paragraphs(d, rng, (left, round(y), right, y_img - body_px), body_px, ink)
+    x_img = left if rng.random() < 0.5 else left + (col_w - iw_px) // 2
+    if rng.random() < 0.3:
+        d.rectangle((x_img - 1, y_img - 1, x_img + iw_px, y_img + ih_px), outline=muted)
+    y = y_img + ih_px + body_px // 2
+    cap_px = max(4, round(body_px * 0.8))
+    d.text((x_img, y), _line_text(rng, iw_px, cap_px), font=_font(cap_px), fill=muted)
+    _paragraphs(d, rng, (left, round(y + 2 * cap_px), right, height), body_px, ink)
+
+    out = np.array(canvas)
+    out[y_img : y_img + ih_px, x_img : x_img + iw_px] = _resize(image, iw_px, ih_px)
+    return jpeg(out, quality=quality)
 
 
 # --- meme -------------------------------------------------------------------------------

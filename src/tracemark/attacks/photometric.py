@@ -2,7 +2,9 @@
 
 ``brightness``, ``contrast``, ``saturation`` and ``sharpness`` are exactly PIL's
 ``ImageEnhance.Brightness/Contrast/Color/Sharpness`` (as W-Bench and Stable Signature use
-them), so numbers compare with the papers. ``hue`` follows torchvision's ``adjust_hue`` on
+them), so numbers compare with the papers. ``unsharp_mask`` is PIL's
+``ImageFilter.UnsharpMask`` (the strong sharpening of photo editors and of platforms'
+resizers). ``hue`` follows torchvision's ``adjust_hue`` on
 float tensors: RGB -> HSV in float, hue shifted by ``shift`` of the circle (mod 1), back to
 RGB and rounded to uint8 (torchvision truncates when converting back; rounding differs by
 at most one level; torchvision's PIL path shifts a uint8 hue instead). ``color_jitter``
@@ -19,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageEnhance
+from PIL import ImageEnhance, ImageFilter
 
 from tracemark.attacks.base import Family, Image, Param, SampleContext, register_attack
 from tracemark.errors import AttackParameterError
@@ -29,6 +31,7 @@ __all__ = [
     "contrast",
     "saturation",
     "sharpness",
+    "unsharp_mask",
     "hue",
     "gamma",
     "grayscale",
@@ -96,6 +99,30 @@ def saturation(image: Image, *, factor: float = 1.5) -> Image:
 def sharpness(image: Image, *, factor: float = 1.5) -> Image:
     """Sharpen (factor > 1) or soften (< 1): PIL ``ImageEnhance.Sharpness``."""
     return _enhance(image, ImageEnhance.Sharpness, factor)
+
+
+@register_attack(
+    "unsharp_mask",
+    Family.PHOTOMETRIC,
+    params=[
+        Param("radius", float, low=0.0, high=50.0, doc="blur radius (PIL GaussianBlur sigma), px"),
+        Param("amount", float, low=0.0, high=10.0, doc="gain on the detail (1 = 100 %)"),
+        Param("threshold", int, low=0, high=255, doc="smallest difference that is sharpened"),
+    ],
+    strength=lambda p: 0.0 if p["radius"] == 0.0 else min(1.0, p["amount"] / 5.0),
+    identity={"amount": 0.0},
+)
+def unsharp_mask(
+    image: Image, *, radius: float = 2.0, amount: float = 1.5, threshold: int = 3
+) -> Image:
+    """Unsharp masking: PIL ``ImageFilter.UnsharpMask(radius, percent=round(100 * amount),
+    threshold)``, i.e. ``out = in + amount * (in - blur(in, radius))`` where the difference
+    is at least ``threshold`` levels, clipped to 0..255. ``amount = 0`` or ``radius = 0``
+    returns the input unchanged."""
+    if amount == 0.0 or radius == 0.0:
+        return image.copy()
+    f = ImageFilter.UnsharpMask(radius=radius, percent=round(100 * amount), threshold=threshold)
+    return np.array(PILImage.fromarray(image).filter(f))
 
 
 @register_attack(

@@ -24,25 +24,44 @@ parameters of every query are recorded):
    ground truth is its reference.
 3. **Negative queries.** ``negatives`` images of P (default all), each with one
    ``disc21-like`` entry drawn the same way: edited-looking images that are not copies.
+   These, the positives of 2 and the hard negatives of 4 are the query set ``"v1"``, the
+   queries of version 1 of this benchmark, kept as they were so that its numbers stay
+   comparable.
 4. **Hard negatives.** For each of ``hard_negatives`` references (default all), the P
    image most similar by the VLAD descriptor (maximum inner product over region rows, the
    retrieval similarity) and the P image nearest by PDQ (smallest distance over the 8
    orientations): "looks alike globally" and "hash-near". Each distinct image becomes one
    query, JPEG quality 80. No method should match them.
+5. **The hard kinds** (query set ``"v2"``, the ``copydetect-v2`` suite: the image inside a
+   web page, strong sharpening, thumbnails of 96-200 px, pixelization, heavy blur, crops
+   keeping 8-12 %, stacks of two or three). Each reference gets ``v2_queries_per_ref``
+   distinct entries, assigned in turn over a seeded permutation of the references
+   (``derive_seed(seed, "v2")``) so that every entry gets the same number of queries
+   (within one); each is drawn with ``derive_seed(seed, ref, "query", label)``.
+   ``v2_negatives`` pool images (default all) also get one ``copydetect-v2`` entry
+   (``derive_seed(seed, name, "v2entries")`` chooses it): page screenshots and thumbnails
+   of non-copies, which share a page's furniture or a thumbnail's blur with the copies.
 
 Methods, each giving at most ``k`` predictions ``(query, reference, score)`` per query:
 ``pdq`` (``256 - `` the smallest dihedral PDQ distance, brute force over every reference),
 ``phash`` (``64 - `` Hamming distance, plain), ``local`` (RANSAC inliers of SIFT
-verification against *every* reference, or the ``local_shortlist`` best by VLAD when set)
-and ``full`` (:meth:`CopyIndex.search`, scored by ``raw_score``). Metrics
-(:mod:`tracemark.metrics.retrieval`): micro-AP (at most ``k`` predictions per query),
-recall at precision 0.9, accuracy at rank 1. Each method also has an operating threshold:
-PDQ distance <= 31 (ThreatExchange), pHash distance <= 10, >= ``MatchConfig.min_inliers``
-inliers, and for ``full`` the raw score where the calibrated p-value reaches 1e-3
-(:meth:`CopyIndex.threshold_for_alpha`, the recommended threshold); at it, precision,
-recall, and the shares of hard negatives and of negative queries whose best score stays
-below it. Timings are wall-clock per query and method (each method's own feature
-extraction included), the index build and the calibration.
+verification against *every* reference, or the ``local_shortlist`` best by VLAD when set),
+``full`` (:meth:`CopyIndex.search` with the default :class:`MatchConfig`, scored by
+``raw_score``) and ``full_v1`` (the same index and calibration searched through a second
+read-only handle with ``MatchConfig(retrieval="v1")``: the previous version's candidate
+retrieval, VLAD region rows + PDQ), so the old and the new detector answer the same queries
+in one run. Metrics (:mod:`tracemark.metrics.retrieval`): micro-AP (at most ``k``
+predictions per query), recall at precision 0.9, accuracy at rank 1, over all queries and
+per query set (``"v1"``: the set of version 1; ``"v2"``: the hard kinds; both with the hard
+negatives), and accuracy at rank 1 per edit (group). Each method also has an operating
+threshold: PDQ distance <= 31 (ThreatExchange), pHash distance <= 10, >=
+``MatchConfig.min_inliers`` inliers, and for ``full`` and ``full_v1`` the raw score where
+the calibrated p-value reaches 1e-3 (:meth:`CopyIndex.threshold_for_alpha`, the recommended
+threshold; one calibration, run with the default retrieval, serves both); at it, precision,
+recall (all copies and the hard kinds alone), and the shares of hard negatives and of
+negative queries whose best score stays below it. Timings are wall-clock per query and
+method (each method's own feature extraction included), the index build and the
+calibration.
 """
 
 from __future__ import annotations
@@ -90,11 +109,20 @@ __all__ = [
     "write_outputs",
 ]
 
-RESULTS_VERSION = 1
-METHODS = ("pdq", "phash", "local", "full")
+RESULTS_VERSION = 2
+"""2: query set ``"v2"`` (the ``copydetect-v2`` suite), method ``full_v1``, ``query_set`` on
+queries and records, per-set metrics (``subsets``) and ``recall_v2`` at the operating point.
+Version 1 results still format (their metrics lack the new fields)."""
+METHODS = ("pdq", "phash", "local", "full_v1", "full")
+INDEX_METHODS = ("full_v1", "full")
+"""The methods that search the :class:`~tracemark.copydetect.CopyIndex` (and need its
+calibration)."""
 RECOMMENDED_ALPHA = 1e-3
 """The p-value at which the ``full`` pipeline's recommended threshold is taken."""
 QUERY_SUITE = "disc21-like"
+V2_SUITE = "copydetect-v2"
+"""The hard kinds of issue 13 (query set ``"v2"``)."""
+QUERY_SETS = ("v1", "v2")
 PDQ_THRESHOLD = 31
 """PDQ match threshold in bits (ThreatExchange's usual value)."""
 PHASH_THRESHOLD = 10
@@ -102,6 +130,7 @@ PHASH_THRESHOLD = 10
 HARD_NEGATIVE_JPEG = 80
 
 QueryKind = Literal["positive", "negative", "hard_negative"]
+QuerySet = Literal["v1", "v2"]
 Image = npt.NDArray[np.uint8]
 
 
@@ -113,10 +142,15 @@ class CopyDetectConfig:
     refs: int | None = None
     """Keep this many references (evenly spread); None: every held-out image."""
     queries_per_ref: int = 2
+    v2_queries_per_ref: int = 2
+    """Entries of ``copydetect-v2`` per reference (0 to its length; 2 gives each of its 8
+    entries ``refs / 4`` queries)."""
     hard_share: float = 0.5
     """Share of references that also get one explicit hard edit."""
     negatives: int | None = None
     """Negative queries from the pool P; None: one per pool image."""
+    v2_negatives: int | None = None
+    """Negative queries of the hard kinds (``copydetect-v2``); None: one per pool image."""
     hard_negatives: int | None = None
     """References for which hard negatives are mined; None: every reference."""
     background_share: float = 0.4
@@ -139,6 +173,7 @@ class CopyDetectConfig:
         checks = {
             "refs": (self.refs, 1),
             "negatives": (self.negatives, 0),
+            "v2_negatives": (self.v2_negatives, 0),
             "hard_negatives": (self.hard_negatives, 0),
             "max_side": (self.max_side, 64),
             "local_shortlist": (self.local_shortlist, 1),
@@ -148,6 +183,12 @@ class CopyDetectConfig:
                 raise ConfigError(f"{name} must be >= {low} or None; got {value}")
         if not 0 <= self.queries_per_ref <= 15:
             raise ConfigError(f"queries_per_ref must be in [0, 15]; got {self.queries_per_ref}")
+        n_v2 = len(get_suite(V2_SUITE))
+        if not 0 <= self.v2_queries_per_ref <= n_v2:
+            raise ConfigError(
+                f"v2_queries_per_ref must be in [0, {n_v2}] (the entries of {V2_SUITE}); "
+                f"got {self.v2_queries_per_ref}"
+            )
         for name in ("hard_share", "background_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
@@ -171,6 +212,8 @@ class QuerySpec:
     params: dict[str, Any]
     seed: int
     note: dict[str, Any] = field(default_factory=dict)
+    query_set: QuerySet = "v1"
+    """``"v1"``: the queries of version 1 of the benchmark; ``"v2"``: the hard kinds."""
 
 
 @dataclass(frozen=True)
@@ -277,10 +320,26 @@ def _draw(suite: Suite, label: str, seed: int, image: Image, backgrounds: Sequen
 
 
 def _spec(
-    name: str, kind: QueryKind, source: str, reference: str | None, rec: Any, **note: Any
+    name: str,
+    kind: QueryKind,
+    source: str,
+    reference: str | None,
+    rec: Any,
+    query_set: QuerySet = "v1",
+    **note: Any,
 ) -> QuerySpec:
     return QuerySpec(
-        name, kind, source, reference, rec.label, rec.group, rec.attack, rec.params, rec.seed, note
+        name,
+        kind,
+        source,
+        reference,
+        rec.label,
+        rec.group,
+        rec.attack,
+        rec.params,
+        rec.seed,
+        note,
+        query_set,
     )
 
 
@@ -340,6 +399,7 @@ def plan_queries(
     why: dict[str, list[dict[str, Any]]] = {}
     for pool_name, ref, by, value in hard_negatives:
         why.setdefault(pool_name, []).append({"reference": ref, "by": by, "value": value})
+    out += _plan_v2(split, images, config)
     for name in sorted(why):
         rec = AttackRecord(
             "jpeg80",
@@ -352,6 +412,39 @@ def plan_queries(
             None,
         )
         out.append(_spec(f"hard:{name}", "hard_negative", name, None, rec, nearest_to=why[name]))
+    return out
+
+
+def _plan_v2(
+    split: Split, images: Mapping[str, Image], config: CopyDetectConfig
+) -> list[QuerySpec]:
+    """The query set ``"v2"``: the hard kinds on references and on pool images."""
+    suite = get_suite(V2_SUITE)
+    labels = [e.label for e in suite]
+    pool_paths = {n: str(split.paths[n]) for n in split.pool}
+    out: list[QuerySpec] = []
+    k = config.v2_queries_per_ref
+    order = np.random.default_rng(derive_seed(config.seed, "v2")).permutation(
+        len(split.references)
+    )
+    slot = {split.references[i]: j for j, i in enumerate(order)}
+    for ref in split.references:
+        for t in range(k):
+            lab = labels[(slot[ref] * k + t) % len(labels)]
+            rec = _draw(
+                suite,
+                lab,
+                derive_seed(config.seed, ref, "query", lab),
+                images[ref],
+                list(pool_paths.values()),
+            )
+            out.append(_spec(f"pos:{ref}:{lab}", "positive", ref, ref, rec, "v2"))
+    for name in _spread(split.pool, config.v2_negatives):
+        rng = np.random.default_rng(derive_seed(config.seed, name, "v2entries"))
+        lab = labels[int(rng.integers(len(labels)))]
+        others = [p for n, p in pool_paths.items() if n != name]
+        rec = _draw(suite, lab, derive_seed(config.seed, name, "query", lab), images[name], others)
+        out.append(_spec(f"neg:{name}:{lab}", "negative", name, None, rec, "v2"))
     return out
 
 
@@ -385,6 +478,8 @@ class _Runtime:
     refs: _Refs
     index: Any
     config: CopyDetectConfig
+    index_v1: Any = None
+    """A second handle on the same index, searching with ``MatchConfig(retrieval="v1")``."""
 
 
 Predictions = list[tuple[str, float]]
@@ -446,9 +541,8 @@ def _local(rt: _Runtime, image: Image) -> tuple[Predictions, None]:
     return _top(rt, scores), None
 
 
-@_method("full")
-def _full(rt: _Runtime, image: Image) -> tuple[Predictions, dict[str, Any] | None]:
-    matches = rt.index.search(image, k=rt.config.k)
+def _search(index: Any, image: Image, k: int) -> tuple[Predictions, dict[str, Any] | None]:
+    matches = index.search(image, k=k)
     preds = [(str(m.source), float(m.raw_score)) for m in matches]
     top = None
     if matches:
@@ -461,6 +555,16 @@ def _full(rt: _Runtime, image: Image) -> tuple[Predictions, dict[str, Any] | Non
             "decision": m.decision,
         }
     return preds, top
+
+
+@_method("full")
+def _full(rt: _Runtime, image: Image) -> tuple[Predictions, dict[str, Any] | None]:
+    return _search(rt.index, image, rt.config.k)
+
+
+@_method("full_v1")
+def _full_v1(rt: _Runtime, image: Image) -> tuple[Predictions, dict[str, Any] | None]:
+    return _search(rt.index_v1, image, rt.config.k)
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -476,6 +580,7 @@ def evaluate_query(rt: _Runtime, spec: QuerySpec, source: Image) -> dict[str, An
         "kind": spec.kind,
         "reference": spec.reference,
         "group": spec.group,
+        "query_set": spec.query_set,
         "predictions": {},
         "ms": {},
         "top": {},
@@ -528,14 +633,22 @@ def one_thread() -> Iterator[None]:
 _WORKER: dict[str, Any] = {}
 
 
+def _open_v1(index_path: str | Path) -> Any:
+    """A read-only handle on the index that retrieves candidates as version 1 did."""
+    from tracemark.copydetect import CopyIndex, MatchConfig
+
+    return CopyIndex.open(index_path, read_only=True, config=MatchConfig(retrieval="v1"))
+
+
 def _worker_init(index_path: str, refs: _Refs, config: CopyDetectConfig, split: Split) -> None:
     from tracemark.copydetect import CopyIndex
 
     guard = one_thread()
     guard.__enter__()  # for the worker's lifetime
+    v1 = _open_v1(index_path) if "full_v1" in config.methods else None
     _WORKER.update(
         guard=guard,
-        rt=_Runtime(refs, CopyIndex.open(index_path, read_only=True), config),
+        rt=_Runtime(refs, CopyIndex.open(index_path, read_only=True), config, v1),
         split=split,
     )
 
@@ -589,7 +702,7 @@ def run_copydetect_bench(
     split = split_images(images, cfg, root)
     if not split.references:
         raise ConfigError("no reference images: every image is in the VLAD training half")
-    if "full" in cfg.methods and len(split.background) < 4:
+    if set(INDEX_METHODS) & set(cfg.methods) and len(split.background) < 4:
         raise ConfigError(
             f"calibration needs >= 4 background images; the split leaves {len(split.background)}"
         )
@@ -606,6 +719,7 @@ def run_copydetect_bench(
     timings: dict[str, Any] = {}
     with one_thread(), tempfile.TemporaryDirectory(prefix="tracemark-copydetect-") as tmp:
         ci = CopyIndex.create(Path(tmp) / "index")
+        ci_v1 = None
         try:
             names = [n for n in split.references if n in prepared]
             t0 = time.perf_counter()
@@ -648,13 +762,15 @@ def run_copydetect_bench(
             )
             threshold = None
             calibration = None
-            if "full" in cfg.methods:
+            if set(INDEX_METHODS) & set(cfg.methods):
                 t0 = time.perf_counter()
                 calibration = ci.calibrate(
                     [_load(split, n, cfg.max_side) for n in split.background]
                 )
                 timings["calibration_s"] = round(time.perf_counter() - t0, 3)
                 threshold = ci.threshold_for_alpha(RECOMMENDED_ALPHA)
+            if "full_v1" in cfg.methods:
+                ci_v1 = _open_v1(ci.index.path)  # after calibration: it loads the same model
             pool_desc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for n in tqdm(
                 [p for p in split.pool if p in prepared], desc="pool", unit="img", **bar_opts
@@ -676,7 +792,7 @@ def run_copydetect_bench(
             t0 = time.perf_counter()
             with tqdm(total=len(specs), desc="bench copydetect", unit="query", **bar_opts) as bar:
                 if cfg.workers == 1 or len(specs) <= 1:
-                    rt = _Runtime(refs, ci, cfg)
+                    rt = _Runtime(refs, ci, cfg, ci_v1)
                     for spec in specs:
                         records.append(evaluate_query(rt, spec, prepared[spec.source]))
                         bar.update(1)
@@ -692,6 +808,8 @@ def run_copydetect_bench(
             timings["queries_s"] = round(time.perf_counter() - t0, 3)
             index_stats = ci.stats()
         finally:
+            if ci_v1 is not None:
+                ci_v1.close()
             ci.close()
     truth = {s.name: s.reference for s in specs if s.reference is not None}
     return {
@@ -739,6 +857,7 @@ def operating_threshold(method: str, recommended: float | None) -> float | None:
         "pdq": 256.0 - PDQ_THRESHOLD,
         "phash": 64.0 - PHASH_THRESHOLD,
         "local": float(MatchConfig().min_inliers),
+        "full_v1": recommended,
         "full": recommended,
     }
     return fixed[method]
@@ -760,8 +879,13 @@ def compute_metrics(
     methods: Sequence[str],
     recommended: float | None,
 ) -> dict[str, Any]:
-    """Per method: micro-AP, recall@P90, acc@1, timings, the operating point and per-group
-    accuracy at rank 1."""
+    """Per method: micro-AP, recall@P90, acc@1 (all queries, and per query set in
+    ``subsets``), timings, the operating point and per-group accuracy at rank 1.
+
+    A query set's metrics use its own queries plus the hard negatives (which belong to
+    every set); records without ``query_set`` (version 1 results) are set ``"v1"``.
+    ``subsets`` holds only the sets that have positives.
+    """
     from tracemark.metrics.retrieval import (
         accuracy_at_rank1,
         micro_average_precision,
@@ -771,21 +895,56 @@ def compute_metrics(
 
     hard = [r for r in records if r["kind"] == "hard_negative"]
     negs = [r for r in records if r["kind"] == "negative"]
-    groups = sorted({r["group"] for r in records if r["kind"] == "positive"})
+    positives = [r for r in records if r["kind"] == "positive"]
+    set_of = {r["query"]: r.get("query_set", "v1") for r in records}
+    groups = sorted({(set_of[r["query"]], r["group"]) for r in positives})
+    in_set = {
+        qs: {r["query"] for r in records if r["kind"] == "hard_negative" or set_of[r["query"]] == qs}
+        for qs in QUERY_SETS
+    }
+    set_truth = {
+        qs: {q: ref for q, ref in truth.items() if set_of.get(q, "v1") == qs} for qs in QUERY_SETS
+    }
     out: dict[str, Any] = {
         "n_queries": len(records),
-        "n_positive": sum(r["kind"] == "positive" for r in records),
+        "n_positive": len(positives),
         "n_negative": len(negs),
         "n_hard_negative": len(hard),
         "n_errors": sum("error" in r or bool(r.get("method_errors")) for r in records),
+        "sets": {
+            qs: {
+                "n_queries": len(in_set[qs]),
+                "n_positive": len(set_truth[qs]),
+                "n_negative": sum(set_of[r["query"]] == qs for r in negs),
+            }
+            for qs in QUERY_SETS
+        },
         "methods": {},
     }
     if not truth:
         return out
+
+    def recall_at(preds: list[tuple[str, str, float]], sub: Mapping[str, str], thr: float) -> float:
+        curve = precision_recall_curve(preds, sub, max_per_query=10)
+        n = int(np.sum(curve.thresholds >= thr))
+        return float(curve.recall[n - 1]) if n else 0.0
+
     for m in methods:
         preds = predictions_of(records, m)
         ms = [r["ms"][m] for r in records if m in r.get("ms", {})]
         thr = operating_threshold(m, recommended)
+        subsets = {}
+        for qs in QUERY_SETS:
+            if not set_truth[qs]:
+                continue
+            sub_preds = [p for p in preds if p[0] in in_set[qs]]
+            subsets[qs] = {
+                "micro_ap": micro_average_precision(sub_preds, set_truth[qs], max_per_query=10),
+                "recall_at_p90": recall_at_precision(
+                    sub_preds, set_truth[qs], 0.9, max_per_query=10
+                ),
+                "acc_at_1": accuracy_at_rank1(sub_preds, set_truth[qs]),
+            }
         op: dict[str, Any] = {"threshold": thr}
         if thr is not None:
             curve = precision_recall_curve(preds, truth, max_per_query=10)
@@ -793,21 +952,28 @@ def compute_metrics(
             op.update(
                 precision=float(curve.precision[n - 1]) if n else None,
                 recall=float(curve.recall[n - 1]) if n else 0.0,
+                recall_v2=(
+                    recall_at([p for p in preds if p[0] in in_set["v2"]], set_truth["v2"], thr)
+                    if set_truth["v2"]
+                    else None
+                ),
                 hard_negatives_below=_below(hard, m, thr),
                 negatives_below=_below(negs, m, thr),
             )
         per_group = {}
-        for g in groups:
-            qs = {r["query"] for r in records if r["kind"] == "positive" and r["group"] == g}
-            sub_truth = {q: truth[q] for q in qs}
+        for qs, g in groups:
+            qnames = {r["query"] for r in positives if r["group"] == g}
+            sub_truth = {q: truth[q] for q in qnames}
             per_group[g] = {
-                "n": len(qs),
-                "acc_at_1": accuracy_at_rank1([p for p in preds if p[0] in qs], sub_truth),
+                "n": len(qnames),
+                "query_set": qs,
+                "acc_at_1": accuracy_at_rank1([p for p in preds if p[0] in qnames], sub_truth),
             }
         out["methods"][m] = {
             "micro_ap": micro_average_precision(preds, truth, max_per_query=10),
             "recall_at_p90": recall_at_precision(preds, truth, 0.9, max_per_query=10),
             "acc_at_1": accuracy_at_rank1(preds, truth),
+            "subsets": subsets,
             "query_ms_median": statistics.median(ms) if ms else None,
             "query_ms_p95": float(np.percentile(ms, 95)) if ms else None,
             "operating_point": op,
@@ -824,7 +990,9 @@ def _f(x: float | None, spec: str = ".3f") -> str:
 
 
 def format_markdown(result: Mapping[str, Any], *, level: int = 1) -> str:
-    """The report: the method table, the operating points, per-group accuracy and timings."""
+    """The report: the method table (all queries, the hard kinds alone, the version 1
+    queries alone), the operating points, per-group accuracy and timings. Formats version 1
+    results too (without the per-set columns)."""
     h1, h2 = "#" * level, "#" * (level + 1)
     met, cfg, tim = result["metrics"], result["config"], result["timings"]
     methods = list(met["methods"])
@@ -841,16 +1009,29 @@ def format_markdown(result: Mapping[str, Any], *, level: int = 1) -> str:
         f"share of {cfg['hard_share']:g}), {met['n_negative']} edited non-copies, "
         f"{met['n_hard_negative']} hard negatives (nearest pool image by VLAD and by PDQ, JPEG "
         f"{HARD_NEGATIVE_JPEG}); {met['n_errors']} query errors.",
+    ]
+    sets = met.get("sets")
+    if sets is not None:
+        v2 = sets["v2"]
+        lines[-1] += (
+            f" Of these, the hard kinds (`{V2_SUITE}`, {cfg['v2_queries_per_ref']} entries per "
+            f"reference): {v2['n_positive']} copies and {v2['n_negative']} edited non-copies."
+        )
+    n_v2 = sets["v2"]["n_positive"] if sets is not None else 0
+    lines += [
         "",
         f"| method | n queries | muAP | recall@P90 | acc@1 (n = {met['n_positive']} copies) "
+        f"| muAP hard kinds | recall@P90 hard kinds | acc@1 hard kinds (n = {n_v2}) "
         "| median query ms | p95 query ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in methods:
         x = met["methods"][m]
+        hk = x.get("subsets", {}).get("v2", {})
         lines.append(
             f"| {m} | {met['n_queries']} | {_f(x['micro_ap'])} | {_f(x['recall_at_p90'])} | "
-            f"{_f(x['acc_at_1'])} | {_f(x['query_ms_median'], '.1f')} | "
+            f"{_f(x['acc_at_1'])} | {_f(hk.get('micro_ap'))} | {_f(hk.get('recall_at_p90'))} | "
+            f"{_f(hk.get('acc_at_1'))} | {_f(x['query_ms_median'], '.1f')} | "
             f"{_f(x['query_ms_p95'], '.1f')} |"
         )
     shortlist = cfg.get("local_shortlist")
@@ -863,20 +1044,43 @@ def format_markdown(result: Mapping[str, Any], *, level: int = 1) -> str:
             if shortlist is None
             else f"RANSAC inliers against the best {shortlist} references by VLAD"
         )
-        + "; `full`: `CopyIndex.search` raw score. Query times include each method's own "
-        "feature extraction.",
+        + "; `full`: `CopyIndex.search` raw score; `full_v1`: the same index and calibration "
+        "searched with the previous version's candidate retrieval (`MatchConfig(retrieval="
+        "\"v1\")`). Hard kinds: the `" + V2_SUITE + "` queries with the hard negatives. Query "
+        "times include each method's own feature extraction.",
         "",
+    ]
+    if sets is not None:
+        v1 = sets["v1"]
+        lines += [
+            f"Version 1 queries alone ({v1['n_positive']} copies, {v1['n_negative']} edited "
+            f"non-copies, {met['n_hard_negative']} hard negatives; comparable with results of "
+            "version 1):",
+            "",
+            "| method | muAP | recall@P90 | acc@1 |",
+            "|---|---:|---:|---:|",
+        ]
+        for m in methods:
+            x = met["methods"][m].get("subsets", {}).get("v1", {})
+            lines.append(
+                f"| {m} | {_f(x.get('micro_ap'))} | {_f(x.get('recall_at_p90'))} | "
+                f"{_f(x.get('acc_at_1'))} |"
+            )
+        lines.append("")
+    lines += [
         f"{h2} Operating points",
         "",
         f"| method | threshold (score >=) | precision | recall (n = {met['n_positive']}) | "
+        f"recall hard kinds (n = {n_v2}) | "
         f"hard negatives below (n = {met['n_hard_negative']}) | "
         f"negatives below (n = {met['n_negative']}) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     names = {
         "pdq": f"PDQ distance <= {PDQ_THRESHOLD}",
         "phash": f"pHash distance <= {PHASH_THRESHOLD}",
         "local": "min inliers",
+        "full_v1": f"recommended (p = {RECOMMENDED_ALPHA:g})",
         "full": f"recommended (p = {RECOMMENDED_ALPHA:g})",
     }
     for m in methods:
@@ -885,20 +1089,28 @@ def format_markdown(result: Mapping[str, Any], *, level: int = 1) -> str:
             continue
         lines.append(
             f"| {m} ({names[m]}) | {op['threshold']:.2f} | {_f(op['precision'])} | {_f(op['recall'])} | "
+            f"{_f(op.get('recall_v2'))} | "
             f"{_f(op['hard_negatives_below'])} | {_f(op['negatives_below'])} |"
         )
-    groups = sorted({g for m in methods for g in met["methods"][m]["per_group_acc_at_1"]})
+    cells_of = {m: met["methods"][m]["per_group_acc_at_1"] for m in methods}
+    groups = sorted(
+        {(c.get("query_set", "v1"), g) for m in methods for g, c in cells_of[m].items()}
+    )
     lines += [
         "",
         f"{h2} Accuracy at rank 1 per edit",
         "",
-        "| edit | n | " + " | ".join(methods) + " |",
-        "|---|---:|" + "---:|" * len(methods),
+        "| edit | queries | n | " + " | ".join(methods) + " |",
+        "|---|---|---:|" + "---:|" * len(methods),
     ]
-    for g in groups:
-        cells = [met["methods"][m]["per_group_acc_at_1"][g] for m in methods]
+    for qs, g in groups:
+        cells = [cells_of[m].get(g) for m in methods]
+        n = next(c["n"] for c in cells if c is not None)
+        where = f"hard kinds (`{V2_SUITE}`)" if qs == "v2" else "version 1"
         lines.append(
-            f"| {g} | {cells[0]['n']} | " + " | ".join(f"{c['acc_at_1']:.2f}" for c in cells) + " |"
+            f"| {g} | {where} | {n} | "
+            + " | ".join("—" if c is None else f"{c['acc_at_1']:.2f}" for c in cells)
+            + " |"
         )
     lines += [
         "",

@@ -192,8 +192,8 @@ def watermark_bench_command(
     show_default=True,
 )
 @click.option(
-    "--methods", default="pdq,phash,local,full", show_default=True,
-    help="Comma-separated subset of pdq, phash, local, full."
+    "--methods", default="pdq,phash,local,full_v1,full", show_default=True,
+    help="Comma-separated subset of pdq, phash, local, full_v1 (the previous retrieval), full."
 )
 @click.option(
     "--max-side", type=click.IntRange(min=64), default=None, help="Shrink images to this long side."
