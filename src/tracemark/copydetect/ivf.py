@@ -146,6 +146,19 @@ class InvertedFile:
         ivf._features = {int(rid): len(w) for rid, w in items}
         return ivf
 
+    @classmethod
+    def from_postings(cls, ref_ids: np.ndarray, words: np.ndarray, signatures: np.ndarray,
+                      geometry: np.ndarray) -> InvertedFile:
+        """An inverted file from flat posting arrays (for bulk builds): ``ref_ids`` (P,)
+        uint32, ``words`` (P,) uint16, ``signatures`` (P,) uint32, ``geometry`` (P,) uint8."""
+        refs = np.asarray(ref_ids, np.uint32)
+        ivf = cls()
+        ivf._main = _Part.build(np.asarray(words, np.uint16), refs,
+                                np.asarray(signatures, np.uint32), np.asarray(geometry, np.uint8))
+        ids, counts = np.unique(refs, return_counts=True)
+        ivf._features = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+        return ivf
+
     def add(self, ref_id: int, words: Words) -> None:
         """Post one reference (searched at once; merged into the main arrays later)."""
         rid = _check_ref_id(ref_id)
