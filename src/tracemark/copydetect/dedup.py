@@ -145,6 +145,8 @@ class DedupReport:
 
     groups: list[DedupGroup]
     items: list[DedupItem]
+    rule: dict[str, Any] = field(default_factory=dict)
+    """How pairs were decided (:meth:`CopyIndex.decision_rule` of the registry)."""
 
     def summary(self) -> dict[str, int]:
         """``checked`` (new images searched or paired by hash), ``registered`` (already in
@@ -434,18 +436,25 @@ def find_duplicates(
     background: Sequence[Any] = (),
     k: int = DEFAULT_K,
     config: MatchConfig | None = None,
+    load: Callable[[Any], Any] | None = None,
     on_item: Callable[[DedupItem], None] | None = None,
+    on_registered: Callable[[DedupItem], None] | None = None,
 ) -> DedupReport:
     """Group the near duplicates of ``images`` (see the module docstring).
 
-    ``images``: paths, arrays, or ``(source, image)`` tuples. ``index``: a collection to
-    check them against (and add them to, unless ``add`` is false); None: a folder run on a
-    temporary index built with ``config``. ``background`` (folder runs only; at least 4
-    images, none a copy of another input): calibrate the temporary index, then decide by
-    p-value (two passes). A bad image becomes an item with an ``error`` and the batch
-    carries on; ``on_item`` is called with each item as it is done. Raises
-    :class:`~tracemark.errors.ConfigError` for a bad ``k``, a background with an
-    ``index``, or too small a background.
+    ``images``: paths, ``(H, W, 3)`` uint8 arrays, or ``(source, image)`` tuples.
+    ``index``: a collection to check them against (and to add them to, unless ``add`` is
+    false); None: a folder run on a temporary index built with ``config``. ``background``
+    (folder runs only; at least 4 images, none a copy of an input): calibrate the temporary
+    index once the images are registered, then search each against the others and decide
+    by p-value (two passes). ``load``, when given, turns each image into what the matcher
+    reads (the command line's ``--formats`` loader); its typed errors are the item's.
+
+    A bad image becomes an item with an ``error`` (``{"type", "message", "source"}``) and
+    the batch carries on. ``on_item`` is called with each finished item, in input order;
+    ``on_registered`` with each item of the first pass of a calibrated run. Raises
+    :class:`~tracemark.errors.ConfigError` for a bad ``k``, a ``background`` with an
+    ``index``, or a background too small to calibrate on.
     """
     pairs = [_as_item(x) for x in images]
     if background and index is not None:
@@ -453,37 +462,37 @@ def find_duplicates(
                           "tracemark index calibrate)")
     items: list[DedupItem] = []
 
-    def run(fn: Callable[..., DedupItem], source: str | None, image: Any,
-            keep: bool = True) -> DedupItem:
+    def run(fn: Callable[..., DedupItem], source: str | None, image: Any) -> DedupItem:
         try:
-            item = fn(image, source=source)
+            item = fn(image if load is None else load(image), source=source)
         except TracemarkError as exc:
             err = exc.to_dict()
             err["source"] = err.get("source") or source
             item = DedupItem(source=source, error=err)
-        if keep:
-            items.append(item)
-            if on_item is not None:
-                on_item(item)
         return item
+
+    def done(item: DedupItem) -> None:
+        items.append(item)
+        if on_item is not None:
+            on_item(item)
 
     with Deduper(index, add=add, k=k, config=config) as dd:
         if background:
-            firsts = [run(dd.register, s, im, keep=False) for s, im in pairs]
+            firsts = []
+            for s, im in pairs:
+                firsts.append(run(dd.register, s, im))
+                if on_registered is not None:
+                    on_registered(firsts[-1])
             dd.calibrate(background)
             for (s, im), first in zip(pairs, firsts, strict=True):
-                if first.error is not None or first.pairs:
-                    item = first
-                    items.append(item)
-                    if on_item is not None:
-                        on_item(item)
-                else:
-                    run(dd.search_registered, s, im)
+                done(first if first.error is not None or first.pairs
+                     else run(dd.search_registered, s, im))
         else:
             for s, im in pairs:
-                run(dd.check, s, im)
+                done(run(dd.check, s, im))
         groups = dd.groups()
-    return DedupReport(groups, items)
+        rule = dd.registry.decision_rule()
+    return DedupReport(groups, items, rule)
 
 
 def _as_item(x: Any) -> tuple[str | None, Any]:
