@@ -207,3 +207,28 @@ def test_cli_end_to_end(folder: Path, tmp_path: Path) -> None:
     # nothing readable
     res = runner.invoke(main, ["dedup", str(folder / "bad.jpg")])
     assert res.exit_code == 3
+
+
+def test_bench_scores_pairs_against_the_construction(corpus_dir: Path) -> None:
+    from tracemark.bench.dedup import DedupBenchConfig, run_dedup_bench, score_method
+
+    records = [{"file": f, "group": g, "kind": k} for f, g, k in (
+        ("o1.jpg", "o1", "original"), ("o1_x.jpg", "o1", "crop"), ("o1_e.png", "o1", "exact"),
+        ("o2.jpg", "o2", "original"), ("o2_y.jpg", "o2", "blur"), ("d.jpg", None, "distractor"))]
+    pred = {frozenset(("o1.jpg", "o1_x.jpg")), frozenset(("o1_x.jpg", "o1_e.png")),
+            frozenset(("o2.jpg", "d.jpg"))}
+    s = score_method(pred, None, records)
+    # truth: 3 pairs in o1, 1 in o2; groups {o1, o1_x, o1_e} (3 pairs, all true), {o2, d}
+    assert s["pairs"]["precision"] == pytest.approx(2 / 3) and s["pairs"]["recall"] == 0.5
+    assert s["group_pairs"]["true_pairs"] == 3 and s["group_pairs"]["predicted_pairs"] == 4
+    assert s["recall_by_kind"]["exact"]["recall"] == 1.0  # through the group
+    assert s["recall_by_kind"]["blur"]["recall"] == 0.0 and s["groups"] == 2
+    config = DedupBenchConfig(originals=3, distractors=2, copied_share=1.0, exact_share=1.0,
+                              max_side=256, methods=("tracemark",))
+    result = run_dedup_bench(corpus_images("photo")[:12], config)
+    kinds = [r["kind"] for r in result["records"]]
+    assert kinds.count("exact") == 3 and kinds.count("distractor") == 2
+    r = result["results"]["tracemark"]
+    assert r["recall_by_kind"]["exact"]["recall"] == 1.0 and r["ms_per_image"] > 0
+    with pytest.raises(ConfigError):
+        DedupBenchConfig(methods=("nope",))
