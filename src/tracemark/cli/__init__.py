@@ -36,7 +36,12 @@ def main() -> None:
 def _wire() -> None:
     from tracemark.cli.attack import attack_command, attacks_group, suites_group
     from tracemark.cli.bench import bench_group
-    from tracemark.cli.copydetect import index_group, scan_command, search_command
+    from tracemark.cli.copydetect import (
+        dedup_command,
+        index_group,
+        scan_command,
+        search_command,
+    )
     from tracemark.cli.credentials import (
         certs_group,
         credentials_group,
@@ -48,8 +53,9 @@ def _wire() -> None:
     from tracemark.cli.watermark import watermark_group
 
     for cmd in (attack_command, attacks_group, suites_group, watermark_group, index_group,
-                search_command, scan_command, sign_command, verify_command, certs_group,
-                credentials_group, serve_command, service_group, bench_group, doctor_command):
+                search_command, scan_command, dedup_command, sign_command, verify_command,
+                certs_group, credentials_group, serve_command, service_group, bench_group,
+                doctor_command):
         main.add_command(cmd)
 
 

@@ -1,10 +1,13 @@
-"""``tracemark index|search|scan``: register works, find edited copies, audit generated images.
+"""``tracemark index|search|scan|dedup``: register works, find edited copies, audit generated
+images, group near duplicates.
 
 * ``index add|remove|list|stats|calibrate`` manage a persistent
   :class:`~tracemark.copydetect.CopyIndex` (the directory given with ``--store``);
 * ``search`` looks for each query image among the references;
 * ``scan`` audits generated images for replication of training images, against an index or
-  a folder of training images (indexed on the fly).
+  a folder of training images (indexed on the fly);
+* ``dedup`` groups the near duplicates (edited copies) and exact duplicates of a folder, or
+  of new images within a collection (:mod:`tracemark.copydetect.dedup`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +36,7 @@ from tracemark.cli._common import (
     fail,
     loaded,
     note,
+    report_skipped,
     source_for,
 )
 from tracemark.errors import ConfigError, TracemarkError
@@ -39,7 +44,7 @@ from tracemark.errors import ConfigError, TracemarkError
 if TYPE_CHECKING:
     from tracemark.copydetect import CopyIndex, MatchConfig
 
-__all__ = ["CALIBRATION_ALPHAS", "index_group", "scan_command", "search_command"]
+__all__ = ["CALIBRATION_ALPHAS", "dedup_command", "index_group", "scan_command", "search_command"]
 
 CALIBRATION_ALPHAS = (1e-2, 1e-3, 1e-4)
 """False-positive rates whose raw-score thresholds ``index calibrate`` reports."""
@@ -95,7 +100,7 @@ def _open(db: Path, *, read_only: bool, config: MatchConfig | None = None) -> Co
         raise fail(f"cannot open the index {db}: {exc.message}") from exc
 
 
-def _open_or_create(db: Path) -> CopyIndex:
+def _open_or_create(db: Path, config: MatchConfig | None = None) -> CopyIndex:
     """Open ``db``, or create an index there when it is missing or an empty directory."""
     from tracemark.copydetect import CopyIndex
 
@@ -103,8 +108,8 @@ def _open_or_create(db: Path) -> CopyIndex:
         raise fail(f"--store {db} is a file, not an index directory")
     try:
         if db.exists() and any(db.iterdir()):
-            return CopyIndex.open(db, **_db_kwargs(db, create=False))
-        return CopyIndex.create(db, **_db_kwargs(db, create=True))
+            return CopyIndex.open(db, config=config, **_db_kwargs(db, create=False))
+        return CopyIndex.create(db, config, **_db_kwargs(db, create=True))
     except (TracemarkError, OSError) as exc:
         message = exc.message if isinstance(exc, TracemarkError) else str(exc)
         raise fail(f"cannot open or create the index {db}: {message}") from exc
@@ -655,3 +660,165 @@ def scan_command(
     note(f"{n_replicated} of {n_ok} generated images replicate a training image; {n_bad} "
          f"failed, {tally.skipped} skipped; {_describe_rule(rule)}")
     tally.finish(finding=True)
+
+
+# --- dedup ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _dedup_output(out: Path | None, force: bool, inputs: Sequence[Path]) -> Iterator[JsonLines]:
+    """The JSON Lines of ``dedup``: stdout, or ``out`` written atomically when the command
+    ends (a temporary file beside it, renamed into place; removed when the command fails).
+    An existing ``out`` is refused unless ``force``; an input never, even with ``force``."""
+    if out is None:
+        yield JsonLines()
+        return
+    real = os.path.realpath(out).casefold()
+    if any(os.path.realpath(p).casefold() == real for p in inputs):
+        raise fail(f"--out {out} is an input: tracemark never writes over an input")
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder: name the JSON Lines file to write")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise fail(f"{out} exists: give --force to overwrite it, or choose another --out")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    except OSError as exc:
+        raise fail(f"cannot write --out {out}: {exc.strerror or exc}") from exc
+    ok = False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield JsonLines(stream=fh)
+        if out.is_symlink():  # replace the link itself, never write through it
+            out.unlink()
+        os.replace(tmp, out)
+        ok = True
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@click.command("dedup")
+@opts.store_option(what="index directory (a copy-detection collection) the images are "
+                   "checked against and, with --add, registered in (created if needed); "
+                   "default: a temporary index, for a folder", optional=True)
+@opts.database_url_option("Keep the --store index's metadata and vectors in this database "
+                          "(PostgreSQL) instead of index.sqlite.")
+@click.option("--add/--no-add", default=True, show_default=True,
+              help="With --store: register the new images in it (a later run checks only "
+              "the images registered after), or only check them against it.")
+@click.option("--background", multiple=True,
+              help="Images (files or folders, repeatable; at least 4) that are no copies of "
+              "the inputs nor of one another: the temporary index is calibrated on them, so "
+              "pairs are decided by p-value (without --store).")
+@_k_option(10, "Matches kept per image searched (the index's candidates are verified).")
+@_decision_options
+@opts.out_option(help="Write the JSON lines to this file (atomically, at the end) instead of "
+                 "stdout.", required=False)
+@opts.force_option
+@opts.formats_option
+@click.argument("paths", nargs=-1, required=True)
+def dedup_command(
+    store: opts.StoreLocation | None,
+    database_url: str | None,
+    add: bool,
+    background: tuple[str, ...],
+    k: int,
+    alpha: float | None,
+    min_inliers: int | None,
+    out: Path | None,
+    force: bool,
+    formats: Any,
+    paths: tuple[str, ...],
+) -> None:
+    """Group the near duplicates (edited copies) and exact duplicates among PATHS (files or
+    folders).
+
+    Each image is searched against the images registered before it (never all pairs) and
+    then registered: in --store, or in a temporary index that is removed at the end.
+    Exact duplicates are found by content (the same decoded pixels); near duplicates by
+    the copy-detection matcher and its decision rule (a p-value on a calibrated index,
+    else an inlier count). With --store, images already registered under the same path are
+    not checked again, so a run over a grown folder checks only the new images against
+    everything registered; a group then lists the registered images it joins (new:
+    false). The store is committed only at the end: an interrupted run registers nothing.
+
+    Prints one JSON line per group: group (1, 2...), size, members (source, id: the
+    reference id in --store or null, new), pairs (a, b, a_id, b_id, kind: exact|near,
+    inliers, region: b's outline in a's pixels, query_region: a's outline in b's pixels,
+    p_value, raw_score, flipped; b was searched and matched a); one line per image that
+    failed (source, error) or was skipped. A summary on stderr.
+
+    Exit codes: 0 every image is in a group; 1 some images failed (reported); 2 usage
+    error; 3 no image could be read; 10 no duplicates; 11 duplicates among some images.
+    """
+    from tracemark.copydetect import find_duplicates
+
+    found = collect_inputs(paths, None, report=False, formats=formats)
+    inputs = found.paths
+    config = dataclasses.replace(_config(alpha, min_inliers),
+                                 candidates=max(k, _config().candidates))
+    if store is not None and background:
+        raise fail("--background calibrates the temporary index of a folder run; calibrate "
+                   f"--store itself with `tracemark index calibrate BACKGROUND --store {store.path}`")
+    bg_paths: list[Path] = []
+    if background:
+        bg_paths = collect_inputs(background, None, what="background", formats=formats).paths
+        if len(bg_paths) < 4:
+            raise fail(f"--background needs at least 4 images (got {len(bg_paths)})")
+    token = _DATABASE_URL.set(database_url)
+    tally = Tally(skipped=len(found.skipped))
+    try:
+        with _dedup_output(out, force, inputs) as lines, contextlib.ExitStack() as stack:
+            report_skipped(found, lines)
+            ci = None
+            if store is not None:
+                if add:
+                    ci = stack.enter_context(_open_or_create(store.path, config))
+                else:
+                    ci = stack.enter_context(_open(store.path, read_only=True, config=config))
+                if len(ci) == 0 and not add:
+                    note(f"the index {store.path} is empty")
+            bar = stack.enter_context(Progress(len(inputs), "dedup"))
+            lines.progress = bar
+
+            def on_item(item: Any) -> None:
+                if item.error is not None:
+                    note(f"failed {item.source}: {item.error['message']}", bar)
+                    lines.item({"source": item.source, "error": item.error})
+                bar.update(failed=int(item.error is not None))
+
+            register_bar: Progress | None = None
+            if bg_paths:
+                register_bar = stack.enter_context(Progress(len(inputs), "dedup register"))
+
+            def on_registered(item: Any) -> None:
+                if register_bar is not None:
+                    register_bar.update(failed=int(item.error is not None))
+
+            try:
+                report = find_duplicates(
+                    [(str(p), p) for p in inputs], index=ci, add=add,
+                    background=loaded(bg_paths, formats), k=k, config=config,
+                    load=source_for(formats), on_item=on_item, on_registered=on_registered)
+            except ConfigError as exc:
+                raise fail(exc.message) from exc
+            rule = report.rule
+            if ci is not None and add:
+                ci.commit()  # the registrations are durable before the groups are printed
+            bar.close()
+            for n, group in enumerate(report.groups, 1):
+                lines.item({"group": n, **group.to_dict()})
+            summary = report.summary()
+    finally:
+        _DATABASE_URL.reset(token)
+    new_in_groups = {m.source for g in report.groups for m in g.members if m.new}
+    tally.ok = summary["checked"] + summary["registered"]
+    tally.failed = summary["errors"]
+    tally.found = sum(1 for i in report.items if i.error is None and i.source in new_in_groups)
+    note(f"{summary['groups']} groups holding {summary['images_in_groups']} images "
+         f"({summary['exact_pairs']} exact pairs, {summary['near_pairs']} near pairs); "
+         f"{summary['checked']} images checked, {summary['registered']} already registered, "
+         f"{summary['errors']} failed, {tally.skipped} skipped; {_describe_rule(rule)}")
+    tally.finish(finding=True)
+

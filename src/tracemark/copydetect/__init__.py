@@ -5,7 +5,9 @@
 * :mod:`~tracemark.copydetect.decide` — the null model learnt by calibration, the raw
   score and the one decision rule (p-value <= alpha, or inliers >= min_inliers);
 * :mod:`~tracemark.copydetect.index` — :class:`CopyIndex`, a persistent collection of
-  protected works (references) searched with query images.
+  protected works (references) searched with query images;
+* :mod:`~tracemark.copydetect.dedup` — near-duplicate groups within a folder or a
+  collection (:class:`Deduper`, :func:`find_duplicates`), with this matcher.
 
 See docs/copydetect.md.
 """
@@ -17,6 +19,15 @@ from tracemark.copydetect.decide import (
     NullModel,
     recommended_background,
     raw_score,
+)
+from tracemark.copydetect.dedup import (
+    DedupGroup,
+    DedupItem,
+    DedupMember,
+    DedupPair,
+    DedupReport,
+    Deduper,
+    find_duplicates,
 )
 from tracemark.copydetect.describe import (
     QueryDescriptors,
@@ -32,6 +43,12 @@ __all__ = [
     "DEFAULT_MIN_INLIERS",
     "CopyIndex",
     "DecisionRule",
+    "DedupGroup",
+    "DedupItem",
+    "DedupMember",
+    "DedupPair",
+    "DedupReport",
+    "Deduper",
     "Match",
     "MatchConfig",
     "NullModel",
@@ -42,5 +59,6 @@ __all__ = [
     "content_hash",
     "describe_query",
     "describe_reference",
+    "find_duplicates",
     "raw_score",
 ]
