@@ -57,7 +57,8 @@ negatives), and accuracy at rank 1 per edit (group). Each method also has an ope
 threshold: PDQ distance <= 31 (ThreatExchange), pHash distance <= 10, >=
 ``MatchConfig.min_inliers`` inliers, and for ``full`` and ``full_v1`` the raw score where
 the calibrated p-value reaches 1e-3 (:meth:`CopyIndex.threshold_for_alpha`, the recommended
-threshold; one calibration, run with the default retrieval, serves both); at it, precision,
+threshold; each retrieval version is calibrated on the same background images, since
+their raw scores differ); at it, precision,
 recall (all copies and the hard kinds alone), and the shares of hard negatives and of
 negative queries whose best score stays below it. Timings are wall-clock per query and
 method (each method's own feature extraction included), the index build and the
@@ -761,6 +762,7 @@ def run_copydetect_bench(
                 vlad_owner=np.concatenate([np.full(len(v), i) for i, v in enumerate(vlad)]),
             )
             threshold = None
+            thresholds: dict[str, float | None] = {}
             calibration = None
             if set(INDEX_METHODS) & set(cfg.methods):
                 t0 = time.perf_counter()
@@ -769,8 +771,14 @@ def run_copydetect_bench(
                 )
                 timings["calibration_s"] = round(time.perf_counter() - t0, 3)
                 threshold = ci.threshold_for_alpha(RECOMMENDED_ALPHA)
+                thresholds["full"] = threshold
             if "full_v1" in cfg.methods:
-                ci_v1 = _open_v1(ci.index.path)  # after calibration: it loads the same model
+                # raw scores of v1 and v2 differ: v1 gets its own null sample, on the same
+                # background images (kept beside v2's in the calibration file)
+                ci.calibrate([_load(split, n, cfg.max_side) for n in split.background],
+                             retrieval="v1")
+                ci_v1 = _open_v1(ci.index.path)  # after calibration: it loads the v1 null
+                thresholds["full_v1"] = ci_v1.threshold_for_alpha(RECOMMENDED_ALPHA)
             pool_desc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for n in tqdm(
                 [p for p in split.pool if p in prepared], desc="pool", unit="img", **bar_opts
@@ -819,6 +827,7 @@ def run_copydetect_bench(
         "config": asdict(cfg),
         "recommended_alpha": RECOMMENDED_ALPHA,
         "recommended_threshold": threshold,
+        "recommended_thresholds": thresholds,
         "calibration": calibration,
         "split": {
             "references": ref_names,
@@ -831,7 +840,7 @@ def run_copydetect_bench(
         "ground_truth": truth,
         "records": records,
         "timings": timings,
-        "metrics": compute_metrics(records, truth, cfg.methods, threshold),
+        "metrics": compute_metrics(records, truth, cfg.methods, thresholds or threshold),
     }
 
 
@@ -849,9 +858,17 @@ def predictions_of(
     ]
 
 
-def operating_threshold(method: str, recommended: float | None) -> float | None:
-    """The score at or above which a method declares a copy (see the module docstring)."""
+def operating_threshold(method: str,
+                        recommended: float | Mapping[str, float | None] | None) -> float | None:
+    """The score at or above which a method declares a copy (see the module docstring).
+    ``recommended``: the calibrated thresholds by method (``full``, ``full_v1``), or one
+    threshold for both (results of version 1 and 2)."""
     from tracemark.copydetect import MatchConfig
+
+    if isinstance(recommended, Mapping):
+        if method in recommended:
+            return recommended[method]
+        recommended = recommended.get("full")
 
     fixed = {
         "pdq": 256.0 - PDQ_THRESHOLD,
@@ -877,7 +894,7 @@ def compute_metrics(
     records: Sequence[Mapping[str, Any]],
     truth: Mapping[str, str],
     methods: Sequence[str],
-    recommended: float | None,
+    recommended: float | Mapping[str, float | None] | None,
 ) -> dict[str, Any]:
     """Per method: micro-AP, recall@P90, acc@1 (all queries, and per query set in
     ``subsets``), timings, the operating point and per-group accuracy at rank 1.

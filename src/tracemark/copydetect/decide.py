@@ -4,6 +4,11 @@ A candidate's raw score is ``inliers + 10 * s_norm``, where ``s_norm`` is the de
 similarity normalised against a background of non-matching images, as the Image
 Similarity Challenge 2021 winners did (Papakipos et al., "Results and findings of the 2021
 Image Similarity Challenge", PMLR 176, 2022): ``s_norm = s(q, r) - mean(top-3 s(q, b))``.
+Score version ``"v2"`` (copy detection v2, the default) adds
+``0.75 * max(0, 48 - d)`` for the smallest dihedral PDQ distance ``d`` (bits): blurred,
+pixelated, thumbnail-sized and featureless copies keep their PDQ hash (distance <= 31 is
+ThreatExchange's match threshold) when they lose their local features, while unrelated
+images sit near 128 bits.
 
 :class:`NullModel` holds what calibration learnt: the background descriptors and the raw
 scores of background images searched like queries (samples of the null distribution). Its
@@ -33,24 +38,41 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_MIN_INLIERS",
     "SIMILARITY_WEIGHT",
+    "PDQ_MATCH_DISTANCE",
+    "PDQ_PIVOT",
+    "PDQ_WEIGHT",
+    "SCORE_VERSIONS",
     "DecisionRule",
     "NullModel",
     "raw_score",
     "recommended_background",
 ]
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 DEFAULT_ALPHA = 1e-3
 """Default false-positive rate of a copy decision on a calibrated collection."""
 DEFAULT_MIN_INLIERS = 12
 """Default inlier threshold on an uncalibrated collection."""
 SIMILARITY_WEIGHT = 10.0
 """Weight of the normalised descriptor similarity in the raw score."""
+PDQ_WEIGHT = 0.75
+"""Score version v2: raw-score points per PDQ bit below :data:`PDQ_PIVOT`."""
+PDQ_PIVOT = 48
+"""Score version v2: PDQ distances (bits, of 256) below this add to the raw score."""
+PDQ_MATCH_DISTANCE = 31
+"""Score version v2, uncalibrated: a PDQ distance at most this decides a copy
+(ThreatExchange's usual PDQ threshold)."""
+SCORE_VERSIONS = ("v1", "v2")
 
 
-def raw_score(inliers: int, similarity: float, background_level: float) -> float:
-    """``inliers + 10 * (similarity - background_level)`` (a float, unbounded)."""
-    return float(inliers) + SIMILARITY_WEIGHT * (float(similarity) - float(background_level))
+def raw_score(inliers: int, similarity: float, background_level: float,
+              pdq_distance: int | None = None) -> float:
+    """``inliers + 10 * (similarity - background_level)`` (a float, unbounded), plus
+    ``0.75 * max(0, 48 - pdq_distance)`` when ``pdq_distance`` (bits) is given (v2)."""
+    raw = float(inliers) + SIMILARITY_WEIGHT * (float(similarity) - float(background_level))
+    if pdq_distance is not None:
+        raw += PDQ_WEIGHT * max(0, PDQ_PIVOT - int(pdq_distance))
+    return raw
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,8 @@ class DecisionRule:
 
     alpha: float = DEFAULT_ALPHA
     min_inliers: int = DEFAULT_MIN_INLIERS
+    pdq_max_distance: int | None = None
+    """Uncalibrated: a PDQ distance at most this also decides a copy (None: inliers only)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -68,10 +92,14 @@ class DecisionRule:
         if self.min_inliers < 1:
             raise ConfigError(f"min_inliers must be at least 1, got {self.min_inliers}")
 
-    def decide(self, *, p_value: float | None, inliers: int) -> bool:
+    def decide(self, *, p_value: float | None, inliers: int,
+               pdq_distance: int | None = None) -> bool:
         """The decision for one candidate."""
         if p_value is not None:
             return p_value <= self.alpha
+        if (self.pdq_max_distance is not None and pdq_distance is not None
+                and pdq_distance <= self.pdq_max_distance):
+            return True
         return inliers >= self.min_inliers
 
     def score(self, *, p_value: float | None, raw: float) -> float:
@@ -87,6 +115,10 @@ class DecisionRule:
         "min_inliers"}``."""
         threshold = None if null is None else null.threshold_for_alpha(self.alpha)
         if threshold is None:
+            if self.pdq_max_distance is not None:
+                return {"calibrated": False,
+                        "rule": "inliers >= min_inliers or pdq_distance <= pdq_max_distance",
+                        "min_inliers": self.min_inliers, "pdq_max_distance": self.pdq_max_distance}
             return {"calibrated": False, "rule": "inliers >= min_inliers",
                     "min_inliers": self.min_inliers}
         return {"calibrated": True, "rule": "p_value <= alpha", "alpha": self.alpha,
@@ -98,7 +130,9 @@ class DecisionRule:
         if described["calibrated"]:
             return (f"decision: p-value <= {described['alpha']:g} "
                     f"(raw score >= {described['raw_score']:.2f})")
-        return (f"not calibrated: decision by inliers >= {described['min_inliers']} "
+        pdq = (f" or PDQ distance <= {described['pdq_max_distance']}"
+               if described.get("pdq_max_distance") is not None else "")
+        return (f"not calibrated: decision by inliers >= {described['min_inliers']}{pdq} "
                 "(calibrate on background images for p-values)")
 
 
@@ -113,11 +147,17 @@ def recommended_background(alpha: float = DEFAULT_ALPHA) -> int:
 
 
 class NullModel:
-    """Background descriptors (B, D) float32 and sorted null raw scores (N,) float64."""
+    """Background descriptors (B, D) float32 and sorted null raw scores (N,) float64 of one
+    score version (``"v1"`` or ``"v2"``: raw scores of different versions are not
+    comparable, so a file keeps one null sample per version)."""
 
-    def __init__(self, background: np.ndarray | None, null: np.ndarray | None) -> None:
+    def __init__(self, background: np.ndarray | None, null: np.ndarray | None,
+                 score_version: str = "v2") -> None:
+        if score_version not in SCORE_VERSIONS:
+            raise ConfigError(f"score_version must be one of {SCORE_VERSIONS}, got {score_version!r}")
         self.background = background
         self.null = None if null is None else np.sort(np.asarray(null, np.float64))
+        self.score_version = score_version
 
     @property
     def calibrated(self) -> bool:
@@ -199,21 +239,54 @@ class NullModel:
         return out
 
     def save(self, path: Path) -> None:
-        """Write ``path`` (npz, versioned) atomically."""
+        """Write ``path`` (npz, format 2) atomically. The null samples of the other score
+        version already in the file are kept when they were learnt against the same
+        background (a calibration of each retrieval version on the same images), dropped
+        otherwise."""
         tmp = path.with_suffix(".tmp.npz")
         background = (self.background if self.background is not None
                       else np.zeros((0, global_desc.DIM), np.float32))
-        np.savez(tmp, version=np.array(CALIBRATION_VERSION), background=background,
-                 null=self.null if self.null is not None else np.zeros(0))
+        nulls = {f"null_{v}": np.zeros(0) for v in SCORE_VERSIONS}
+        old = _read(path) if path.exists() else None
+        if old is not None and np.array_equal(old["background"], background):
+            nulls.update({k: v for k, v in old.items() if k.startswith("null_")})
+        nulls[f"null_{self.score_version}"] = self.null if self.null is not None else np.zeros(0)
+        np.savez(tmp, version=np.array(CALIBRATION_VERSION), background=background, **nulls)
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> NullModel | None:
-        """The model saved at ``path``, or None when there is none. Raises
-        :class:`~tracemark.errors.ConfigError` for an unsupported version."""
+    def load(cls, path: Path, score_version: str = "v2") -> NullModel | None:
+        """The model saved at ``path`` for ``score_version``, or None when there is no file.
+        A file without null samples for that version gives a model with the background
+        and no null (uncalibrated: :attr:`calibrated` is False). Format 1 files (written
+        before copy detection v2) hold v1 null samples. Raises
+        :class:`~tracemark.errors.ConfigError` for an unsupported format."""
         if not path.exists():
             return None
+        data = _read(path)
+        null = data.get(f"null_{score_version}")
+        return cls(data["background"].astype(np.float32),
+                   None if null is None or null.size == 0 else null.astype(np.float64),
+                   score_version)
+
+    @staticmethod
+    def versions_in(path: Path) -> list[str]:
+        """The score versions with null samples in the file at ``path``."""
+        if not path.exists():
+            return []
+        data = _read(path)
+        return [v for v in SCORE_VERSIONS if data.get(f"null_{v}", np.zeros(0)).size]
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    """A calibration file's arrays, format 1 (``null``: v1) or 2 (``null_v1``, ``null_v2``)."""
+    try:
         with np.load(path) as data:
-            if int(data["version"]) != CALIBRATION_VERSION:
-                raise ConfigError(f"{path}: unsupported calibration version {int(data['version'])}")
-            return cls(data["background"].astype(np.float32), data["null"].astype(np.float64))
+            version = int(data["version"])
+            if version == 1:
+                return {"background": data["background"], "null_v1": data["null"]}
+            if version != CALIBRATION_VERSION:
+                raise ConfigError(f"{path}: unsupported calibration version {version}")
+            return {k: data[k] for k in data.files if k != "version"}
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable calibration file: {exc}") from exc

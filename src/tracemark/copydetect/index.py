@@ -35,6 +35,7 @@ from tracemark._lifecycle import Resource
 from tracemark.copydetect.decide import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_INLIERS,
+    PDQ_MATCH_DISTANCE,
     DecisionRule,
     NullModel,
     raw_score,
@@ -87,8 +88,10 @@ class MatchConfig:
 
     @property
     def rule(self) -> DecisionRule:
-        """The decision rule these settings give."""
-        return DecisionRule(alpha=self.alpha, min_inliers=self.min_inliers)
+        """The decision rule these settings give (v2 also decides an uncalibrated copy by a
+        PDQ distance <= :data:`~tracemark.copydetect.decide.PDQ_MATCH_DISTANCE`)."""
+        return DecisionRule(alpha=self.alpha, min_inliers=self.min_inliers,
+                            pdq_max_distance=PDQ_MATCH_DISTANCE if self.retrieval == "v2" else None)
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ class CopyIndex(Resource):
         self._init_resource()
         self.index = index
         self.config = config or MatchConfig()
-        self._model: NullModel | None = NullModel.load(self._calibration_path())
+        self._model: NullModel | None = NullModel.load(self._calibration_path(),
+                                                       self.config.retrieval)
         self._ivf: InvertedFile | None = None  # loaded at the first v2 search
         self._ivf_unsaved = False
 
@@ -212,8 +216,26 @@ class CopyIndex(Resource):
         return self._model
 
     def decision_rule(self) -> dict[str, Any]:
-        """How ``decision`` is taken now (:meth:`DecisionRule.describe`)."""
-        return self.config.rule.describe(self._model)
+        """How ``decision`` is taken now (:meth:`DecisionRule.describe`); with a
+        ``"recalibrate"`` message when the calibration holds null samples of another score
+        version only (an index calibrated by a version before copy detection v2)."""
+        out = self.config.rule.describe(self._model)
+        note = self.calibration_note()
+        if note is not None:
+            out["recalibrate"] = note
+        return out
+
+    def calibration_note(self) -> str | None:
+        """Why this handle is uncalibrated although the index was calibrated, or None."""
+        if self._model is not None and self._model.calibrated:
+            return None
+        others = NullModel.versions_in(self._calibration_path())
+        if not others:
+            return None
+        return (f"the calibration holds null samples for score version {', '.join(others)} "
+                f"only (written by an earlier tracemark); p-values of retrieval "
+                f"{self.config.retrieval!r} need a new one: run `tracemark index calibrate "
+                f"BACKGROUND_DIR --store {self.index.path}`")
 
     # --- registering -------------------------------------------------------------------
 
@@ -383,6 +405,7 @@ class CopyIndex(Resource):
         model = self._model
         bg = model.background_level(q.vlad, cfg.background_k) if model is not None else 0.0
         rule = cfg.rule
+        v2 = cfg.retrieval == "v2"
         out: list[Match] = []
         for ref_id in candidates:
             blob = self.index.blob(ref_id, "local")
@@ -394,9 +417,15 @@ class CopyIndex(Resource):
             if sim is None:
                 vec = self.index.vectors(ref_id, "vlad")
                 sim = float(np.max(q.vlad @ vec.T)) if vec is not None else 0.0
-            raw = raw_score(v.inliers, sim, bg)
+            if v2 and ref_id not in pdq_d:
+                rows = self.index.vectors(ref_id, "pdq")
+                if rows is not None:
+                    pdq_d[ref_id] = int(np.bitwise_count(q.pdq8[:, None, :] ^ rows[None, :, :])
+                                        .sum(axis=2).min())
+            d = pdq_d.get(ref_id) if v2 else None
+            raw = raw_score(v.inliers, sim, bg, d)
             p = model.p_value(raw) if model is not None else None
-            decision = rule.decide(p_value=p, inliers=int(v.inliers))
+            decision = rule.decide(p_value=p, inliers=int(v.inliers), pdq_distance=d)
             score = rule.score(p_value=p, raw=raw)
             ref = self.index.get(ref_id)
             out.append(Match(
@@ -429,14 +458,27 @@ class CopyIndex(Resource):
 
     # --- calibration -----------------------------------------------------------------
 
-    def calibrate(self, background: Sequence[Any]) -> dict[str, Any]:
+    def calibrate(self, background: Sequence[Any], *, retrieval: str | None = None) -> dict[str, Any]:
         """Learn the background from images known not to be in the collection.
 
         Their descriptors become the normalisation set; each is then searched like a query
         and its best raw score is one sample of the null distribution (half the images give
         the normalisation set, the other half the null samples, so a sample is never
-        normalised against itself). Saved as ``calibration.npz`` beside the index.
+        normalised against itself). Saved as ``calibration.npz`` beside the index, one null
+        sample per score version: ``retrieval`` (``"v1"`` or ``"v2"``; default this handle's)
+        says which version to calibrate; the other version's sample is kept when the
+        background is the same images, dropped otherwise.
         """
+        if retrieval is not None and retrieval != self.config.retrieval:
+            from dataclasses import replace
+
+            own = self.config
+            self.config = replace(own, retrieval=retrieval)
+            try:
+                return self.calibrate(background)
+            finally:
+                self.config = own
+                self._model = NullModel.load(self._calibration_path(), own.retrieval)
         items = list(background)
         if len(items) < 4:
             raise ConfigError("calibration needs at least 4 background images")
@@ -451,12 +493,13 @@ class CopyIndex(Resource):
             else:
                 queries.append(q)
         background = np.vstack(descs).astype(np.float32) if descs else None
-        self._model = NullModel(background, None)
+        version = self.config.retrieval
+        self._model = NullModel(background, None, version)
         null = []
         for q in queries:
             matches = self._search(q, k=1)
             null.append(matches[0].raw_score if matches else 0.0)
-        self._model = NullModel(background, np.array(null, np.float64))
+        self._model = NullModel(background, np.array(null, np.float64), version)
         self._model.save(self._calibration_path())
         return self._model.summary()
 
