@@ -75,13 +75,24 @@ class MatchConfig:
     """SIFT features per image kept for verification."""
     background_k: int = 3
     retrieval: str = "v2"
-    """Candidate retrieval: ``"v2"`` (default: the inverted file over visual words with
-    Hamming embedding, plus the ``"v1"`` candidates) or ``"v1"`` (the previous version's
-    VLAD region rows + PDQ only; kept for comparison)."""
+    """Candidate retrieval: ``"v2"`` (default: the ``candidates`` best references of the
+    inverted file over visual words with Hamming embedding, the PDQ hits, and the
+    ``global_candidates`` best by VLAD similarity) or ``"v1"`` (the previous version's
+    ``candidates`` best by VLAD + PDQ hits; kept for comparison)."""
+    global_candidates: int = 5
+    """v2: references verified by VLAD similarity besides the inverted file's."""
+    early_stop: bool = True
+    """v2: once a candidate is verified beyond doubt (decided a copy with at least
+    ``sure_inliers`` inliers), skip the remaining candidates whose inverted-file vote is
+    below ``1/20`` of its vote and the VLAD-only ones. A query holding two works of very
+    unequal size may then report only the larger; set False to verify every candidate."""
+    sure_inliers: int = 40
 
     def __post_init__(self) -> None:
         if self.retrieval not in ("v1", "v2"):
             raise ConfigError(f"retrieval must be 'v1' or 'v2', got {self.retrieval!r}")
+        if self.global_candidates < 0 or self.sure_inliers < 1:
+            raise ConfigError(f"invalid match configuration: {self}")
         if self.candidates < 1 or self.max_features < 10 or not 0 < self.alpha < 1 \
                 or self.min_inliers < 1:
             raise ConfigError(f"invalid match configuration: {self}")
@@ -388,10 +399,16 @@ class CopyIndex(Resource):
             except WordsError as exc:
                 raise TracemarkError(f"the inverted file cannot be built: {exc}",
                                      source=str(self.index.path)) from exc
-            words_hits = [rid for rid, _ in ivf.search(q.words, mirror=q.words_mirror,
-                                                       top=cfg.candidates)]
+            words_hits = ivf.search(q.words, mirror=q.words_mirror,  # type: ignore[assignment]
+                                    top=cfg.candidates)
+        votes = {}
+        if cfg.retrieval == "v2" and q.words is not None:
+            votes = dict(words_hits)
+            words_hits = [rid for rid, _ in words_hits]  # type: ignore[misc]
+        v2 = cfg.retrieval == "v2"
+        n_global = cfg.global_candidates if v2 else cfg.candidates
         sims: dict[int, float] = {}
-        for row_hits in self.index.search("vlad", q.vlad, cfg.candidates):
+        for row_hits in self.index.search("vlad", q.vlad, max(1, n_global)):
             for hit in row_hits:
                 sims[hit.ref_id] = max(sims.get(hit.ref_id, -1.0), float(hit.score))
         pdq_d: dict[int, int] = {}
@@ -399,15 +416,19 @@ class CopyIndex(Resource):
             for hit in row_hits:
                 if hit.score <= cfg.pdq_max_distance:
                     pdq_d[hit.ref_id] = min(pdq_d.get(hit.ref_id, 257), int(hit.score))
-        ranked = sorted(sims, key=lambda r: -sims[r])[: cfg.candidates]
+        ranked = sorted(sims, key=lambda r: -sims[r])[: n_global if n_global > 0 else 0]
+        by_pdq = sorted(pdq_d, key=lambda r: (pdq_d[r], r))
         candidates = list(dict.fromkeys(
-            [*words_hits, *ranked, *sorted(pdq_d, key=lambda r: pdq_d[r])]))
+            [*words_hits, *by_pdq, *ranked] if v2 else [*ranked, *by_pdq]))
         model = self._model
         bg = model.background_level(q.vlad, cfg.background_k) if model is not None else 0.0
         rule = cfg.rule
-        v2 = cfg.retrieval == "v2"
         out: list[Match] = []
+        sure_vote: float | None = None  # the vote of a candidate verified beyond doubt
         for ref_id in candidates:
+            if sure_vote is not None and ref_id not in pdq_d \
+                    and votes.get(ref_id, 0.0) < sure_vote / 20:
+                continue  # early stop (MatchConfig.early_stop)
             blob = self.index.blob(ref_id, "local")
             if blob is None:
                 continue
@@ -427,6 +448,9 @@ class CopyIndex(Resource):
             p = model.p_value(raw) if model is not None else None
             decision = rule.decide(p_value=p, inliers=int(v.inliers), pdq_distance=d)
             score = rule.score(p_value=p, raw=raw)
+            if v2 and cfg.early_stop and decision and v.inliers >= cfg.sure_inliers \
+                    and ref_id in votes:
+                sure_vote = max(sure_vote or 0.0, votes[ref_id])
             ref = self.index.get(ref_id)
             out.append(Match(
                 ref_id=ref_id, source=ref.source, score=score, p_value=p, raw_score=raw,
