@@ -23,6 +23,9 @@ from tracemark.imageio import rgb_view
 
 __all__ = [
     "DEFAULT_MAX_FEATURES",
+    "MAX_SIDE",
+    "QUERY_ASSIGN",
+    "REFERENCE_WORDS",
     "QueryDescriptors",
     "ReferenceDescriptors",
     "content_hash",
@@ -37,6 +40,10 @@ MAX_SIDE = 400
 """Long side (pixels) of the copy SIFT runs on (:func:`tracemark.fingerprint.local.extract`):
 400 px instead of the 640 px of v1 halves the query's extraction time at the same muAP on
 the copy-detection benchmark (0.930 at 400, 0.933 at 480, 0.925 at 640; 60 references)."""
+QUERY_ASSIGN = 1
+"""Words per query feature (multiple assignment, Jégou et al., IJCV 2010, when > 1). One:
+``benchmarks/bench_words_scale.py --assign 1,2,3`` found the true reference among the
+candidates for 0.87 / 0.87 / 0.86 of the queries at 100k references, at 7 / 14 / 21 ms."""
 REFERENCE_WORDS = 200
 """SIFT features of a reference posted in the inverted file (the spread-out prefix of its
 features, :meth:`tracemark.fingerprint.local.LocalFeatures.head`): 200 x 9 bytes of RAM per
@@ -113,5 +120,5 @@ def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> Q
     vlad = global_desc.describe_features(feats, mirror=True)
     pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)
     return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8,
-                            words=words.quantize(feats),
-                            words_mirror=words.quantize(local.mirrored(feats)))
+                            words=words.quantize(feats, assign=QUERY_ASSIGN),
+                            words_mirror=words.quantize(local.mirrored(feats), assign=QUERY_ASSIGN))

@@ -128,32 +128,46 @@ class WordsModel:
         except (OSError, KeyError, ValueError) as exc:
             raise WordsError(f"cannot read the words model: {exc}") from exc
 
-    def assign(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, descriptors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Words and signatures of RootSIFT descriptors.
 
-        ``descriptors``: (N, 128) uint8 in 0..15 (or float). Returns ``(words (N,) uint16,
-        signatures (N,) uint32)``; signature bit ``i`` (LSB first) is set when the residual's
+        ``descriptors``: (N, 128) uint8 in 0..15 (or float). Returns ``(words (N, k) uint16,
+        signatures (N, k) uint32)`` squeezed to ``(N,)`` for ``k == 1``: the ``k`` nearest
+        fine words of the descriptor's coarse cell, nearest first (``k > 1`` is multiple
+        assignment, Jégou et al. 2010, for queries), each with the signature of the
+        residual to that word; signature bit ``i`` (LSB first) is set when the residual's
         projection on direction ``i`` exceeds the cell's median.
         """
         d = np.asarray(descriptors, np.float32)
         if d.ndim != 2 or d.shape[1] != 128:
             raise ConfigError(f"descriptors must have shape (N, 128), got {d.shape}")
+        if not isinstance(k, int) or not 1 <= k <= FINE:
+            raise ConfigError(f"k must be an int in [1, {FINE}], got {k!r}")
         n = len(d)
         if n == 0:
-            return np.empty(0, np.uint16), np.empty(0, np.uint32)
+            shape = (0,) if k == 1 else (0, k)
+            return np.empty(shape, np.uint16), np.empty(shape, np.uint32)
         coarse = np.argmin(self._coarse_sq[None, :] - 2.0 * (d @ self.coarse.T), axis=1)  # type: ignore[attr-defined]
-        fine = np.empty(n, np.int64)
+        fine = np.empty((n, k), np.int64)
         for c in np.unique(coarse):
             rows = np.flatnonzero(coarse == c)
             cents = self.fine[c]
             dist = self._fine_sq[c][None, :] - 2.0 * (d[rows] @ cents.T)  # type: ignore[attr-defined]
-            fine[rows] = np.argmin(dist, axis=1)
-        residual = d - self.fine[coarse, fine]
+            if k == 1:
+                fine[rows, 0] = np.argmin(dist, axis=1)
+            else:
+                part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+                order = np.argsort(np.take_along_axis(dist, part, axis=1), axis=1)
+                fine[rows] = np.take_along_axis(part, order, axis=1)
+        residual = d[:, None, :] - self.fine[coarse[:, None], fine]
         proj = residual @ self.projection.T
-        bits = proj > self.medians[coarse]
+        bits = proj > self.medians[coarse][:, None, :]
         weights = (np.uint32(1) << np.arange(SIG_BITS, dtype=np.uint32))
-        sigs = (bits.astype(np.uint32) * weights).sum(axis=1, dtype=np.uint64).astype(np.uint32)
-        return (coarse * FINE + fine).astype(np.uint16), sigs
+        sigs = (bits.astype(np.uint32) * weights).sum(axis=2, dtype=np.uint64).astype(np.uint32)
+        words = (coarse[:, None] * FINE + fine).astype(np.uint16)
+        if k == 1:
+            return words[:, 0], sigs[:, 0]
+        return words, sigs
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,20 +239,27 @@ def geometry_byte(angle: np.ndarray | None, scale: np.ndarray | None) -> np.ndar
     return ((a << 4) | s).astype(np.uint8)
 
 
-def quantize(features: LocalFeatures, model: WordsModel | None = None) -> Words:
+def quantize(features: LocalFeatures, model: WordsModel | None = None, *,
+             assign: int = 1) -> Words:
     """The :class:`Words` of SIFT features (``features.kind == "sift"``).
 
-    Raises :class:`WordsError` for ORB features (the vocabulary is RootSIFT's)."""
+    ``assign > 1`` (multiple assignment, for queries): each feature appears ``assign``
+    times, with its ``assign`` nearest words (feature ``i``'s copies are rows
+    ``i * assign ... i * assign + assign - 1``). Raises :class:`WordsError` for ORB features
+    (the vocabulary is RootSIFT's)."""
     if not isinstance(features, LocalFeatures) or features.kind != "sift":
         raise WordsError("quantize() takes SIFT LocalFeatures")
     m = model or default_model()
-    words, sigs = m.assign(features.descriptors)
+    words, sigs = m.assign(features.descriptors, assign)
     n = len(features)
     geometry = (geometry_byte(features.angle, features.scale)
                 if features.angle is not None and features.scale is not None
                 else np.zeros(n, np.uint8))
-    return Words(words, sigs, geometry, features.xy.astype(np.float32),
-                 int(features.width), int(features.height))
+    xy = features.xy.astype(np.float32)
+    if assign > 1:
+        words, sigs = words.reshape(-1), sigs.reshape(-1)
+        geometry, xy = np.repeat(geometry, assign), np.repeat(xy, assign, axis=0)
+    return Words(words, sigs, geometry, xy, int(features.width), int(features.height))
 
 
 @lru_cache(maxsize=1)
