@@ -256,3 +256,27 @@ def test_retrieval_v1_still_runs(images, tmp_path) -> None:
         assert ci._ivf is None  # v1 never loads the inverted file
     with pytest.raises(ConfigError):
         MatchConfig(retrieval="v3")
+
+
+def test_global_index_none_keeps_vlad_rows_out_of_memory(images, tmp_path) -> None:
+    from tracemark.index.errors import IndexInputError
+
+    db = tmp_path / "big"
+    with CopyIndex.create(db, global_index="none") as ci:
+        for i, im in enumerate(images[:5]):
+            ci.add(im, source=f"ref{i}")
+        stats = ci.index.stats()["vector_sets"]["vlad"]
+        assert stats["index"] == "none" and stats["rows"] == 5 * 6 and stats["file_bytes"] == 0
+    assert not (db / "vectors" / "vlad.faiss").exists()
+    with CopyIndex.open(db) as ci:
+        hit = ci.search(attacks.apply_attack(images[3], "rotate", angle=15.0), k=1)[0]
+        assert hit.source == "ref3" and hit.decision and hit.similarity > 0.2  # rows read per candidate
+        with pytest.raises(IndexInputError):
+            ci.index.search("vlad", np.zeros(256, np.float32), 3)
+        assert ci.remove(2)
+        assert ci.index.stats()["vector_sets"]["vlad"]["rows"] == 4 * 6
+    with CopyIndex.open(db, read_only=True, config=MatchConfig(retrieval="v1")) as ci:
+        with pytest.raises(ConfigError):
+            ci.search(images[0], k=1)
+    with pytest.raises(ConfigError):
+        CopyIndex.create(tmp_path / "x", global_index="ivf")

@@ -54,9 +54,10 @@ from tracemark.fingerprint import global_desc, local
 from tracemark.fingerprint.words import Words, WordsError
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
 
-__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE"]
+__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE", "GLOBAL_INDEXES"]
 
 CALIBRATION_FILE = "calibration.npz"
+GLOBAL_INDEXES = ("flat", "hnsw", "none")
 WORDS_BLOB = "words"
 IVF_FILE = "words.ivf"
 
@@ -170,16 +171,30 @@ class CopyIndex(Resource):
     # --- lifecycle -----------------------------------------------------------------
 
     @staticmethod
-    def vector_specs() -> dict[str, VectorSpec]:
-        return {"pdq": VectorSpec("binary", 256), "vlad": VectorSpec("float", global_desc.DIM)}
+    def vector_specs(global_index: str = "flat") -> dict[str, VectorSpec]:
+        """The vector sets of a collection: ``pdq`` (binary flat) and ``vlad`` (float,
+        searched with ``global_index``: see :meth:`create`)."""
+        if global_index not in GLOBAL_INDEXES:
+            raise ConfigError(f"global_index must be one of {GLOBAL_INDEXES}, got {global_index!r}")
+        return {"pdq": VectorSpec("binary", 256),
+                "vlad": VectorSpec("float", global_desc.DIM, index=global_index)}  # type: ignore[arg-type]
 
     @classmethod
     def create(cls, path: str | Path, config: MatchConfig | None = None, *,
-               database_url: str | None = None, schema: str | None = None) -> CopyIndex:
+               database_url: str | None = None, schema: str | None = None,
+               global_index: str = "flat") -> CopyIndex:
         """A new collection at ``path``; with ``database_url`` and ``schema`` its metadata
-        and vectors live in that (PostgreSQL) schema, FAISS files in ``path``."""
-        return cls(Index.create(path, vector_specs=cls.vector_specs(), database_url=database_url,
-                                schema=schema), config)
+        and vectors live in that (PostgreSQL) schema, FAISS files in ``path``.
+
+        ``global_index``: how the VLAD region rows (6 x 1 KB a reference) are held:
+        ``"flat"`` (default: exact search in memory, 6 KB of RAM a reference), ``"hnsw"``
+        (approximate, ~7.5 KB) or ``"none"`` (in the database only, read for the verified
+        candidates; retrieval v2 then takes its candidates from the inverted file and PDQ
+        alone, and retrieval v1 is unavailable): for collections of millions of references,
+        where six rows a reference would not fit in memory (6 GB at a million).
+        """
+        return cls(Index.create(path, vector_specs=cls.vector_specs(global_index),
+                                database_url=database_url, schema=schema), config)
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, config: MatchConfig | None = None,
@@ -408,7 +423,13 @@ class CopyIndex(Resource):
         v2 = cfg.retrieval == "v2"
         n_global = cfg.global_candidates if v2 else cfg.candidates
         sims: dict[int, float] = {}
-        for row_hits in self.index.search("vlad", q.vlad, max(1, n_global)):
+        if self.index.vector_specs["vlad"].index == "none":
+            if not v2:
+                raise ConfigError("retrieval 'v1' searches the VLAD rows, which this index keeps "
+                                  "unsearchable (global_index='none'): use retrieval 'v2'",
+                                  source=str(self.index.path))
+            n_global = 0
+        for row_hits in (self.index.search("vlad", q.vlad, n_global) if n_global > 0 else []):
             for hit in row_hits:
                 sims[hit.ref_id] = max(sims.get(hit.ref_id, -1.0), float(hit.score))
         pdq_d: dict[int, int] = {}

@@ -28,14 +28,34 @@ __all__ = [
     "read_index",
     "write_index",
     "remove_reference",
+    "StoredOnly",
 ]
 
 ROW_BITS = 16
 _ADD_CHUNK = 1 << 16
 
 
+class StoredOnly:
+    """The in-memory side of a stored-only vector set (``VectorSpec(index="none")``): the
+    ids of its rows (8 bytes a row), no vectors; the database holds the rows, read per
+    reference with :meth:`tracemark.index.Index.vectors`. Not searchable."""
+
+    def __init__(self, labels: np.ndarray | None = None) -> None:
+        self.ids = np.empty(0, np.int64) if labels is None else np.asarray(labels, np.int64)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.ids.shape[0])
+
+    def add_with_ids(self, rows: np.ndarray, labels: np.ndarray) -> None:
+        self.ids = np.concatenate([self.ids, np.asarray(labels, np.int64)])
+
+
 def new_index(spec: VectorSpec) -> Any:
-    """An empty FAISS index for ``spec``: an ID map around a flat or HNSW index."""
+    """An empty FAISS index for ``spec``: an ID map around a flat or HNSW index
+    (:class:`StoredOnly` for ``index="none"``)."""
+    if spec.index == "none":
+        return StoredOnly()
     if spec.kind == "binary":
         if spec.index == "flat":
             return faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(spec.dim))
@@ -121,6 +141,8 @@ def bytes_to_rows(spec: VectorSpec, data: bytes) -> np.ndarray:
 
 def labels_of(index: Any) -> np.ndarray:
     """The FAISS ids held by an ID-map index, in storage order."""
+    if isinstance(index, StoredOnly):
+        return index.ids
     return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
 
 
@@ -143,6 +165,11 @@ def add(index: Any, rows: np.ndarray, labels: np.ndarray) -> None:
 def remove_reference(index: Any, ref_id: int) -> int:
     """Remove every row of one reference from a flat index; return how many went."""
     lo = ref_id << ROW_BITS
+    if isinstance(index, StoredOnly):
+        keep = (index.ids < lo) | (index.ids >= lo + (1 << ROW_BITS))
+        gone = int((~keep).sum())
+        index.ids = index.ids[keep]
+        return gone
     return int(index.remove_ids(faiss.IDSelectorRange(lo, lo + (1 << ROW_BITS))))
 
 
@@ -157,8 +184,9 @@ def search(
 
 
 def read_index(path: Path, spec: VectorSpec) -> Any | None:
-    """Load a FAISS file; None when it is missing, unreadable or does not match ``spec``."""
-    if not path.is_file():
+    """Load a FAISS file; None when it is missing, unreadable or does not match ``spec``
+    (always None for a stored-only set: it has no file)."""
+    if spec.index == "none" or not path.is_file():
         return None
     reader = faiss.read_index_binary if spec.kind == "binary" else faiss.read_index
     try:
@@ -169,7 +197,10 @@ def read_index(path: Path, spec: VectorSpec) -> Any | None:
 
 
 def write_index(index: Any, spec: VectorSpec, path: Path) -> None:
-    """Write a FAISS file atomically: temp file, fsync, rename over ``path``, fsync the folder."""
+    """Write a FAISS file atomically: temp file, fsync, rename over ``path``, fsync the folder
+    (nothing for a stored-only set)."""
+    if spec.index == "none":
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     writer = faiss.write_index_binary if spec.kind == "binary" else faiss.write_index
     try:

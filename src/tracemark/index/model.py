@@ -43,12 +43,16 @@ class VectorSpec:
     (``hnsw_m`` links per node, ``hnsw_ef_search`` candidates, raised to the number of rows a
     search asks for): approximate, for sets well beyond ~100k rows where flat search gets slow.
     Removing from an HNSW set rebuilds it. IVF is not offered (it needs training data).
+    ``index="none"`` keeps the rows in the database only (read per reference with
+    :meth:`~tracemark.index.Index.vectors`; 8 bytes of memory a row): not searchable, for
+    vectors a pipeline reads for its candidates but never searches (at a million references
+    a flat set of six 256-D rows a reference would hold 6 GB in memory).
     """
 
     kind: Literal["binary", "float"]
     dim: int
     metric: Literal["hamming", "ip"] | None = None
-    index: Literal["flat", "hnsw"] = "flat"
+    index: Literal["flat", "hnsw", "none"] = "flat"
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
 
@@ -69,8 +73,9 @@ class VectorSpec:
             raise ConfigError(f"VectorSpec.dim must be in [1, 65536], got {self.dim}")
         if self.kind == "binary" and self.dim % 8:
             raise ConfigError(f"a binary vector set needs dim a multiple of 8 bits, got {self.dim}")
-        if self.index not in ("flat", "hnsw"):
-            raise ConfigError(f"VectorSpec.index must be 'flat' or 'hnsw', got {self.index!r}")
+        if self.index not in ("flat", "hnsw", "none"):
+            raise ConfigError(
+                f"VectorSpec.index must be 'flat', 'hnsw' or 'none', got {self.index!r}")
         for attr, low in (("hnsw_m", 4), ("hnsw_ef_search", 1)):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 4096:

@@ -505,7 +505,7 @@ class Index(Resource):
                 if vset.id not in set_ids:
                     continue
                 vset.dirty = True
-                if vset.spec.index == "flat" and not vset.stale:
+                if vset.spec.index in ("flat", "none") and not vset.stale:
                     _faiss.remove_reference(vset.index, rid)
                 else:  # HNSW cannot remove: rebuild before the next search or commit
                     vset.stale = True
@@ -647,6 +647,10 @@ class Index(Resource):
         with self._mutex:
             self._check_open()
             vset = self._set(name)
+            if vset.spec.index == "none":
+                raise IndexInputError(
+                    f"vector set {name!r} is stored only (index='none'): it cannot be searched",
+                    source=str(self.path))
             q = _faiss.coerce_rows(vset.spec, queries, what=f"queries for {name!r}")
             k = _check_count(k, "k", low=1)
             if vset.stale:
@@ -828,6 +832,12 @@ class Index(Resource):
 
     def _rebuild(self, vset: _VectorSet) -> None:
         """Rebuild a vector set's FAISS index from the vectors stored in SQLite."""
+        if vset.spec.index == "none":  # ids only: no vector is read
+            ref_ids, counts = self._stored(vset)
+            vset.index = _faiss.StoredOnly(_faiss.expected_labels(ref_ids, counts))
+            vset.max_rows = int(counts.max(initial=0))
+            vset.stale = vset.dirty = False
+            return
         index = _faiss.new_index(vset.spec)
         ref_ids: builtins.list[int] = []
         counts: builtins.list[int] = []
@@ -863,6 +873,9 @@ class Index(Resource):
             self._conn.execute("BEGIN")  # one snapshot for the checks and any rebuild
             try:
                 for vset in sets:
+                    if vset.spec.index == "none":  # nothing to check: ids from the database
+                        self._rebuild(vset)
+                        continue
                     ref_ids, counts = self._stored(vset)
                     index = _faiss.read_index(self._faiss_path(vset.name), vset.spec)
                     expected = _faiss.expected_labels(ref_ids, counts)
