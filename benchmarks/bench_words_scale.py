@@ -15,7 +15,7 @@ duplicating one image. Each synthetic reference also gets a random 256-bit PDQ h
 Queries: ``--queries`` edited copies of real references (a ``copydetect-hard`` or
 ``disc21-like`` entry, alternating, as in ``bench_query_scale.py``). Per query, on one
 thread: description (SIFT 1000 on the image at most 400 px, words of the image and its
-mirror, each feature with its ``--assign`` nearest words, 8 dihedral PDQ hashes), retrieval
+mirror (the first 500 features), each with its ``--assign`` nearest words, 8 dihedral PDQ hashes), retrieval
 in the inverted file (top 25, the candidates
 ``CopyIndex.search`` verifies), and PDQ retrieval in a FAISS binary flat index over the same
 references (8 orientations, top 25). Reported: whether the true reference is among the
@@ -48,7 +48,12 @@ from tracemark.attacks.suites import derive_seed, get_suite  # noqa: E402
 from tracemark.bench.copydetect import hard_edits_suite  # noqa: E402
 from tracemark.bench.report import update_section  # noqa: E402
 from tracemark.bench.watermark import list_images  # noqa: E402
-from tracemark.copydetect.describe import MAX_SIDE, QUERY_ASSIGN, REFERENCE_WORDS  # noqa: E402
+from tracemark.copydetect.describe import (  # noqa: E402
+    MAX_SIDE,
+    QUERY_ASSIGN,
+    QUERY_WORDS,
+    REFERENCE_WORDS,
+)
 from tracemark.copydetect.ivf import InvertedFile  # noqa: E402
 from tracemark.fingerprint import global_desc, local, pdq, words  # noqa: E402
 from tracemark.imageio import load_image  # noqa: E402
@@ -151,8 +156,8 @@ def run(args: argparse.Namespace) -> dict:
         for a in args.assign:
             t0 = time.perf_counter()
             f = local.extract(img, kind="sift", max_features=global_desc.N_FEATURES, max_side=MAX_SIDE)
-            qw = words.quantize(f, model, assign=a)
-            qm = words.quantize(local.mirrored(f), model, assign=a)
+            qw = words.quantize(f.head(QUERY_WORDS), model, assign=a)
+            qm = words.quantize(local.mirrored(f.head(QUERY_WORDS)), model, assign=a)
             p8, _ = pdq.pdq_dihedral(img, packed=True)
             qdesc[a].append((qw, qm, p8, 1000 * (time.perf_counter() - t0)))
     name_to_id = {name: i for i, (_, name) in enumerate(real)}

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_MAX_FEATURES",
     "MAX_SIDE",
     "QUERY_ASSIGN",
+    "QUERY_WORDS",
     "REFERENCE_WORDS",
     "QueryDescriptors",
     "ReferenceDescriptors",
@@ -44,6 +45,10 @@ QUERY_ASSIGN = 1
 """Words per query feature (multiple assignment, Jégou et al., IJCV 2010, when > 1). One:
 ``benchmarks/bench_words_scale.py --assign 1,2,3`` found the true reference among the
 candidates for 0.87 / 0.87 / 0.86 of the queries at 100k references, at 7 / 14 / 21 ms."""
+QUERY_WORDS = 500
+"""Query features looked up in the inverted file (the spread-out prefix of its SIFT
+features): at a million references 400, 600 and 1,000 find the true reference equally
+often (0.87 among the candidates) while the search time grows with the count."""
 REFERENCE_WORDS = 200
 """SIFT features of a reference posted in the inverted file (the spread-out prefix of its
 features, :meth:`tracemark.fingerprint.local.LocalFeatures.head`): 200 x 9 bytes of RAM per
@@ -120,5 +125,6 @@ def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> Q
     vlad = global_desc.describe_features(feats, mirror=True)
     pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)
     return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8,
-                            words=words.quantize(feats, assign=QUERY_ASSIGN),
-                            words_mirror=words.quantize(local.mirrored(feats), assign=QUERY_ASSIGN))
+                            words=words.quantize(feats.head(QUERY_WORDS), assign=QUERY_ASSIGN),
+                            words_mirror=words.quantize(local.mirrored(feats.head(QUERY_WORDS)),
+                                                        assign=QUERY_ASSIGN))

@@ -46,6 +46,7 @@ _MAGIC: Final = b"TMIVF001"
 _HEADER: Final = struct.Struct("<8sQQQ")  # magic, n_refs, n_postings, json length
 _MERGE_SHARE: Final = 0.05  # merge pending postings into the main arrays beyond this share
 _MERGE_MIN: Final = 200_000
+_SHORTLIST: Final = 2000  # references whose votes are histogrammed for consistency
 _STOP_FLOOR: Final = 1000  # never call a word a stop word below this many postings
 
 
@@ -63,8 +64,14 @@ class VoteConfig:
     """Words holding more than this share of all postings (and over 20 x the mean, and over
     1,000 postings) are skipped: they carry almost no information and dominate the cost."""
 
+    clear_ratio: float = 4.0
+    """The mirrored query is not voted when the unmirrored one's best score is at least
+    this many times the second best (a clear winner: the copy is not flipped); 0 always
+    votes both."""
+
     def __post_init__(self) -> None:
-        if not 0 <= self.max_distance <= 32 or self.sigma <= 0 or not 0 < self.stop_share <= 1:
+        if not 0 <= self.max_distance <= 32 or self.sigma <= 0 or not 0 < self.stop_share <= 1 \
+                or self.clear_ratio < 0:
             raise ConfigError(f"invalid vote configuration: {self}")
 
 
@@ -86,6 +93,16 @@ def _part_of(items: list[tuple[int, Words]]) -> _Part:
     sigs = np.concatenate([w.signatures for _, w in items])
     geom = np.concatenate([w.geometry for _, w in items])
     return _Part.build(words, refs, sigs, geom)
+
+
+def _clear_winner(best: dict[int, float], removed: set[int], ratio: float) -> bool:
+    """Whether the best score is at least ``ratio`` times the second (removed ids aside)."""
+    if ratio <= 0 or not best:
+        return False
+    top = sorted((s for r, s in best.items() if r not in removed), reverse=True)[:2]
+    if not top:
+        return False
+    return len(top) == 1 or top[0] >= ratio * top[1]
 
 
 def ids_fingerprint(ref_ids: np.ndarray) -> str:
@@ -238,6 +255,8 @@ class InvertedFile:
         for q in (query, mirror):
             if q is None or len(q) == 0:
                 continue
+            if q is mirror and _clear_winner(best, self._removed, cfg.clear_ratio):
+                break  # the unmirrored query already singles out one reference
             ids, scores = self._vote(q, cfg)
             for rid, s in zip(ids.tolist(), scores.tolist(), strict=True):
                 if s > best.get(rid, 0.0):
@@ -283,11 +302,21 @@ class InvertedFile:
             return np.empty(0, np.int64), np.empty(0)
         refs = np.concatenate(out_refs)
         w = np.concatenate(out_w)
+        key_a, key_s = np.concatenate(out_key_a), np.concatenate(out_key_s)
+        if len(refs) > _SHORTLIST:
+            # only references whose total vote is among the _SHORTLIST best can win the
+            # geometric-consistency score (it is at most the total): histogram those only
+            total_vote = np.bincount(refs, weights=w)
+            voted = total_vote[total_vote > 0]
+            if len(voted) > _SHORTLIST:
+                floor = np.partition(voted, -_SHORTLIST)[-_SHORTLIST]
+                keep = total_vote[refs] >= floor
+                refs, w, key_a, key_s = refs[keep], w[keep], key_a[keep], key_s[keep]
         uniq, inv = np.unique(refs, return_inverse=True)
-        a = np.bincount(inv * ANGLE_BINS + np.concatenate(out_key_a), weights=w,
+        a = np.bincount(inv * ANGLE_BINS + key_a, weights=w,
                         minlength=len(uniq) * ANGLE_BINS).reshape(len(uniq), ANGLE_BINS)
         sb = 2 * SCALE_BINS - 1
-        s = np.bincount(inv * sb + np.concatenate(out_key_s), weights=w,
+        s = np.bincount(inv * sb + key_s, weights=w,
                         minlength=len(uniq) * sb).reshape(len(uniq), sb)
         # a true copy's matches spread over neighbouring bins: take the best pair of bins
         a_peak = (a + np.roll(a, 1, axis=1)).max(axis=1)
