@@ -1,7 +1,7 @@
 """Copy-detection query latency against 100k references, verification included, one core.
 
     .venv/bin/python benchmarks/bench_query_scale.py [--n 100000] [--real 170] [--queries 50]
-        [--float-index flat,hnsw] [--write-docs]
+        [--configs v1:flat,v2:flat,v2:none[:1000000]] [--json F] [--write-docs]
 
 The index is a :class:`tracemark.copydetect.CopyIndex` (same vector sets and blob as
 ``CopyIndex.add``): the first ``--real`` references are corpus images of the half the VLAD
@@ -51,7 +51,13 @@ from tracemark.bench.copydetect import hard_edits_suite  # noqa: E402
 from tracemark.bench.report import update_section  # noqa: E402
 from tracemark.bench.watermark import list_images  # noqa: E402
 from tracemark.copydetect import CopyIndex, MatchConfig, content_hash  # noqa: E402
-from tracemark.fingerprint import global_desc, local, pdq  # noqa: E402
+from tracemark.copydetect.describe import (  # noqa: E402
+    MAX_SIDE,
+    REFERENCE_WORDS,
+    describe_query,
+    describe_reference,
+)
+from tracemark.fingerprint import global_desc, local, pdq, words  # noqa: E402
 from tracemark.imageio import load_image, save_image  # noqa: E402
 from tracemark.index import Index, NewReference, VectorSpec  # noqa: E402
 
@@ -80,19 +86,39 @@ def spread(items: list, n: int) -> list:
 
 
 def real_reference(path: Path, name: str, config: MatchConfig) -> tuple[NewReference, np.ndarray]:
-    """What ``CopyIndex.add`` stores for one image (see ``match.py``), and its VLAD rows."""
+    """What ``CopyIndex.add`` stores for one image, and its VLAD rows."""
     rgb = load_image(path)
-    feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES)
-    vlad = global_desc.describe_features(feats)
-    packed, _ = pdq.pdq_hash(rgb, packed=True)
+    d = describe_reference(rgb, max_features=config.max_features)
     ref = NewReference(
         content_hash=content_hash(rgb),
-        vectors={"pdq": packed[None, :], "vlad": vlad},
+        vectors={"pdq": d.pdq, "vlad": d.vlad},
         source=name,
         owner="bench",
-        blobs={"local": feats.head(config.max_features).to_bytes()},
+        blobs={"local": d.features.to_bytes(), "words": d.words.to_bytes()},
     )
-    return ref, vlad
+    return ref, d.vlad
+
+
+def synthetic_words(pool: list[words.Words], rng: np.random.Generator) -> bytes:
+    """One synthetic reference's words blob: 100 features of each of two distractor images,
+    each set rotated (orientation bins shifted) and zoomed (scale bins shifted by -2..2) at
+    random, every signature XOR-ed with a random 1-3 bit mask (as ``bench_words_scale.py``)."""
+    half = REFERENCE_WORDS // 2
+    parts = []
+    for src in rng.choice(len(pool), 2, replace=False):
+        w = pool[int(src)]
+        pick = rng.choice(len(w), min(half, len(w)), replace=False)
+        g = w.geometry[pick].astype(np.int64)
+        a = ((g >> 4) + int(rng.integers(0, 16))) % 16
+        sc = np.clip((g & 15) + int(rng.integers(-2, 3)), 0, 15)
+        flips = np.zeros(len(pick), np.uint32)
+        for _ in range(3):
+            bit = rng.integers(0, 32, len(pick)).astype(np.uint32)
+            flips ^= np.where(rng.random(len(pick)) < 0.67, np.uint32(1) << bit, np.uint32(0)).astype(np.uint32)
+        parts.append((w.words[pick], w.signatures[pick] ^ flips, ((a << 4) | sc).astype(np.uint8),
+                      w.xy[pick]))
+    cat = [np.concatenate(x) for x in zip(*parts, strict=True)]
+    return words.Words(cat[0], cat[1], cat[2], cat[3], 640, 480).to_bytes()
 
 
 def synthetic_vlad(real_rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,12 +176,10 @@ def build(args: argparse.Namespace, workdir: Path) -> dict:
     t0 = time.perf_counter()
     described = [real_reference(p, name, config) for p, name in real]
     describe_s = time.perf_counter() - t0
-    blobs = [
-        local.extract(load_image(p), kind="sift", max_features=global_desc.N_FEATURES)
-        .head(config.max_features)
-        .to_bytes()
-        for p in blob_src
-    ]
+    blob_feats = [local.extract(load_image(p), kind="sift", max_features=global_desc.N_FEATURES,
+                                max_side=MAX_SIDE) for p in blob_src]
+    blobs = [f.head(config.max_features).to_bytes() for f in blob_feats]
+    pool_words = [words.quantize(f) for f in blob_feats if len(f) >= REFERENCE_WORDS]
     rng = np.random.default_rng(args.seed)
     real_rows = np.vstack([v for _, v in described])
     n_rows = len(global_desc.REGIONS)
@@ -164,6 +188,7 @@ def build(args: argparse.Namespace, workdir: Path) -> dict:
     specs = CopyIndex.vector_specs()
     specs["vlad"] = VectorSpec("float", global_desc.DIM, index=args.kind)
     path = workdir / "index"
+    (workdir / "config.json").write_text(json.dumps({"retrieval": args.retrieval}))
     t0 = time.perf_counter()
     with Index.create(path, vector_specs=specs) as index:
         index.add_many(ref for ref, _ in described)
@@ -175,14 +200,20 @@ def build(args: argparse.Namespace, workdir: Path) -> dict:
                     vectors={"pdq": hashes[i][None, :], "vlad": vlad[i]},
                     source=f"synthetic/{i}",
                     owner="bench",
-                    blobs={"local": blobs[i % len(blobs)]},
+                    blobs={"local": blobs[i % len(blobs)],
+                           "words": synthetic_words(pool_words, rng)},
                 )
                 for i in range(start, stop)
             )
     build_s = time.perf_counter() - t0
     del vlad, hashes
-    ci = CopyIndex.open(path)
+    ci = CopyIndex.open(path, config=MatchConfig(retrieval=args.retrieval))
     t0 = time.perf_counter()
+    ivf_s = None
+    if args.retrieval == "v2":
+        ci.inverted_file()  # built from the words blobs and cached beside the index
+        ivf_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
     ci.calibrate([load_image(p) for p in background])
     calibrate_s = time.perf_counter() - t0
     ci.close()
@@ -199,6 +230,7 @@ def build(args: argparse.Namespace, workdir: Path) -> dict:
         "n_synthetic": args.n,
         "describe_ms_per_real_ref": 1000 * describe_s / len(real),
         "build_s": build_s,
+        "ivf_build_s": ivf_s,
         "calibrate_s": calibrate_s,
     }
 
@@ -208,23 +240,31 @@ def measure(workdir: Path) -> dict:
     faiss.omp_set_num_threads(1)
     cv2.setNumThreads(1)
     queries = json.loads((workdir / "queries.json").read_text())
+    retrieval = json.loads((workdir / "config.json").read_text())["retrieval"]
     images = [load_image(q["file"]) for q in queries]
     before = rss_bytes()
     t0 = time.perf_counter()
-    ci = CopyIndex.open(workdir / "index", read_only=True)
+    ci = CopyIndex.open(workdir / "index", read_only=True, config=MatchConfig(retrieval=retrieval))
     open_s = time.perf_counter() - t0
-    rss_delta = rss_bytes() - before
+    rss_open = rss_bytes() - before
     cfg = ci.config
-    ci.search(images[0], k=10)  # warm-up
+    t0 = time.perf_counter()
+    ci.search(images[0], k=10)  # warm-up (v2: loads the inverted file from its cache file)
+    warm_s = time.perf_counter() - t0
+    rss_warm = rss_bytes() - before
+    searchable = ci.index.vector_specs["vlad"].index != "none"
     rows = []
     for q, img in zip(queries, images, strict=True):
         t0 = time.perf_counter()
-        feats = local.extract(img, kind="sift", max_features=global_desc.N_FEATURES)
-        qvlad = global_desc.describe_features(feats, mirror=True)
-        pdq8, _ = pdq.pdq_dihedral(img, packed=True)
+        d = describe_query(img)
         t1 = time.perf_counter()
-        ci.index.search("vlad", qvlad, cfg.candidates)
-        ci.index.search("pdq", pdq8, 3)
+        if retrieval == "v2":
+            ci.inverted_file().search(d.words, mirror=d.words_mirror, top=cfg.candidates)
+            if searchable and cfg.global_candidates:
+                ci.index.search("vlad", d.vlad, cfg.global_candidates)
+        else:
+            ci.index.search("vlad", d.vlad, cfg.candidates)
+        ci.index.search("pdq", d.pdq8, 3)
         t2 = time.perf_counter()
         matches = ci.search(img, k=10)
         t3 = time.perf_counter()
@@ -244,8 +284,11 @@ def measure(workdir: Path) -> dict:
             }
         )
     stats = ci.stats()
+    rss_end = rss_bytes() - before
     ci.close()
-    return {"open_s": open_s, "rss_delta_bytes": rss_delta, "queries": rows, "stats": stats}
+    return {"open_s": open_s, "rss_delta_bytes": rss_open, "warm_s": warm_s,
+            "rss_after_first_search_bytes": rss_warm, "rss_after_queries_bytes": rss_end,
+            "queries": rows, "stats": stats}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -259,10 +302,8 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def format_markdown(results: list[dict], command: str) -> str:
-    """The docs section: one column per ``vlad`` index kind."""
+    """The docs section: one column per configuration (retrieval, ``vlad`` index, size)."""
     first = results[0]
-    n = first["stats"]["count"]
-    kinds = [r["float_index"] for r in results]
 
     def row(label: str, cell: object) -> str:
         return f"| {label} | " + " | ".join(cell(r) for r in results) + " |"  # type: ignore[operator]
@@ -270,71 +311,71 @@ def format_markdown(results: list[dict], command: str) -> str:
     def lat(key: str, stat: str) -> object:
         return lambda r: f"{r['summary'][key][stat]:.1f} ms"
 
+    def per_ref(key: str) -> object:
+        return lambda r: f"{r[key] / 2**20:,.0f} MiB ({r[key] / r['stats']['count']:,.0f} B/ref)"
+
+    names = {"flat": "VLAD flat", "hnsw": "VLAD HNSW", "none": "VLAD stored only"}
+    head = [f"{r['retrieval']}, {names.get(r['float_index'], r['float_index'])}, "
+            f"{r['stats']['count']:,} refs" for r in results]
     date = datetime.now(UTC).date().isoformat()
-    names = {"flat": "flat (exact, `CopyIndex` default)", "hnsw": "HNSW (M=32, efSearch 128)"}
     return "\n".join(
         [
             "## Copy-detection query at scale",
             "",
-            "Query latency with verification of the top candidates included, index build time and "
-            "memory per reference.",
+            "Query latency with verification of the candidates included, index build time, memory "
+            "and disk per reference: the previous retrieval (`v1`: VLAD region rows, flat, + PDQ) "
+            "beside copy detection v2 (inverted file over visual words + PDQ + 5 VLAD candidates; "
+            "with the VLAD rows stored only, inverted file + PDQ).",
             "",
-            f"Command: `{command}` ({date}; machine: 2 cores, {platform.machine()}, shared with another "
-            f"benchmark during the run; FAISS {faiss.__version__}, everything on one thread).",
+            f"Command: `{command}` ({date}; machine: 2 cores, {platform.machine()}; FAISS "
+            f"{faiss.__version__}, everything on one thread).",
             "",
-            f"{n:,} references: {first['n_real']} real corpus images (held-out half) and "
-            f"{first['n_synthetic']:,} synthetic ones (six VLAD region rows each from a Gaussian fitted "
-            "to the real rows, a random PDQ hash, a `local` blob copied from distractor images so that "
-            f"verification does real RANSAC work). {len(first['queries'])} queries: edited copies of "
+            f"References: {first['n_real']} real corpus images (held-out half) and synthetic ones: six "
+            "VLAD region rows from a Gaussian fitted to the real rows, a random PDQ hash, a `local` "
+            "blob copied from distractor images (verification does real RANSAC work) and a `words` "
+            "blob drawn from real distractor descriptors (two images' features, rotated, zoomed and "
+            f"bit-flipped: see `synthetic_words`). {len(first['queries'])} queries: edited copies of "
             "real references (`copydetect-hard` and `disc21-like` entries, alternating), "
             "`CopyIndex.search(k=10)` after a warm-up, in a fresh process that opened the index "
             "read-only. Extraction and retrieval are the steps `search` runs, timed separately; "
             "verification + scoring is the rest of `search`'s time.",
             "",
-            "| `vlad` vector set | " + " | ".join(names.get(k, k) for k in kinds) + " |",
-            "|---|" + "---:|" * len(kinds),
-            row(
-                "build: `Index.add_many` of all references (features precomputed), one commit",
-                lambda r: f"{r['build_s']:.1f} s",
-            ),
-            row(
-                "feature extraction per real reference (SIFT 1000, VLAD, PDQ)",
-                lambda r: f"{r['describe_ms_per_real_ref']:.0f} ms",
-            ),
-            row(
-                f"calibration ({N_BACKGROUND} background images)",
-                lambda r: f"{r['calibrate_s']:.1f} s",
-            ),
-            row("query: feature extraction, median", lat("extract_ms", "median")),
-            row("query: feature extraction, p95", lat("extract_ms", "p95")),
-            row("query: retrieval (`vlad` + `pdq` searches), median", lat("retrieve_ms", "median")),
-            row("query: retrieval (`vlad` + `pdq` searches), p95", lat("retrieve_ms", "p95")),
-            row("query: verification + scoring, median", lat("verify_ms", "median")),
-            row("query: verification + scoring, p95", lat("verify_ms", "p95")),
-            row(
-                "**query total** (`CopyIndex.search`), median",
-                lambda r: f"**{r['summary']['total_ms']['median']:.1f} ms**",
-            ),
+            "| configuration | " + " | ".join(head) + " |",
+            "|---|" + "---:|" * len(results),
+            row("build: `Index.add_many` of all references (features precomputed), one commit",
+                lambda r: f"{r['build_s']:.1f} s"),
+            row("build: inverted file from the `words` blobs (then cached in a file)",
+                lambda r: "-" if r.get("ivf_build_s") is None else f"{r['ivf_build_s']:.1f} s"),
+            row("feature extraction per real reference",
+                lambda r: f"{r['describe_ms_per_real_ref']:.0f} ms"),
+            row(f"calibration ({N_BACKGROUND} background images)",
+                lambda r: f"{r['calibrate_s']:.1f} s"),
+            row("query: feature extraction, median / p95",
+                lambda r: f"{r['summary']['extract_ms']['median']:.1f} / {r['summary']['extract_ms']['p95']:.1f} ms"),
+            row("query: retrieval, median / p95",
+                lambda r: f"{r['summary']['retrieve_ms']['median']:.1f} / {r['summary']['retrieve_ms']['p95']:.1f} ms"),
+            row("query: verification + scoring, median / p95",
+                lambda r: f"{r['summary']['verify_ms']['median']:.1f} / {r['summary']['verify_ms']['p95']:.1f} ms"),
+            row("**query total** (`CopyIndex.search`), median",
+                lambda r: f"**{r['summary']['total_ms']['median']:.1f} ms**"),
             row("**query total** (`CopyIndex.search`), p95", lat("total_ms", "p95")),
             row("true reference ranked first", lambda r: f"{r['summary']['top1']:.2f}"),
             row("decided a copy", lambda r: f"{r['summary']['decision']:.2f}"),
             row("in the top 10", lambda r: f"{r['summary']['in_top10']:.2f}"),
             row("open read-only", lambda r: f"{r['open_s']:.1f} s"),
-            row("memory: RSS growth on open", lambda r: f"{r['rss_delta_bytes'] / 2**20:.0f} MiB"),
-            row(
-                "memory: RSS growth on open, per reference",
-                lambda r: f"{r['rss_delta_bytes'] / n:,.0f} B/ref",
-            ),
-            row("disk", lambda r: f"{r['stats']['disk_bytes'] / 2**20:,.0f} MiB"),
-            row("disk, per reference", lambda r: f"{r['stats']['disk_bytes'] / n:,.0f} B/ref"),
+            row("first search (v2: loads the inverted file)", lambda r: f"{r.get('warm_s', 0):.1f} s"),
+            row("memory: RSS growth on open", per_ref("rss_delta_bytes")),
+            row("memory: RSS growth after the first search",
+                lambda r: per_ref("rss_after_first_search_bytes")(r) if "rss_after_first_search_bytes" in r else "-"),
+            row("memory: RSS growth after all queries",
+                lambda r: per_ref("rss_after_queries_bytes")(r) if "rss_after_queries_bytes" in r else "-"),
+            row("disk", lambda r: f"{r['stats']['disk_bytes'] / 2**20:,.0f} MiB "
+                f"({r['stats']['disk_bytes'] / r['stats']['count']:,.0f} B/ref)"),
             "",
-            f"Building 100k real references means extracting their features first: at "
-            f"{first['describe_ms_per_real_ref']:.0f} ms per image that is "
-            f"{first['describe_ms_per_real_ref'] * 1e5 / 3.6e6:.1f} h on one core (the build row above "
-            "excludes it). Memory per reference: six VLAD rows (6 x 1,024 B, plus ids and, for HNSW, "
-            "the graph links) and one PDQ row (32 B) held by FAISS; the `local` blob "
-            f"({first['stats']['blobs']['bytes'] / max(1, first['stats']['blobs']['count']):,.0f} B "
-            "per reference) and the raw vectors stay in SQLite on disk, read per verified candidate.",
+            "Disk per reference: the `local` blob (SIFT features for verification, "
+            f"{first['stats']['blobs']['bytes'] / max(1, first['stats']['blobs']['count']):,.0f} B per blob on "
+            "average over `local` and `words`), six VLAD rows (6 KB) and PDQ in SQLite, plus the FAISS "
+            "files and the inverted-file cache.",
         ]
     )
 
@@ -349,7 +390,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--float-index", default="flat,hnsw", help="comma-separated: flat, hnsw")
+    ap.add_argument("--configs", default="v1:flat,v2:flat,v2:none",
+                    help="comma-separated RETRIEVAL:GLOBAL_INDEX[:N] (v1|v2 : flat|hnsw|none "
+                         "[: synthetic references, default --n])")
+    ap.add_argument("--tmp", type=Path, default=None, help="folder for the temporary indexes")
+    ap.add_argument("--from-json", type=Path, default=None, help="rewrite the report from --json output")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--write-docs", action="store_true", help="also write the section of docs/benchmarks.md")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the child process
@@ -357,12 +402,23 @@ def main() -> None:
     if args.measure is not None:
         print(json.dumps(measure(args.measure)))
         return
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        md = format_markdown(results, results[0].get("command", "python benchmarks/bench_query_scale.py"))
+        if args.write_docs:
+            update_section(ROOT / "docs" / "benchmarks.md", "copydetect-scale", md)
+        print(md)
+        return
     results = []
-    for kind in args.float_index.split(","):
-        args.kind = kind
-        print(f"{kind}: building {args.n:,} references, then {args.queries} queries ...",
+    for spec in args.configs.split(","):
+        retrieval, kind, *n = spec.split(":")
+        args.retrieval, args.kind = retrieval, kind
+        n_synth = int(n[0]) if n else args.n
+        args_n = args.n
+        args.n = n_synth
+        print(f"{spec}: building {args.n:,} references, then {args.queries} queries ...",
               file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="tracemark-bench-qscale-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="tracemark-bench-qscale-", dir=args.tmp) as tmp:
             result = build(args, Path(tmp))
             child = subprocess.run(
                 [sys.executable, __file__, "--measure", tmp],
@@ -371,12 +427,21 @@ def main() -> None:
                 check=True,
             )
             measured = json.loads(child.stdout)
-        result.update(measured, float_index=kind, summary=summarise(measured["queries"]))
+        args.n = args_n
+        result.update(measured, float_index=kind, retrieval=retrieval,
+                      summary=summarise(measured["queries"]))
         results.append(result)
+        print(f"{spec}: median {result['summary']['total_ms']['median']:.1f} ms, "
+              f"top1 {result['summary']['top1']:.2f}", file=sys.stderr, flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
     command = (
         f"python benchmarks/bench_query_scale.py --n {args.n} --real {args.real} "
-        f"--queries {args.queries} --float-index {args.float_index}"
+        f"--queries {args.queries} --configs {args.configs}"
     )
+    for r in results:
+        r["command"] = command
     md = format_markdown(results, command)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
