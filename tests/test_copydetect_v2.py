@@ -280,3 +280,49 @@ def test_global_index_none_keeps_vlad_rows_out_of_memory(images, tmp_path) -> No
             ci.search(images[0], k=1)
     with pytest.raises(ConfigError):
         CopyIndex.create(tmp_path / "x", global_index="ivf")
+
+
+def test_calibration_of_a_previous_version_asks_for_recalibration(images, tmp_path) -> None:
+    from tracemark.copydetect.decide import NullModel
+
+    db = tmp_path / "db"
+    _make_index(db, images[:6])
+    background = [attacks.apply_attack(im, "jpeg", quality=80) for im in images[8:14]]
+    with CopyIndex.open(db, config=MatchConfig(retrieval="v1")) as ci:
+        ci.calibrate(background)
+    # what a version before v2 wrote: format 1, one null sample (v1's)
+    model = NullModel.load(db / "calibration.npz", "v1")
+    np.savez(db / "calibration.npz", version=np.array(1), background=model.background,
+             null=model.null)
+    with CopyIndex.open(db, read_only=True) as ci:  # v2: uncalibrated, and says why
+        assert not ci.decision_rule()["calibrated"]
+        assert "tracemark index calibrate" in ci.decision_rule()["recalibrate"]
+        assert "recalibrate" in ci.stats()
+        hit = ci.search(attacks.apply_attack(images[1], "jpeg", quality=50), k=1)[0]
+        assert hit.p_value is None and hit.decision  # decided by inliers / PDQ
+    with CopyIndex.open(db, read_only=True, config=MatchConfig(retrieval="v1")) as ci:
+        assert ci.decision_rule()["calibrated"]  # the v1 sample still serves v1
+    with CopyIndex.open(db) as ci:
+        ci.calibrate(background)  # v2, same background: v1's sample is kept
+        assert ci.decision_rule()["calibrated"] and "recalibrate" not in ci.decision_rule()
+    assert NullModel.versions_in(db / "calibration.npz") == ["v1", "v2"]
+    with CopyIndex.open(db) as ci:
+        ci.calibrate(background[:4])  # another background: the v1 sample is dropped
+    assert NullModel.versions_in(db / "calibration.npz") == ["v2"]
+
+
+def test_uncalibrated_v2_decides_blurred_thumbnails_by_pdq(images, tmp_path) -> None:
+    """A blurred 96 px thumbnail keeps too few local features to verify, but its PDQ hash:
+    v2 decides it (PDQ distance <= 31), v1 (inliers only) does not."""
+    db = tmp_path / "db"
+    _make_index(db, images[:6])
+    for i in (0, 2, 4):
+        q = attacks.apply_attack(attacks.apply_attack(images[i], "gaussian_blur", radius=6.0),
+                                 "thumbnail", long_side=96)
+        with CopyIndex.open(db, read_only=True) as ci:
+            hit = ci.search(q, k=1)[0]
+            assert hit.source == f"ref{i}" and hit.inliers < 12
+            assert hit.pdq_distance <= 31 and hit.decision
+        with CopyIndex.open(db, read_only=True, config=MatchConfig(retrieval="v1")) as ci:
+            hits = ci.search(q, k=1)
+            assert not hits or not hits[0].decision

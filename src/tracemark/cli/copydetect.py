@@ -100,8 +100,10 @@ def _open(db: Path, *, read_only: bool, config: MatchConfig | None = None) -> Co
         raise fail(f"cannot open the index {db}: {exc.message}") from exc
 
 
-def _open_or_create(db: Path, config: MatchConfig | None = None) -> CopyIndex:
-    """Open ``db``, or create an index there when it is missing or an empty directory."""
+def _open_or_create(db: Path, config: MatchConfig | None = None, *,
+                    global_index: str = "flat") -> CopyIndex:
+    """Open ``db``, or create an index there when it is missing or an empty directory
+    (``global_index``: how a new index holds its VLAD rows, see ``CopyIndex.create``)."""
     from tracemark.copydetect import CopyIndex
 
     if db.exists() and not db.is_dir():
@@ -109,7 +111,8 @@ def _open_or_create(db: Path, config: MatchConfig | None = None) -> CopyIndex:
     try:
         if db.exists() and any(db.iterdir()):
             return CopyIndex.open(db, config=config, **_db_kwargs(db, create=False))
-        return CopyIndex.create(db, config, **_db_kwargs(db, create=True))
+        return CopyIndex.create(db, config, global_index=global_index,
+                                **_db_kwargs(db, create=True))
     except (TracemarkError, OSError) as exc:
         message = exc.message if isinstance(exc, TracemarkError) else str(exc)
         raise fail(f"cannot open or create the index {db}: {message}") from exc
@@ -274,6 +277,15 @@ def index_group() -> None:
     help="Commit after a batch when this many seconds passed since the last commit "
     "(0: after every batch); a crash loses at most the uncommitted batches.",
 )
+@click.option(
+    "--global-index",
+    type=click.Choice(["flat", "hnsw", "none"]),
+    default="flat",
+    show_default=True,
+    help="When the index is created: how its VLAD rows are held. flat: searched exactly in "
+    "memory (6 KB a reference); none: kept on disk only, for millions of references "
+    "(retrieval by the inverted file and PDQ).",
+)
 @opts.formats_option
 @click.argument("images", nargs=-1, required=True)
 def index_add(
@@ -283,6 +295,7 @@ def index_add(
     notes: str | None,
     batch_size: int,
     commit_interval: float,
+    global_index: str,
     formats: Any,
     images: tuple[str, ...],
 ) -> None:
@@ -299,7 +312,8 @@ def index_add(
     found = collect_inputs(images, lines, formats=formats)
     paths = found.paths
     meta = {"owner": owner, "license": license_, "notes": notes}
-    with contextlib.closing(_open_or_create(db)) as ci, Progress(len(paths), "index add") as bar:
+    with contextlib.closing(_open_or_create(db, global_index=global_index)) as ci, \
+            Progress(len(paths), "index add") as bar:
         lines.progress = bar
 
         def emit(row: dict[str, Any]) -> None:

@@ -561,4 +561,8 @@ class CopyIndex(Resource):
         s["calibrated"] = calibrated
         s["calibration"] = ({"null_samples": int(self._model.null.size)}  # type: ignore[union-attr]
                             if calibrated else None)
+        note = self.calibration_note()
+        if note is not None:
+            s["recalibrate"] = note
+        s["retrieval"] = self.config.retrieval
         return s
