@@ -355,8 +355,10 @@ class CopyIndex(Resource):
     def _load_ivf(self) -> InvertedFile:
         self._migrate_words()
         ids = self.index.blob_ids(WORDS_BLOB)
-        legacy = [] if not self.index.read_only else [
-            int(i) for i in self.index.blob_ids("local") if int(i) not in set(ids.tolist())]
+        legacy: list[int] = []
+        if self.index.read_only:
+            have = set(ids.tolist())
+            legacy = [i for i in self.index.blob_ids("local").tolist() if i not in have]
         if not legacy:
             cached = InvertedFile.load(self._ivf_path(), ids_fingerprint(ids))
             if cached is not None:
