@@ -224,11 +224,16 @@ def test_bench_scores_pairs_against_the_construction(corpus_dir: Path) -> None:
     assert s["recall_by_kind"]["exact"]["recall"] == 1.0  # through the group
     assert s["recall_by_kind"]["blur"]["recall"] == 0.0 and s["groups"] == 2
     config = DedupBenchConfig(originals=3, distractors=2, copied_share=1.0, exact_share=1.0,
-                              max_side=256, methods=("tracemark",))
+                              max_side=256, methods=("tracemark", "tracemark_calibrated"),
+                              background=4)
     result = run_dedup_bench(corpus_images("photo")[:12], config)
     kinds = [r["kind"] for r in result["records"]]
     assert kinds.count("exact") == 3 and kinds.count("distractor") == 2
-    r = result["results"]["tracemark"]
-    assert r["recall_by_kind"]["exact"]["recall"] == 1.0 and r["ms_per_image"] > 0
+    for method in ("tracemark", "tracemark_calibrated"):
+        r = result["results"][method]
+        assert r["recall_by_kind"]["exact"]["recall"] == 1.0 and r["ms_per_image"] > 0
+    assert result["results"]["tracemark_calibrated"]["rule"]["calibrated"]
+    with pytest.raises(ConfigError):
+        run_dedup_bench(corpus_images("photo")[:6], config)  # 3 + 4 background > 6 images
     with pytest.raises(ConfigError):
         DedupBenchConfig(methods=("nope",))

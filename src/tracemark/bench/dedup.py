@@ -21,7 +21,9 @@ direct pairs and of the group pairs, recall per kind of edit, groups, and second
 (wall clock on one thread, reading the files included).
 
 Methods: ``tracemark`` (:func:`tracemark.copydetect.find_duplicates` on a temporary index,
-uncalibrated: inliers >= 12) and imagededup's ``phash``, ``dhash``, ``whash``, ``ahash``
+uncalibrated: inliers >= 12 or PDQ distance <= 31), ``tracemark_calibrated`` (the same,
+calibrated on ``background`` images kept out of the folder: p-value <= 1e-3) and
+imagededup's ``phash``, ``dhash``, ``whash``, ``ahash``
 (``find_duplicates`` on the folder with its default ``max_distance_threshold`` 10, one
 worker). imagededup declares torch and torchvision as dependencies for its CNN method;
 the hashing methods need neither: when they cannot be imported (a CPU-only torch whose
@@ -55,7 +57,7 @@ __all__ = ["DedupBenchConfig", "IMAGEDEDUP_METHODS", "run_dedup_bench", "format_
 RESULTS_VERSION = 1
 COPY_SUITE = "disc21-like"
 IMAGEDEDUP_METHODS = ("phash", "dhash", "whash", "ahash")
-METHODS = ("tracemark", *IMAGEDEDUP_METHODS)
+METHODS = ("tracemark", "tracemark_calibrated", *IMAGEDEDUP_METHODS)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class DedupBenchConfig:
     max_side: int | None = None
     methods: tuple[str, ...] = METHODS
     k: int = 10
+    background: int = 40
+    """Images kept out of the folder (after the originals in the seeded order) as the
+    calibration background of ``tracemark_calibrated``."""
 
     def __post_init__(self) -> None:
         if self.originals < 1 or (self.distractors is not None and self.distractors < 0):
@@ -99,12 +104,12 @@ def build_folder(paths: Sequence[Path], config: DedupBenchConfig, out: Path,
     from tracemark.bench.watermark import prepare_image
     from tracemark.imageio import load_image
 
-    if len(paths) < config.originals + 1:
+    if len(paths) < config.originals + config.background + 1:
         raise ConfigError(f"need more than {config.originals} images; got {len(paths)}")
     order = np.random.default_rng(derive_seed(config.seed, "order")).permutation(len(paths))
     chosen = [paths[i] for i in order]
     originals = chosen[: config.originals]
-    rest = chosen[config.originals:]
+    rest = chosen[config.originals + config.background:]
     distractors = rest if config.distractors is None else rest[: config.distractors]
     rng = np.random.default_rng(derive_seed(config.seed, "shares"))
     copied = set(rng.permutation(len(originals))[: round(config.copied_share * len(originals))])
@@ -197,11 +202,18 @@ def _import_hashing_without_torch() -> Any:
     return hashing
 
 
-def _run_tracemark(folder: Path, files: list[str], config: DedupBenchConfig
+def background_images(paths: Sequence[Path], config: DedupBenchConfig) -> list[Path]:
+    """The images kept out of the folder for calibration (see :class:`DedupBenchConfig`)."""
+    order = np.random.default_rng(derive_seed(config.seed, "order")).permutation(len(paths))
+    return [paths[i] for i in order[config.originals:config.originals + config.background]]
+
+
+def _run_tracemark(folder: Path, files: list[str], config: DedupBenchConfig,
+                   background: Sequence[Path] = ()
                    ) -> tuple[set[frozenset[str]], list[list[str]], dict[str, Any]]:
     from tracemark.copydetect import find_duplicates
 
-    report = find_duplicates([folder / f for f in files], k=config.k)
+    report = find_duplicates([folder / f for f in files], k=config.k, background=background)
     pairs = {frozenset((Path(p.a).name, Path(p.b).name)) for g in report.groups for p in g.pairs
              if p.a is not None and p.b is not None}
     groups = [[Path(str(m.source)).name for m in g.members] for g in report.groups]
@@ -297,6 +309,9 @@ def run_dedup_bench(paths: Sequence[Path], config: DedupBenchConfig | None = Non
             try:
                 if method == "tracemark":
                     pairs, groups, extra = _run_tracemark(folder, files, config)
+                elif method == "tracemark_calibrated":
+                    pairs, groups, extra = _run_tracemark(
+                        folder, files, config, background_images(paths, config))
                 else:
                     pairs, groups, extra = _run_imagededup(method, folder)
             except MissingExtraError as exc:
