@@ -43,9 +43,8 @@ import cv2  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tracemark.attacks.base import SampleContext, get_attack  # noqa: E402
-from tracemark.attacks.suites import derive_seed, get_suite  # noqa: E402
-from tracemark.bench.copydetect import hard_edits_suite  # noqa: E402
+from tracemark.attacks.base import get_attack  # noqa: E402
+from tracemark.attacks.suites import derive_seed  # noqa: E402
 from tracemark.bench.report import update_section  # noqa: E402
 from tracemark.bench.watermark import list_images  # noqa: E402
 from tracemark.copydetect.describe import (  # noqa: E402
@@ -58,6 +57,9 @@ from tracemark.copydetect.ivf import InvertedFile  # noqa: E402
 from tracemark.fingerprint import global_desc, local, pdq, words  # noqa: E402
 from tracemark.imageio import load_image  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query_scale import make_queries, rss_bytes  # noqa: E402  (one recipe for both)
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "corpus"
 DOC_KEY = "words-scale"
@@ -66,22 +68,6 @@ TOP = 25
 
 def log(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def rss_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def spread(items: list, n: int) -> list:
-    if n >= len(items):
-        return list(items)
-    return [items[(i * len(items)) // n] for i in range(n)]
 
 
 def synthetic_postings(pool: list[words.Words], n: int, first_id: int, rng: np.random.Generator):
@@ -113,19 +99,6 @@ def synthetic_postings(pool: list[words.Words], n: int, first_id: int, rng: np.r
         refs = np.repeat(np.arange(first_id + c0, first_id + c0 + m, dtype=np.uint32), idx.shape[1])
         out.append((refs, wds.ravel(), (sig ^ flips).ravel(), geo.ravel()))
     return [np.concatenate(x) for x in zip(*out, strict=True)]
-
-
-def make_queries(refs: list[tuple[Path, str]], n: int, pool: list[str], seed: int) -> list[dict]:
-    hard, disc = hard_edits_suite(), get_suite("disc21-like")
-    out = []
-    for j, (path, name) in enumerate(spread(refs, n)):
-        suite = hard if j % 2 == 0 else disc
-        entry = suite.entries[(j // 2) % len(suite)]
-        img = load_image(path)
-        rec = suite.draw(entry, derive_seed(seed, name, entry.label), SampleContext.for_image(img, pool))
-        out.append({"source": name, "path": str(path), "label": rec.label, "attack": rec.attack,
-                    "params": rec.params})
-    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -221,8 +194,8 @@ def run(args: argparse.Namespace) -> dict:
                     "pdq_top1": bool(pdq_rank[:1] == [truth]), "pdq_in_candidates": truth in pdq_rank,
                     "pdq_distance": best.get(truth),
                 })
-            def med(k): return statistics.median(r[k] for r in rows)
-            def p95(k): return float(np.percentile([r[k] for r in rows], 95))
+            def med(k, rows=rows): return statistics.median(r[k] for r in rows)
+            def p95(k, rows=rows): return float(np.percentile([r[k] for r in rows], 95))
             res = {
                 "n_references": n + len(real), "n_synthetic": n, "n_real": len(real), "assign": a,
                 "postings": ivf.n_postings, "ivf_bytes": ivf.nbytes(), "rss_growth_bytes": rss_ivf,

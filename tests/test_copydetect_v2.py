@@ -275,9 +275,9 @@ def test_global_index_none_keeps_vlad_rows_out_of_memory(images, tmp_path) -> No
             ci.index.search("vlad", np.zeros(256, np.float32), 3)
         assert ci.remove(2)
         assert ci.index.stats()["vector_sets"]["vlad"]["rows"] == 4 * 6
-    with CopyIndex.open(db, read_only=True, config=MatchConfig(retrieval="v1")) as ci:
-        with pytest.raises(ConfigError):
-            ci.search(images[0], k=1)
+    with CopyIndex.open(db, read_only=True, config=MatchConfig(retrieval="v1")) as ci, \
+            pytest.raises(ConfigError):
+        ci.search(images[0], k=1)
     with pytest.raises(ConfigError):
         CopyIndex.create(tmp_path / "x", global_index="ivf")
 

@@ -17,16 +17,16 @@ from tracemark.copydetect.decide import (
     DEFAULT_MIN_INLIERS,
     DecisionRule,
     NullModel,
-    recommended_background,
     raw_score,
+    recommended_background,
 )
 from tracemark.copydetect.dedup import (
+    Deduper,
     DedupGroup,
     DedupItem,
     DedupMember,
     DedupPair,
     DedupReport,
-    Deduper,
     find_duplicates,
 )
 from tracemark.copydetect.describe import (
