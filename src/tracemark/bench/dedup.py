@@ -8,8 +8,9 @@ Construction (every random choice derives from ``seed`` with
    into one folder, as JPEG quality 95 (long side at most ``max_side`` when set).
 2. A share ``copied_share`` of the originals gets 1 or 2 edited copies, each a distinct
    entry of the ``disc21-like`` suite drawn with ``derive_seed(seed, name, "copy",
-   label)`` (as the copy-detection benchmark draws its queries; insertions take their
-   backgrounds from the distractors), written as JPEG quality 90.
+   label)`` (as the copy-detection benchmark draws its queries; insertions take procedural
+   backgrounds, since a corpus image as background would make the insertion a copy of it
+   too), written as JPEG quality 90.
 3. A share ``exact_share`` of the originals (another seeded draw) gets an exact duplicate:
    the decoded pixels of its JPEG re-encoded as PNG.
 
@@ -116,7 +117,9 @@ def build_folder(paths: Sequence[Path], config: DedupBenchConfig, out: Path,
     exact = set(rng.permutation(len(originals))[: round(config.exact_share * len(originals))])
     suite = get_suite(COPY_SUITE)
     labels = [e.label for e in suite]
-    backgrounds = [str(p) for p in distractors]
+    # insertions take procedural backgrounds: a corpus image as background would make the
+    # inserted copy a true copy of that image too (and it may be in the folder)
+    backgrounds: list[str] = []
     records: list[dict[str, Any]] = []
 
     def save(im: np.ndarray, name: str, **kw: Any) -> Path:

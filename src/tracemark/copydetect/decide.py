@@ -8,7 +8,8 @@ Score version ``"v2"`` (copy detection v2, the default) adds
 ``0.75 * max(0, 48 - d)`` for the smallest dihedral PDQ distance ``d`` (bits): blurred,
 pixelated, thumbnail-sized and featureless copies keep their PDQ hash (distance <= 31 is
 ThreatExchange's match threshold) when they lose their local features, while unrelated
-images sit near 128 bits.
+images sit near 128 bits; only for a query hash of quality >= 50 (flat images hash
+unstably).
 
 :class:`NullModel` holds what calibration learnt: the background descriptors and the raw
 scores of background images searched like queries (samples of the null distribution). Its
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_MIN_INLIERS",
     "SIMILARITY_WEIGHT",
     "PDQ_MATCH_DISTANCE",
+    "PDQ_MIN_QUALITY",
     "PDQ_PIVOT",
     "PDQ_WEIGHT",
     "SCORE_VERSIONS",
@@ -62,6 +64,10 @@ PDQ_PIVOT = 48
 PDQ_MATCH_DISTANCE = 31
 """Score version v2, uncalibrated: a PDQ distance at most this decides a copy
 (ThreatExchange's usual PDQ threshold)."""
+PDQ_MIN_QUALITY = 50
+"""Score version v2: the PDQ term and the PDQ decision need a query hash of at least this
+quality (0..100): flat, near-uniform images give unstable hashes, and ThreatExchange
+advises against trusting PDQ hashes of quality below 50."""
 SCORE_VERSIONS = ("v1", "v2")
 
 

@@ -92,6 +92,9 @@ class QueryDescriptors:
     pdq8: np.ndarray
     words: words.Words | None = None
     words_mirror: words.Words | None = None
+    pdq_quality: int = 100
+    """PDQ's quality of the query (0..100, the reference implementation's gradient sum): a
+    hash below :data:`tracemark.copydetect.decide.PDQ_MIN_QUALITY` is not trusted."""
 
 
 def describe_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> ReferenceDescriptors:
@@ -123,8 +126,9 @@ def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> Q
     rgb = rgb_view(image)  # read only: an RGB array is not copied
     feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES, max_side=MAX_SIDE)
     vlad = global_desc.describe_features(feats, mirror=True)
-    pdq8, _quality = pdq.pdq_dihedral(rgb, packed=True)
+    pdq8, quality = pdq.pdq_dihedral(rgb, packed=True)
     return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8,
+                            pdq_quality=int(quality),
                             words=words.quantize(feats.head(QUERY_WORDS), assign=QUERY_ASSIGN),
                             words_mirror=words.quantize(local.mirrored(feats.head(QUERY_WORDS)),
                                                         assign=QUERY_ASSIGN))

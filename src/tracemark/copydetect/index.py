@@ -36,6 +36,7 @@ from tracemark.copydetect.decide import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_INLIERS,
     PDQ_MATCH_DISTANCE,
+    PDQ_MIN_QUALITY,
     DecisionRule,
     NullModel,
     raw_score,
@@ -466,7 +467,7 @@ class CopyIndex(Resource):
                 if rows is not None:
                     pdq_d[ref_id] = int(np.bitwise_count(q.pdq8[:, None, :] ^ rows[None, :, :])
                                         .sum(axis=2).min())
-            d = pdq_d.get(ref_id) if v2 else None
+            d = pdq_d.get(ref_id) if v2 and q.pdq_quality >= PDQ_MIN_QUALITY else None
             raw = raw_score(v.inliers, sim, bg, d)
             p = model.p_value(raw) if model is not None else None
             decision = rule.decide(p_value=p, inliers=int(v.inliers), pdq_distance=d)
