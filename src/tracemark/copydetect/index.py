@@ -217,8 +217,8 @@ class CopyIndex(Resource):
         self._ivf_unsaved = False
 
     def _release(self) -> None:
-        if self._ivf is not None and self._ivf_unsaved and not self.index.read_only:
-            self._ivf.save(self._ivf_path())  # a cache: the database holds the words
+        if self._ivf is not None and self._ivf_unsaved:
+            self._save_ivf(self._ivf)
         self._ivf = None
         self.index._shutdown(commit=False)  # committed (or rolled back) just before
 
@@ -368,11 +368,22 @@ class CopyIndex(Resource):
                   for rid, data in self.index.iter_blobs("local", legacy)]
         ivf = InvertedFile.build(items)
         if not self.index.read_only and not legacy:
-            try:
-                ivf.save(self._ivf_path())
-            except OSError:
-                self._ivf_unsaved = True
+            self._ivf_unsaved = not self._save_ivf(ivf)
         return ivf
+
+    def _save_ivf(self, ivf: InvertedFile) -> bool:
+        """Write the cache file when it can describe committed references only: never from a
+        read-only handle, nor while writes are uncommitted (a rolled-back or crashed
+        transaction gives its ids to other images later, and a cache naming the same ids
+        would then be trusted). The cache is a cache: a failed write (a full disk, a folder
+        in its place) is skipped; the next open rebuilds it. True when written."""
+        if self.index.read_only or self.index.in_transaction:
+            return False
+        try:
+            ivf.save(self._ivf_path())
+        except OSError:
+            return False
+        return True
 
     def _sync_ivf(self, ivf: InvertedFile) -> None:
         """Bring a loaded inverted file to the database's references (after refresh)."""
