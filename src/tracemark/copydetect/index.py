@@ -49,7 +49,14 @@ from tracemark.copydetect.describe import (
     reference_words,
 )
 from tracemark.copydetect.ivf import InvertedFile, ids_fingerprint
-from tracemark.errors import ConfigError, IndexClosedError, TracemarkError
+from tracemark.errors import (
+    ConfigError,
+    FingerprintError,
+    IndexClosedError,
+    IndexFormatError,
+    ReferenceNotFoundError,
+    TracemarkError,
+)
 from tracemark.fingerprint import global_desc, local
 from tracemark.fingerprint.words import Words, WordsError
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
@@ -348,9 +355,36 @@ class CopyIndex(Resource):
         missing = [int(i) for i in self.index.blob_ids("local") if int(i) not in have]
         if not missing or self.index.read_only:
             return
-        for rid, data in self.index.iter_blobs("local", missing):
-            words = reference_words(local.LocalFeatures.from_bytes(data))
-            self.index.put_blob(rid, WORDS_BLOB, words.to_bytes())
+        self._derive_words(missing)
+
+    def _derive_words(self, ref_ids: Sequence[int]) -> list[tuple[int, Words]]:
+        """The words of ``ref_ids`` derived from their SIFT blobs (how an index of the
+        previous version is migrated, and how an unreadable ``words`` blob is repaired),
+        written as their ``words`` blobs when the handle is writable (in the open
+        transaction). A reference whose SIFT blob cannot be read either is left out: it is
+        not retrieved by the inverted file, and its verification raises
+        :class:`~tracemark.errors.IndexFormatError` naming it."""
+        out = []
+        for rid, data in self.index.iter_blobs("local", ref_ids):
+            try:
+                words = reference_words(local.LocalFeatures.from_bytes(data))
+            except FingerprintError:
+                continue
+            if not self.index.read_only:
+                self.index.put_blob(rid, WORDS_BLOB, words.to_bytes())
+            out.append((rid, words))
+        return out
+
+    def _read_words(self, ref_ids: Sequence[int] | None = None) -> list[tuple[int, Words]]:
+        """``(ref_id, Words)`` of the ``words`` blobs (all, or those of ``ref_ids``); a blob
+        that cannot be read is derived again (:meth:`_derive_words`)."""
+        items, unreadable = [], []
+        for rid, data in self.index.iter_blobs(WORDS_BLOB, ref_ids):
+            try:
+                items.append((rid, Words.from_bytes(data)))
+            except WordsError:
+                unreadable.append(rid)
+        return items + self._derive_words(unreadable) if unreadable else items
 
     def _load_ivf(self) -> InvertedFile:
         self._migrate_words()
@@ -363,9 +397,7 @@ class CopyIndex(Resource):
             cached = InvertedFile.load(self._ivf_path(), ids_fingerprint(ids))
             if cached is not None:
                 return cached
-        items = [(rid, Words.from_bytes(data)) for rid, data in self.index.iter_blobs(WORDS_BLOB)]
-        items += [(rid, reference_words(local.LocalFeatures.from_bytes(data)))
-                  for rid, data in self.index.iter_blobs("local", legacy)]
+        items = self._read_words() + self._derive_words(legacy)
         ivf = InvertedFile.build(items)
         if not self.index.read_only and not legacy:
             self._ivf_unsaved = not self._save_ivf(ivf)
@@ -391,8 +423,8 @@ class CopyIndex(Resource):
         held = set(ivf.ref_ids.tolist())
         for rid in held - stored:
             ivf.remove(rid)
-        for rid, data in self.index.iter_blobs(WORDS_BLOB, sorted(stored - held)):
-            ivf.add(rid, Words.from_bytes(data))
+        for rid, words in self._read_words(sorted(stored - held)):
+            ivf.add(rid, words)
 
     def commit(self, *, write_vectors: bool = True) -> None:
         """Commit (see :meth:`tracemark.index.Index.commit` for ``write_vectors``)."""
@@ -463,17 +495,27 @@ class CopyIndex(Resource):
             if sure_vote is not None and ref_id not in pdq_d \
                     and votes.get(ref_id, 0.0) < sure_vote / 20:
                 continue  # early stop (MatchConfig.early_stop)
-            blob = self.index.blob(ref_id, "local")
+            try:
+                ref = self.index.get(ref_id)
+                blob = self.index.blob(ref_id, "local")
+            except ReferenceNotFoundError:
+                continue  # removed by another handle since this one's last refresh()
             if blob is None:
                 continue
-            ref_feats = local.LocalFeatures.from_bytes(blob)
+            try:
+                ref_feats = local.LocalFeatures.from_bytes(blob)
+            except FingerprintError as exc:
+                raise IndexFormatError(
+                    f"reference {ref_id}'s stored local features cannot be read ({exc.message}): "
+                    f"remove it (`tracemark index remove {ref_id} --store {self.index.path}`) "
+                    "and add its image again", source=str(self.index.path)) from exc
             v = local.verify(q.features, ref_feats)
             sim = sims.get(ref_id)
             if sim is None:
-                vec = self.index.vectors(ref_id, "vlad")
+                vec = self._vectors_if_kept(ref_id, "vlad")
                 sim = float(np.max(q.vlad @ vec.T)) if vec is not None else 0.0
             if v2 and ref_id not in pdq_d:
-                rows = self.index.vectors(ref_id, "pdq")
+                rows = self._vectors_if_kept(ref_id, "pdq")
                 if rows is not None:
                     pdq_d[ref_id] = int(np.bitwise_count(q.pdq8[:, None, :] ^ rows[None, :, :])
                                         .sum(axis=2).min())
@@ -485,7 +527,6 @@ class CopyIndex(Resource):
             if v2 and cfg.early_stop and decision and v.inliers >= cfg.sure_inliers \
                     and ref_id in votes:
                 sure_vote = max(sure_vote or 0.0, votes[ref_id])
-            ref = self.index.get(ref_id)
             out.append(Match(
                 ref_id=ref_id, source=ref.source, score=score, p_value=p, raw_score=raw,
                 inliers=int(v.inliers), similarity=sim, pdq_distance=pdq_d.get(ref_id),
@@ -497,6 +538,13 @@ class CopyIndex(Resource):
             ))
         out.sort(key=lambda m: (-m.raw_score, m.ref_id))
         return out[:k]
+
+    def _vectors_if_kept(self, ref_id: int, name: str) -> np.ndarray | None:
+        """A candidate's stored rows, or None when another handle removed it meanwhile."""
+        try:
+            return self.index.vectors(ref_id, name)
+        except ReferenceNotFoundError:
+            return None
 
     def search_many(self, images: Sequence[Any], *, k: int = 5) -> list[QueryResult]:
         """Search a batch; a bad query gets its typed error and the batch carries on."""
