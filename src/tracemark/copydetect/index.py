@@ -97,13 +97,23 @@ class MatchConfig:
     sure_inliers: int = 40
 
     def __post_init__(self) -> None:
+        """Raises :class:`~tracemark.errors.ConfigError` naming the first bad field."""
         if self.retrieval not in ("v1", "v2"):
             raise ConfigError(f"retrieval must be 'v1' or 'v2', got {self.retrieval!r}")
-        if self.global_candidates < 0 or self.sure_inliers < 1:
-            raise ConfigError(f"invalid match configuration: {self}")
-        if self.candidates < 1 or self.max_features < 10 or not 0 < self.alpha < 1 \
-                or self.min_inliers < 1:
-            raise ConfigError(f"invalid match configuration: {self}")
+        ints = {"candidates": (1, None), "pdq_max_distance": (0, 256), "min_inliers": (1, None),
+                "max_features": (10, None), "background_k": (1, None),
+                "global_candidates": (0, None), "sure_inliers": (1, None)}
+        for name, (low, high) in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+                    or value < low or (high is not None and value > high):
+                span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+                raise ConfigError(f"MatchConfig.{name} must be an int {span}, got {value!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float | np.floating) \
+                or not 0 < self.alpha < 1:
+            raise ConfigError(f"MatchConfig.alpha must be a number in (0, 1), got {self.alpha!r}")
+        if not isinstance(self.early_stop, bool | np.bool_):
+            raise ConfigError(f"MatchConfig.early_stop must be a bool, got {self.early_stop!r}")
 
     @property
     def rule(self) -> DecisionRule:
