@@ -25,6 +25,7 @@ route, the command line and the benchmark all decide through it.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,12 +249,15 @@ class NullModel:
         """Write ``path`` (npz, format 2) atomically. The null samples of the other score
         version already in the file are kept when they were learnt against the same
         background (a calibration of each retrieval version on the same images), dropped
-        otherwise."""
+        otherwise (and with an unreadable file, which is replaced)."""
         tmp = path.with_suffix(".tmp.npz")
         background = (self.background if self.background is not None
                       else np.zeros((0, global_desc.DIM), np.float32))
         nulls = {f"null_{v}": np.zeros(0) for v in SCORE_VERSIONS}
-        old = _read(path) if path.exists() else None
+        try:
+            old = _read(path) if path.exists() else None
+        except ConfigError:
+            old = None  # an unreadable file is replaced
         if old is not None and np.array_equal(old["background"], background):
             nulls.update({k: v for k, v in old.items() if k.startswith("null_")})
         nulls[f"null_{self.score_version}"] = self.null if self.null is not None else np.zeros(0)
@@ -266,7 +270,9 @@ class NullModel:
         A file without null samples for that version gives a model with the background
         and no null (uncalibrated: :attr:`calibrated` is False). Format 1 files (written
         before copy detection v2) hold v1 null samples. Raises
-        :class:`~tracemark.errors.ConfigError` for an unsupported format."""
+        :class:`~tracemark.errors.ConfigError` for an unsupported format or a file that is
+        not a calibration (unreadable, truncated, arrays of the wrong shape or not finite),
+        with the command that writes a new one."""
         if not path.exists():
             return None
         data = _read(path)
@@ -285,14 +291,41 @@ class NullModel:
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
-    """A calibration file's arrays, format 1 (``null``: v1) or 2 (``null_v1``, ``null_v2``)."""
+    """A calibration file's arrays, format 1 (``null``: v1) or 2 (``null_v1``, ``null_v2``),
+    checked: ``background`` (B, :data:`~tracemark.fingerprint.global_desc.DIM`) finite,
+    each null sample (N,) finite. Raises :class:`~tracemark.errors.ConfigError` for a file
+    that is not one, saying how to write a new one."""
+    fix = (f"remove it and run `tracemark index calibrate BACKGROUND_DIR --store {path.parent}` "
+           "to write a new one")
     try:
-        with np.load(path) as data:
-            version = int(data["version"])
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise ConfigError(f"{path}: not a calibration file (not an .npz archive): {fix}")
+        with np.load(path, allow_pickle=False) as data:
+            version_arr = data["version"]
+            if version_arr.shape != () or version_arr.dtype.kind not in "iu":
+                raise ConfigError(f"{path}: not a calibration file (version {version_arr!r}): {fix}")
+            version = int(version_arr)
             if version == 1:
-                return {"background": data["background"], "null_v1": data["null"]}
-            if version != CALIBRATION_VERSION:
-                raise ConfigError(f"{path}: unsupported calibration version {version}")
-            return {k: data[k] for k in data.files if k != "version"}
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable calibration file: {exc}") from exc
+                out = {"background": data["background"], "null_v1": data["null"]}
+            elif version != CALIBRATION_VERSION:
+                raise ConfigError(f"{path}: unsupported calibration version {version} (this "
+                                  f"tracemark reads 1 and {CALIBRATION_VERSION}): {fix}")
+            else:
+                out = {k: data[k] for k in data.files if k != "version"}
+    except ConfigError:
+        raise
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{path}: unreadable calibration file ({exc}): {fix}") from exc
+    bg = out.get("background")
+    if bg is None or bg.ndim != 2 or bg.shape[1] != global_desc.DIM or bg.dtype.kind != "f" \
+            or not np.isfinite(bg).all():
+        got = "none" if bg is None else f"{bg.dtype} {bg.shape}"
+        raise ConfigError(f"{path}: the background must be finite float rows of width "
+                          f"{global_desc.DIM}, got {got}: {fix}")
+    for key, null in out.items():
+        if key.startswith("null_") and (null.ndim != 1 or null.dtype.kind not in "fiu"
+                                        or not np.isfinite(null).all()):
+            raise ConfigError(f"{path}: {key} must be finite numbers (N,), got {null.dtype} "
+                              f"{null.shape}: {fix}")
+    return out

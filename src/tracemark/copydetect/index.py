@@ -50,7 +50,14 @@ from tracemark.copydetect.describe import (
     reference_words,
 )
 from tracemark.copydetect.ivf import InvertedFile, ids_fingerprint
-from tracemark.errors import ConfigError, IndexClosedError, TracemarkError
+from tracemark.errors import (
+    ConfigError,
+    FingerprintError,
+    IndexClosedError,
+    IndexFormatError,
+    ReferenceNotFoundError,
+    TracemarkError,
+)
 from tracemark.fingerprint import global_desc, local
 from tracemark.fingerprint.words import Words, WordsError
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
@@ -91,13 +98,23 @@ class MatchConfig:
     sure_inliers: int = 40
 
     def __post_init__(self) -> None:
+        """Raises :class:`~tracemark.errors.ConfigError` naming the first bad field."""
         if self.retrieval not in ("v1", "v2"):
             raise ConfigError(f"retrieval must be 'v1' or 'v2', got {self.retrieval!r}")
-        if self.global_candidates < 0 or self.sure_inliers < 1:
-            raise ConfigError(f"invalid match configuration: {self}")
-        if self.candidates < 1 or self.max_features < 10 or not 0 < self.alpha < 1 \
-                or self.min_inliers < 1:
-            raise ConfigError(f"invalid match configuration: {self}")
+        ints = {"candidates": (1, None), "pdq_max_distance": (0, 256), "min_inliers": (1, None),
+                "max_features": (10, None), "background_k": (1, None),
+                "global_candidates": (0, None), "sure_inliers": (1, None)}
+        for name, (low, high) in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+                    or value < low or (high is not None and value > high):
+                span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+                raise ConfigError(f"MatchConfig.{name} must be an int {span}, got {value!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float | np.floating) \
+                or not 0 < self.alpha < 1:
+            raise ConfigError(f"MatchConfig.alpha must be a number in (0, 1), got {self.alpha!r}")
+        if not isinstance(self.early_stop, bool | np.bool_):
+            raise ConfigError(f"MatchConfig.early_stop must be a bool, got {self.early_stop!r}")
 
     @property
     def rule(self) -> DecisionRule:
@@ -218,8 +235,8 @@ class CopyIndex(Resource):
         self._ivf_unsaved = False
 
     def _release(self) -> None:
-        if self._ivf is not None and self._ivf_unsaved and not self.index.read_only:
-            self._ivf.save(self._ivf_path())  # a cache: the database holds the words
+        if self._ivf is not None and self._ivf_unsaved:
+            self._save_ivf(self._ivf)
         self._ivf = None
         self.index._shutdown(commit=False)  # committed (or rolled back) just before
 
@@ -349,9 +366,36 @@ class CopyIndex(Resource):
         missing = [int(i) for i in self.index.blob_ids("local") if int(i) not in have]
         if not missing or self.index.read_only:
             return
-        for rid, data in self.index.iter_blobs("local", missing):
-            words = reference_words(local.LocalFeatures.from_bytes(data))
-            self.index.put_blob(rid, WORDS_BLOB, words.to_bytes())
+        self._derive_words(missing)
+
+    def _derive_words(self, ref_ids: Sequence[int]) -> list[tuple[int, Words]]:
+        """The words of ``ref_ids`` derived from their SIFT blobs (how an index of the
+        previous version is migrated, and how an unreadable ``words`` blob is repaired),
+        written as their ``words`` blobs when the handle is writable (in the open
+        transaction). A reference whose SIFT blob cannot be read either is left out: it is
+        not retrieved by the inverted file, and its verification raises
+        :class:`~tracemark.errors.IndexFormatError` naming it."""
+        out = []
+        for rid, data in self.index.iter_blobs("local", ref_ids):
+            try:
+                words = reference_words(local.LocalFeatures.from_bytes(data))
+            except FingerprintError:
+                continue
+            if not self.index.read_only:
+                self.index.put_blob(rid, WORDS_BLOB, words.to_bytes())
+            out.append((rid, words))
+        return out
+
+    def _read_words(self, ref_ids: Sequence[int] | None = None) -> list[tuple[int, Words]]:
+        """``(ref_id, Words)`` of the ``words`` blobs (all, or those of ``ref_ids``); a blob
+        that cannot be read is derived again (:meth:`_derive_words`)."""
+        items, unreadable = [], []
+        for rid, data in self.index.iter_blobs(WORDS_BLOB, ref_ids):
+            try:
+                items.append((rid, Words.from_bytes(data)))
+            except WordsError:
+                unreadable.append(rid)
+        return items + self._derive_words(unreadable) if unreadable else items
 
     def _load_ivf(self) -> InvertedFile:
         self._migrate_words()
@@ -364,16 +408,25 @@ class CopyIndex(Resource):
             cached = InvertedFile.load(self._ivf_path(), ids_fingerprint(ids))
             if cached is not None:
                 return cached
-        items = [(rid, Words.from_bytes(data)) for rid, data in self.index.iter_blobs(WORDS_BLOB)]
-        items += [(rid, reference_words(local.LocalFeatures.from_bytes(data)))
-                  for rid, data in self.index.iter_blobs("local", legacy)]
+        items = self._read_words() + self._derive_words(legacy)
         ivf = InvertedFile.build(items)
         if not self.index.read_only and not legacy:
-            try:
-                ivf.save(self._ivf_path())
-            except OSError:
-                self._ivf_unsaved = True
+            self._ivf_unsaved = not self._save_ivf(ivf)
         return ivf
+
+    def _save_ivf(self, ivf: InvertedFile) -> bool:
+        """Write the cache file when it can describe committed references only: never from a
+        read-only handle, nor while writes are uncommitted (a rolled-back or crashed
+        transaction gives its ids to other images later, and a cache naming the same ids
+        would then be trusted). The cache is a cache: a failed write (a full disk, a folder
+        in its place) is skipped; the next open rebuilds it. True when written."""
+        if self.index.read_only or self.index.in_transaction:
+            return False
+        try:
+            ivf.save(self._ivf_path())
+        except OSError:
+            return False
+        return True
 
     def _sync_ivf(self, ivf: InvertedFile) -> None:
         """Bring a loaded inverted file to the database's references (after refresh)."""
@@ -381,8 +434,8 @@ class CopyIndex(Resource):
         held = set(ivf.ref_ids.tolist())
         for rid in held - stored:
             ivf.remove(rid)
-        for rid, data in self.index.iter_blobs(WORDS_BLOB, sorted(stored - held)):
-            ivf.add(rid, Words.from_bytes(data))
+        for rid, words in self._read_words(sorted(stored - held)):
+            ivf.add(rid, words)
 
     def commit(self, *, write_vectors: bool = True) -> None:
         """Commit (see :meth:`tracemark.index.Index.commit` for ``write_vectors``)."""
@@ -453,17 +506,27 @@ class CopyIndex(Resource):
             if sure_vote is not None and ref_id not in pdq_d \
                     and votes.get(ref_id, 0.0) < sure_vote / 20:
                 continue  # early stop (MatchConfig.early_stop)
-            blob = self.index.blob(ref_id, "local")
+            try:
+                ref = self.index.get(ref_id)
+                blob = self.index.blob(ref_id, "local")
+            except ReferenceNotFoundError:
+                continue  # removed by another handle since this one's last refresh()
             if blob is None:
                 continue
-            ref_feats = local.LocalFeatures.from_bytes(blob)
+            try:
+                ref_feats = local.LocalFeatures.from_bytes(blob)
+            except FingerprintError as exc:
+                raise IndexFormatError(
+                    f"reference {ref_id}'s stored local features cannot be read ({exc.message}): "
+                    f"remove it (`tracemark index remove {ref_id} --store {self.index.path}`) "
+                    "and add its image again", source=str(self.index.path)) from exc
             v = local.verify(q.features, ref_feats)
             sim = sims.get(ref_id)
             if sim is None:
-                vec = self.index.vectors(ref_id, "vlad")
+                vec = self._vectors_if_kept(ref_id, "vlad")
                 sim = float(np.max(q.vlad @ vec.T)) if vec is not None else 0.0
             if v2 and ref_id not in pdq_d:
-                rows = self.index.vectors(ref_id, "pdq")
+                rows = self._vectors_if_kept(ref_id, "pdq")
                 if rows is not None:
                     pdq_d[ref_id] = int(np.bitwise_count(q.pdq8[:, None, :] ^ rows[None, :, :])
                                         .sum(axis=2).min())
@@ -475,7 +538,6 @@ class CopyIndex(Resource):
             if v2 and cfg.early_stop and decision and v.inliers >= cfg.sure_inliers \
                     and ref_id in votes:
                 sure_vote = max(sure_vote or 0.0, votes[ref_id])
-            ref = self.index.get(ref_id)
             out.append(Match(
                 ref_id=ref_id, source=ref.source, score=score, p_value=p, raw_score=raw,
                 inliers=int(v.inliers), similarity=sim, pdq_distance=pdq_d.get(ref_id),
@@ -487,6 +549,13 @@ class CopyIndex(Resource):
             ))
         out.sort(key=lambda m: (-m.raw_score, m.ref_id))
         return out[:k]
+
+    def _vectors_if_kept(self, ref_id: int, name: str) -> np.ndarray | None:
+        """A candidate's stored rows, or None when another handle removed it meanwhile."""
+        try:
+            return self.index.vectors(ref_id, name)
+        except ReferenceNotFoundError:
+            return None
 
     def search_many(self, images: Sequence[Any], *, k: int = 5) -> list[QueryResult]:
         """Search a batch; a bad query gets its typed error and the batch carries on."""

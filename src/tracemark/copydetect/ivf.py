@@ -21,7 +21,8 @@ the postings of the query's words: with 65,536 words and 200 features a referenc
 references go to a small pending part (searched too) merged into the main arrays when it
 grows; removed references are filtered out until the next rebuild. :meth:`save` and
 :meth:`load` keep it in one file, checked against a fingerprint of the reference ids it
-holds (the caller rebuilds from its source of truth when they disagree).
+holds (the caller rebuilds from its source of truth when they disagree), its exact size
+and a CRC-32 of its arrays: a truncated, damaged or foreign file is never trusted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import hashlib
 import json
 import os
 import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from tracemark.fingerprint.words import ANGLE_BINS, N_WORDS, SCALE_BINS, Words
 
 __all__ = ["InvertedFile", "VoteConfig", "ids_fingerprint"]
 
-_MAGIC: Final = b"TMIVF001"
+_MAGIC: Final = b"TMIVF002"  # 002: CRC-32 of the arrays in the metadata
 _HEADER: Final = struct.Struct("<8sQQQ")  # magic, n_refs, n_postings, json length
 _MERGE_SHARE: Final = 0.05  # merge pending postings into the main arrays beyond this share
 _MERGE_MIN: Final = 200_000
@@ -327,21 +329,32 @@ class InvertedFile:
     # --- persistence -------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Merge, then write atomically (temp file, fsync, rename)."""
+        """Merge, then write atomically (temp file, fsync, rename).
+
+        Layout: header ``<8sQQQ`` (``b"TMIVF002"``, references R, postings P, metadata
+        length M), M bytes of JSON metadata (``ids_sha256``: :func:`ids_fingerprint`;
+        ``crc32``: of the arrays that follow), then little-endian arrays: ids (R,) int64,
+        features (R,) uint32, offsets (N_WORDS + 1,) int64, refs (P,) uint32, sigs (P,)
+        uint32, geometry (P,) uint8. Raises OSError when the file cannot be written."""
         if self._pending or self._removed:
             self.merge()
         ids = self.ref_ids
-        meta = json.dumps({"ids_sha256": ids_fingerprint(ids)}).encode()
         m = self._main
         feats = np.array([self._features[int(r)] for r in ids], np.uint32)
+        arrays = [np.ascontiguousarray(a) for a in (
+            ids.astype("<i8"), feats.astype("<u4"), m.offsets.astype("<i8"), m.refs.astype("<u4"),
+            m.sigs.astype("<u4"), m.geom.astype(np.uint8))]
+        crc = 0
+        for arr in arrays:
+            crc = zlib.crc32(memoryview(arr).cast("B"), crc)
+        meta = json.dumps({"ids_sha256": ids_fingerprint(ids), "crc32": crc}).encode()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
                 f.write(_HEADER.pack(_MAGIC, len(ids), len(m), len(meta)))
                 f.write(meta)
-                for arr in (ids.astype("<i8"), feats.astype("<u4"), m.offsets.astype("<i8"),
-                            m.refs.astype("<u4"), m.sigs.astype("<u4"), m.geom):
-                    f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                for arr in arrays:
+                    f.write(memoryview(arr).cast("B"))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -350,29 +363,46 @@ class InvertedFile:
 
     @classmethod
     def load(cls, path: Path, expected_ids_sha256: str) -> InvertedFile | None:
-        """Read a saved file; None when missing, unreadable or not holding the expected ids."""
+        """Read a saved file; None when it is missing or unreadable, when its size, CRC or
+        layout is not that of :meth:`save`, or when it does not hold exactly the references
+        whose :func:`ids_fingerprint` is ``expected_ids_sha256``. Never raises for a bad
+        file (the caller rebuilds from its source of truth)."""
         try:
             with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
                 head = f.read(_HEADER.size)
                 if len(head) != _HEADER.size:
                     return None
                 magic, n_refs, n_post, n_meta = _HEADER.unpack(head)
-                if magic != _MAGIC:
-                    return None
+                body_size = 12 * n_refs + 8 * (N_WORDS + 1) + 9 * n_post
+                if magic != _MAGIC or _HEADER.size + n_meta + body_size != size:
+                    return None  # foreign, truncated or grown: sizes checked before any read
                 meta = json.loads(f.read(n_meta))
-                if meta.get("ids_sha256") != expected_ids_sha256:
+                if not isinstance(meta, dict) or meta.get("ids_sha256") != expected_ids_sha256:
                     return None
-                ids = np.fromfile(f, "<i8", n_refs)
-                feats = np.fromfile(f, "<u4", n_refs)
-                offsets = np.fromfile(f, "<i8", N_WORDS + 1)
-                refs = np.fromfile(f, "<u4", n_post)
-                sigs = np.fromfile(f, "<u4", n_post)
-                geom = np.fromfile(f, np.uint8, n_post)
+                body = bytearray(body_size)  # writable arrays without a copy
+                if f.readinto(body) != body_size:
+                    return None
         except (OSError, ValueError):
             return None
-        if len(geom) != n_post or len(offsets) != N_WORDS + 1 or int(offsets[-1]) != n_post:
+        if zlib.crc32(body) != meta.get("crc32"):
+            return None
+        pos = 0
+
+        def take(dtype: str, n: int) -> np.ndarray:
+            nonlocal pos
+            arr = np.frombuffer(body, dtype, n, pos)
+            pos += arr.nbytes
+            return arr
+
+        ids, feats = take("<i8", n_refs), take("<u4", n_refs)
+        offsets = take("<i8", N_WORDS + 1)
+        refs, sigs, geom = take("<u4", n_post), take("<u4", n_post), take("u1", n_post)
+        if offsets[0] != 0 or offsets[-1] != n_post or np.any(np.diff(offsets) < 0) \
+                or ids_fingerprint(ids) != expected_ids_sha256:
             return None
         ivf = cls()
-        ivf._main = _Part(offsets, refs, sigs, geom)
+        ivf._main = _Part(offsets.astype(np.int64, copy=False), refs.astype(np.uint32, copy=False),
+                          sigs.astype(np.uint32, copy=False), geom)
         ivf._features = dict(zip(ids.tolist(), feats.tolist(), strict=True))
         return ivf

@@ -411,6 +411,13 @@ class Index(Resource):
     def _closed_source(self) -> str:
         return str(self.path)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this handle holds database writes not yet committed (always False for a
+        read-only or closed handle). What a cache derived from the database, such as the
+        copy-detection inverted file, checks before it writes itself to disk."""
+        return not self.read_only and not self._closed and bool(self._conn.in_transaction)
+
     def refresh(self) -> None:
         """Reload the vector sets from disk (a reader picks up the writer's commits)."""
         with self._mutex:
