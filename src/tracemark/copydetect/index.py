@@ -93,9 +93,12 @@ class MatchConfig:
     early_stop: bool = True
     """v2: once a candidate is verified beyond doubt (decided a copy with at least
     ``sure_inliers`` inliers), skip the remaining candidates whose inverted-file vote is
-    below ``1/20`` of its vote and the VLAD-only ones. A query holding two works of very
+    below ``stop_vote_share`` of its vote and the VLAD-only ones. A query holding two works of very
     unequal size may then report only the larger; set False to verify every candidate."""
     sure_inliers: int = 40
+    stop_vote_share: float = 0.1
+    """See ``early_stop``: at a million references the candidates after a sure match are
+    mostly look-alikes voting at a few percent of its vote."""
 
     def __post_init__(self) -> None:
         """Raises :class:`~tracemark.errors.ConfigError` naming the first bad field."""
@@ -115,6 +118,11 @@ class MatchConfig:
             raise ConfigError(f"MatchConfig.alpha must be a number in (0, 1), got {self.alpha!r}")
         if not isinstance(self.early_stop, bool | np.bool_):
             raise ConfigError(f"MatchConfig.early_stop must be a bool, got {self.early_stop!r}")
+        if isinstance(self.stop_vote_share, bool) \
+                or not isinstance(self.stop_vote_share, int | float | np.floating) \
+                or not 0 <= self.stop_vote_share <= 1:
+            raise ConfigError("MatchConfig.stop_vote_share must be a number in [0, 1], "
+                              f"got {self.stop_vote_share!r}")
 
     @property
     def rule(self) -> DecisionRule:
@@ -464,14 +472,16 @@ class CopyIndex(Resource):
     def _search(self, q: QueryDescriptors, *, k: int) -> list[Match]:
         cfg = self.config
         words_hits: list[int] = []
+        mirrored_vote: dict[int, bool] = {}
         if cfg.retrieval == "v2" and q.words is not None:
             try:
                 ivf = self.inverted_file()
             except WordsError as exc:
                 raise TracemarkError(f"the inverted file cannot be built: {exc}",
                                      source=str(self.index.path)) from exc
-            words_hits = ivf.search(q.words, mirror=q.words_mirror,  # type: ignore[assignment]
-                                    top=cfg.candidates)
+            oriented = ivf.search_oriented(q.words, mirror=q.words_mirror, top=cfg.candidates)
+            words_hits = [(r, v) for r, v, _ in oriented]  # type: ignore[misc]
+            mirrored_vote = {r: f for r, _, f in oriented}
         votes = {}
         if cfg.retrieval == "v2" and q.words is not None:
             votes = dict(words_hits)
@@ -504,7 +514,7 @@ class CopyIndex(Resource):
         sure_vote: float | None = None  # the vote of a candidate verified beyond doubt
         for ref_id in candidates:
             if sure_vote is not None and ref_id not in pdq_d \
-                    and votes.get(ref_id, 0.0) < sure_vote / 20:
+                    and votes.get(ref_id, 0.0) < sure_vote * cfg.stop_vote_share:
                 continue  # early stop (MatchConfig.early_stop)
             try:
                 ref = self.index.get(ref_id)
@@ -520,7 +530,10 @@ class CopyIndex(Resource):
                     f"reference {ref_id}'s stored local features cannot be read ({exc.message}): "
                     f"remove it (`tracemark index remove {ref_id} --store {self.index.path}`) "
                     "and add its image again", source=str(self.index.path)) from exc
-            v = local.verify(q.features, ref_feats)
+            # the inverted file says which side voted: an unmirrored winner is verified
+            # unmirrored only (half the matching); others try both sides
+            v = local.verify(q.features, ref_feats,
+                             flips=mirrored_vote.get(ref_id, True) or ref_id in pdq_d)
             sim = sims.get(ref_id)
             if sim is None:
                 vec = self._vectors_if_kept(ref_id, "vlad")
@@ -530,10 +543,11 @@ class CopyIndex(Resource):
                 if rows is not None:
                     pdq_d[ref_id] = int(np.bitwise_count(q.pdq8[:, None, :] ^ rows[None, :, :])
                                         .sum(axis=2).min())
-            d = pdq_d.get(ref_id) if v2 and q.pdq_quality >= PDQ_MIN_QUALITY else None
+            d = pdq_d.get(ref_id) if v2 else None
             raw = raw_score(v.inliers, sim, bg, d)
             p = model.p_value(raw) if model is not None else None
-            decision = rule.decide(p_value=p, inliers=int(v.inliers), pdq_distance=d)
+            decision = rule.decide(p_value=p, inliers=int(v.inliers),
+                                   pdq_distance=d if q.pdq_quality >= PDQ_MIN_QUALITY else None)
             score = rule.score(p_value=p, raw=raw)
             if v2 and cfg.early_stop and decision and v.inliers >= cfg.sure_inliers \
                     and ref_id in votes:

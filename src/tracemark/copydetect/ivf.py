@@ -250,24 +250,32 @@ class InvertedFile:
         (scored separately; a reference keeps its better score). Scores are >= 0, in units
         of ``idf^2``; references without a consistent vote are not returned.
         """
+        return [(r, s) for r, s, _ in self.search_oriented(query, mirror=mirror, top=top,
+                                                            config=config)]
+
+    def search_oriented(self, query: Words, *, mirror: Words | None = None, top: int = 25,
+                        config: VoteConfig | None = None) -> list[tuple[int, float, bool]]:
+        """As :meth:`search`, each hit with whether its best vote came from the mirrored
+        query: ``[(ref_id, score, mirrored), ...]`` (verification then knows the side)."""
         cfg = config or VoteConfig()
         if len(self._features) == 0:
             return []
-        best: dict[int, float] = {}
+        best: dict[int, tuple[float, bool]] = {}
         for q in (query, mirror):
             if q is None or len(q) == 0:
                 continue
-            if q is mirror and _clear_winner(best, self._removed, cfg.clear_ratio):
+            if q is mirror and _clear_winner({r: v[0] for r, v in best.items()},
+                                             self._removed, cfg.clear_ratio):
                 break  # the unmirrored query already singles out one reference
             ids, scores = self._vote(q, cfg)
+            flipped = q is mirror
             for rid, s in zip(ids.tolist(), scores.tolist(), strict=True):
-                if s > best.get(rid, 0.0):
-                    best[rid] = s
-        if self._removed:
-            for rid in self._removed:
-                best.pop(rid, None)
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-        return ranked[:top]
+                if s > best.get(rid, (0.0, False))[0]:
+                    best[rid] = (s, flipped)
+        for rid in self._removed:
+            best.pop(rid, None)
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [(r, s, f) for r, (s, f) in ranked[:top]]
 
     def _vote(self, q: Words, cfg: VoteConfig) -> tuple[np.ndarray, np.ndarray]:
         total = self.n_postings
