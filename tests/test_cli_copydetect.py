@@ -287,7 +287,10 @@ def test_scan_against_a_training_folder_then_its_index(
     ]
     assert [r["replicated"] for r in lines] == [True, True, False, False]
     assert [r["matches"][0]["source"] for r in lines[:2]] == [_ref(data, 1), _ref(data, 2)]
-    assert all(len(r["matches"]) == 2 for r in lines)
+    # --k 2 lists at most 2; a copy verified beyond doubt stops the verification of
+    # candidates voting far below it (MatchConfig.early_stop), the others list 2
+    assert [len(r["matches"]) for r in lines[2:]] == [2, 2]
+    assert all(1 <= len(r["matches"]) <= 2 for r in lines[:2])
     summary = last["summary"]
     assert summary["generated"] == 4 and summary["replicated"] == 2 and summary["failed"] == 0
     assert summary["replication_rate"] == pytest.approx(0.5)

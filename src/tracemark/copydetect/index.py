@@ -460,6 +460,10 @@ class CopyIndex(Resource):
     def search(self, image: Any, *, k: int = 5) -> list[Match]:
         """Ranked matches (best first, at most ``k``) of one query image.
 
+        With ``MatchConfig.early_stop`` (v2, default) a copy verified beyond doubt ends the
+        verification of the candidates voting far below it: those are not listed, so fewer
+        than ``k`` matches may come back although more references were retrieved.
+
         The query is described first, whatever the index holds, so that an image the
         pipeline cannot describe raises its typed error (a 1x1 image:
         :class:`~tracemark.errors.ImageTooSmallError`, PDQ's 5 px minimum) on an empty
