@@ -57,7 +57,7 @@ from tracemark.copydetect.describe import (  # noqa: E402
     describe_query,
     describe_reference,
 )
-from tracemark.fingerprint import global_desc, local, pdq, words  # noqa: E402
+from tracemark.fingerprint import global_desc, local, words  # noqa: E402
 from tracemark.imageio import load_image, save_image  # noqa: E402
 from tracemark.index import Index, NewReference, VectorSpec  # noqa: E402
 
