@@ -22,7 +22,7 @@ from tracemark.copydetect import CopyIndex, MatchConfig
 from tracemark.copydetect.describe import describe_query
 from tracemark.copydetect.index import CALIBRATION_FILE, IVF_FILE, WORDS_BLOB
 from tracemark.copydetect.ivf import InvertedFile, ids_fingerprint
-from tracemark.errors import ConfigError, ImageTooSmallError, IndexFormatError
+from tracemark.errors import ConfigError, ImageTooSmallError
 from tracemark.fingerprint.words import Words
 from tracemark.imageio import load_image
 
@@ -188,11 +188,17 @@ def test_unreadable_words_blob_is_derived_again(db, images, read_only) -> None:
         assert len(Words.from_bytes(blob)) > 0
 
 
-def test_unreadable_local_blob_is_a_typed_error_naming_the_reference(db, images) -> None:
+def test_unreadable_local_blob_is_skipped_and_reported(db, images) -> None:
+    """One damaged reference must not take every query down: searches skip it, and the
+    handle reports it with the command that removes it."""
     _sql(db, "UPDATE blobs SET data = ? WHERE ref_id = 3 AND name = 'local'", b"junk")
-    with CopyIndex.open(db, read_only=True) as ci, pytest.raises(IndexFormatError) as err:
-        ci.search(_copy_of(images[2]), k=1)
-    assert "reference 3" in err.value.message and err.value.source == str(db)
+    with CopyIndex.open(db, read_only=True) as ci:
+        hits = ci.search(_copy_of(images[2]), k=3)  # the copy of the damaged reference
+        assert all(m.ref_id != 3 for m in hits)
+        assert ci.search(_copy_of(images[1]), k=1)[0].source == "ref1"  # others still found
+        damaged = ci.damaged_references()
+        assert list(damaged) == [3] and "tracemark index remove 3" in damaged[3]
+        assert "3" in ci.stats()["damaged_references"]
 
 
 # --- two handles ------------------------------------------------------------------------------

@@ -54,7 +54,6 @@ from tracemark.errors import (
     ConfigError,
     FingerprintError,
     IndexClosedError,
-    IndexFormatError,
     ReferenceNotFoundError,
     TracemarkError,
 )
@@ -192,6 +191,7 @@ class CopyIndex(Resource):
         self._model: NullModel | None = NullModel.load(self._calibration_path(),
                                                        self.config.retrieval)
         self._ivf: InvertedFile | None = None  # loaded at the first v2 search
+        self._damaged: dict[int, str] = {}  # references whose stored features are unreadable
         self._ivf_unsaved = False
 
     # --- lifecycle -----------------------------------------------------------------
@@ -381,8 +381,8 @@ class CopyIndex(Resource):
         previous version is migrated, and how an unreadable ``words`` blob is repaired),
         written as their ``words`` blobs when the handle is writable (in the open
         transaction). A reference whose SIFT blob cannot be read either is left out: it is
-        not retrieved by the inverted file, and its verification raises
-        :class:`~tracemark.errors.IndexFormatError` naming it."""
+        not retrieved by the inverted file, and verification skips it (listed by
+        :meth:`damaged_references`)."""
         out = []
         for rid, data in self.index.iter_blobs("local", ref_ids):
             try:
@@ -530,10 +530,13 @@ class CopyIndex(Resource):
             try:
                 ref_feats = local.LocalFeatures.from_bytes(blob)
             except FingerprintError as exc:
-                raise IndexFormatError(
+                # one damaged reference must not take every query down: skip it, and say
+                # so in damaged_references() / stats()
+                self._damaged[ref_id] = (
                     f"reference {ref_id}'s stored local features cannot be read ({exc.message}): "
                     f"remove it (`tracemark index remove {ref_id} --store {self.index.path}`) "
-                    "and add its image again", source=str(self.index.path)) from exc
+                    "and add its image again")
+                continue
             # the inverted file says which side voted: an unmirrored winner is verified
             # unmirrored only (half the matching); others try both sides
             v = local.verify(q.features, ref_feats,
@@ -655,4 +658,12 @@ class CopyIndex(Resource):
         if note is not None:
             s["recalibrate"] = note
         s["retrieval"] = self.config.retrieval
+        if self._damaged:
+            s["damaged_references"] = {str(k): v for k, v in sorted(self._damaged.items())}
         return s
+
+    def damaged_references(self) -> dict[int, str]:
+        """References this handle met whose stored features cannot be read: ``{ref_id:
+        message}`` (the message names the command that removes it). Searches skip them
+        instead of failing; they are found when a query's candidates include them."""
+        return dict(self._damaged)
