@@ -475,22 +475,20 @@ class CopyIndex(Resource):
 
     def _search(self, q: QueryDescriptors, *, k: int) -> list[Match]:
         cfg = self.config
-        words_hits: list[int] = []
-        mirrored_vote: dict[int, bool] = {}
-        if cfg.retrieval == "v2" and q.words is not None:
+        v2 = cfg.retrieval == "v2"
+        words_hits: list[int] = []  # the inverted file's candidates, best vote first
+        votes: dict[int, float] = {}  # their votes
+        mirrored_vote: dict[int, bool] = {}  # whether the mirrored query gave the vote
+        if v2 and q.words is not None:
             try:
                 ivf = self.inverted_file()
             except WordsError as exc:
                 raise TracemarkError(f"the inverted file cannot be built: {exc}",
                                      source=str(self.index.path)) from exc
             oriented = ivf.search_oriented(q.words, mirror=q.words_mirror, top=cfg.candidates)
-            words_hits = [(r, v) for r, v, _ in oriented]  # type: ignore[misc]
+            words_hits = [r for r, _, _ in oriented]
+            votes = {r: v for r, v, _ in oriented}
             mirrored_vote = {r: f for r, _, f in oriented}
-        votes = {}
-        if cfg.retrieval == "v2" and q.words is not None:
-            votes = dict(words_hits)
-            words_hits = [rid for rid, _ in words_hits]  # type: ignore[misc]
-        v2 = cfg.retrieval == "v2"
         n_global = cfg.global_candidates if v2 else cfg.candidates
         sims: dict[int, float] = {}
         if self.index.vector_specs["vlad"].index == "none":
