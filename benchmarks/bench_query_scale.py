@@ -50,13 +50,9 @@ from tracemark.attacks.suites import derive_seed, get_suite  # noqa: E402
 from tracemark.bench.copydetect import hard_edits_suite  # noqa: E402
 from tracemark.bench.report import update_section  # noqa: E402
 from tracemark.bench.watermark import list_images  # noqa: E402
-from tracemark.copydetect import CopyIndex, MatchConfig, content_hash  # noqa: E402
-from tracemark.copydetect.describe import (  # noqa: E402
-    MAX_SIDE,
-    REFERENCE_WORDS,
-    describe_query,
-    describe_reference,
-)
+from tracemark.copydetect import CopyIndex, MatchConfig  # noqa: E402
+from tracemark.copydetect.describe import MAX_SIDE, REFERENCE_WORDS, describe_query  # noqa: E402
+from tracemark.copydetect.index import new_reference  # noqa: E402
 from tracemark.fingerprint import global_desc, local, words  # noqa: E402
 from tracemark.imageio import load_image, save_image  # noqa: E402
 from tracemark.index import Index, NewReference, VectorSpec  # noqa: E402
@@ -87,16 +83,9 @@ def spread(items: list, n: int) -> list:
 
 def real_reference(path: Path, name: str, config: MatchConfig) -> tuple[NewReference, np.ndarray]:
     """What ``CopyIndex.add`` stores for one image, and its VLAD rows."""
-    rgb = load_image(path)
-    d = describe_reference(rgb, max_features=config.max_features)
-    ref = NewReference(
-        content_hash=content_hash(rgb),
-        vectors={"pdq": d.pdq, "vlad": d.vlad},
-        source=name,
-        owner="bench",
-        blobs={"local": d.features.to_bytes(), "words": d.words.to_bytes()},
-    )
-    return ref, d.vlad
+    ref, _words = new_reference(load_image(path), max_features=config.max_features,
+                                source=name, owner="bench")
+    return ref, ref.vectors["vlad"]
 
 
 def synthetic_words(pool: list[words.Words], rng: np.random.Generator) -> bytes:

@@ -32,6 +32,18 @@ def corpus_crop(rel: str, size: int = 256) -> np.ndarray:
     return np.ascontiguousarray(im[y : y + size, x : x + size])
 
 
+def small_image(path: Path, side: int) -> np.ndarray:
+    """The image at ``path`` resized (area interpolation) so its long side is ``side``."""
+    import cv2
+
+    from tracemark.imageio import load_image
+
+    img = load_image(path)
+    f = side / max(img.shape[:2])
+    size = (round(img.shape[1] * f), round(img.shape[0] * f))
+    return np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+
+
 PG_URL = os.environ.get("TRACEMARK_TEST_PG_URL")
 """The throw-away PostgreSQL server that scripts/test.sh starts (None when run otherwise)."""
 requires_pg = pytest.mark.skipif(

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import click
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
@@ -15,7 +14,7 @@ from click.testing import CliRunner, Result
 from tracemark.cli.copydetect import CALIBRATION_ALPHAS, index_group, scan_command, search_command
 from tracemark.imageio import load_image, save_image
 
-from .conftest import corpus_images
+from .conftest import corpus_images, small_image
 
 
 def _cli() -> click.Group:
@@ -38,12 +37,6 @@ def _rows(res: Result) -> list[dict]:
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
-def _small(path: Path, side: int = 320) -> np.ndarray:
-    img = load_image(path)
-    f = side / max(img.shape[:2])
-    size = (round(img.shape[1] * f), round(img.shape[0] * f))
-    return np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict[str, Path]:
@@ -57,7 +50,7 @@ def data(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict[str
     for name, sources in folders.items():
         (root / name).mkdir()
         for i, src in enumerate(sources):
-            save_image(_small(src), root / name / f"{name}{i}.png")
+            save_image(small_image(src, 320), root / name / f"{name}{i}.png")
     ref1 = load_image(root / "refs" / "refs1.png")
     h, w = ref1.shape[:2]
     save_image(

@@ -79,12 +79,12 @@ def test_index_add_killed_after_its_first_lines_keeps_every_printed_id(
 
 def _index_of(store: Path, n: int) -> list[int]:
     """An index of ``n`` references (one real description, distinct content hashes)."""
+    from tracemark.copydetect.index import new_reference
     from tracemark.index import NewReference
 
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
     with CopyIndex.create(store) as ci:
-        one = ci._reference(np.asarray(Image.fromarray(img).resize((128, 128))),
-                            source=None, owner=None, license=None, notes=None)
+        one, _words = new_reference(np.asarray(Image.fromarray(img).resize((128, 128))))
         refs = [NewReference(content_hash=f"{i:064x}", vectors=one.vectors, source=f"r{i}",
                              blobs=one.blobs) for i in range(n)]
         ids = [r.id for r in ci.index.add_many(refs)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,14 +12,7 @@ from tracemark.copydetect import CopyIndex, MatchConfig, content_hash
 from tracemark.errors import CorruptImageError, TracemarkError
 from tracemark.imageio import load_image, save_image
 
-from .conftest import corpus_images
-
-
-def _small(path: Path, side: int = 360) -> np.ndarray:
-    img = load_image(path)
-    f = side / max(img.shape[:2])
-    return np.ascontiguousarray(cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)),
-                                           interpolation=cv2.INTER_AREA))
+from .conftest import corpus_images, small_image
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +23,12 @@ def collection(tmp_path_factory, corpus_dir) -> tuple[Path, list[Path], list[Pat
     refs = []
     for i, p in enumerate(photos):
         dest = root / f"ref{i}.png"
-        save_image(_small(p), dest)
+        save_image(small_image(p, 360), dest)
         refs.append(dest)
     bg = []
     for i, p in enumerate(others):
         dest = root / f"bg{i}.png"
-        save_image(_small(p), dest)
+        save_image(small_image(p, 360), dest)
         bg.append(dest)
     db = root / "db"
     with CopyIndex.create(db) as ci:

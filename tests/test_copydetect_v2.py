@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -25,22 +24,14 @@ from tracemark.fingerprint.words import (
     geometry_byte,
     quantize,
 )
-from tracemark.imageio import load_image
 
-from .conftest import corpus_images
-
-
-def _small(path: Path, side: int = 400) -> np.ndarray:
-    img = load_image(path)
-    f = side / max(img.shape[:2])
-    return np.ascontiguousarray(cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)),
-                                           interpolation=cv2.INTER_AREA))
+from .conftest import corpus_images, small_image
 
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
     paths = corpus_images("photo")[3::7][:10] + corpus_images("art")[2::9][:4]
-    return [_small(p) for p in paths]
+    return [small_image(p, 400) for p in paths]
 
 
 @pytest.fixture(scope="module")

@@ -24,23 +24,16 @@ from tracemark.copydetect.index import CALIBRATION_FILE, IVF_FILE, WORDS_BLOB
 from tracemark.copydetect.ivf import InvertedFile, ids_fingerprint
 from tracemark.errors import ConfigError, ImageTooSmallError
 from tracemark.fingerprint.words import Words
-from tracemark.imageio import load_image
 
-from .conftest import corpus_images
+from .conftest import corpus_images, small_image
 
 N_REFS = 5
 
 
-def _small(path: Path, side: int = 300) -> np.ndarray:
-    img = load_image(path)
-    f = side / max(img.shape[:2])
-    return np.ascontiguousarray(cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)),
-                                           interpolation=cv2.INTER_AREA))
-
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
-    return [_small(p) for p in corpus_images("photo")[1::5][:N_REFS + 2]]
+    return [small_image(p, 300) for p in corpus_images("photo")[1::5][:N_REFS + 2]]
 
 
 @pytest.fixture(scope="module")

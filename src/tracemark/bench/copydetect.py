@@ -764,19 +764,18 @@ def run_copydetect_bench(
             threshold = None
             thresholds: dict[str, float | None] = {}
             calibration = None
+            background: list[Image] = []
             if set(INDEX_METHODS) & set(cfg.methods):
                 t0 = time.perf_counter()
-                calibration = ci.calibrate(
-                    [_load(split, n, cfg.max_side) for n in split.background]
-                )
+                background = [_load(split, n, cfg.max_side) for n in split.background]
+                calibration = ci.calibrate(background)
                 timings["calibration_s"] = round(time.perf_counter() - t0, 3)
                 threshold = ci.threshold_for_alpha(RECOMMENDED_ALPHA)
                 thresholds["full"] = threshold
             if "full_v1" in cfg.methods:
                 # raw scores of v1 and v2 differ: v1 gets its own null sample, on the same
                 # background images (kept beside v2's in the calibration file)
-                ci.calibrate([_load(split, n, cfg.max_side) for n in split.background],
-                             retrieval="v1")
+                ci.calibrate(background, retrieval="v1")
                 ci_v1 = _open_v1(ci.index.path)  # after calibration: it loads the v1 null
                 thresholds["full_v1"] = ci_v1.threshold_for_alpha(RECOMMENDED_ALPHA)
             pool_desc: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -124,11 +124,14 @@ def describe_query(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) -> Q
     Raises the loader's :class:`~tracemark.errors.ImageError` subclasses for bad input.
     """
     rgb = rgb_view(image)  # read only: an RGB array is not copied
-    feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES, max_side=MAX_SIDE)
+    # the mirrored features are derived once here and travel with the features (VLAD rows,
+    # words and every candidate's verification use them)
+    feats = local.extract(rgb, kind="sift", max_features=global_desc.N_FEATURES,
+                          max_side=MAX_SIDE, mirror=True)
     vlad = global_desc.describe_features(feats, mirror=True)
     pdq8, quality = pdq.pdq_dihedral(rgb, packed=True)
+    lookup = feats.head(QUERY_WORDS)
     return QueryDescriptors(features=feats.head(max_features), vlad=vlad, pdq8=pdq8,
                             pdq_quality=int(quality),
-                            words=words.quantize(feats.head(QUERY_WORDS), assign=QUERY_ASSIGN),
-                            words_mirror=words.quantize(local.mirrored(feats.head(QUERY_WORDS)),
-                                                        assign=QUERY_ASSIGN))
+                            words=words.quantize(lookup, assign=QUERY_ASSIGN),
+                            words_mirror=words.quantize(lookup.mirror, assign=QUERY_ASSIGN))

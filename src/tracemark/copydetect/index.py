@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,30 @@ from tracemark.fingerprint import global_desc, local
 from tracemark.fingerprint.words import Words, WordsError
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
 
-__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE", "GLOBAL_INDEXES"]
+__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE", "GLOBAL_INDEXES",
+           "new_reference"]
 
 CALIBRATION_FILE = "calibration.npz"
 GLOBAL_INDEXES = ("flat", "hnsw", "none")
 WORDS_BLOB = "words"
 IVF_FILE = "words.ivf"
+
+
+def new_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES,
+                  source: str | None = None, owner: str | None = None,
+                  license: str | None = None, notes: str | None = None
+                  ) -> tuple[NewReference, Words]:
+    """What :meth:`CopyIndex.add` stores for ``image``: the :class:`NewReference` (content
+    hash, ``pdq`` and ``vlad`` rows, ``local`` and ``words`` blobs, metadata) and the words
+    it posts in the inverted file. Raises the loader's typed errors for bad input."""
+    d = describe_reference(image, max_features=max_features)
+    ref = NewReference(
+        content_hash=content_hash(d.rgb),
+        vectors={"pdq": d.pdq, "vlad": d.vlad},
+        source=source, owner=owner, license=license, notes=notes,
+        blobs={"local": d.features.to_bytes(), WORDS_BLOB: d.words.to_bytes()},
+    )
+    return ref, d.words
 
 
 @dataclass(frozen=True)
@@ -292,22 +310,17 @@ class CopyIndex(Resource):
     # --- registering -------------------------------------------------------------------
 
     def _reference(self, image: Any, *, source: str | None, owner: str | None, license: str | None,
-                   notes: str | None) -> NewReference:
-        d = describe_reference(image, max_features=self.config.max_features)
-        return NewReference(
-            content_hash=content_hash(d.rgb),
-            vectors={"pdq": d.pdq, "vlad": d.vlad},
-            source=source, owner=owner, license=license, notes=notes,
-            blobs={"local": d.features.to_bytes(), WORDS_BLOB: d.words.to_bytes()},
-        )
+                   notes: str | None) -> tuple[NewReference, Words]:
+        return new_reference(image, max_features=self.config.max_features, source=source,
+                             owner=owner, license=license, notes=notes)
 
-    def _post(self, refs: Sequence[NewReference], results: Sequence[AddResult]) -> None:
+    def _post(self, words: Sequence[Words], results: Sequence[AddResult]) -> None:
         """Post newly added references in the loaded inverted file (if loaded)."""
         if self._ivf is None:
             return
-        for ref, res in zip(refs, results, strict=True):
+        for w, res in zip(words, results, strict=True):
             if res.added:
-                self._ivf.add(res.id, Words.from_bytes(ref.blobs[WORDS_BLOB]))
+                self._ivf.add(res.id, w)
                 self._ivf_unsaved = True
 
     def add(self, image: Any, *, source: str | None = None, owner: str | None = None,
@@ -315,29 +328,34 @@ class CopyIndex(Resource):
         """Register one image; a second add of the same content returns ``duplicate_of``."""
         if source is None and isinstance(image, str | Path):
             source = str(image)
-        ref = self._reference(image, source=source, owner=owner, license=license, notes=notes)
+        ref, words = self._reference(image, source=source, owner=owner, license=license,
+                                     notes=notes)
         with self._mutex:
             result = self.index.add_many([ref])
-            self._post([ref], result)
+            self._post([words], result)
         return result[0]
 
     def add_many(self, items: Iterable[tuple[Any, Mapping[str, str | None]]]) -> list[AddResult | TracemarkError]:
         """Register a batch: one transaction for the good items; a bad item is returned as its
         typed error in its slot and the rest are added."""
         refs: list[NewReference] = []
+        posted: list[Words] = []
         slots: list[int] = []
         out: list[AddResult | TracemarkError] = []
         for i, (image, meta) in enumerate(items):
             try:
-                refs.append(self._reference(image, source=meta.get("source"), owner=meta.get("owner"),
-                                            license=meta.get("license"), notes=meta.get("notes")))
+                ref, words = self._reference(image, source=meta.get("source"),
+                                             owner=meta.get("owner"), license=meta.get("license"),
+                                             notes=meta.get("notes"))
+                refs.append(ref)
+                posted.append(words)
                 slots.append(i)
                 out.append(None)  # type: ignore[arg-type]
             except TracemarkError as exc:
                 out.append(exc)
         with self._mutex:
             results = self.index.add_many(refs)
-            self._post(refs, results)
+            self._post(posted, results)
         for slot, res in zip(slots, results, strict=True):
             out[slot] = res
         return out
@@ -366,15 +384,6 @@ class CopyIndex(Resource):
             if self._ivf is None:
                 self._ivf = self._load_ivf()
             return self._ivf
-
-    def _migrate_words(self) -> None:
-        """Give every reference without a ``words`` blob one, from its SIFT blob (written in
-        the open transaction: durable with the next commit, undone by a rollback)."""
-        have = set(self.index.blob_ids(WORDS_BLOB).tolist())
-        missing = [int(i) for i in self.index.blob_ids("local") if int(i) not in have]
-        if not missing or self.index.read_only:
-            return
-        self._derive_words(missing)
 
     def _derive_words(self, ref_ids: Sequence[int]) -> list[tuple[int, Words]]:
         """The words of ``ref_ids`` derived from their SIFT blobs (how an index of the
@@ -406,12 +415,15 @@ class CopyIndex(Resource):
         return items + self._derive_words(unreadable) if unreadable else items
 
     def _load_ivf(self) -> InvertedFile:
-        self._migrate_words()
         ids = self.index.blob_ids(WORDS_BLOB)
-        legacy: list[int] = []
-        if self.index.read_only:
-            have = set(ids.tolist())
-            legacy = [i for i in self.index.blob_ids("local").tolist() if i not in have]
+        have = set(ids.tolist())
+        # references added before the inverted file existed have SIFT blobs but no words:
+        # migrated in place (in the open transaction: durable with the next commit, undone
+        # by a rollback) when writable, derived in memory when read-only
+        legacy = [i for i in self.index.blob_ids("local").tolist() if i not in have]
+        if legacy and not self.index.read_only:
+            self._derive_words(legacy)
+            legacy, ids = [], self.index.blob_ids(WORDS_BLOB)
         if not legacy:
             cached = InvertedFile.load(self._ivf_path(), ids_fingerprint(ids))
             if cached is not None:
@@ -474,7 +486,12 @@ class CopyIndex(Resource):
         return self._search(q, k=k)
 
     def _search(self, q: QueryDescriptors, *, k: int) -> list[Match]:
-        cfg = self.config
+        return self._search_with(q, k=k, cfg=self.config, model=self._model)
+
+    def _search_with(self, q: QueryDescriptors, *, k: int, cfg: MatchConfig,
+                     model: NullModel | None) -> list[Match]:
+        """Search with the given settings and null model (calibration searches with the
+        version it calibrates and a background-only model)."""
         v2 = cfg.retrieval == "v2"
         words_hits: list[int] = []  # the inverted file's candidates, best vote first
         votes: dict[int, float] = {}  # their votes
@@ -509,7 +526,6 @@ class CopyIndex(Resource):
         by_pdq = sorted(pdq_d, key=lambda r: (pdq_d[r], r))
         candidates = list(dict.fromkeys(
             [*words_hits, *by_pdq, *ranked] if v2 else [*ranked, *by_pdq]))
-        model = self._model
         bg = model.background_level(q.vlad, cfg.background_k) if model is not None else 0.0
         rule = cfg.rule
         out: list[Match] = []
@@ -605,16 +621,7 @@ class CopyIndex(Resource):
         says which version to calibrate; the other version's sample is kept when the
         background is the same images, dropped otherwise.
         """
-        if retrieval is not None and retrieval != self.config.retrieval:
-            from dataclasses import replace
-
-            own = self.config
-            self.config = replace(own, retrieval=retrieval)
-            try:
-                return self.calibrate(background)
-            finally:
-                self.config = own
-                self._model = NullModel.load(self._calibration_path(), own.retrieval)
+        cfg = self.config if retrieval is None else replace(self.config, retrieval=retrieval)
         items = list(background)
         if len(items) < 4:
             raise ConfigError("calibration needs at least 4 background images")
@@ -629,15 +636,19 @@ class CopyIndex(Resource):
             else:
                 queries.append(q)
         background = np.vstack(descs).astype(np.float32) if descs else None
-        version = self.config.retrieval
-        self._model = NullModel(background, None, version)
+        version = cfg.retrieval
+        normalise = NullModel(background, None, version)  # s_norm only: no p-values yet
         null = []
         for q in queries:
-            matches = self._search(q, k=1)
+            matches = self._search_with(q, k=1, cfg=cfg, model=normalise)
             null.append(matches[0].raw_score if matches else 0.0)
-        self._model = NullModel(background, np.array(null, np.float64), version)
-        self._model.save(self._calibration_path())
-        return self._model.summary()
+        learnt = NullModel(background, np.array(null, np.float64), version)
+        learnt.save(self._calibration_path())
+        # this handle decides with its own version's sample (another version's may have
+        # been dropped by a new background)
+        self._model = (learnt if version == self.config.retrieval
+                       else NullModel.load(self._calibration_path(), self.config.retrieval))
+        return learnt.summary()
 
     def threshold_for_alpha(self, alpha: float) -> float | None:
         """The raw score at which the p-value falls to ``alpha`` (None when uncalibrated)."""

@@ -204,7 +204,8 @@ def describe_features(
     mirror: bool = False,
     model: VladModel | None = None,
 ) -> np.ndarray:
-    """Like :func:`describe_regions`, from SIFT features already extracted."""
+    """Like :func:`describe_regions`, from SIFT features already extracted (their
+    ``.mirror``, when set, serves as the mirrored image's features)."""
     if not isinstance(features, LocalFeatures) or features.kind != "sift":
         raise GlobalDescriptorError("describe_features() needs SIFT LocalFeatures")
     boxes = _check_regions(regions)
@@ -212,7 +213,8 @@ def describe_features(
     rows = _describe(features, boxes, m)
     if mirror:
         # Mirrored image: a region (x0, x1) of it is (1 - x1, 1 - x0) of the original.
-        rows = np.vstack([rows, _describe(mirrored(features), boxes, m)])
+        flipped = features.mirror if features.mirror is not None else mirrored(features)
+        rows = np.vstack([rows, _describe(flipped, boxes, m)])
     return rows
 
 

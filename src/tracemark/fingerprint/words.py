@@ -233,7 +233,8 @@ def geometry_byte(angle: np.ndarray | None, scale: np.ndarray | None) -> np.ndar
     1 to 181 px). Missing angle or scale gives bin 0.
     """
     if angle is None or scale is None:
-        return np.zeros(0 if angle is None and scale is None else len(angle if angle is not None else scale), np.uint8)  # type: ignore[arg-type]
+        present = angle if angle is not None else scale
+        return np.zeros(0 if present is None else len(present), np.uint8)
     a = (np.floor(np.mod(np.asarray(angle, np.float64), 360.0) / (360.0 / ANGLE_BINS)).astype(np.int64)) % ANGLE_BINS
     s = np.clip(np.rint(2.0 * np.log2(np.maximum(np.asarray(scale, np.float64), 1.0))), 0, SCALE_BINS - 1).astype(np.int64)
     return ((a << 4) | s).astype(np.uint8)
