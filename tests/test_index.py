@@ -119,8 +119,19 @@ def test_committed_v1_fixture_opens_with_its_content(tmp_path: Path) -> None:
         assert hits[0].score == pytest.approx(0.96)
     meta = dict(sqlite3.connect(copy / "index.sqlite").execute("SELECT key, value FROM meta"))
     assert meta["format"] == "tracemark-index"
-    assert meta["format_version"] == "1" == str(FORMAT_VERSION)
+    assert meta["format_version"] == "1"  # a read-only open changes nothing
     assert meta["created_by"].startswith("tracemark ")
+    # a writable open migrates it to the current format (additive: documents, changes)
+    with Index.open(copy) as index:
+        assert len(index) == 3 and index.document("calibration") is None
+        assert [op for _, _, op in index.changes(0)] == []
+        index.put_document("calibration", b"x")
+        assert index.remove(3)
+        assert [(rid, op) for _, rid, op in index.changes(0)] == [(3, "remove")]
+    meta = dict(sqlite3.connect(copy / "index.sqlite").execute("SELECT key, value FROM meta"))
+    assert meta["format_version"] == str(FORMAT_VERSION) == "2" and len(meta["uid"]) == 32
+    with Index.open(copy, read_only=True) as index:
+        assert index.document("calibration") == b"x" and len(index) == 2
 
 
 def test_committed_fixture_opens_writable_and_accepts_adds(tmp_path: Path) -> None:
@@ -733,7 +744,7 @@ def test_list_pages_and_stats_add_up(built) -> None:
         assert [r.id for page in pages for r in page] == list(range(1, 21))
         assert index.list(limit=0) == []
         stats = index.stats()
-    assert stats["count"] == 20 and stats["format_version"] == 1
+    assert stats["count"] == 20 and stats["format_version"] == 2
     pdq = stats["vector_sets"]["pdq"]
     assert pdq["vector_bytes"] == 32 * pdq["rows"] and pdq["id_bytes"] == 8 * pdq["rows"]
     assert stats["vector_sets"]["emb"]["vector_bytes"] == 20 * 8 * 4

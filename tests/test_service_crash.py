@@ -123,8 +123,8 @@ def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path, backen
         idx = ci.index
         refs = {r.id for r in idx.list(limit=10_000)}
         assert set(acked.values()) <= refs  # no acknowledged add lost
-        for set_name, vset in idx._sets.items():
-            labels = _faiss.labels_of(vset.index)
+        for set_name in idx.vector_specs:
+            labels = idx.store_labels(set_name)
             in_faiss = {int(x) >> _faiss.ROW_BITS for x in labels}
             assert in_faiss == refs, set_name  # no orphan vectors, none missing
 

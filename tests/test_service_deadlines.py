@@ -295,8 +295,8 @@ def test_adds_racing_delete_and_recreate_get_201_404_or_409(tmp_path: Path) -> N
         refs = {r.id for r in ci.index.list(limit=100_000)}
         assert refs == mine, (sorted(refs), sorted(mine))
         assert ci.index.repaired == ()
-        for set_name, vset in ci.index._sets.items():
-            in_faiss = {int(x) >> _faiss.ROW_BITS for x in _faiss.labels_of(vset.index)}
+        for set_name in ci.index.vector_specs:
+            in_faiss = {int(x) >> _faiss.ROW_BITS for x in ci.index.store_labels(set_name)}
             assert in_faiss == refs, set_name
 
 

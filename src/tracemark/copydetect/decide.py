@@ -24,10 +24,10 @@ route, the command line and the benchmark all decide through it.
 
 from __future__ import annotations
 
+import io
 import math
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -247,63 +247,61 @@ class NullModel:
             out["warning"] = warning
         return out
 
-    def save(self, path: Path) -> None:
-        """Write ``path`` (npz, format 2) atomically. The null samples of the other score
-        version already in the file are kept when they were learnt against the same
-        background (a calibration of each retrieval version on the same images), dropped
-        otherwise (and with an unreadable file, which is replaced)."""
-        tmp = path.with_suffix(".tmp.npz")
+    def encode(self, previous: bytes | None = None) -> bytes:
+        """This model as a calibration archive (npz, format 2). The null samples of the
+        other score version in ``previous`` (the archive this one replaces) are kept when
+        they were learnt against the same background (a calibration of each retrieval
+        version on the same images), dropped otherwise (and with an unreadable archive)."""
         background = (self.background if self.background is not None
                       else np.zeros((0, global_desc.DIM), np.float32))
         nulls = {f"null_{v}": np.zeros(0) for v in SCORE_VERSIONS}
         try:
-            old = _read(path) if path.exists() else None
+            old = None if previous is None else _parse(previous, "calibration", "")
         except ConfigError:
-            old = None  # an unreadable file is replaced
+            old = None  # an unreadable archive is replaced
         if old is not None and np.array_equal(old["background"], background):
             nulls.update({k: v for k, v in old.items() if k.startswith("null_")})
         nulls[f"null_{self.score_version}"] = self.null if self.null is not None else np.zeros(0)
-        np.savez(tmp, version=np.array(CALIBRATION_VERSION), background=background, **nulls)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, version=np.array(CALIBRATION_VERSION), background=background, **nulls)
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, path: Path, score_version: str = "v2") -> NullModel | None:
-        """The model saved at ``path`` for ``score_version``, or None when there is no file.
-        A file without null samples for that version gives a model with the background
-        and no null (uncalibrated: :attr:`calibrated` is False). Format 1 files (written
-        before copy detection v2) hold v1 null samples. Raises
-        :class:`~tracemark.errors.ConfigError` for an unsupported format or a file that is
-        not a calibration (unreadable, truncated, arrays of the wrong shape or not finite),
-        with the command that writes a new one."""
-        if not path.exists():
+    def decode(cls, raw: bytes | None, score_version: str = "v2", *, where: str = "calibration",
+               fix: str = "") -> NullModel | None:
+        """The model in the calibration archive ``raw`` for ``score_version``, or None when
+        ``raw`` is None. An archive without null samples for that version gives a model
+        with the background and no null (uncalibrated: :attr:`calibrated` is False). Format
+        1 archives (written before copy detection v2) hold v1 null samples. Raises
+        :class:`~tracemark.errors.ConfigError` for an unsupported format or bytes that are
+        not a calibration (truncated, arrays of the wrong shape or not finite), naming
+        ``where`` and ending with ``fix`` (how to write a new one)."""
+        if raw is None:
             return None
-        data = _read(path)
+        data = _parse(raw, where, fix)
         null = data.get(f"null_{score_version}")
         return cls(data["background"].astype(np.float32),
                    None if null is None or null.size == 0 else null.astype(np.float64),
                    score_version)
 
     @staticmethod
-    def versions_in(path: Path) -> list[str]:
-        """The score versions with null samples in the file at ``path``."""
-        if not path.exists():
+    def versions_of(raw: bytes | None) -> list[str]:
+        """The score versions with null samples in the calibration archive ``raw``."""
+        if raw is None:
             return []
-        data = _read(path)
+        data = _parse(raw, "calibration", "")
         return [v for v in SCORE_VERSIONS if data.get(f"null_{v}", np.zeros(0)).size]
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
-    """A calibration file's arrays, format 1 (``null``: v1) or 2 (``null_v1``, ``null_v2``),
-    checked: ``background`` (B, :data:`~tracemark.fingerprint.global_desc.DIM`) finite,
-    each null sample (N,) finite. Raises :class:`~tracemark.errors.ConfigError` for a file
-    that is not one, saying how to write a new one."""
-    fix = (f"remove it and run `tracemark index calibrate BACKGROUND_DIR --store {path.parent}` "
-           "to write a new one")
+def _parse(raw: bytes, path: str, fix: str) -> dict[str, np.ndarray]:
+    """A calibration archive's arrays, format 1 (``null``: v1) or 2 (``null_v1``,
+    ``null_v2``), checked: ``background`` (B, :data:`~tracemark.fingerprint.global_desc.DIM`)
+    finite, each null sample (N,) finite. Raises :class:`~tracemark.errors.ConfigError` for
+    bytes that are not one, naming ``path`` and ending with ``fix``."""
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
-                raise ConfigError(f"{path}: not a calibration file (not an .npz archive): {fix}")
-        with np.load(path, allow_pickle=False) as data:
+        if raw[:4] != b"PK\x03\x04":
+            raise ConfigError(f"{path}: not a calibration file (not an .npz archive): {fix}")
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             version_arr = data["version"]
             if version_arr.shape != () or version_arr.dtype.kind not in "iu":
                 raise ConfigError(f"{path}: not a calibration file (version {version_arr!r}): {fix}")

@@ -39,7 +39,6 @@ outline in ``a``'s pixels (where the copy comes from), ``query_region`` ``a``'s 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracemark.copydetect.describe import content_hash
-from tracemark.copydetect.index import CALIBRATION_FILE, CopyIndex, Match, MatchConfig
+from tracemark.copydetect.index import CALIBRATION_DOC, CopyIndex, Match, MatchConfig
 from tracemark.errors import ClosedError, ConfigError, TracemarkError
 from tracemark.imageio import rgb_view
 
@@ -227,10 +226,10 @@ class Deduper:
         try:
             ci = CopyIndex.create(path, config)
             if calibration_from is not None and calibration_from.null_model is not None:
+                raw = calibration_from._calibration_raw()[0]
+                if raw is not None:
+                    ci.index.put_document(CALIBRATION_DOC, raw)
                 ci.close()  # reopened below, so that it loads the copied calibration
-                src = Path(calibration_from.index.path) / CALIBRATION_FILE
-                if src.is_file():
-                    shutil.copyfile(src, path / CALIBRATION_FILE)
                 ci = CopyIndex.open(path, config=config)
         except BaseException:
             self._tmp.cleanup()

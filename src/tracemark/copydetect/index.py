@@ -61,10 +61,14 @@ from tracemark.fingerprint import global_desc, local
 from tracemark.fingerprint.words import Words, WordsError
 from tracemark.index import AddResult, Index, NewReference, VectorSpec
 
-__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_FILE", "GLOBAL_INDEXES",
+__all__ = ["MatchConfig", "Match", "QueryResult", "CopyIndex", "CALIBRATION_DOC", "CALIBRATION_FILE", "GLOBAL_INDEXES",
            "new_reference"]
 
+CALIBRATION_DOC = "copydetect.calibration"
+"""The index document (:meth:`tracemark.index.Index.document`) holding the calibration."""
 CALIBRATION_FILE = "calibration.npz"
+"""Where indexes made before format 2 kept the calibration, beside the database: still
+read when the index holds no calibration document."""
 GLOBAL_INDEXES = ("flat", "hnsw", "none")
 WORDS_BLOB = "words"
 IVF_FILE = "words.ivf"
@@ -206,9 +210,9 @@ class CopyIndex(Resource):
         self._init_resource()
         self.index = index
         self.config = config or MatchConfig()
-        self._model: NullModel | None = NullModel.load(self._calibration_path(),
-                                                       self.config.retrieval)
+        self._model: NullModel | None = self._load_model(self.config.retrieval)
         self._ivf: InvertedFile | None = None  # loaded at the first v2 search
+        self._ivf_seq = 0  # the last change of a shared index applied to it
         self._damaged: dict[int, str] = {}  # references whose stored features are unreadable
         self._ivf_unsaved = False
 
@@ -226,9 +230,12 @@ class CopyIndex(Resource):
     @classmethod
     def create(cls, path: str | Path, config: MatchConfig | None = None, *,
                database_url: str | None = None, schema: str | None = None,
-               global_index: str = "flat") -> CopyIndex:
+               global_index: str = "flat", vectors: str | None = None) -> CopyIndex:
         """A new collection at ``path``; with ``database_url`` and ``schema`` its metadata
-        and vectors live in that (PostgreSQL) schema, FAISS files in ``path``.
+        and vectors live in that (PostgreSQL) schema, FAISS files in ``path``; with
+        ``vectors`` (a vector-store URL such as ``milvus://host:19530``) the search
+        structures live in that store instead of FAISS files
+        (:func:`tracemark.index.vectors.parse_vector_url`).
 
         ``global_index``: how the VLAD region rows (6 x 1 KB a reference) are held:
         ``"flat"`` (default: exact search in memory, 6 KB of RAM a reference), ``"hnsw"``
@@ -238,12 +245,16 @@ class CopyIndex(Resource):
         where six rows a reference would not fit in memory (6 GB at a million).
         """
         return cls(Index.create(path, vector_specs=cls.vector_specs(global_index),
-                                database_url=database_url, schema=schema), config)
+                                database_url=database_url, schema=schema, vectors=vectors),
+                   config)
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, config: MatchConfig | None = None,
-             database_url: str | None = None) -> CopyIndex:
-        return cls(Index.open(path, read_only=read_only, database_url=database_url), config)
+             database_url: str | None = None, vectors: str | None = None) -> CopyIndex:
+        """Open the collection at ``path`` (``vectors`` overrides the vector-store URL it
+        recorded: see :meth:`tracemark.index.Index.open`)."""
+        return cls(Index.open(path, read_only=read_only, database_url=database_url,
+                              vectors=vectors), config)
 
     @classmethod
     def open_or_create(cls, path: str | Path, config: MatchConfig | None = None) -> CopyIndex:
@@ -299,7 +310,7 @@ class CopyIndex(Resource):
         """Why this handle is uncalibrated although the index was calibrated, or None."""
         if self._model is not None and self._model.calibrated:
             return None
-        others = NullModel.versions_in(self._calibration_path())
+        others = NullModel.versions_of(self._calibration_raw()[0])
         if not others:
             return None
         return (f"the calibration holds null samples for score version {', '.join(others)} "
@@ -382,7 +393,10 @@ class CopyIndex(Resource):
         with self._mutex:
             self._check_open()
             if self._ivf is None:
+                self._ivf_seq = self.index.last_change() if self.index.shared else 0
                 self._ivf = self._load_ivf()
+            if self.index.shared:
+                self._follow_changes(self._ivf)
             return self._ivf
 
     def _derive_words(self, ref_ids: Sequence[int]) -> list[tuple[int, Words]]:
@@ -447,6 +461,24 @@ class CopyIndex(Resource):
         except OSError:
             return False
         return True
+
+    def _follow_changes(self, ivf: InvertedFile) -> None:
+        """Apply the adds and removals other processes committed since the last look (a
+        shared index: replicas on PostgreSQL and Milvus); one indexed query when nothing
+        changed."""
+        new = self.index.changes(self._ivf_seq)
+        if not new:
+            return
+        self._ivf_seq = new[-1][0]
+        final: dict[int, str] = {}
+        for _, rid, op in new:
+            final[rid] = op
+        for rid, op in final.items():
+            if op == "remove":
+                ivf.remove(rid)
+        added = sorted(rid for rid, op in final.items() if op == "add" and rid not in ivf)
+        for rid, words in self._read_words(added):
+            ivf.add(rid, words)
 
     def _sync_ivf(self, ivf: InvertedFile) -> None:
         """Bring a loaded inverted file to the database's references (after refresh)."""
@@ -643,19 +675,42 @@ class CopyIndex(Resource):
             matches = self._search_with(q, k=1, cfg=cfg, model=normalise)
             null.append(matches[0].raw_score if matches else 0.0)
         learnt = NullModel(background, np.array(null, np.float64), version)
-        learnt.save(self._calibration_path())
+        try:
+            previous = self._calibration_raw()[0]
+        except ConfigError:
+            previous = None  # an unreadable calibration is replaced
+        self.index.put_document(CALIBRATION_DOC, learnt.encode(previous))
+        self.commit()
         # this handle decides with its own version's sample (another version's may have
         # been dropped by a new background)
         self._model = (learnt if version == self.config.retrieval
-                       else NullModel.load(self._calibration_path(), self.config.retrieval))
+                       else self._load_model(self.config.retrieval))
         return learnt.summary()
 
     def threshold_for_alpha(self, alpha: float) -> float | None:
         """The raw score at which the p-value falls to ``alpha`` (None when uncalibrated)."""
         return None if self._model is None else self._model.threshold_for_alpha(alpha)
 
-    def _calibration_path(self) -> Path:
-        return Path(self.index.path) / CALIBRATION_FILE
+    def _calibration_raw(self) -> tuple[bytes | None, str, str]:
+        """The calibration archive (the index document, else a format-1 index's file), where
+        it was read from, and how to replace it."""
+        fix = (f"run `tracemark index calibrate BACKGROUND_DIR --store {self.index.path}` to "
+               "write a new one")
+        raw = self.index.document(CALIBRATION_DOC)
+        if raw is not None:
+            return raw, f"the calibration of {self.index.path}", fix
+        legacy = Path(self.index.path) / CALIBRATION_FILE
+        try:
+            return legacy.read_bytes(), str(legacy), f"remove it and {fix}"
+        except FileNotFoundError:
+            return None, str(legacy), fix
+        except OSError as exc:
+            raise ConfigError(f"{legacy}: unreadable calibration file ({exc}): remove it "
+                              f"and {fix}") from exc
+
+    def _load_model(self, score_version: str) -> NullModel | None:
+        raw, where, fix = self._calibration_raw()
+        return NullModel.decode(raw, score_version, where=where, fix=fix)
 
     def stats(self) -> dict[str, Any]:
         s = dict(self.index.stats())

@@ -226,6 +226,9 @@ class InvertedFile:
     def __len__(self) -> int:
         return len(self._features)
 
+    def __contains__(self, ref_id: object) -> bool:
+        return ref_id in self._features
+
     @property
     def ref_ids(self) -> np.ndarray:
         """The reference ids held (sorted int64)."""

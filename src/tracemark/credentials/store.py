@@ -218,6 +218,10 @@ def _index_db(database_url: str | None, schema: str | None) -> dict[str, Any]:
     return {"database_url": database_url, "schema": _index_schema(schema)}
 
 
+def _vectors_arg(vectors: str | None) -> dict[str, Any]:
+    return {} if vectors is None else {"vectors": vectors}
+
+
 class CredentialStore(Resource):
     """Manifests signed by this store, its watermark key, and the fingerprints of its images.
 
@@ -241,6 +245,7 @@ class CredentialStore(Resource):
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._database_url: str | None = None
+        self._vectors: str | None = None
         self._has_signings = False
         self.cleaned_pending: list[int] = []
         """Ids of the stale pending manifests this open deleted."""
@@ -297,8 +302,12 @@ class CredentialStore(Resource):
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
-               schema: str | None = None, secret: bytes | None = None) -> CredentialStore:
+               schema: str | None = None, secret: bytes | None = None,
+               vectors: str | None = None) -> CredentialStore:
         """Make a new, empty store at ``path`` (a missing or empty directory).
+
+        ``vectors``: where the fingerprint index keeps its search structures (a vector-store
+        URL, e.g. ``milvus://host:19530``; default FAISS files in the directory).
 
         ``secret`` (32 bytes) fixes the watermark key, for reproducible benchmarks and
         tests; by default it is drawn from the operating system's CSPRNG.
@@ -313,7 +322,8 @@ class CredentialStore(Resource):
         existed = root.exists()
         root.mkdir(parents=True, exist_ok=True)
         try:
-            return cls._create_in(root, secret, database_url=database_url, schema=schema)
+            return cls._create_in(root, secret, database_url=database_url, schema=schema,
+                                  vectors=vectors)
         except BaseException:
             # a store half made is no store: remove what this call wrote (the directory
             # was missing or empty); a database URL's rows are left to the caller
@@ -327,7 +337,7 @@ class CredentialStore(Resource):
 
     @classmethod
     def _create_in(cls, root: Path, secret: bytes, *, database_url: str | None,
-                   schema: str | None) -> CredentialStore:
+                   schema: str | None, vectors: str | None = None) -> CredentialStore:
         fd = os.open(root / SECRET_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secret)
@@ -348,17 +358,21 @@ class CredentialStore(Resource):
             conn.execute(_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
         from tracemark.copydetect import CopyIndex
 
-        CopyIndex.create(root / INDEX_DIR, **_index_db(database_url, schema)).close()
+        CopyIndex.create(root / INDEX_DIR, **_index_db(database_url, schema),
+                         **_vectors_arg(vectors)).close()
         store = cls(root, engine, secret, read_only=False)
         store._database_url = database_url
+        store._vectors = vectors
         return store
 
     @classmethod
     def open(
         cls, path: str | os.PathLike[str], *, read_only: bool = False,
         database_url: str | None = None, schema: str | None = None,
+        vectors: str | None = None,
     ) -> CredentialStore:
-        """Open an existing store."""
+        """Open an existing store (``vectors`` overrides the vector-store URL its
+        fingerprint index recorded, e.g. to pass credentials)."""
         root = Path(path)
         if not root.is_dir():
             raise ManifestStoreError("no credential store here (missing directory)", source=str(root))
@@ -376,6 +390,7 @@ class CredentialStore(Resource):
         try:
             store = cls(root, engine, secret, read_only=read_only)
             store._database_url = database_url
+            store._vectors = vectors
             return store
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
@@ -387,11 +402,11 @@ class CredentialStore(Resource):
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
-                       schema: str | None = None) -> CredentialStore:
+                       schema: str | None = None, vectors: str | None = None) -> CredentialStore:
         root = Path(path)
         if root.is_dir() and (root / SECRET_NAME).exists():
-            return cls.open(root, database_url=database_url, schema=schema)
-        return cls.create(root, database_url=database_url, schema=schema)
+            return cls.open(root, database_url=database_url, schema=schema, vectors=vectors)
+        return cls.create(root, database_url=database_url, schema=schema, vectors=vectors)
 
     @staticmethod
     def _engine_for(root: Path, database_url: str | None, *, read_only: bool,
@@ -553,7 +568,8 @@ class CredentialStore(Resource):
                 from tracemark.copydetect import CopyIndex
 
                 self._index = CopyIndex.open(self.path / INDEX_DIR, read_only=self.read_only,
-                                             database_url=self._database_url)
+                                             database_url=self._database_url,
+                                             vectors=self._vectors)
             return self._index
 
     @property

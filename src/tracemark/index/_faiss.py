@@ -1,4 +1,6 @@
-"""FAISS plumbing for one vector set: build, validate rows, search, read and write atomically.
+"""FAISS plumbing: build, validate rows, search, read and write atomically; and
+:class:`FaissVectors`, the default :class:`~tracemark.index.vectors.VectorStore` (FAISS
+indexes in memory, one file per vector set in the index directory's ``vectors/``).
 
 FAISS ids encode both the reference and the row: ``label = ref_id << ROW_BITS | row``.
 """
@@ -14,6 +16,7 @@ import numpy as np
 
 from tracemark.index.errors import IndexInputError
 from tracemark.index.model import MAX_ROWS_PER_REFERENCE, VectorSpec
+from tracemark.index.vectors import ROW_BITS, RowSource, VectorStore, VectorStoreURL
 
 __all__ = [
     "ROW_BITS",
@@ -29,9 +32,9 @@ __all__ = [
     "write_index",
     "remove_reference",
     "StoredOnly",
+    "FaissVectors",
 ]
 
-ROW_BITS = 16
 _ADD_CHUNK = 1 << 16
 
 
@@ -224,3 +227,130 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_references(index: Any, ref_ids: np.ndarray) -> int:
+    """Remove every row of the references ``ref_ids`` from a flat index; how many went."""
+    ref_ids = np.unique(np.asarray(ref_ids, np.int64))
+    if len(ref_ids) == 1:
+        return remove_reference(index, int(ref_ids[0]))
+    labels = labels_of(index)
+    gone = labels[np.isin(labels >> ROW_BITS, ref_ids)]
+    if not len(gone):
+        return 0
+    if isinstance(index, StoredOnly):
+        index.ids = labels[~np.isin(labels, gone)]
+        return len(gone)
+    return int(index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(gone))))
+
+
+class FaissVectors(VectorStore):
+    """FAISS indexes in memory, each written to ``<path>/vectors/<set>.faiss`` by
+    :meth:`flush` (atomically: temp file, fsync, rename). One writer process: the index
+    directory's writer lock guards it.
+
+    Flat sets remove rows in place; an HNSW set cannot, so a removal marks it stale and it is
+    rebuilt from the database rows (the ``rows`` source given to :meth:`open_set`) before
+    the next search or flush.
+    """
+
+    scheme = "faiss"
+    shared = False
+
+    def __init__(self, url: VectorStoreURL | None = None, *, namespace: str = "",
+                 path: Path) -> None:
+        self.folder = Path(path) / "vectors"
+        self._sets: dict[str, _FaissSet] = {}
+
+    def file(self, name: str) -> Path:
+        """The FAISS file of set ``name``."""
+        return self.folder / f"{name}.faiss"
+
+    def open_set(self, name: str, spec: VectorSpec, rows: RowSource | None = None) -> None:
+        index = read_index(self.file(name), spec)
+        self._sets[name] = _FaissSet(spec, new_index(spec) if index is None else index, rows,
+                                     dirty=index is None and spec.index != "none")
+
+    def drop_set(self, name: str) -> None:
+        self._sets.pop(name, None)
+
+    def labels(self, name: str) -> np.ndarray:
+        return labels_of(self._fresh(name).index)
+
+    def add(self, name: str, labels: np.ndarray, rows: np.ndarray) -> None:
+        fs = self._sets[name]
+        try:
+            add(fs.index, rows, np.asarray(labels, np.int64))
+        except BaseException:
+            fs.stale = True
+            raise
+        finally:
+            fs.dirty = True
+
+    def remove(self, name: str, ref_ids: np.ndarray) -> None:
+        fs = self._sets[name]
+        fs.dirty = True
+        if fs.spec.index in ("flat", "none") and not fs.stale:
+            remove_references(fs.index, ref_ids)
+        else:  # HNSW cannot remove: rebuilt before the next search or flush
+            fs.stale = True
+
+    def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fs = self._fresh(name)
+        k = min(int(k), max(1, int(fs.index.ntotal)))
+        return search(fs.index, fs.spec, queries, k)
+
+    def count(self, name: str) -> int:
+        return int(self._fresh(name).index.ntotal)
+
+    def rebuild(self, name: str, spec: VectorSpec, rows: RowSource) -> None:
+        index = new_index(spec)
+        for labels, chunk in rows():
+            if len(labels):
+                add(index, chunk, labels)
+        old = self._sets.get(name)
+        self._sets[name] = _FaissSet(spec, index, rows if old is None else old.rows, dirty=True)
+
+    def discard(self, name: str) -> None:
+        """Forget the in-memory changes of set ``name``: reload its file (the state of the
+        last flush)."""
+        fs = self._sets[name]
+        self.open_set(name, fs.spec, fs.rows)
+
+    def flush(self) -> None:
+        for name, fs in self._sets.items():
+            if fs.stale:
+                self._fresh(name)
+            if fs.dirty:
+                write_index(fs.index, fs.spec, self.file(name))
+                fs.dirty = False
+
+    def close(self) -> None:
+        self._sets.clear()
+
+    def set_stats(self, name: str) -> dict[str, Any]:
+        file = self.file(name)
+        try:
+            size = file.stat().st_size
+        except OSError:
+            size = 0
+        return {"rows": self.count(name), "file_bytes": size}
+
+    def _fresh(self, name: str) -> _FaissSet:
+        fs = self._sets[name]
+        if fs.stale:
+            if fs.rows is None:
+                raise RuntimeError(f"vector set {name!r} is stale and has no row source")
+            self.rebuild(name, fs.spec, fs.rows)
+            fs = self._sets[name]
+        return fs
+
+
+class _FaissSet:
+    __slots__ = ("spec", "index", "rows", "dirty", "stale")
+
+    def __init__(self, spec: VectorSpec, index: Any, rows: RowSource | None, *,
+                 dirty: bool = False) -> None:
+        self.spec, self.index, self.rows = spec, index, rows
+        self.dirty = dirty  # the in-memory index differs from its file
+        self.stale = False  # must be rebuilt from the database rows

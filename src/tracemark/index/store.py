@@ -1,26 +1,35 @@
-"""The persistent reference index: SQLite metadata and vectors, FAISS search caches.
+"""The persistent reference index: metadata and vectors in a database (SQLite or PostgreSQL,
+through SQLAlchemy Core), search structures in a vector store (FAISS files or Milvus).
 
 An index is a directory::
 
-    index.sqlite          metadata, raw vectors, blobs (WAL mode) -- the source of truth
+    index.sqlite          metadata, raw vectors, blobs, documents (WAL mode) -- the truth
+                          (absent when the metadata lives in PostgreSQL: database.json names
+                          the schema)
     vectors/<name>.faiss  one FAISS index per vector set -- a cache, rebuilt when it disagrees
-    write.lock            advisory lock held by the one writer (POSIX)
+                          (absent when the vectors live in Milvus)
+    write.lock            advisory lock held by the one writer (POSIX; not taken when both
+                          metadata and vectors live on servers: replicas then write at once)
 
-Writes go to an open SQLite transaction and to the in-memory FAISS indexes; ``commit()``
-(also ``close()`` and a clean ``with`` exit) commits SQLite first, then writes each changed
-FAISS file to a temp file and renames it into place. A crash between the two leaves FAISS
-files that disagree with SQLite; ``Index.open`` notices (it compares the FAISS ids with the
-rows in SQLite) and rebuilds them from the vectors stored in SQLite. See
+Writes go to an open database transaction and to the vector store; ``commit()`` (also
+``close()`` and a clean ``with`` exit) commits the database first, then flushes the store
+(FAISS writes each changed file to a temp file and renames it into place; Milvus is durable
+on each write). A crash between the two leaves a store that disagrees with the database;
+``Index.open`` notices (it compares the store's labels with the rows in the database) and
+rebuilds the sets that disagree from the stored vectors. A rollback puts the store's rows of
+every reference the transaction touched back to what the database holds. See
 ``docs/index-format.md``.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
-import sqlite3
 import stat
+import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,16 +37,28 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from tracemark._lifecycle import Resource
 from tracemark.errors import ConfigError
-from tracemark.index import _faiss, _pg
+from tracemark.index import _faiss
 from tracemark.index._schema import (
+    DB_ERRORS,
     FORMAT_NAME,
     FORMAT_VERSION,
-    SCHEMA,
+    _db_name,
+    _reason,
+    blobs,
+    changes,
     check_format,
+    create_tables,
+    documents,
     load_vector_sets,
+    meta,
+    migrate,
+    refs,
+    vector_sets,
+    vectors,
 )
 from tracemark.index.errors import (
     IndexClosedError,
@@ -58,6 +79,13 @@ from tracemark.index.model import (
     VectorSpec,
     check_set_name,
 )
+from tracemark.index.vectors import (
+    ROW_BITS,
+    VectorStore,
+    VectorStoreURL,
+    open_vector_store,
+    parse_vector_url,
+)
 
 __all__ = ["Index", "SQLITE_NAME", "VECTORS_DIR", "LOCK_NAME"]
 
@@ -68,21 +96,22 @@ DATABASE_NAME = "database.json"
 
 _MAX_HASH_LEN = 512
 _TEXT_FIELDS = ("source", "owner", "license", "notes")
-_ROW_MASK = (1 << _faiss.ROW_BITS) - 1
-_REF_COLUMNS = "id, content_hash, source, owner, license, notes, added_at"
+_ROW_MASK = (1 << ROW_BITS) - 1
+_REF_COLUMNS = (refs.c.id, refs.c.content_hash, refs.c.source, refs.c.owner, refs.c.license,
+                refs.c.notes, refs.c.added_at)
+_MAX_SEARCH_ROWS = 16384
+"""Rows one search asks a server store for at most (Milvus' topk limit)."""
 
 
 @dataclass
 class _VectorSet:
-    """In-memory state of one vector set."""
+    """What the index knows of one vector set (its rows are in the database and the store)."""
 
     id: int
     name: str
     spec: VectorSpec
-    index: Any
     max_rows: int = 0
-    dirty: bool = False  # the in-memory index differs from its file
-    stale: bool = False  # the in-memory index must be rebuilt from SQLite
+    rows: int = 0  # stored-only sets: rows in the database
 
 
 @dataclass
@@ -111,16 +140,6 @@ def _check_count(value: object, what: str, *, low: int) -> int:
     return int(value)
 
 
-def _open_pg(url: str, schema: str | None, *, source: str, read_only: bool,
-             create: bool = False) -> Any:
-    try:
-        return _pg.connect_pg(url, str(schema), read_only=read_only, create=create)
-    except ValueError as exc:
-        raise ConfigError(str(exc), source=source) from None
-    except sqlite3.DatabaseError as exc:
-        raise IndexFormatError(str(exc), source=source) from None
-
-
 def _acquire_lock(path: Path) -> IO[bytes] | None:
     """Take the advisory writer lock (POSIX ``flock``); None where unsupported."""
     try:
@@ -138,27 +157,61 @@ def _acquire_lock(path: Path) -> IO[bytes] | None:
     return handle
 
 
-def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+def _sqlite_engine(path: Path, *, read_only: bool) -> sa.Engine:
+    """The engine of ``index.sqlite``: autocommit at the driver, explicit ``BEGIN`` from
+    SQLAlchemy (``BEGIN IMMEDIATE`` on a writer's connections, so a write transaction
+    holds SQLite's write lock from its start), WAL with synchronous=FULL for a writer,
+    ``mode=ro`` (and ``immutable=1`` on read-only media) for a reader."""
+    import sqlite3
+
     db = path / SQLITE_NAME
-    if read_only:
-        uri = f"{db.resolve().as_uri()}?mode=ro"
-        if not os.access(path, os.W_OK):  # read-only media: WAL needs a writable -shm
-            uri += "&immutable=1"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    try:
+
+    def connect() -> sqlite3.Connection:
+        if read_only:
+            uri = f"{db.resolve().as_uri()}?mode=ro"
+            if not os.access(path, os.W_OK):  # read-only media: WAL needs a writable -shm
+                uri += "&immutable=1"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA foreign_keys = ON")
         if not read_only:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise IndexFormatError(
-            f"index.sqlite is not a readable SQLite database ({exc})", source=str(path)
-        ) from exc
-    return conn
+        return conn
+
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool,
+                              pool_size=2, max_overflow=8)
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get("tracemark_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _pg_engine(url: str, schema: str, *, read_only: bool, create: bool = False) -> sa.Engine:
+    """An engine whose unqualified tables live in PostgreSQL schema ``schema`` (created when
+    ``create``); read-only sessions for a reader."""
+    from tracemark._db import _SCHEMA_RE
+    from tracemark._optional import require
+
+    require("psycopg", "service", purpose="a PostgreSQL index")
+    if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+        raise ConfigError(f"not a usable schema name: {schema!r}")
+    args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"unusable database URL: {exc}") from None
+    if engine.dialect.name != "postgresql":
+        raise ConfigError(f"an index database URL must be PostgreSQL, got {engine.dialect.name!r}")
+    if create:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+    return engine.execution_options(schema_translate_map={None: schema})
 
 
 class Index(Resource):
@@ -166,9 +219,11 @@ class Index(Resource):
 
     Build one with :meth:`create`, reopen it with :meth:`open`; use it as a context manager
     (a clean exit commits, an exception rolls back) or call :meth:`commit` and :meth:`close`.
-    One writer at a time; any number of ``read_only`` readers (a reader's search sees the
-    vectors as of its open or last :meth:`refresh`). Methods are serialised by a lock, so
-    an object may be shared between threads.
+    One writer at a time (processes sharing PostgreSQL and Milvus excepted: their write
+    transactions are serialised by the database); any number of ``read_only`` readers (a
+    FAISS reader's search sees the vectors as of its open or last :meth:`refresh`; a Milvus
+    reader's sees every commit). Methods are serialised by a lock, so an object may be shared
+    between threads.
     """
 
     _closed_error = IndexClosedError
@@ -176,16 +231,25 @@ class Index(Resource):
 
     path: Path
     read_only: bool
-    _conn: sqlite3.Connection
+    backend: str
+    vector_url: VectorStoreURL
+    _engine: sa.Engine
+    _wconn: sa.Connection | None
+    _snap: sa.Connection | None
+    _vstore: VectorStore
     _lock_file: IO[bytes] | None
     _meta: dict[str, str]
     _sets: dict[str, _VectorSet]
-    #: Names of the vector sets whose FAISS file was missing, unreadable or inconsistent with
-    #: SQLite when last loaded, and so were rebuilt from the stored vectors.
+    _touched: dict[str, set[int]]
+    _new_sets: set[str]
+    _seen_change: int
+    #: Names of the vector sets whose store copy was missing, unreadable or inconsistent with
+    #: the database when last loaded, and so were rebuilt from the stored vectors.
     repaired: tuple[str, ...]
 
     def __init__(self) -> None:
         raise TypeError("use Index.create(path, vector_specs=...) or Index.open(path)")
+
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -197,13 +261,16 @@ class Index(Resource):
         vector_specs: Mapping[str, VectorSpec],
         database_url: str | None = None,
         schema: str | None = None,
+        vectors: str | None = None,
     ) -> Index:
         """Create a new, empty index at ``path`` (a new or empty directory) and open it for writing.
 
         With ``database_url`` (PostgreSQL) and ``schema``, the metadata and raw vectors go to
         that schema (which must not hold an index yet) instead of ``index.sqlite``; the
         directory keeps the FAISS files, the writer lock and ``database.json`` naming the
-        schema.
+        schema. ``vectors`` is a vector-store URL (:func:`~tracemark.index.vectors.parse_vector_url`:
+        ``None``/``"faiss"`` for FAISS files in the directory, ``milvus://host:port`` for a
+        Milvus server); the index records it (without credentials) in its metadata.
         """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -220,52 +287,47 @@ class Index(Resource):
 
         if (database_url is None) != (schema is None):
             raise ConfigError("give database_url and schema together")
+        url = parse_vector_url(vectors)
+        uid = uuid.uuid4().hex
         existed = path.exists()
         path.mkdir(parents=True, exist_ok=True)
+        engine: sa.Engine | None = None
         try:
             (path / VECTORS_DIR).mkdir()
-            conn: Any
             if database_url is not None:
-                conn = _open_pg(database_url, schema, source=str(path), read_only=False,
-                                create=True)
-                if "meta" in conn.tables():
-                    conn.close()
-                    raise IndexExistsError(f"schema {schema!r} already holds an index",
-                                           source=str(path))
+                engine = _pg_engine(database_url, str(schema), read_only=False, create=True)
+                with engine.connect() as conn:
+                    if sa.inspect(conn).has_table("meta", schema=schema):
+                        raise IndexExistsError(f"schema {schema!r} already holds an index",
+                                               source=str(path))
                 (path / DATABASE_NAME).write_text(json.dumps(
                     {"backend": "postgresql", "schema": schema}) + "\n")
             else:
-                conn = sqlite3.connect(path / SQLITE_NAME, isolation_level=None)
-            try:
-                if database_url is not None:
-                    conn.execute("BEGIN")
-                    for statement in _pg.pg_schema().split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute("COMMIT")
-                else:
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    conn.executescript("BEGIN;\n" + SCHEMA + "\nCOMMIT;")
-                conn.execute("BEGIN")
-                conn.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [
+                engine = _sqlite_engine(path, read_only=False)
+            with engine.begin() as conn:
+                create_tables(conn)
+                conn.execute(meta.insert(), [
+                    {"key": k, "value": v} for k, v in [
                         ("format", FORMAT_NAME),
                         ("format_version", str(FORMAT_VERSION)),
                         ("created_by", f"tracemark {__version__}"),
                         ("created_at", _now()),
-                    ],
-                )
+                        ("uid", uid),
+                        ("vector_store", url.redacted()),
+                    ]])
                 for name, spec in vector_specs.items():
                     _insert_set(conn, name, spec)
-                conn.execute("COMMIT")
+            store = open_vector_store(url, namespace=_namespace(uid), path=path)
+            try:
+                for name, spec in vector_specs.items():
+                    if spec.index != "none":
+                        store.open_set(name, spec)
+                store.flush()
             finally:
-                conn.close()
-            for name, spec in vector_specs.items():
-                _faiss.write_index(
-                    _faiss.new_index(spec), spec, path / VECTORS_DIR / f"{name}.faiss"
-                )
+                store.close()
         except BaseException:
+            if engine is not None:
+                engine.dispose()
             for child in [
                 path / DATABASE_NAME,
                 path / SQLITE_NAME,
@@ -280,7 +342,8 @@ class Index(Resource):
             if not existed:
                 path.rmdir()
             raise
-        return cls.open(path, database_url=database_url)
+        engine.dispose()
+        return cls.open(path, database_url=database_url, vectors=vectors)
 
     @classmethod
     def open(
@@ -289,18 +352,22 @@ class Index(Resource):
         *,
         read_only: bool = False,
         database_url: str | None = None,
+        vectors: str | None = None,
     ) -> Index:
-        """Open an existing index; check its format and the FAISS files' consistency.
+        """Open an existing index; check its format and its vector store's consistency.
 
-        Raises :class:`IndexNotFoundError` for a missing path, :class:`IndexFormatError` for a
-        foreign, corrupt or newer-format directory, :class:`IndexLockedError` when another
-        writer holds it (``read_only=False`` only).
+        ``vectors`` overrides the vector-store URL the index recorded (to pass credentials
+        or another address of the same server; the scheme must match). Raises
+        :class:`IndexNotFoundError` for a missing path, :class:`IndexFormatError` for a
+        foreign, corrupt or newer-format directory or an unreachable database,
+        :class:`IndexLockedError` when another writer holds it (``read_only=False`` only),
+        :class:`~tracemark.errors.ConfigError` for a vector-store URL of another kind than
+        the recorded one.
         """
         path = Path(path)
         source = str(path)
         if not path.exists():
             raise IndexNotFoundError("no index at this path", source=source)
-        conn: Any
         db_file = path / DATABASE_NAME
         if path.is_dir() and db_file.is_file():
             try:
@@ -312,35 +379,85 @@ class Index(Resource):
                 raise IndexFormatError(
                     f"this index keeps its metadata in PostgreSQL (schema {schema!r}); "
                     "give the database URL", source=source)
-            conn = _open_pg(database_url, schema, source=source, read_only=read_only)
+            engine = _pg_engine(database_url, schema, read_only=read_only)
+            backend = "postgresql"
         elif database_url is not None:
             raise IndexFormatError(f"not a PostgreSQL-backed index (no {DATABASE_NAME})",
                                    source=source)
         elif not path.is_dir() or not (path / SQLITE_NAME).is_file():
             raise IndexFormatError(f"not a tracemark index (no {SQLITE_NAME})", source=source)
         else:
-            conn = _connect(path, read_only=read_only)
+            engine = _sqlite_engine(path, read_only=read_only)
+            backend = "sqlite"
         lock: IO[bytes] | None = None
+        store: VectorStore | None = None
+        wconn: sa.Connection | None = None
         try:
-            meta = check_format(conn, source=source)
-            specs = load_vector_sets(conn, source=source)
-            if not read_only:
+            try:
+                with engine.connect() as conn:
+                    found = check_format(conn, source=source)
+                    specs = load_vector_sets(conn, source=source)
+            except DB_ERRORS as exc:
+                if backend == "postgresql" and isinstance(exc, sa.exc.OperationalError):
+                    raise IndexFormatError(f"cannot connect to PostgreSQL ({_reason(exc)})",
+                                           source=source) from exc
+                raise IndexFormatError(f"the index's {_db_name(engine)} database is not "
+                                       f"readable ({_reason(exc)})", source=source) from exc
+            recorded = parse_vector_url(found.get("vector_store", "faiss"))
+            url = recorded if vectors is None else parse_vector_url(vectors)
+            if url.scheme != recorded.scheme:
+                raise ConfigError(
+                    f"this index keeps its vectors in {recorded.redacted()}, not "
+                    f"{url.redacted()}", source=source)
+            if url.scheme != "faiss" and "uid" not in found:
+                raise IndexFormatError("corrupt index: no uid for its vector-store namespace",
+                                       source=source)
+            store = open_vector_store(url, namespace=_namespace(found.get("uid", "")),
+                                      path=path)
+            shared_writers = store.shared and backend == "postgresql"
+            if not read_only and not shared_writers:
                 lock = _acquire_lock(path)
+            if not read_only:
+                wconn = engine.connect().execution_options(tracemark_write=True)
+                try:
+                    with wconn.begin():
+                        if backend == "postgresql":
+                            _pg_serialise(wconn)
+                        found = migrate(wconn, found)
+                        if "uid" not in found:  # format-1 indexes had none
+                            found["uid"] = uuid.uuid4().hex
+                            wconn.execute(meta.insert().values(key="uid", value=found["uid"]))
+                except DB_ERRORS as exc:
+                    raise IndexFormatError(f"cannot write the index database ({_reason(exc)})",
+                                           source=source) from exc
             self = cls.__new__(cls)
             self.path = path
             self.read_only = read_only
+            self.backend = backend
+            self.vector_url = url
             self.repaired = ()
-            self._conn = conn
+            self._engine = engine
+            self._wconn = wconn
+            self._snap = None
+            self._vstore = store
             self._lock_file = lock
             self._init_resource()
-            self._meta = meta
+            self._meta = found
+            self._touched = {}
+            self._new_sets = set()
+            self._seen_change = 0
             self._sets = {
-                name: _VectorSet(id=set_id, name=name, spec=spec, index=None)
+                name: _VectorSet(id=set_id, name=name, spec=spec)
                 for name, (set_id, spec) in specs.items()
             }
+            self._seen_change = self._last_change()
             self._load_sets(list(self._sets.values()))
         except BaseException:
-            conn.close()
+            if wconn is not None:
+                wconn.close()
+            if store is not None:
+                store.close()
+            engine.dispose()
             if lock is not None:
                 lock.close()
             raise
@@ -350,11 +467,21 @@ class Index(Resource):
         state = "closed" if self._closed else ("read-only" if self.read_only else "writable")
         return f"Index({str(self.path)!r}, {state}, sets={sorted(self._sets)})"
 
+    @property
+    def uid(self) -> str:
+        """The index's unique id (its namespace in a shared vector store)."""
+        return self._meta.get("uid", "")
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes may write this index at the same time (metadata in
+        PostgreSQL and vectors in a server store): searches then see their commits."""
+        return self._vstore.shared and self.backend == "postgresql"
+
     # --- transactions --------------------------------------------------------------
 
     def commit(self, *, write_vectors: bool = True) -> None:
-        """Make pending writes durable: commit the database, then write the changed FAISS
-        files.
+        """Make pending writes durable: commit the database, then flush the vector store.
 
         ``write_vectors=False`` commits the database only: the writes are durable (the
         database holds the vectors), the in-memory FAISS indexes serve searches, and the
@@ -370,43 +497,53 @@ class Index(Resource):
     def _commit(self, *, write_vectors: bool = True) -> None:
         if self.read_only:
             return
-        if self._conn.in_transaction:
-            self._conn.execute("COMMIT")
-        if not write_vectors:
-            return
-        for vset in self._sets.values():
-            if vset.stale:
-                self._rebuild(vset)
-            if vset.dirty:
-                _faiss.write_index(vset.index, vset.spec, self._faiss_path(vset.name))
-                vset.dirty = False
+        assert self._wconn is not None
+        if self._wconn.in_transaction():
+            try:
+                self._wconn.commit()
+            except DB_ERRORS as exc:
+                self._rollback()
+                raise IndexFormatError(f"the database refused the commit ({_reason(exc)}); "
+                                       "nothing was written", source=str(self.path)) from exc
+        self._touched = {}
+        self._new_sets = set()
+        if write_vectors:
+            self._vstore.flush()
 
     def _rollback(self) -> None:
-        """Discard writes since the last commit (database and in-memory vectors)."""
+        """Discard writes since the last commit (database, and the store's rows of every
+        reference the transaction touched)."""
         if self.read_only:
             return
-        if not self._conn.in_transaction and not any(v.stale for v in self._sets.values()):
-            return  # nothing uncommitted: the in-memory sets match the database
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
-        specs = load_vector_sets(self._conn, source=str(self.path))
-        kept = {
-            name: vset
-            for name, vset in self._sets.items()
-            if name in specs and specs[name][0] == vset.id and not (vset.dirty or vset.stale)
-        }
-        fresh = [
-            _VectorSet(id=set_id, name=name, spec=spec, index=None)
-            for name, (set_id, spec) in specs.items()
-            if name not in kept
-        ]
-        self._sets = {**kept, **{v.name: v for v in fresh}}
-        self._load_sets(fresh)
+        assert self._wconn is not None
+        if self._wconn.in_transaction():
+            self._wconn.rollback()
+        touched, self._touched = self._touched, {}
+        new_sets, self._new_sets = self._new_sets, set()
+        for name in new_sets:
+            self._sets.pop(name, None)
+            self._vstore.drop_set(name)
+        specs = self._read_specs()
+        for name in [n for n in self._sets if n not in specs]:
+            del self._sets[name]
+        for name, ids in touched.items():
+            vset = self._sets.get(name)
+            if vset is None or vset.spec.index == "none" or not ids:
+                continue
+            self._resync(vset, np.fromiter(ids, np.int64, len(ids)))
+        for vset in self._sets.values():
+            if vset.spec.index == "none":
+                vset.rows = self._stored_rows(vset)
 
     def _release(self) -> None:
-        self._conn.close()
-        if self._lock_file is not None:
-            self._lock_file.close()
+        try:
+            self._vstore.close()
+        finally:
+            if self._wconn is not None:
+                self._wconn.close()
+            self._engine.dispose()
+            if self._lock_file is not None:
+                self._lock_file.close()
 
     def _closed_source(self) -> str:
         return str(self.path)
@@ -416,17 +553,18 @@ class Index(Resource):
         """Whether this handle holds database writes not yet committed (always False for a
         read-only or closed handle). What a cache derived from the database, such as the
         copy-detection inverted file, checks before it writes itself to disk."""
-        return not self.read_only and not self._closed and bool(self._conn.in_transaction)
+        return (not self.read_only and not self._closed and self._wconn is not None
+                and self._wconn.in_transaction())
 
     def refresh(self) -> None:
-        """Reload the vector sets from disk (a reader picks up the writer's commits)."""
+        """Reload the vector sets (a FAISS reader picks up the writer's flushed commits)."""
         with self._mutex:
             self._check_open()
-            if not self.read_only and (self._conn.in_transaction or self._any_dirty()):
+            if self.in_transaction or self._touched:
                 raise IndexInputError("commit or roll back before refresh()", source=str(self.path))
-            specs = load_vector_sets(self._conn, source=str(self.path))
+            specs = self._read_specs()
             self._sets = {
-                name: _VectorSet(id=set_id, name=name, spec=spec, index=None)
+                name: _VectorSet(id=set_id, name=name, spec=spec)
                 for name, (set_id, spec) in specs.items()
             }
             self._load_sets(list(self._sets.values()))
@@ -460,37 +598,41 @@ class Index(Resource):
         """Add references in one transaction; all are validated first, so it adds all or none.
 
         Duplicates (a content hash already stored, or repeated within ``items``) are not
-        added again; their result carries ``duplicate_of``.
+        added again; their result carries ``duplicate_of``. Raises
+        :class:`~tracemark.errors.IndexStoreError` (a subclass) when the vector store
+        refuses the rows; the database writes of the call are then undone.
         """
         with self._mutex:
             self._check_writable()
             prepared = [self._prepare(item, i) for i, item in enumerate(items)]
             if not prepared:
                 return []
-            self._begin()
-            conn = self._conn
-            conn.execute("SAVEPOINT add_many")
-            try:
-                results, new_rows = self._insert(prepared)
-                conn.execute("RELEASE add_many")
-            except BaseException:
-                conn.execute("ROLLBACK TO add_many")
-                conn.execute("RELEASE add_many")
-                raise
+            conn = self._begin()
+            for attempt in (0, 1):
+                savepoint = conn.begin_nested()
+                try:
+                    results, new_rows = self._insert(conn, prepared)
+                    savepoint.commit()
+                    break
+                except sa.exc.IntegrityError as exc:
+                    savepoint.rollback()  # a concurrent writer registered one of the hashes
+                    if attempt:
+                        raise IndexInputError(f"the database refused the references "
+                                              f"({_reason(exc)})", source=str(self.path)) from exc
+                except BaseException:
+                    savepoint.rollback()
+                    raise
             for name, parts in new_rows.items():
                 vset = self._sets[name]
-                try:
-                    rows = np.concatenate([r for _, r in parts])
-                    labels = _faiss.expected_labels(
-                        np.array([rid for rid, _ in parts]), np.array([len(r) for _, r in parts])
-                    )
-                    _faiss.add(vset.index, rows, labels)
-                except BaseException:
-                    vset.stale = True
-                    raise
-                finally:
-                    vset.dirty = True
+                ids = np.array([rid for rid, _ in parts], np.int64)
                 vset.max_rows = max(vset.max_rows, max(len(r) for _, r in parts))
+                if vset.spec.index == "none":
+                    vset.rows += sum(len(r) for _, r in parts)
+                    continue
+                self._touched.setdefault(name, set()).update(ids.tolist())
+                rows = np.concatenate([r for _, r in parts])
+                labels = _faiss.expected_labels(ids, np.array([len(r) for _, r in parts]))
+                self._vstore.add(name, labels, rows)
             return results
 
     def remove(self, ref_id: int) -> bool:
@@ -498,24 +640,23 @@ class Index(Resource):
         with self._mutex:
             self._check_writable()
             rid = _check_id(ref_id)
-            conn = self._conn
-            if conn.execute("SELECT 1 FROM refs WHERE id = ?", (rid,)).fetchone() is None:
+            conn = self._begin()
+            if conn.execute(sa.select(refs.c.id).where(refs.c.id == rid)).first() is None:
                 return False
-            self._begin()
-            set_ids = {
-                r[0] for r in conn.execute("SELECT set_id FROM vectors WHERE ref_id = ?", (rid,))
-            }
-            conn.execute("DELETE FROM vectors WHERE ref_id = ?", (rid,))
-            conn.execute("DELETE FROM blobs WHERE ref_id = ?", (rid,))
-            conn.execute("DELETE FROM refs WHERE id = ?", (rid,))
+            set_ids = {r[0] for r in conn.execute(
+                sa.select(vectors.c.set_id).where(vectors.c.ref_id == rid))}
+            conn.execute(vectors.delete().where(vectors.c.ref_id == rid))
+            conn.execute(blobs.delete().where(blobs.c.ref_id == rid))
+            conn.execute(refs.delete().where(refs.c.id == rid))
+            conn.execute(changes.insert().values(ref_id=rid, op="remove"))
             for vset in self._sets.values():
                 if vset.id not in set_ids:
                     continue
-                vset.dirty = True
-                if vset.spec.index in ("flat", "none") and not vset.stale:
-                    _faiss.remove_reference(vset.index, rid)
-                else:  # HNSW cannot remove: rebuild before the next search or commit
-                    vset.stale = True
+                if vset.spec.index == "none":
+                    vset.rows = self._stored_rows(vset)
+                    continue
+                self._touched.setdefault(vset.name, set()).add(rid)
+                self._vstore.remove(vset.name, np.array([rid], np.int64))
             return True
 
     def add_vector_set(self, name: str, spec: VectorSpec) -> None:
@@ -527,11 +668,30 @@ class Index(Resource):
                 raise ConfigError(f"spec must be a VectorSpec, got {type(spec).__name__}")
             if name in self._sets:
                 raise ConfigError(f"vector set {name!r} already exists", source=str(self.path))
-            self._begin()
-            set_id = _insert_set(self._conn, name, spec)
-            self._sets[name] = _VectorSet(
-                id=set_id, name=name, spec=spec, index=_faiss.new_index(spec), dirty=True
-            )
+            conn = self._begin()
+            set_id = _insert_set(conn, name, spec)
+            vset = _VectorSet(id=set_id, name=name, spec=spec)
+            self._sets[name] = vset
+            self._new_sets.add(name)
+            if spec.index != "none":
+                self._vstore.drop_set(name)  # a set of that name left by a crashed writer
+                self._vstore.open_set(name, spec, self._row_source(vset))
+
+    def put_document(self, name: str, data: bytes) -> None:
+        """Set (add or replace) the document ``name`` kept with the metadata (e.g. the
+        copy-detection calibration); part of the open transaction."""
+        with self._mutex:
+            self._check_writable()
+            if not isinstance(name, str) or not 0 < len(name) <= 128:
+                raise IndexInputError("a document name must be a non-empty str of <= 128 "
+                                      "characters")
+            if not isinstance(data, bytes | bytearray):
+                raise IndexInputError(f"document {name!r} must be bytes, got "
+                                      f"{type(data).__name__}")
+            conn = self._begin()
+            conn.execute(documents.delete().where(documents.c.name == name))
+            conn.execute(documents.insert().values(name=name, data=bytes(data),
+                                                   updated_at=_now()))
 
     # --- reads ---------------------------------------------------------------------
 
@@ -543,24 +703,27 @@ class Index(Resource):
     def __len__(self) -> int:
         with self._mutex:
             self._check_open()
-            return int(self._conn.execute("SELECT COUNT(*) FROM refs").fetchone()[0])
+            with self._read() as conn:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(refs)).scalar_one())
 
     def __contains__(self, ref_id: object) -> bool:
         with self._mutex:
             self._check_open()
             if isinstance(ref_id, bool) or not isinstance(ref_id, int | np.integer):
                 return False
-            row = self._conn.execute("SELECT 1 FROM refs WHERE id = ?", (int(ref_id),)).fetchone()
-            return row is not None
+            if not -(2**63) <= int(ref_id) < 2**63:
+                return False
+            with self._read() as conn:
+                return conn.execute(sa.select(refs.c.id).where(
+                    refs.c.id == int(ref_id))).first() is not None
 
     def get(self, ref_id: int) -> Reference:
         """The metadata of one reference; :class:`ReferenceNotFoundError` when unknown."""
         with self._mutex:
             self._check_open()
             rid = _check_id(ref_id)
-            row = self._conn.execute(
-                f"SELECT {_REF_COLUMNS} FROM refs WHERE id = ?", (rid,)
-            ).fetchone()
+            with self._read() as conn:
+                row = conn.execute(sa.select(*_REF_COLUMNS).where(refs.c.id == rid)).first()
             if row is None:
                 raise ReferenceNotFoundError(f"no reference with id {rid}", source=str(self.path))
             return Reference(*row)
@@ -569,9 +732,9 @@ class Index(Resource):
         """The id of the reference with this content hash, or None."""
         with self._mutex:
             self._check_open()
-            row = self._conn.execute(
-                "SELECT id FROM refs WHERE content_hash = ?", (str(content_hash),)
-            ).fetchone()
+            with self._read() as conn:
+                row = conn.execute(sa.select(refs.c.id).where(
+                    refs.c.content_hash == str(content_hash))).first()
             return None if row is None else int(row[0])
 
     def list(self, limit: int = 100, offset: int = 0) -> builtins.list[Reference]:
@@ -580,28 +743,28 @@ class Index(Resource):
             self._check_open()
             limit = _check_count(limit, "limit", low=0)
             offset = _check_count(offset, "offset", low=0)
-            rows = self._conn.execute(
-                f"SELECT {_REF_COLUMNS} FROM refs ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
-            ).fetchall()
+            with self._read() as conn:
+                rows = conn.execute(sa.select(*_REF_COLUMNS).order_by(refs.c.id)
+                                    .limit(limit).offset(offset)).all()
             return [Reference(*row) for row in rows]
 
     def blob(self, ref_id: int, name: str) -> bytes | None:
         """A reference's blob ``name``, or None when it has none of that name."""
         with self._mutex:
             self._check_open()
-            rid = self._require(ref_id)
-            row = self._conn.execute(
-                "SELECT data FROM blobs WHERE ref_id = ? AND name = ?", (rid, name)
-            ).fetchone()
+            with self._read() as conn:
+                rid = self._require(conn, ref_id)
+                row = conn.execute(sa.select(blobs.c.data).where(
+                    blobs.c.ref_id == rid, blobs.c.name == str(name))).first()
             return None if row is None else bytes(row[0])
 
     def blob_ids(self, name: str) -> np.ndarray:
         """Ids (sorted int64) of the references that have a blob ``name``."""
         with self._mutex:
             self._check_open()
-            rows = self._conn.execute(
-                "SELECT ref_id FROM blobs WHERE name = ? ORDER BY ref_id", (name,)
-            ).fetchall()
+            with self._read() as conn:
+                rows = conn.execute(sa.select(blobs.c.ref_id).where(blobs.c.name == name)
+                                    .order_by(blobs.c.ref_id)).all()
             return np.array([r[0] for r in rows], np.int64)
 
     def iter_blobs(self, name: str, ref_ids: Sequence[int] | None = None,
@@ -613,12 +776,13 @@ class Index(Resource):
         ids = self.blob_ids(name) if ref_ids is None else np.asarray(list(ref_ids), np.int64)
         for start in range(0, len(ids), batch):
             chunk = [int(i) for i in ids[start:start + batch]]
-            marks = ", ".join("?" * len(chunk))
             with self._mutex:
                 self._check_open()
-                rows = self._conn.execute(
-                    f"SELECT ref_id, data FROM blobs WHERE name = ? AND ref_id IN ({marks}) "
-                    "ORDER BY ref_id", (name, *chunk)).fetchall()
+                with self._read() as conn:
+                    rows = conn.execute(
+                        sa.select(blobs.c.ref_id, blobs.c.data)
+                        .where(blobs.c.name == name, blobs.c.ref_id.in_(chunk))
+                        .order_by(blobs.c.ref_id)).all()
             for rid, data in rows:
                 yield int(rid), bytes(data)
 
@@ -626,23 +790,66 @@ class Index(Resource):
         """Set (add or replace) a reference's blob ``name``; part of the open transaction."""
         with self._mutex:
             self._check_writable()
-            rid = self._require(ref_id)
             if not isinstance(name, str) or not name or not isinstance(data, bytes | bytearray):
                 raise IndexInputError("put_blob takes a non-empty str name and bytes data")
-            self._begin()
-            self._conn.execute("DELETE FROM blobs WHERE ref_id = ? AND name = ?", (rid, name))
-            self._conn.execute("INSERT INTO blobs(ref_id, name, data) VALUES (?, ?, ?)",
-                               (rid, name, bytes(data)))
+            conn = self._begin()
+            rid = self._require(conn, ref_id)
+            conn.execute(blobs.delete().where(blobs.c.ref_id == rid, blobs.c.name == name))
+            conn.execute(blobs.insert().values(ref_id=rid, name=name, data=bytes(data)))
+
+    def document(self, name: str) -> bytes | None:
+        """The document ``name`` kept with the metadata, or None (also for a format-1 index
+        opened read-only, which has no documents)."""
+        with self._mutex:
+            self._check_open()
+            if int(self._meta["format_version"]) < 2:
+                return None
+            with self._read() as conn:
+                row = conn.execute(sa.select(documents.c.data).where(
+                    documents.c.name == str(name))).first()
+            return None if row is None else bytes(row[0])
+
+    def changes(self, since: int, limit: int = 100_000) -> builtins.list[tuple[int, int, str]]:
+        """Committed changes after sequence number ``since``: ``(seq, ref_id, op)`` with op
+        ``"add"`` or ``"remove"``, oldest first, at most ``limit``. Writers are serialised,
+        so sequence numbers appear in commit order: a process that remembers the last
+        ``seq`` it applied misses nothing. Empty for a format-1 index opened read-only."""
+        with self._mutex:
+            self._check_open()
+            if int(self._meta["format_version"]) < 2:
+                return []
+            with self._read() as conn:
+                rows = conn.execute(sa.select(changes.c.seq, changes.c.ref_id, changes.c.op)
+                                    .where(changes.c.seq > int(since))
+                                    .order_by(changes.c.seq).limit(int(limit))).all()
+            return [(int(s), int(r), str(o)) for s, r, o in rows]
+
+    def last_change(self) -> int:
+        """The sequence number of the last committed change (0 when none)."""
+        with self._mutex:
+            self._check_open()
+            return self._last_change()
+
+    def store_labels(self, name: str) -> np.ndarray:
+        """The labels (``ref_id << 16 | row``, int64, any order) the vector store holds for
+        set ``name`` -- what a consistency check compares with the database (a stored-only
+        set's come from the database)."""
+        with self._mutex:
+            self._check_open()
+            vset = self._set(name)
+            if vset.spec.index == "none":
+                return _faiss.expected_labels(*self._stored(vset))
+            return self._vstore.labels(name)
 
     def vectors(self, ref_id: int, name: str) -> np.ndarray | None:
         """The stored rows of a reference in vector set ``name``, or None when it has none."""
         with self._mutex:
             self._check_open()
             vset = self._set(name)
-            rid = self._require(ref_id)
-            row = self._conn.execute(
-                "SELECT data FROM vectors WHERE ref_id = ? AND set_id = ?", (rid, vset.id)
-            ).fetchone()
+            with self._read() as conn:
+                rid = self._require(conn, ref_id)
+                row = conn.execute(sa.select(vectors.c.data).where(
+                    vectors.c.ref_id == rid, vectors.c.set_id == vset.id)).first()
             return None if row is None else _faiss.bytes_to_rows(vset.spec, row[0]).copy()
 
     def search(self, name: str, queries: np.ndarray, k: int) -> builtins.list[builtins.list[Hit]]:
@@ -660,14 +867,22 @@ class Index(Resource):
                     source=str(self.path))
             q = _faiss.coerce_rows(vset.spec, queries, what=f"queries for {name!r}")
             k = _check_count(k, "k", low=1)
-            if vset.stale:
-                self._rebuild(vset)
-            total = int(vset.index.ntotal)
-            if total == 0 or len(q) == 0:
-                return [[] for _ in range(len(q))]
-            # k references need at most k * max_rows rows (each reference has <= max_rows rows)
-            want = min(total, k * max(1, vset.max_rows))
-            scores, labels = _faiss.search(vset.index, vset.spec, q, want)
+            if len(q) == 0:
+                return []
+            if self.shared:
+                self._follow_changes()
+                want = min(_MAX_SEARCH_ROWS, k * max(1, vset.max_rows))
+            else:
+                total = self._vstore.count(name)
+                if total == 0:
+                    return [[] for _ in range(len(q))]
+                # k references need at most k * max_rows rows (each has <= max_rows rows)
+                want = min(total, k * max(1, vset.max_rows))
+            scores, labels = self._vstore.search(name, q, want)
+            live: set[int] | None = None
+            if self.shared:  # rows of references another process added but not committed
+                found = {int(lab) >> ROW_BITS for lab in labels.ravel() if lab >= 0}
+                live = self._existing(found)
         higher = vset.spec.higher_is_better
         out: builtins.list[builtins.list[Hit]] = []
         for score_row, label_row in zip(scores.tolist(), labels.tolist(), strict=True):
@@ -675,8 +890,8 @@ class Index(Resource):
             for score, label in zip(score_row, label_row, strict=True):
                 if label < 0:
                     break
-                rid = label >> _faiss.ROW_BITS
-                if rid not in best:
+                rid = label >> ROW_BITS
+                if rid not in best and (live is None or rid in live):
                     best[rid] = Hit(ref_id=rid, score=float(score), row=label & _ROW_MASK)
             hits = sorted(best.values(), key=lambda h: (-h.score if higher else h.score, h.ref_id))
             out.append(hits[:k])
@@ -689,8 +904,11 @@ class Index(Resource):
             count = len(self)
             sets: dict[str, Any] = {}
             for name, vset in self._sets.items():
-                rows = int(vset.index.ntotal)
-                file = self._faiss_path(name)
+                if vset.spec.index == "none":
+                    figures: dict[str, Any] = {"rows": vset.rows, "file_bytes": 0}
+                else:
+                    figures = self._vstore.set_stats(name)
+                rows = int(figures["rows"])
                 sets[name] = {
                     "kind": vset.spec.kind,
                     "dim": vset.spec.dim,
@@ -699,15 +917,18 @@ class Index(Resource):
                     "rows": rows,
                     "vector_bytes": rows * vset.spec.row_bytes,
                     "id_bytes": rows * 8,
-                    "file_bytes": _size(file),
+                    "file_bytes": int(figures.get("file_bytes", 0)),
                 }
-            n_blobs, blob_bytes = self._conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM blobs"
-            ).fetchone()
+            with self._read() as conn:
+                n_blobs, blob_bytes = conn.execute(
+                    sa.select(sa.func.count(), sa.func.coalesce(
+                        sa.func.sum(sa.func.length(blobs.c.data)), 0))).one()
             disk = sum(_size(f) for f in self.path.rglob("*"))
             return {
                 "count": count,
                 "format_version": int(self._meta["format_version"]),
+                "metadata": self.backend,
+                "vector_store": self.vector_url.redacted(),
                 "vector_sets": sets,
                 "blobs": {"count": int(n_blobs), "bytes": int(blob_bytes)},
                 "disk_bytes": disk,
@@ -716,20 +937,33 @@ class Index(Resource):
 
     # --- internals -----------------------------------------------------------------
 
-    def _faiss_path(self, name: str) -> Path:
-        return self.path / VECTORS_DIR / f"{name}.faiss"
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        """The connection a read uses: the open write transaction's (it sees its own
+        writes), the snapshot of :meth:`_load_sets`, or a pooled connection whose read
+        transaction ends with the block (so it sees the latest commits)."""
+        if self._snap is not None:
+            yield self._snap
+        elif self._wconn is not None and self._wconn.in_transaction():
+            yield self._wconn
+        else:
+            with self._engine.connect() as conn:
+                yield conn
+
+    def _begin(self) -> sa.Connection:
+        """The write connection inside a transaction (opened now when none is)."""
+        conn = self._wconn
+        assert conn is not None
+        if not conn.in_transaction():
+            conn.begin()
+            if self.backend == "postgresql":
+                _pg_serialise(conn)
+        return conn
 
     def _check_writable(self) -> None:
         self._check_open()
         if self.read_only:
             raise IndexReadOnlyError("the index was opened read-only", source=str(self.path))
-
-    def _any_dirty(self) -> bool:
-        return any(v.dirty or v.stale for v in self._sets.values())
-
-    def _begin(self) -> None:
-        if not self._conn.in_transaction:
-            self._conn.execute("BEGIN IMMEDIATE")
 
     def _set(self, name: str) -> _VectorSet:
         vset = self._sets.get(name) if isinstance(name, str) else None
@@ -740,11 +974,49 @@ class Index(Resource):
             )
         return vset
 
-    def _require(self, ref_id: object) -> int:
+    def _require(self, conn: sa.Connection, ref_id: object) -> int:
         rid = _check_id(ref_id)
-        if self._conn.execute("SELECT 1 FROM refs WHERE id = ?", (rid,)).fetchone() is None:
+        if conn.execute(sa.select(refs.c.id).where(refs.c.id == rid)).first() is None:
             raise ReferenceNotFoundError(f"no reference with id {rid}", source=str(self.path))
         return rid
+
+    def _read_specs(self) -> dict[str, tuple[int, VectorSpec]]:
+        with self._read() as conn:
+            return load_vector_sets(conn, source=str(self.path))
+
+    def _last_change(self) -> int:
+        if int(self._meta["format_version"]) < 2:
+            return 0
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0)))
+                       .scalar_one())
+
+    def _existing(self, ids: set[int]) -> set[int]:
+        """Those of ``ids`` that are committed references."""
+        if not ids:
+            return set()
+        with self._read() as conn:
+            rows = conn.execute(sa.select(refs.c.id).where(refs.c.id.in_(sorted(ids)))).all()
+        return {int(r[0]) for r in rows}
+
+    def _follow_changes(self) -> None:
+        """Raise the sets' ``max_rows`` for references other processes added since the last
+        look (a shared index: the rows a search must ask for depend on it)."""
+        new = self.changes(self._seen_change)
+        if not new:
+            return
+        self._seen_change = new[-1][0]
+        added = sorted({rid for _, rid, op in new if op == "add"})
+        if not added:
+            return
+        with self._read() as conn:
+            rows = conn.execute(sa.select(vectors.c.set_id, sa.func.max(vectors.c.n_rows))
+                                .where(vectors.c.ref_id.in_(added))
+                                .group_by(vectors.c.set_id)).all()
+        by_id = {v.id: v for v in self._sets.values()}
+        for set_id, most in rows:
+            if set_id in by_id:
+                by_id[set_id].max_rows = max(by_id[set_id].max_rows, int(most))
 
     def _prepare(self, item: object, position: int) -> _Prepared:
         """Validate one item before anything is written."""
@@ -762,6 +1034,10 @@ class Index(Resource):
                 raise IndexInputError(
                     f"{where}: {field_name} must be a str or None, got {type(value).__name__}"
                 )
+            if isinstance(value, str) and "\x00" in value:
+                raise IndexInputError(f"{where}: {field_name} holds a NUL character")
+        if "\x00" in content_hash:
+            raise IndexInputError(f"{where}: content_hash holds a NUL character")
         out = _Prepared(content_hash=content_hash, text=text)  # type: ignore[arg-type]
         if not isinstance(item.vectors, Mapping):
             raise IndexInputError(f"{where}: vectors must be a mapping of vector-set name to array")
@@ -785,124 +1061,161 @@ class Index(Resource):
         return out
 
     def _insert(
-        self, prepared: builtins.list[_Prepared]
+        self, conn: sa.Connection, prepared: builtins.list[_Prepared]
     ) -> tuple[builtins.list[AddResult], dict[str, builtins.list[tuple[int, np.ndarray]]]]:
-        conn = self._conn
         now = _now()
         results: builtins.list[AddResult] = []
         new_rows: dict[str, builtins.list[tuple[int, np.ndarray]]] = {}
-        vector_rows: builtins.list[tuple[int, int, int, bytes]] = []
-        blob_rows: builtins.list[tuple[int, str, bytes]] = []
-        known = self._known_hashes([p.content_hash for p in prepared])
+        known = self._known_hashes(conn, [p.content_hash for p in prepared])
+        fresh: builtins.list[_Prepared] = []
+        seen: set[str] = set()
         for p in prepared:
-            existing = known.get(p.content_hash)
-            if existing is not None:
-                results.append(AddResult(id=existing, duplicate_of=existing))
+            if p.content_hash not in known and p.content_hash not in seen:
+                seen.add(p.content_hash)
+                fresh.append(p)
+        if fresh:
+            ids = conn.execute(
+                refs.insert().returning(refs.c.id, sort_by_parameter_order=True),
+                [{"content_hash": p.content_hash, "source": p.text[0], "owner": p.text[1],
+                  "license": p.text[2], "notes": p.text[3], "added_at": now} for p in fresh],
+            ).scalars().all()
+            for p, rid in zip(fresh, ids, strict=True):
+                known[p.content_hash] = int(rid)
+        vector_rows: builtins.list[dict[str, Any]] = []
+        blob_rows: builtins.list[dict[str, Any]] = []
+        change_rows: builtins.list[dict[str, Any]] = []
+        added: set[str] = set()
+        for p in prepared:
+            rid = known[p.content_hash]
+            if p.content_hash not in seen or p.content_hash in added:
+                results.append(AddResult(id=rid, duplicate_of=rid))
                 continue
-            cur = conn.execute(
-                "INSERT INTO refs(content_hash, source, owner, license, notes, added_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (p.content_hash, *p.text, now),
-            )
-            rid = int(cur.lastrowid)  # type: ignore[arg-type]
-            known[p.content_hash] = rid
+            added.add(p.content_hash)
             results.append(AddResult(id=rid))
+            change_rows.append({"ref_id": rid, "op": "add"})
             for name, rows in p.rows.items():
                 vset = self._sets[name]
-                vector_rows.append((rid, vset.id, len(rows), _faiss.rows_to_bytes(vset.spec, rows)))
+                vector_rows.append({"ref_id": rid, "set_id": vset.id, "n_rows": len(rows),
+                                    "data": _faiss.rows_to_bytes(vset.spec, rows)})
                 new_rows.setdefault(name, []).append((rid, rows))
-            blob_rows.extend((rid, name, data) for name, data in p.blobs.items())
-        conn.executemany(
-            "INSERT INTO vectors(ref_id, set_id, n_rows, data) VALUES (?, ?, ?, ?)", vector_rows
-        )
-        conn.executemany("INSERT INTO blobs(ref_id, name, data) VALUES (?, ?, ?)", blob_rows)
+            blob_rows.extend({"ref_id": rid, "name": name, "data": data}
+                             for name, data in p.blobs.items())
+        if vector_rows:
+            conn.execute(vectors.insert(), vector_rows)
+        if blob_rows:
+            conn.execute(blobs.insert(), blob_rows)
+        if change_rows:
+            conn.execute(changes.insert(), change_rows)
         return results, new_rows
 
-    def _known_hashes(self, hashes: builtins.list[str]) -> dict[str, int]:
+    def _known_hashes(self, conn: sa.Connection, hashes: builtins.list[str]) -> dict[str, int]:
         """``content_hash -> id`` for those of ``hashes`` already stored."""
         unique = sorted(set(hashes))
         known: dict[str, int] = {}
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            query = f"SELECT content_hash, id FROM refs WHERE content_hash IN ({marks})"
-            known.update((h, int(i)) for h, i in self._conn.execute(query, chunk))
+            rows = conn.execute(sa.select(refs.c.content_hash, refs.c.id)
+                                .where(refs.c.content_hash.in_(chunk)))
+            known.update((h, int(i)) for h, i in rows)
         return known
 
     def _stored(self, vset: _VectorSet) -> tuple[np.ndarray, np.ndarray]:
-        """``(ref_ids, n_rows)`` of a vector set in SQLite, by reference id."""
-        rows = self._conn.execute(
-            "SELECT ref_id, n_rows FROM vectors WHERE set_id = ? ORDER BY ref_id", (vset.id,)
-        ).fetchall()
+        """``(ref_ids, n_rows)`` of a vector set in the database, by reference id."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(vectors.c.ref_id, vectors.c.n_rows)
+                                .where(vectors.c.set_id == vset.id)
+                                .order_by(vectors.c.ref_id)).all()
         arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
         return arr[:, 0], arr[:, 1]
 
-    def _rebuild(self, vset: _VectorSet) -> None:
-        """Rebuild a vector set's FAISS index from the vectors stored in SQLite."""
-        if vset.spec.index == "none":  # ids only: no vector is read
-            ref_ids, counts = self._stored(vset)
-            vset.index = _faiss.StoredOnly(_faiss.expected_labels(ref_ids, counts))
-            vset.max_rows = int(counts.max(initial=0))
-            vset.stale = vset.dirty = False
-            return
-        index = _faiss.new_index(vset.spec)
-        ref_ids: builtins.list[int] = []
-        counts: builtins.list[int] = []
-        chunks: builtins.list[np.ndarray] = []
-        cursor = self._conn.execute(
-            "SELECT ref_id, n_rows, data FROM vectors WHERE set_id = ? ORDER BY ref_id", (vset.id,)
-        )
-        for rid, n_rows, data in cursor:
-            rows = _faiss.bytes_to_rows(vset.spec, data)
-            if len(rows) != n_rows:
-                raise IndexFormatError(
-                    f"corrupt vectors of reference {rid} in set {vset.name!r}",
-                    source=str(self.path),
-                )
-            ref_ids.append(rid)
-            counts.append(n_rows)
-            chunks.append(rows)
-        if chunks:
-            _faiss.add(
-                index,
-                np.concatenate(chunks),
-                _faiss.expected_labels(np.array(ref_ids), np.array(counts)),
-            )
-        vset.index = index
-        vset.max_rows = max(counts, default=0)
-        vset.stale = False
-        vset.dirty = True
+    def _stored_rows(self, vset: _VectorSet) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(vectors.c.n_rows), 0))
+                                    .where(vectors.c.set_id == vset.id)).scalar_one())
+
+    def _row_source(self, vset: _VectorSet, ref_ids: np.ndarray | None = None,
+                    ) -> Any:
+        """A :data:`~tracemark.index.vectors.RowSource` over the database rows of ``vset``
+        (of ``ref_ids`` only, when given), 4,096 references a chunk."""
+
+        def rows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            query = (sa.select(vectors.c.ref_id, vectors.c.n_rows, vectors.c.data)
+                     .where(vectors.c.set_id == vset.id).order_by(vectors.c.ref_id))
+            batches: Iterable[Any]
+            if ref_ids is None:
+                batches = [query]
+            else:
+                ids = [int(i) for i in ref_ids]
+                batches = [query.where(vectors.c.ref_id.in_(ids[i:i + 4096]))
+                           for i in range(0, len(ids), 4096)]
+            for q in batches:
+                with self._read() as conn:
+                    result = conn.execute(q, execution_options={"yield_per": 4096})
+                    for part in result.partitions():
+                        chunk_ids, counts, chunks = [], [], []
+                        for rid, n_rows, data in part:
+                            block = _faiss.bytes_to_rows(vset.spec, data)
+                            if len(block) != n_rows:
+                                raise IndexFormatError(
+                                    f"corrupt vectors of reference {rid} in set {vset.name!r}",
+                                    source=str(self.path))
+                            chunk_ids.append(rid)
+                            counts.append(n_rows)
+                            chunks.append(block)
+                        if chunks:
+                            yield (_faiss.expected_labels(np.array(chunk_ids), np.array(counts)),
+                                   np.concatenate(chunks))
+
+        return rows
+
+    def _resync(self, vset: _VectorSet, ref_ids: np.ndarray) -> None:
+        """Put the store's rows of ``ref_ids`` back to what the database holds."""
+        self._vstore.remove(vset.name, ref_ids)
+        for labels, rows in self._row_source(vset, np.sort(ref_ids))():
+            self._vstore.add(vset.name, labels, rows)
 
     def _load_sets(self, sets: builtins.list[_VectorSet]) -> None:
-        """Load FAISS files and check them against SQLite; rebuild (and rewrite) on mismatch."""
+        """Open each set in the vector store and check it against the database (one
+        snapshot); rebuild (and flush) the sets that disagree. A read-only handle on a
+        shared store trusts it (searches drop rows of references the database lacks)."""
         repaired: builtins.list[str] = []
-        with self._mutex:
-            self._conn.execute("BEGIN")  # one snapshot for the checks and any rebuild
+        with self._mutex, self._engine.connect() as snap:
+            self._snap = snap
             try:
                 for vset in sets:
-                    if vset.spec.index == "none":  # nothing to check: ids from the database
-                        self._rebuild(vset)
-                        continue
                     ref_ids, counts = self._stored(vset)
-                    index = _faiss.read_index(self._faiss_path(vset.name), vset.spec)
+                    vset.max_rows = int(counts.max(initial=0))
+                    if vset.spec.index == "none":
+                        vset.rows = int(counts.sum())
+                        continue
+                    source = self._row_source(vset)
+                    self._vstore.open_set(vset.name, vset.spec, source)
+                    if self.read_only and self._vstore.shared:
+                        continue
                     expected = _faiss.expected_labels(ref_ids, counts)
-                    if index is not None and np.array_equal(
-                        np.sort(_faiss.labels_of(index)), expected
-                    ):
-                        vset.index = index
-                        vset.max_rows = int(counts.max(initial=0))
-                        vset.stale = vset.dirty = False
-                    else:
-                        self._rebuild(vset)
+                    got = np.sort(self._vstore.labels(vset.name))
+                    if not np.array_equal(got, expected):
+                        self._vstore.rebuild(vset.name, vset.spec, source)
                         repaired.append(vset.name)
             finally:
-                self._conn.execute("COMMIT")
-            if not self.read_only:
-                for vset in sets:
-                    if vset.dirty:
-                        _faiss.write_index(vset.index, vset.spec, self._faiss_path(vset.name))
-                        vset.dirty = False
+                self._snap = None
+        if not self.read_only:
+            self._vstore.flush()
         self.repaired = tuple(repaired)
+
+
+def _namespace(uid: str) -> str:
+    """The name prefix of an index's sets in a shared vector store."""
+    return f"tm_{uid}"
+
+
+def _pg_serialise(conn: sa.Connection) -> None:
+    """Serialise the write transactions of every process on this PostgreSQL schema (a
+    transaction-level advisory lock, released at commit or rollback), so that change
+    sequence numbers appear in commit order and ``content_hash`` checks do not race."""
+    schema = conn.get_execution_options().get("schema_translate_map", {}).get(None, "")
+    key = zlib.crc32(f"tracemark-index:{schema}".encode()) - (1 << 31)
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def _size(path: Path) -> int:
@@ -915,16 +1228,9 @@ def _size(path: Path) -> int:
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
-def _insert_set(conn: sqlite3.Connection, name: str, spec: VectorSpec) -> int:
-    cur = conn.execute(
-        "INSERT INTO vector_sets(name, kind, dim, metric, index_type, params) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            name,
-            spec.kind,
-            spec.dim,
-            spec.metric,
-            spec.index,
-            json.dumps(spec.to_params(), sort_keys=True),
-        ),
-    )
-    return int(cur.lastrowid)  # type: ignore[arg-type]
+def _insert_set(conn: sa.Connection, name: str, spec: VectorSpec) -> int:
+    return int(conn.execute(
+        vector_sets.insert().returning(vector_sets.c.id),
+        {"name": name, "kind": spec.kind, "dim": spec.dim, "metric": spec.metric,
+         "index_type": spec.index, "params": json.dumps(spec.to_params(), sort_keys=True)},
+    ).scalar_one())
