@@ -274,17 +274,24 @@ def test_global_index_none_keeps_vlad_rows_out_of_memory(images, tmp_path) -> No
 
 
 def test_calibration_of_a_previous_version_asks_for_recalibration(images, tmp_path) -> None:
+    import sqlite3
+
     from tracemark.copydetect.decide import NullModel
+    from tracemark.copydetect.index import CALIBRATION_DOC
 
     db = tmp_path / "db"
     _make_index(db, images[:6])
     background = [attacks.apply_attack(im, "jpeg", quality=80) for im in images[8:14]]
     with CopyIndex.open(db, config=MatchConfig(retrieval="v1")) as ci:
         ci.calibrate(background)
-    # what a version before v2 wrote: format 1, one null sample (v1's)
-    model = NullModel.load(db / "calibration.npz", "v1")
+    # what a version before v2 wrote: a calibration file beside a format-1 index, one null
+    # sample (v1's); the index then held no calibration document
+    with CopyIndex.open(db, read_only=True) as ci:
+        model = NullModel.decode(ci.index.document(CALIBRATION_DOC), "v1")
     np.savez(db / "calibration.npz", version=np.array(1), background=model.background,
              null=model.null)
+    with sqlite3.connect(db / "index.sqlite") as conn:
+        conn.execute("DELETE FROM documents")
     with CopyIndex.open(db, read_only=True) as ci:  # v2: uncalibrated, and says why
         assert not ci.decision_rule()["calibrated"]
         assert "tracemark index calibrate" in ci.decision_rule()["recalibrate"]
@@ -296,10 +303,10 @@ def test_calibration_of_a_previous_version_asks_for_recalibration(images, tmp_pa
     with CopyIndex.open(db) as ci:
         ci.calibrate(background)  # v2, same background: v1's sample is kept
         assert ci.decision_rule()["calibrated"] and "recalibrate" not in ci.decision_rule()
-    assert NullModel.versions_in(db / "calibration.npz") == ["v1", "v2"]
+        assert NullModel.versions_of(ci.index.document(CALIBRATION_DOC)) == ["v1", "v2"]
     with CopyIndex.open(db) as ci:
         ci.calibrate(background[:4])  # another background: the v1 sample is dropped
-    assert NullModel.versions_in(db / "calibration.npz") == ["v2"]
+        assert NullModel.versions_of(ci.index.document(CALIBRATION_DOC)) == ["v2"]
 
 
 def test_uncalibrated_v2_decides_blurred_thumbnails_by_pdq(images, tmp_path) -> None:

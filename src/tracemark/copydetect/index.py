@@ -648,8 +648,9 @@ class CopyIndex(Resource):
         Their descriptors become the normalisation set; each is then searched like a query
         and its best raw score is one sample of the null distribution (half the images give
         the normalisation set, the other half the null samples, so a sample is never
-        normalised against itself). Saved as ``calibration.npz`` beside the index, one null
-        sample per score version: ``retrieval`` (``"v1"`` or ``"v2"``; default this handle's)
+        normalised against itself). Saved with the index metadata (the document
+        :data:`CALIBRATION_DOC`, committed at once, with any other pending write of this
+        handle), one null sample per score version: ``retrieval`` (``"v1"`` or ``"v2"``; default this handle's)
         says which version to calibrate; the other version's sample is kept when the
         background is the same images, dropped otherwise.
         """
