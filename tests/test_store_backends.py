@@ -174,10 +174,14 @@ def test_service_on_postgresql(tmp_path: Path) -> None:
         v = client.post(f"/v1/collections/{name}/verify", headers=h,
                         files={"image": ("s.jpg", io.BytesIO(res.content), "image/jpeg")}).json()
         assert (v["state"], v["manifest_id"]) == ("trusted", int(res.headers["X-Manifest-Id"]))
-    # the manifests and the keys are in PostgreSQL, in their own schemas
+    # the manifests and the keys are in PostgreSQL, in their own schemas; the collection is
+    # in the shared registry (replicas), its schemas named after its registry uid
+    rec = app.state.tm.registry.lookup(name)
+    assert rec is not None and len(rec.uid) == 32 and len(rec.secret) == 32
+    schema = schema_name("tm_c", name, rec.uid[:8])
     engine = sa.create_engine(PG_URL)
     with engine.connect() as conn:
-        n = conn.execute(sa.text(f'SELECT count(*) FROM "{schema_name("tm_col", name)}".manifests'
+        n = conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".manifests'
                                  " WHERE state = 'active'")).scalar_one()
         keys = conn.execute(sa.text("SELECT count(*) FROM tracemark_service.api_keys")).scalar_one()
     engine.dispose()
@@ -191,6 +195,6 @@ def test_service_on_postgresql(tmp_path: Path) -> None:
     with engine.connect() as conn:
         left = conn.execute(sa.text("SELECT schema_name FROM information_schema.schemata "
                                     "WHERE schema_name LIKE :p"),
-                            {"p": schema_name("tm_col", name) + "%"}).all()
+                            {"p": schema + "%"}).all()
     engine.dispose()
-    assert left == [] and not col.exists()
+    assert left == [] and not col.exists() and app.state.tm.registry.lookup(name) is None

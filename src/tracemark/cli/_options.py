@@ -21,6 +21,7 @@ __all__ = [
     "StoreLocation",
     "alpha_option",
     "database_url_option",
+    "vectors_option",
     "force_option",
     "format_option",
     "formats_option",
@@ -34,6 +35,7 @@ __all__ = [
 ENVIRONMENT: dict[str, str] = {
     "TRACEMARK_STORE": "--store: the data location (index, manifest store, service data)",
     "TRACEMARK_DATABASE_URL": "--database-url: metadata in this database (PostgreSQL)",
+    "TRACEMARK_VECTORS": "--vectors: the vector store (milvus://HOST:PORT; default FAISS files)",
     "TRACEMARK_KEY_FILE": "--key-file: the watermark key file",
     "TRACEMARK_SIGNING_CERT": "--cert: the C2PA signing certificate chain (PEM)",
     "TRACEMARK_SIGNING_KEY": "--key: the C2PA signing private key (PEM)",
@@ -103,6 +105,11 @@ def store_option(*, what: str, default: str | None = None,
 def database_url_option(help: str) -> Callable[[F], F]:
     return click.option("--database-url", default=None, envvar="TRACEMARK_DATABASE_URL",
                         show_envvar=True, help=help)
+
+
+def vectors_option(help: str) -> Callable[[F], F]:
+    return click.option("--vectors", "vectors", default=None, envvar="TRACEMARK_VECTORS",
+                        show_envvar=True, metavar="URL", help=help)
 
 
 def out_option(*, help: str, required: bool = True) -> Callable[[F], F]:

@@ -71,16 +71,24 @@ _DATABASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The ``--database-url`` of the running index command (set by :func:`_db_option`)."""
 
 
+_VECTORS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tracemark_index_vectors", default=None)
+"""The ``--vectors`` of the running index command (set by :func:`_db_option`)."""
+
+
 def _db_kwargs(db: Path, *, create: bool) -> dict[str, Any]:
+    vectors = _VECTORS.get()
+    out: dict[str, Any] = {} if vectors is None else {"vectors": vectors}
     url = _DATABASE_URL.get()
     if url is None:
-        return {}
+        return out
     if not create:
-        return {"database_url": url}
+        return {**out, "database_url": url}
     from tracemark._db import schema_name
 
     try:
-        return {"database_url": url, "schema": schema_name("tm_ix", db.resolve().name)}
+        return {**out, "database_url": url,
+                "schema": schema_name("tm_ix", db.resolve().name)}
     except ConfigError as exc:
         raise fail(f"--store {db}: {exc.message} (the schema is named after the "
                    "index directory)") from exc
@@ -218,16 +226,21 @@ def _db_option(f: Any) -> Any:
 
     @functools.wraps(f)
     def with_url(*args: Any, store: opts.StoreLocation, database_url: str | None = None,
-                 **kwargs: Any) -> Any:
+                 vectors: str | None = None, **kwargs: Any) -> Any:
         token = _DATABASE_URL.set(database_url)
+        token_v = _VECTORS.set(vectors)
         try:
             return f(*args, db=store.path, **kwargs)
         finally:
             _DATABASE_URL.reset(token)
+            _VECTORS.reset(token_v)
 
     with_url = opts.database_url_option(
         "Keep the index's metadata and vectors in this database (PostgreSQL) instead of "
         "index.sqlite.")(with_url)
+    with_url = opts.vectors_option(
+        "Vector store of the index: milvus://HOST:PORT (a new index records it; default "
+        "FAISS files in the index directory).")(with_url)
     return opts.store_option(what="index directory (a copy-detection collection)")(with_url)
 
 

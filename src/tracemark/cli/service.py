@@ -44,6 +44,9 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @click.command("serve")
 @_data_option
 @_db_option
+@opts.vectors_option("Vector store of the collections: milvus://HOST:PORT (default: FAISS files "
+                     "in the data directory). With --database-url on PostgreSQL and Milvus, "
+                     "any number of replicas serve the same collections.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @opts.signing_options(required=False)
@@ -73,7 +76,8 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @click.option("--flush-seconds", "vector_flush_seconds", type=click.FloatRange(0), default=30.0,
               show_default=True, help="Rewrite a collection's FAISS files at most this often; "
               "adds are acknowledged after the database commit (0: after every write).")
-def serve_command(data_dir: Path, database_url: str | None, host: str, port: int,
+def serve_command(data_dir: Path, database_url: str | None, vectors: str | None, host: str,
+                  port: int,
                   cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
                   max_pixels: int, formats: Any, request_timeout: float, body_timeout: float,
                   header_timeout: float, max_concurrency: int, memory_budget_mb: float,
@@ -81,7 +85,9 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
     One process serves a data directory (collections hold a writer lock); concurrency
-    comes from worker threads. Create API keys first with `tracemark service keys create`.
+    comes from worker threads. With --database-url (PostgreSQL) and --vectors (Milvus),
+    the collections live on those servers and any number of replicas, each with its own
+    data directory, serve them. Create API keys first with `tracemark service keys create`.
     """
     from tracemark.errors import TracemarkError
 
@@ -94,7 +100,7 @@ def serve_command(data_dir: Path, database_url: str | None, host: str, port: int
                              request_timeout=request_timeout, body_timeout=body_timeout,
                              max_concurrency=max_concurrency,
                              memory_budget_mb=memory_budget_mb,
-                             vector_flush_seconds=vector_flush_seconds)
+                             vector_flush_seconds=vector_flush_seconds, vectors=vectors)
         from tracemark.service.app import create_app
 
         app = create_app(settings)

@@ -401,6 +401,28 @@ class CredentialStore(Resource):
             raise
 
     @classmethod
+    def attach(cls, path: str | os.PathLike[str], *, database_url: str, schema: str,
+               secret: bytes, vectors: str | None = None) -> CredentialStore:
+        """Open, from a new local directory ``path``, a store created elsewhere in
+        ``schema`` of ``database_url`` (a service replica opening a collection another
+        replica created): writes its ``secret`` (32 bytes, mode 0600) and its index's
+        local directory (:meth:`tracemark.index.Index.attach`), then opens it. The secret
+        must be the store's own (checked against the database)."""
+        from tracemark.index import Index
+
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise ManifestStoreError("exists and is not an empty directory", source=str(root))
+        if not isinstance(secret, bytes) or len(secret) != 32:
+            raise ConfigError("a store secret is 32 bytes")
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / SECRET_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+        Index.attach(root / INDEX_DIR, schema=_index_schema(schema))
+        return cls.open(root, database_url=database_url, schema=schema, vectors=vectors)
+
+    @classmethod
     def open_or_create(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
                        schema: str | None = None, vectors: str | None = None) -> CredentialStore:
         root = Path(path)

@@ -463,6 +463,40 @@ class Index(Resource):
             raise
         return self
 
+    @classmethod
+    def attach(cls, path: str | os.PathLike[str], *, schema: str) -> Path:
+        """Make ``path`` (a missing or empty directory) the local directory of an index whose
+        metadata already lives in PostgreSQL schema ``schema`` (created elsewhere, by another
+        replica): it writes ``database.json`` naming the schema, and the folder of FAISS
+        files (used only when the index keeps its vectors in FAISS). Open it with
+        :meth:`open` and the database URL. Raises :class:`IndexExistsError` for a directory
+        that is not empty, :class:`~tracemark.errors.ConfigError` for a bad schema name."""
+        from tracemark._db import _SCHEMA_RE
+
+        path = Path(path)
+        if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+            raise ConfigError(f"not a usable schema name: {schema!r}")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise IndexExistsError("path exists and is not an empty directory", source=str(path))
+        (path / VECTORS_DIR).mkdir(parents=True, exist_ok=True)
+        (path / DATABASE_NAME).write_text(json.dumps(
+            {"backend": "postgresql", "schema": schema}) + "\n")
+        return path
+
+    @classmethod
+    def drop_vectors(cls, path: str | os.PathLike[str], *, database_url: str | None = None,
+                     vectors: str | None = None) -> None:
+        """Delete the sets of the (closed) index at ``path`` from its vector store -- the
+        Milvus collections; nothing for FAISS, whose files are in the directory -- before
+        the index itself (directory, database schema) is deleted. The database is only
+        read. Raises what :meth:`open` raises for an index it cannot read."""
+        handle = cls.open(path, read_only=True, database_url=database_url, vectors=vectors)
+        try:
+            for name in list(handle._sets):
+                handle._vstore.drop_set(name)
+        finally:
+            handle.close()
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("read-only" if self.read_only else "writable")
         return f"Index({str(self.path)!r}, {state}, sets={sorted(self._sets)})"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import re
 import threading
 import time
@@ -59,6 +60,7 @@ from tracemark.errors import (
 from tracemark.imageio import media_type
 from tracemark.service.jobs import DeadlineExceeded, Job, Workers
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
+from tracemark.service.registry import CollectionRecord, CollectionRegistry, CollectionTaken
 
 if TYPE_CHECKING:
     from tracemark.credentials import CredentialStore
@@ -73,6 +75,8 @@ PNG and JPEG ~11-16 B/px, `benchmarks/bench_bombs.py`), rounded down."""
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 """Collection names: 1-48 characters, so that their database schemas stay valid names."""
 API_PREFIX = "/v1"
+REPLICA_MARKER = "service.json"
+"""In a collection's local directory (shared registry): the registry uid it was made for."""
 
 
 @dataclass
@@ -103,6 +107,11 @@ class ServiceSettings:
     cert: Path | None = None
     key: Path | None = None
     trust: Path | None = None
+    vectors: str | None = None
+    """Where collections keep their vector search structures: None for FAISS files in the
+    data directory, or a vector-store URL such as ``milvus://host:19530``
+    (:func:`tracemark.index.vectors.parse_vector_url`). With ``database_url`` on PostgreSQL
+    and Milvus here, any number of replicas serve the same collections (docs/scaling.md)."""
 
 
 class ApiError(Exception):
@@ -199,10 +208,12 @@ class CollectionIn(BaseModel):
 
 class _Collection:
     """One open collection: its store, its generation (a new number each time the name is
-    opened or created), its writer lock, and whether it was deleted."""
+    opened or created), its registry uid (replicas), its writer lock, and whether it was
+    deleted."""
 
-    def __init__(self, name: str, store: CredentialStore, generation: int) -> None:
-        self.name, self.store, self.generation = name, store, generation
+    def __init__(self, name: str, store: CredentialStore, generation: int,
+                 uid: str | None = None) -> None:
+        self.name, self.store, self.generation, self.uid = name, store, generation, uid
         self.lock = threading.Lock()
         self.deleted = False
         self.flushed = 0.0
@@ -216,13 +227,21 @@ class _State:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         from tracemark.imageio import resolve_formats
+        from tracemark.index.vectors import parse_vector_url
 
         resolve_formats(settings.formats)  # a bad setting fails here, not on the first upload
+        parse_vector_url(settings.vectors)  # likewise
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "collections").mkdir(exist_ok=True)
         self.engine = service_engine(settings.data_dir, settings.database_url)
         self.keys = KeyStore(self.engine)
+        self.registry: CollectionRegistry | None = (
+            CollectionRegistry(self.engine) if settings.database_url is not None else None)
+        """The shared list of collections (replicas), when the metadata is in a database
+        server; None: the data directory's folders are the list."""
+        if self.registry is not None:
+            self._adopt_local()
         self._open: dict[str, _Collection] = {}
         self._generations = itertools.count(1)
         self._registry_lock = threading.Lock()
@@ -236,14 +255,14 @@ class _State:
             from tracemark.credentials import load_trust_anchors
 
             self.trust_pem = load_trust_anchors(settings.trust)
-        self.registry = CollectorRegistry()
+        self.registry_metrics = CollectorRegistry()
         self.requests = Counter("tracemark_requests_total", "HTTP requests",
-                                ["method", "route", "status"], registry=self.registry)
+                                ["method", "route", "status"], registry=self.registry_metrics)
         self.latency = Histogram("tracemark_request_seconds", "Request latency",
-                                 ["method", "route"], registry=self.registry,
+                                 ["method", "route"], registry=self.registry_metrics,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.in_flight = Gauge("tracemark_work_in_flight", "Blocking jobs running",
-                               registry=self.registry)
+                               registry=self.registry_metrics)
         budget = (None if settings.memory_budget_mb is None
                   else int(settings.memory_budget_mb * 1024 * 1024))
         self.workers = Workers(settings.max_concurrency, memory_budget=budget,
@@ -256,15 +275,29 @@ class _State:
         return self.settings.data_dir / "collections" / name
 
     def names(self) -> list[str]:
+        if self.registry is not None:
+            return self.registry.names()
         root = self.settings.data_dir / "collections"
         return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
 
     def get(self, name: str) -> _Collection:
-        """The open collection ``name`` (opened now if needed), or 404."""
+        """The open collection ``name`` (opened now if needed), or 404. With a shared
+        registry, a collection another replica deleted (or deleted and created again) is
+        closed here and answered 404 (or opened anew)."""
         from tracemark.credentials import CredentialStore
 
         with self._registry_lock:
             entry = self._open.get(name)
+            if self.registry is not None:
+                rec = self.registry.lookup(name) if NAME_RE.match(name) else None
+                if entry is not None and (rec is None or rec.uid != entry.uid):
+                    self._forget(entry)
+                    entry = None
+                if rec is None:
+                    raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
+                if entry is None:
+                    entry = self._register(name, self._open_replica(rec), uid=rec.uid)
+                return entry
             if entry is None:
                 if not NAME_RE.match(name) or not self.path(name).is_dir():
                     raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
@@ -272,17 +305,59 @@ class _State:
                                                                   **self._store_db(name)))
             return entry
 
+    def _adopt_local(self) -> None:
+        """Register the collections of this data directory made before the shared registry
+        (their schemas keep their old names: uid ``""``)."""
+        assert self.registry is not None
+        root = self.settings.data_dir / "collections"
+        for p in sorted(root.iterdir()):
+            if (p.is_dir() and NAME_RE.match(p.name) and not (p / REPLICA_MARKER).exists()
+                    and (p / "secret.key").is_file()):
+                with contextlib.suppress(CollectionTaken, OSError):
+                    self.registry.adopt(p.name, (p / "secret.key").read_bytes())
+
+    def _open_replica(self, rec: CollectionRecord) -> CredentialStore:
+        """Open a registered collection from this replica's data directory, making its
+        local directory from the registry when it is missing or belongs to an earlier
+        collection of the same name."""
+        import shutil
+
+        from tracemark.credentials import CredentialStore
+
+        path = self.path(rec.name)
+        marker = path / REPLICA_MARKER
+        try:
+            mine = json.loads(marker.read_text()).get("uid") == rec.uid
+        except (OSError, ValueError, AttributeError):
+            mine = rec.uid == "" and path.is_dir()  # adopted from this data directory
+        db = self._store_db(rec.name, rec.uid)
+        if mine:
+            return CredentialStore.open(path, **db)
+        if path.exists():
+            shutil.rmtree(path)
+        store = CredentialStore.attach(path, secret=rec.secret, **db)
+        marker.write_text(json.dumps({"uid": rec.uid}) + "\n")
+        return store
+
+    def _forget(self, entry: _Collection) -> None:
+        """Close a collection another replica deleted (requests still running on it are
+        answered 404/409 by :meth:`gone`)."""
+        entry.deleted = True
+        self._open.pop(entry.name, None)
+        with contextlib.suppress(Exception):  # its database may be gone already
+            entry.store.close()
+
     def collection(self, name: str) -> CredentialStore:
         """The store of the open collection ``name``, or 404."""
         return self.get(name).store
 
-    def _register(self, name: str, store: CredentialStore) -> _Collection:
+    def _register(self, name: str, store: CredentialStore, uid: str | None = None) -> _Collection:
         try:
             store.index  # noqa: B018 -- opened now, at the path checked under the lock
         except BaseException:
             store.close()
             raise
-        entry = _Collection(name, store, next(self._generations))
+        entry = _Collection(name, store, next(self._generations), uid)
         self._open[name] = entry
         return entry
 
@@ -291,7 +366,11 @@ class _State:
         is free, 409 when a new collection was created under the same name since."""
         with self._registry_lock:
             now = self._open.get(entry.name)
-        if now is None and not self.path(entry.name).is_dir():
+        if self.registry is not None:
+            free = self.registry.lookup(entry.name) is None
+        else:
+            free = now is None and not self.path(entry.name).is_dir()
+        if free:
             return ApiError(404, "UnknownCollection", f"no collection {entry.name!r} (it was "
                             "deleted while the request ran)")
         return ApiError(409, "CollectionReplaced",
@@ -324,6 +403,10 @@ class _State:
                 raise self.gone(entry)
             try:
                 yield entry
+            except ClosedError:
+                if entry.deleted:
+                    raise self.gone(entry) from None
+                raise
             finally:
                 if not entry.store.closed:
                     entry.store.rollback()  # no-op after a commit
@@ -335,7 +418,7 @@ class _State:
         point (past its deadline: :class:`DeadlineExceeded`, the caller rolls back), then
         the database commit. The FAISS files follow at most every ``vector_flush_seconds``
         (and on shutdown); a crash in between is repaired from the database when the index
-        is opened."""
+        is opened. (Milvus is written at each add, before the commit.)"""
         job.commit_point()
         now = time.monotonic()
         write = now - entry.flushed >= self.settings.vector_flush_seconds
@@ -346,46 +429,85 @@ class _State:
     def create(self, name: str, job: Job | None = None) -> CredentialStore:
         """Create collection ``name`` (409 when it exists). The creation is the commit
         point: a job past its deadline creates nothing."""
+        import shutil
+
         from tracemark.credentials import CredentialStore
 
         with self._registry_lock:
-            if self.path(name).exists():
-                raise ApiError(409, "CollectionExists", f"collection {name!r} exists")
+            if self.registry is None:
+                if self.path(name).exists():
+                    raise ApiError(409, "CollectionExists", f"collection {name!r} exists")
+                if job is not None:
+                    job.commit_point()
+                store = CredentialStore.create(self.path(name), **self._store_db(name),
+                                               **self._vectors())
+                return self._register(name, store).store
             if job is not None:
                 job.commit_point()
-            store = CredentialStore.create(self.path(name), **self._store_db(name))
-            return self._register(name, store).store
+            try:
+                rec = self.registry.claim(name)
+            except CollectionTaken:
+                raise ApiError(409, "CollectionExists", f"collection {name!r} exists") from None
+            try:
+                if self.path(name).exists():  # a local copy of an earlier collection
+                    shutil.rmtree(self.path(name))
+                store = CredentialStore.create(self.path(name), secret=rec.secret,
+                                               **self._store_db(name, rec.uid),
+                                               **self._vectors())
+                (self.path(name) / REPLICA_MARKER).write_text(
+                    json.dumps({"uid": rec.uid}) + "\n")
+            except BaseException:
+                self.registry.release(name, rec.uid)
+                raise
+            return self._register(name, store, uid=rec.uid).store
 
     def delete(self, name: str, job: Job) -> None:
-        """Close and delete a collection: its directory, and its schemas in a shared
-        database. Writes in flight finish first (the delete takes the writer lock); a read
-        still running is answered 404/409. The delete is the job's commit point."""
+        """Close and delete a collection: its directory, its schemas in a shared database,
+        its Milvus collections. Writes in flight finish first (the delete takes the writer
+        lock); a read still running is answered 404/409. The delete is the job's commit
+        point. With a shared registry the name is released first, so every replica stops
+        serving the collection at its next request."""
         import shutil
         import uuid
 
         from tracemark.credentials import CredentialStore
+        from tracemark.index import Index
 
         with self.writing(name, job) as entry, self._registry_lock:
             if self._open.get(name) is not entry:  # deleted (and created again) meanwhile
                 raise ApiError(404, "UnknownCollection", f"no collection {name!r}")
             job.commit_point()
+            if self.registry is not None and entry.uid is not None:
+                self.registry.release(name, entry.uid)
             entry.deleted = True
             entry.store.close()
             del self._open[name]
-            where = self._store_db(name)
+            where = self._store_db(name, entry.uid)
+            if self.settings.vectors is not None:
+                with contextlib.suppress(TracemarkError):  # best effort: the index is going
+                    Index.drop_vectors(self.path(name) / "index",
+                                       database_url=self._index_db(where), **self._vectors())
             if where:
                 CredentialStore.drop(where["database_url"], where["schema"])
             trash = self.path(name).with_name(f".deleted-{name}-{uuid.uuid4().hex[:8]}")
             self.path(name).rename(trash)  # the name is free at once
         shutil.rmtree(trash, ignore_errors=True)
 
-    def _store_db(self, name: str) -> dict[str, Any]:
+    def _store_db(self, name: str, uid: str | None = None) -> dict[str, Any]:
         """Where a collection's manifests live: its own SQLite file, or a schema of its own
-        in the service's database."""
+        in the service's database (named after the registry uid too, when there is one, so
+        that a name created again never meets the schema of its predecessor)."""
         if self.settings.database_url is None:
             return {}
-        return {"database_url": self.settings.database_url,
-                "schema": schema_name("tm_col", name)}
+        parts = ("tm_c", name, uid[:8]) if uid else ("tm_col", name)
+        return {"database_url": self.settings.database_url, "schema": schema_name(*parts)}
+
+    @staticmethod
+    def _index_db(where: dict[str, Any]) -> str | None:
+        return where.get("database_url")
+
+    def _vectors(self) -> dict[str, Any]:
+        return {} if self.settings.vectors is None else {"vectors": self.settings.vectors}
 
     def close(self) -> None:
         self.workers.shutdown()  # running jobs finish (and commit) before the stores close
@@ -545,7 +667,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """Prometheus metrics (text exposition format)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(state.registry_metrics), media_type=CONTENT_TYPE_LATEST)
 
     # --- collections -----------------------------------------------------------------
 
