@@ -121,6 +121,7 @@ class MilvusVectors(VectorStore):
     def __init__(self, url: VectorStoreURL, *, namespace: str, path: Path | None = None,
                  timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
         pymilvus = require("pymilvus", "milvus", purpose="a milvus:// vector store")
+        _quiet_iterator_warning()
         if not isinstance(url, VectorStoreURL) or url.scheme != self.scheme or not url.host:
             raise IndexInputError(f"MilvusVectors needs a milvus:// VectorStoreURL, got {url!r}")
         if not isinstance(namespace, str) or not namespace:
@@ -401,6 +402,20 @@ class MilvusVectors(VectorStore):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+class _DropFallbackTs(logging.Filter):
+    """Drops pymilvus' warning that a Milvus 2.3 server gives a query iterator no MVCC
+    timestamp: the iterator then guarantees the client's current time, which is as strong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+def _quiet_iterator_warning() -> None:
+    log = logging.getLogger("pymilvus.orm.iterator")
+    if not any(isinstance(f, _DropFallbackTs) for f in log.filters):
+        log.addFilter(_DropFallbackTs())
 
 
 def _unavailable(exc: BaseException) -> bool:
