@@ -6,7 +6,9 @@
 # session) is reused and left running. TRACEMARK_SKIP_MILVUS=1 skips all of this (those tests
 # are then skipped, with the reason). TRACEMARK_MILVUS_PORT (default 19530) and
 # TRACEMARK_MILVUS_DIR (default /tmp/tracemark-milvus-$UID) move the server;
-# TRACEMARK_MILVUS_START_TIMEOUT (default 180 s) bounds the wait for it to answer.
+# TRACEMARK_MILVUS_START_TIMEOUT (default 180 s) bounds the wait for it to answer. One such
+# server per machine: its embedded etcd listens on fixed ports, so a second one on another
+# gRPC port fails at start (the launcher log says so); share the running one instead.
 tracemark_milvus_stop() { :; }
 if [ "${TRACEMARK_SKIP_MILVUS:-0}" = "1" ]; then
   echo "TRACEMARK_SKIP_MILVUS=1: Milvus tests will be skipped" >&2

@@ -164,6 +164,16 @@ def test_unreachable_server_is_a_typed_error_quickly(tmp_path: Path) -> None:
     assert time.monotonic() - start < 15
     assert info.value.source == "milvus://127.0.0.1:1" and "secret" not in str(info.value)
     assert isinstance(info.value, IndexStoreError)
+    if sys.modules.get("fastapi") is not None or _has("fastapi"):
+        from tracemark.service.app import _status_for
+
+        assert _status_for(info.value) == 503  # the service: "retry later"
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 # -- the contract against the server -----------------------------------------------------------
