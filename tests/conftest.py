@@ -51,6 +51,11 @@ requires_pg = pytest.mark.skipif(
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=requires_pg)]
 """Parameters of the tests that run a store on both metadata backends."""
 
+MILVUS_URL = os.environ.get("TRACEMARK_TEST_MILVUS_URL")
+"""The throw-away Milvus server that scripts/test.sh starts (None when run otherwise)."""
+requires_milvus = pytest.mark.skipif(
+    MILVUS_URL is None, reason="no Milvus server: run scripts/test.sh, which starts one")
+
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:

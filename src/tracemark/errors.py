@@ -32,6 +32,7 @@ __all__ = [
     "UnknownMethodError",
     "FingerprintError",
     "IndexStoreError",
+    "VectorStoreUnavailableError",
     "IndexExistsError",
     "IndexNotFoundError",
     "IndexFormatError",
@@ -187,6 +188,13 @@ class FingerprintError(TracemarkError, ValueError):
 
 class IndexStoreError(TracemarkError):
     """Base class of the errors raised by :mod:`tracemark.index`."""
+
+
+class VectorStoreUnavailableError(IndexStoreError, ConnectionError):
+    """The index's vector store (a Milvus server) cannot be reached: refused, timed out or
+    gone; the ``source`` is the store's URL without credentials. A write that raised it may
+    have reached the store in part (the index repairs the store from its database when it
+    next opens). HTTP 503."""
 
 
 class IndexExistsError(IndexStoreError, FileExistsError):

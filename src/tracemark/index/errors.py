@@ -11,10 +11,12 @@ from tracemark.errors import (
     IndexStoreError,
     ReferenceNotFoundError,
     UnknownVectorSetError,
+    VectorStoreUnavailableError,
 )
 
 __all__ = [
     "IndexStoreError",
+    "VectorStoreUnavailableError",
     "IndexExistsError",
     "IndexNotFoundError",
     "IndexFormatError",

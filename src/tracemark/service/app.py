@@ -55,6 +55,7 @@ from tracemark.errors import (
     ReferenceNotFoundError,
     TracemarkError,
     UnsupportedFormatError,
+    VectorStoreUnavailableError,
     WatermarkEmbedError,
 )
 from tracemark.imageio import media_type
@@ -189,6 +190,8 @@ def _status_for(exc: TracemarkError) -> int:
         return 409
     if isinstance(exc, AlreadyMarkedError):
         return 409  # the image's state conflicts: it carries another payload of this key
+    if isinstance(exc, VectorStoreUnavailableError):
+        return 503  # the Milvus server is down or unreachable: retry later, not the client's
     if isinstance(exc, CertificateError):
         return 503  # the server's signing certificate (e.g. expired since start): not the client's
     if isinstance(exc, ConfigError | PayloadError | WatermarkEmbedError):
