@@ -150,6 +150,8 @@ class RayExecutor(Executor):
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
         if not ray.is_initialized():
             local = address in (None, "local")
+            if not local:
+                _probe(address)  # type: ignore[arg-type]
             kwargs: dict[str, Any] = {
                 "address": "local" if local else address,
                 "log_to_driver": False,  # workers' prints never reach our stdout (JSON Lines)
@@ -222,6 +224,23 @@ class RayExecutor(Executor):
         finally:
             for ref in pending:  # the consumer stopped early: drop what is left
                 ray.cancel(ref)
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at a ``HOST:PORT`` address (Ray itself waits about a
+    minute for an absent head). Other forms (``auto``, ``ray://``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://") or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: nothing answers "
+                          f"there ({exc.strerror or exc}); start one with `ray start --head` "
+                          "or give its address") from exc
 
 
 def open_executor(ray_address: str | None, **kwargs: Any) -> Executor:
