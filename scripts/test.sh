@@ -4,6 +4,6 @@
 # PostgreSQL server for the store tests (Debian's package, installed if missing; see
 # scripts/_pg.sh), and run the whole test suite (2 workers).
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/_env.sh" dev,peers,bench,c2pa,service,heif
+. "$(dirname "${BASH_SOURCE[0]}")/_env.sh" dev,peers,bench,c2pa,service,heif,ray
 . scripts/_pg.sh
 exec .venv/bin/python -m pytest -n "${TRACEMARK_TEST_WORKERS:-2}" -q "$@"
