@@ -79,7 +79,7 @@ class Executor(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (nothing to release by default)
         """Release what the executor started (idempotent)."""
 
     @abstractmethod
