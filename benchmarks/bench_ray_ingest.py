@@ -65,7 +65,7 @@ def main() -> None:
 
         for cpus in (1, 2):
             t0 = time.perf_counter()
-            ray.init(num_cpus=cpus, object_store_memory=256 * 1024**2, include_dashboard=False,
+            ray.init(address="local", num_cpus=cpus, object_store_memory=256 * 1024**2, include_dashboard=False,
                      log_to_driver=False, logging_level="warning")
             startup = time.perf_counter() - t0
             print(f"ray, {cpus} worker(s) (cluster up in {startup:.1f} s)...", file=sys.stderr,
