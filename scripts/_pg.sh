@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh: install Debian's PostgreSQL if it is missing, start a
 # throw-away cluster on a Unix socket (no TCP port), create the test database, and export
 # TRACEMARK_TEST_PG_URL for the tests that run the stores against PostgreSQL.
+# Defines tracemark_pg_stop (a no-op when the server was running already).
 # TRACEMARK_SKIP_PG=1 skips all of this (those tests are then skipped, with the reason).
 if [ "${TRACEMARK_SKIP_PG:-0}" = "1" ]; then
   echo "TRACEMARK_SKIP_PG=1: PostgreSQL tests will be skipped" >&2
@@ -25,8 +26,10 @@ run_as() {  # initdb and postgres refuse to run as root: use the postgres user t
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 if [ -f "$pg_dir/data/postmaster.pid" ] && run_as "$pg_bin/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; then
-  :  # already running (a previous run in this session)
+  :  # already running (a previous run in this session): reused and left running
 else
+  # stops the server this script started (scripts/test.sh calls it on exit)
+  tracemark_pg_stop() { run_as "$pg_bin/pg_ctl" -D "$pg_dir/data" stop -m fast >/dev/null 2>&1 || true; }
   rm -rf "$pg_dir"
   mkdir -p "$pg_dir"
   [ "$(id -u)" -eq 0 ] && chown postgres "$pg_dir"

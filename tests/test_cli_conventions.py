@@ -42,7 +42,7 @@ LAYERS: list[set[str]] = [
     {"attacks", "fingerprint", "watermark", "index"},
     {"copydetect"},
     {"credentials"},
-    {"service", "bench", "diagnostics"},
+    {"batch", "service", "bench", "diagnostics"},
     {"cli"},
 ]
 """tracemark's top-level modules by layer: a module may import its own layer's modules and

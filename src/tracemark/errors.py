@@ -49,6 +49,7 @@ __all__ = [
     "ManifestStoreError",
     "ManifestNotFoundError",
     "MissingExtraError",
+    "BatchTaskError",
     "ConfigError",
     "ClosedError",
 ]
@@ -275,3 +276,13 @@ class ManifestNotFoundError(ManifestStoreError, KeyError):
 
 class MissingExtraError(TracemarkError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+# --- batch jobs ------------------------------------------------------------------
+
+
+class BatchTaskError(TracemarkError):
+    """One item's task of a batch job (:mod:`tracemark.batch`) failed for a reason other
+    than a tracemark error: its worker died (killed for memory, crashed) after the
+    engine's retries, or it raised an unexpected exception. The message names the
+    engine's error; the batch carries on with the other items."""

@@ -56,6 +56,8 @@ __all__ = [
     "is_lossy",
     "Progress",
     "Tally",
+    "batch_executor",
+    "collect_sources",
     "expand_inputs",
     "loaded",
     "plan_outputs",
@@ -416,6 +418,50 @@ def collect_inputs(inputs: Sequence[str], lines: JsonLines | None, *, what: str 
         raise click.UsageError(f"no {what} images found"
                                + (f" ({len(found.skipped)} files skipped)" if found.skipped else ""))
     return found
+
+
+def collect_sources(inputs: Sequence[str], lines: JsonLines | None, *, what: str = "input",
+                    key: str = "source", formats: Any = "default") -> Inputs:
+    """:func:`collect_inputs` for a batch job (``--ray``): an input may also be an fsspec
+    URL (``file:///data/``, ``s3://bucket/prefix/``), a folder of which is expanded by
+    suffix (:func:`tracemark.batch.expand_url`); ``paths`` are then strings (a local
+    path as :func:`expand_inputs` gives it, or a URL). A URL that cannot be listed is a
+    usage error."""
+    from tracemark.batch import expand_url, is_url
+    from tracemark.errors import ConfigError
+
+    out = Inputs()
+    for raw in inputs:
+        if is_url(raw):
+            try:
+                sources, skipped = expand_url(raw, formats=formats)
+            except ConfigError as exc:
+                raise fail(exc.message) from exc
+            out.paths.extend(sources)  # type: ignore[arg-type]
+            out.skipped.extend(skipped)  # type: ignore[arg-type]
+        else:
+            found = expand_inputs([raw], formats=formats)
+            out.paths.extend(found.paths)
+            out.skipped.extend(found.skipped)
+            out.roots.update(found.roots)
+    report_skipped(out, lines, what=key)
+    if not out.paths:
+        raise click.UsageError(f"no {what} images found"
+                               + (f" ({len(out.skipped)} files skipped)" if out.skipped else ""))
+    return out
+
+
+def batch_executor(ray_address: str | None) -> Any:
+    """The executor of a batch command: :class:`tracemark.batch.RayExecutor` for ``--ray``
+    (a missing extra or an unreachable cluster is a usage error, exit code 2), else a
+    :class:`tracemark.batch.LocalExecutor`."""
+    from tracemark.batch import open_executor
+    from tracemark.errors import TracemarkError
+
+    try:
+        return open_executor(ray_address)
+    except TracemarkError as exc:
+        raise fail(f"--ray: {exc.message}") from exc
 
 
 # --- outputs ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ and environment variable everywhere (the README's option table lists them)."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "max_pixels_option",
     "out_option",
     "quality_option",
+    "ray_option",
     "store_option",
 ]
 
@@ -211,3 +213,30 @@ def signing_options(*, required: bool) -> Callable[[F], F]:
 trust_option = click.option(
     "--trust", type=click.Path(path_type=Path), default=None, envvar="TRACEMARK_TRUST",
     show_envvar=True, help="Trust anchors (PEM CA certificates) added to c2pa's list.")
+
+
+_RAY_ADDRESS = re.compile(r"^(local|auto|ray://\S+|[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5})$")
+
+
+def _ray_address(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A Ray address (local, auto, HOST:PORT, ray://...); anything else (an input path
+    taken as the option's value) is refused, never used as an address."""
+    if value is None or _RAY_ADDRESS.match(value):
+        return value
+    raise click.BadParameter(
+        f"{value!r} is not a Ray address (local, auto, HOST:PORT or ray://HOST:PORT); to "
+        "start a local cluster write --ray=local, or put --ray before another option",
+        param=param)
+
+
+ray_option = click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+    callback=_ray_address,
+    metavar="[ADDRESS]",
+    help="Decode and describe the images as Ray tasks (pip install 'tracemark[ray]'); this "
+    "process writes the results. Alone: on a local cluster started for this run; with "
+    "ADDRESS (auto, HOST:PORT or ray://HOST:10001): on that cluster, whose nodes have "
+    "tracemark installed. Inputs may then be fsspec URLs (file:///..., s3://...). Write "
+    "--ray=ADDRESS, or --ray before another option (a bare value after it is taken as the "
+    "address). Results come in completion order.")
+"""``--ray [ADDRESS]`` passed as ``ray_address`` (None without it; ``"local"`` alone)."""

@@ -30,7 +30,9 @@ from tracemark.cli._common import (
     JsonLines,
     Progress,
     Tally,
+    batch_executor,
     collect_inputs,
+    collect_sources,
     dumps,
     error_dict,
     fail,
@@ -219,6 +221,18 @@ def _search_one(ci: CopyIndex, path: Path, k: int, formats: Any) -> Any:
     return res
 
 
+def _query_results(ci: CopyIndex, paths: Sequence[Any], k: int, formats: Any,
+                   ray_address: str | None, stack: contextlib.ExitStack) -> Iterator[Any]:
+    """The QueryResult of every query: searched one by one here, or (``--ray``) described
+    as Ray tasks and searched here, in completion order."""
+    if ray_address is None:
+        return (_search_one(ci, Path(p), k, formats) for p in paths)
+    from tracemark.batch import search_sources
+
+    executor = stack.enter_context(batch_executor(ray_address))
+    return search_sources(ci, [str(p) for p in paths], executor, k=k, formats=formats)
+
+
 def _db_option(f: Any) -> Any:
     """``--store DIR`` (the index directory) and ``--database-url URL`` (metadata in
     PostgreSQL: the schema is named after the index directory, FAISS files stay in it);
@@ -300,6 +314,7 @@ def index_group() -> None:
     "(retrieval by the inverted file and PDQ).",
 )
 @opts.formats_option
+@opts.ray_option
 @click.argument("images", nargs=-1, required=True)
 def index_add(
     db: Path,
@@ -310,6 +325,7 @@ def index_add(
     commit_interval: float,
     global_index: str,
     formats: Any,
+    ray_address: str | None,
     images: tuple[str, ...],
 ) -> None:
     """Register IMAGES (files or folders, recursively) in the index --store, created if
@@ -320,13 +336,21 @@ def index_add(
     when nothing was added) and error. A duplicate is not an error. Batches are committed
     as they go (--commit-every) and an image's line is printed only once its batch is
     committed; an interrupted run keeps the batches finished before it.
+
+    With --ray, images are decoded and described as Ray tasks and this process adds them
+    in batches; lines come in completion order; IMAGES may be fsspec URLs; a re-run
+    decodes an image already registered (same pixels) but does not describe it again: its
+    line names the reference (id and duplicate_of).
     """
     lines = JsonLines()
-    found = collect_inputs(images, lines, formats=formats)
+    if ray_address is None:
+        found = collect_inputs(images, lines, formats=formats)
+    else:
+        found = collect_sources(images, lines, formats=formats)
     paths = found.paths
     meta = {"owner": owner, "license": license_, "notes": notes}
     with contextlib.closing(_open_or_create(db, global_index=global_index)) as ci, \
-            Progress(len(paths), "index add") as bar:
+            contextlib.ExitStack() as stack, Progress(len(paths), "index add") as bar:
         lines.progress = bar
 
         def emit(row: dict[str, Any]) -> None:
@@ -334,9 +358,19 @@ def index_add(
                 note(f"failed {row['source']}: {row['error']['message']}", bar)
             lines.item(row)
 
-        added, duplicates, failed = _add_batches(
-            ci, paths, meta, batch_size=batch_size, commit_interval=commit_interval,
-            on_item=emit, bar=bar, formats=formats)
+        if ray_address is None:
+            added, duplicates, failed = _add_batches(
+                ci, paths, meta, batch_size=batch_size, commit_interval=commit_interval,
+                on_item=emit, bar=bar, formats=formats)
+        else:
+            from tracemark.batch import ingest
+
+            executor = stack.enter_context(batch_executor(ray_address))
+            counts = ingest(ci, [str(p) for p in paths], executor, on_item=emit, meta=meta,
+                            batch_size=batch_size, commit_interval=commit_interval,
+                            formats=formats, on_done=lambda bad: bar.update(failed=int(bad)))
+            added, failed = counts.added, counts.failed
+            duplicates = counts.duplicates + counts.registered
         total = len(ci)
     note(f"{added} added, {duplicates} duplicates, {failed} failed, {len(found.skipped)} "
          f"skipped; {db} holds {total} references")
@@ -483,6 +517,7 @@ def index_calibrate(db: Path, formats: Any, background: tuple[str, ...]) -> None
 @click.option("--all", "show_all", is_flag=True, help="List the top k whatever their decision.")
 @_decision_options
 @opts.formats_option
+@opts.ray_option
 @click.argument("queries", nargs=-1, required=True)
 def search_command(
     db: Path,
@@ -491,6 +526,7 @@ def search_command(
     alpha: float | None,
     min_inliers: int | None,
     formats: Any,
+    ray_address: str | None,
     queries: tuple[str, ...],
 ) -> None:
     """Look for each QUERY image (files or folders) among the references of --store.
@@ -502,22 +538,27 @@ def search_command(
 
     Exit codes: 0 every query was searched; 1 some queries failed (reported); 2 usage
     error (e.g. no index at --db); 3 no query could be searched.
+
+    With --ray, queries are decoded and described as Ray tasks and searched here; lines
+    come in completion order; QUERIES may be fsspec URLs.
     """
     lines = JsonLines()
-    found = collect_inputs(queries, lines, what="query", key="query", formats=formats)
+    collect = collect_inputs if ray_address is None else collect_sources
+    found = collect(queries, lines, what="query", key="query", formats=formats)
     paths = found.paths
     tally = Tally(skipped=len(found.skipped))
-    with _open(db, read_only=True, config=_config(alpha, min_inliers)) as ci:
+    with _open(db, read_only=True, config=_config(alpha, min_inliers)) as ci, \
+            contextlib.ExitStack() as stack:
         rule = _decision_rule(ci)
         if len(ci) == 0:
             note(f"the index {db} is empty")
+        results = _query_results(ci, paths, k, formats, ray_address, stack)
         with Progress(len(paths), "search") as bar:
             lines.progress = bar
-            for path in paths:
-                res = _search_one(ci, path, k, formats)
+            for res in results:
                 if res.error is not None:
                     tally.failed += 1
-                    note(f"failed {path}: {res.error['message']}", bar)
+                    note(f"failed {res.query}: {res.error['message']}", bar)
                 else:
                     tally.ok += 1
                     tally.found += any(m.decision for m in res.matches)
@@ -536,7 +577,7 @@ def search_command(
 @contextlib.contextmanager
 def _scan_index(
     against: Path, db_out: Path | None, config: MatchConfig, background: tuple[str, ...] = (),
-    formats: Any = "default",
+    formats: Any = "default", executor: Any = None,
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The index to scan against, and facts about it for the summary."""
     from tracemark.copydetect import CopyIndex
@@ -581,9 +622,18 @@ def _scan_index(
                     note(f"training image skipped, {row['source']}: "
                          f"{row['error']['message']}", bar)
 
-            added, duplicates, failed = _add_batches(
-                ci, training, {}, batch_size=64, commit_interval=30.0, on_item=report, bar=bar,
-                formats=formats)
+            if executor is None:
+                added, duplicates, failed = _add_batches(
+                    ci, training, {}, batch_size=64, commit_interval=30.0, on_item=report,
+                    bar=bar, formats=formats)
+            else:
+                from tracemark.batch import ingest
+
+                counts = ingest(ci, [str(p) for p in training], executor, on_item=report,
+                                batch_size=64, commit_interval=30.0, formats=formats,
+                                on_done=lambda bad: bar.update(failed=int(bad)))
+                added, failed = counts.added, counts.failed
+                duplicates = counts.duplicates + counts.registered
         if added + duplicates == 0:
             note(f"no training image of {against} could be indexed")
             Tally(ok=0, failed=failed).finish()
@@ -622,6 +672,7 @@ def _scan_index(
 )
 @_decision_options
 @opts.formats_option
+@opts.ray_option
 @click.argument("generated", nargs=-1, required=True)
 def scan_command(
     against: Path,
@@ -631,6 +682,7 @@ def scan_command(
     alpha: float | None,
     min_inliers: int | None,
     formats: Any,
+    ray_address: str | None,
     generated: tuple[str, ...],
 ) -> None:
     """Audit GENERATED images (files or folders) for copies of training images.
@@ -647,24 +699,39 @@ def scan_command(
 
     Exit codes: 0 every generated image scanned; 1 some failed (reported); 2 usage error;
     3 none could be scanned, or no training image could be indexed.
+
+    With --ray, the training folder (when indexed here) and the generated images are
+    decoded and described as Ray tasks; lines come in completion order; GENERATED may be
+    fsspec URLs.
     """
     lines = JsonLines()
-    found = collect_inputs(generated, lines, what="generated", key="query", formats=formats)
+    collect = collect_inputs if ray_address is None else collect_sources
+    found = collect(generated, lines, what="generated", key="query", formats=formats)
     paths = found.paths
     config = _config(alpha, min_inliers)
     tally = Tally(skipped=len(found.skipped))
-    with _scan_index(against, db_out, config, background, formats) as (ci, facts):
+    with contextlib.ExitStack() as stack:
+        executor = (None if ray_address is None
+                    else stack.enter_context(batch_executor(ray_address)))
+        ci, facts = stack.enter_context(
+            _scan_index(against, db_out, config, background, formats, executor))
         rule = _decision_rule(ci)
         references = len(ci)
+        if executor is None:
+            results: Iterator[Any] = (_search_one(ci, p, k, formats) for p in paths)
+        else:
+            from tracemark.batch import search_sources
+
+            results = search_sources(ci, [str(p) for p in paths], executor, k=k,
+                                     formats=formats)
         with Progress(len(paths), "scan") as bar:
             lines.progress = bar
-            for path in paths:
-                res = _search_one(ci, path, k, formats)
+            for res in results:
                 row = res.to_dict()
                 if res.error is not None:
                     tally.failed += 1
                     row["replicated"] = None
-                    note(f"failed {path}: {res.error['message']}", bar)
+                    note(f"failed {res.query}: {res.error['message']}", bar)
                 else:
                     tally.ok += 1
                     row["replicated"] = any(m.decision for m in res.matches)

@@ -19,7 +19,9 @@ from tracemark.cli._common import (
     DEFAULT_QUALITY,
     Batch,
     JsonLines,
+    batch_executor,
     collect_inputs,
+    collect_sources,
     fail,
     is_lossy,
     keep_suffix,
@@ -222,10 +224,12 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
                    "marked with at most this probability (methods with a calibrated p-value).")
 @opts.max_pixels_option
 @opts.formats_option
+@opts.ray_option
 @click.argument("inputs", nargs=-1, required=True)
 def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
                passphrase_env: str | None, store: opts.StoreLocation | None, alpha: float,
-               max_pixels: int, formats: Any, inputs: tuple[str, ...]) -> None:
+               max_pixels: int, formats: Any, ray_address: str | None,
+               inputs: tuple[str, ...]) -> None:
     """Look for the watermark in every INPUT image (files or folders, recursively).
 
     Prints one JSON line per input: source, method, present, payload (0x<hex>, or null
@@ -238,26 +242,48 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
     detection finds nothing but which copy detection matches to a registered work is
     warped into that work's frame and read again (route "registry"; the p-value accounts
     for every test).
+
+    With --ray, detection runs as Ray tasks (blind detection only: not with --store);
+    lines come in completion order; INPUTS may be fsspec URLs.
     """
     from tracemark.imageio import load_image
     from tracemark.watermark import format_payload
 
+    if ray_address is not None and store is not None:
+        raise click.UsageError("--ray runs blind detection on the cluster; --store (aligning "
+                               "copies to registered works) needs the collection in this "
+                               "process: run it without --ray")
     method = _method(method_name, None)
     key = _key(method, key_file=key_file, key_env=key_env, passphrase_env=passphrase_env)
     collection = _collection(store) if store is not None else None
     lines = JsonLines()
-    found = collect_inputs(inputs, lines, formats=formats)
+    collect = collect_inputs if ray_address is None else collect_sources
+    found = collect(inputs, lines, formats=formats)
+    if ray_address is None:
+        items: Any = ((src, None) for src in found.paths)
+    else:
+        from tracemark.batch import detect_sources
+
+        executor = batch_executor(ray_address)
+        items = ((done.item, done) for done in detect_sources(
+            [str(p) for p in found.paths], executor, method=method.name, key=key,
+            alpha=alpha, formats=formats, max_pixels=max_pixels))
     with Batch(len(found.paths), f"detect {method.name}", lines,
                skipped=len(found.skipped)) as batch:
-        for src in found.paths:
+        for src, done in items:
 
-            def detect(row: dict[str, Any], src: Path = src) -> bool:
-                image = load_image(src, max_pixels=max_pixels, formats=formats)
-                if collection is None:
+            def detect(row: dict[str, Any], src: Any = src, done: Any = done) -> bool:
+                if done is not None:  # detected on the cluster
+                    if done.error is not None:
+                        raise done.error
+                    det = done.value
+                elif collection is None:
+                    image = load_image(src, max_pixels=max_pixels, formats=formats)
                     det = method.detect(image, key, alpha=alpha)
                 else:
                     from tracemark.copydetect.assist import detect_assisted
 
+                    image = load_image(src, max_pixels=max_pixels, formats=formats)
                     det = detect_assisted(lambda im, a: method.detect(im, key, alpha=a), image,
                                           lambda im: collection.search(im, k=3), alpha=alpha)
                 row["route"] = det.details.get("route", "blind")
@@ -277,6 +303,8 @@ def detect_cmd(method_name: str, key_file: Path | None, key_env: str | None,
                             "bit_errors": None, "route": None}, detect)
     if collection is not None:
         collection.close()
+    if ray_address is not None:
+        executor.close()
     tally = batch.tally
     if tally.unknown:
         what = (f"presence unknown for {tally.unknown} of {tally.ok} images read ("

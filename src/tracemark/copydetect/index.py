@@ -371,6 +371,23 @@ class CopyIndex(Resource):
             out[slot] = res
         return out
 
+    def add_described(self, items: Sequence[tuple[NewReference, Words]]) -> list[AddResult]:
+        """Register references already described by :func:`new_reference` (elsewhere: a
+        batch job describes images on other processes or machines, and one writer adds
+        them here): one result per item, in order; a content hash already in the index
+        gives ``duplicate_of`` and stores nothing. Uncommitted until :meth:`commit`.
+
+        The descriptors must come from :func:`new_reference` with this index's
+        ``MatchConfig.max_features`` for searches to verify them as they would an
+        :meth:`add`. Raises the store's :class:`~tracemark.errors.IndexStoreError`
+        subclasses (a read-only or closed index; a vector of the wrong shape)."""
+        refs = [ref for ref, _ in items]
+        with self._mutex:
+            self._check_open()
+            results = self.index.add_many(refs)
+            self._post([w for _, w in items], results)
+        return results
+
     def remove(self, ref_id: int) -> bool:
         with self._mutex:
             removed = self.index.remove(ref_id)
@@ -513,6 +530,21 @@ class CopyIndex(Resource):
         :class:`~tracemark.errors.ImageTooSmallError`, PDQ's 5 px minimum) on an empty
         index too, not only once references exist."""
         q = self._query(image)
+        if len(self.index) == 0:
+            return []
+        return self._search(q, k=k)
+
+    def describe_query(self, image: Any) -> QueryDescriptors:
+        """What :meth:`search` computes of a query before it looks at the index
+        (:func:`tracemark.copydetect.describe.describe_query` with this index's
+        ``max_features``): a batch job computes it on other processes or machines and
+        hands it to :meth:`search_described`. Raises the loader's typed errors."""
+        return self._query(image)
+
+    def search_described(self, q: QueryDescriptors, *, k: int = 5) -> list[Match]:
+        """:meth:`search` of a query already described (:meth:`describe_query`, or
+        :func:`~tracemark.copydetect.describe.describe_query` with the same
+        ``max_features``): the same matches."""
         if len(self.index) == 0:
             return []
         return self._search(q, k=k)
