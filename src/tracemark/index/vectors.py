@@ -104,8 +104,11 @@ class VectorStore(ABC):
     """True when several processes may write the store at once (no directory writer lock)."""
 
     @abstractmethod
-    def open_set(self, name: str, spec: VectorSpec) -> None:
-        """Make set ``name`` usable (create it, empty, when the store lacks it)."""
+    def open_set(self, name: str, spec: VectorSpec, rows: RowSource | None = None) -> None:
+        """Make set ``name`` usable (create it, empty, when the store lacks it). ``rows``
+        reads the set's rows from the database, for a store that rebuilds by itself (FAISS
+        after removals from an HNSW set); a server store may ignore it. Stored-only sets
+        (``spec.index == "none"``) are never given to a store."""
 
     @abstractmethod
     def drop_set(self, name: str) -> None:
@@ -126,8 +129,9 @@ class VectorStore(ABC):
 
     @abstractmethod
     def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest rows per query: ``(scores, labels)``, both ``(len(queries), k)``
-        (float32, int64), best first, padded with label -1 when fewer rows exist."""
+        """The ``k`` nearest rows per query: ``(scores, labels)``, both
+        ``(len(queries), m)`` with ``m <= k`` (float32, int64), best first, padded with label
+        -1 when fewer rows exist (a server store may cap ``k``: Milvus at 16,384)."""
 
     @abstractmethod
     def count(self, name: str) -> int:
