@@ -257,6 +257,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
     waiting = _Waiting()
     last_commit = time.monotonic()
     again: list[tuple[SignJob, int]] = []  # (job, mark id) of inputs carrying our mark
+    reserved: set[int] = set()  # manifest ids reserved and not yet activated or discarded
 
     def failed(source: str, exc: TracemarkError) -> None:
         counts.failed += 1
@@ -280,6 +281,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
                 mid = store.reserve(title=title, author=opts.author,
                                     ai_generated=opts.ai_generated, media_type=media_type,
                                     input_sha256=sha)
+                reserved.add(mid)
             except TracemarkError as exc:
                 failed(source, exc)
                 continue
@@ -292,6 +294,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
                 mid = store.reserve(title=job.title, author=opts.author,
                                     ai_generated=opts.ai_generated, media_type=job.media_type,
                                     input_sha256=job.input_sha256, mark_id=carried)
+                reserved.add(mid)
             except TracemarkError as exc:
                 failed(job.source, exc)
                 continue
@@ -346,6 +349,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
     def run(items: Iterator[SignJob]) -> None:
         for done in executor.map_unordered(task, items):
             job: SignJob = done.item
+            reserved.discard(job.manifest_id)  # activated or discarded below
             try:
                 if done.error is not None:
                     raise done.error
@@ -370,5 +374,20 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
         for tmp, _out, _res in waiting.items:
             tmp.unlink(missing_ok=True)
         store.rollback()
+        _discard_committed(store, reserved)
         raise
     return counts
+
+
+def _discard_committed(store: CredentialStore, ids: set[int]) -> None:
+    """Delete the pending manifests ``ids`` that a commit made durable while their items
+    were in flight (best effort, after a failure: a dead driver's are deleted by the next
+    writable open instead, as stale)."""
+    if not ids:
+        return
+    try:
+        for mid in ids:
+            store.discard(mid)
+        store.commit()
+    except Exception:  # noqa: BLE001 (the job's own error is the one to raise)
+        store.rollback()
