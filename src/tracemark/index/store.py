@@ -1212,10 +1212,27 @@ class Index(Resource):
 
     def _load_sets(self, sets: builtins.list[_VectorSet]) -> None:
         """Open each set in the vector store and check it against the database (one
-        snapshot); rebuild (and flush) the sets that disagree. A read-only handle on a
-        shared store trusts it (searches drop rows of references the database lacks)."""
+        snapshot); repair the sets that disagree (and flush). A read-only handle on a
+        shared store trusts it (searches drop rows of references the database lacks).
+
+        FAISS sets that disagree are rebuilt. A shared store (Milvus) is repaired row by
+        row, never dropped (other processes search it meanwhile): rows the database has
+        and the store lacks are added again; rows the store has and the database lacks
+        are removed only when no other writer can hold them uncommitted -- with the
+        metadata in PostgreSQL, only when this handle gets the writers' advisory lock
+        without waiting; otherwise they are left (searches skip them) for a later check.
+        """
         repaired: builtins.list[str] = []
-        with self._mutex, self._engine.connect() as snap:
+        exclusive = True
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._mutex)
+            if self._vstore.shared and not self.read_only and self.backend == "postgresql":
+                assert self._wconn is not None
+                snap = self._wconn
+                stack.enter_context(snap.begin())  # ends (commits a read) with the block
+                exclusive = _pg_serialise(snap, wait=False)
+            else:
+                snap = stack.enter_context(self._engine.connect())
             self._snap = snap
             try:
                 for vset in sets:
@@ -1230,8 +1247,20 @@ class Index(Resource):
                         continue
                     expected = _faiss.expected_labels(ref_ids, counts)
                     got = np.sort(self._vstore.labels(vset.name))
-                    if not np.array_equal(got, expected):
+                    if np.array_equal(got, expected):
+                        continue
+                    if not self._vstore.shared:
                         self._vstore.rebuild(vset.name, vset.spec, source)
+                        repaired.append(vset.name)
+                        continue
+                    extra = np.unique(np.setdiff1d(got, expected) >> ROW_BITS)
+                    missing = np.unique(np.setdiff1d(expected, got) >> ROW_BITS)
+                    if exclusive and len(extra):
+                        self._vstore.remove(vset.name, extra)
+                    readd = np.union1d(missing, extra) if exclusive else missing
+                    for labels, rows in self._row_source(vset, readd)():
+                        self._vstore.add(vset.name, labels, rows)
+                    if len(readd) or (exclusive and len(extra)):
                         repaired.append(vset.name)
             finally:
                 self._snap = None
@@ -1245,13 +1274,18 @@ def _namespace(uid: str) -> str:
     return f"tm_{uid}"
 
 
-def _pg_serialise(conn: sa.Connection) -> None:
+def _pg_serialise(conn: sa.Connection, *, wait: bool = True) -> bool:
     """Serialise the write transactions of every process on this PostgreSQL schema (a
     transaction-level advisory lock, released at commit or rollback), so that change
-    sequence numbers appear in commit order and ``content_hash`` checks do not race."""
+    sequence numbers appear in commit order and ``content_hash`` checks do not race.
+    ``wait=False`` tries once; returns whether the lock is held."""
     schema = conn.get_execution_options().get("schema_translate_map", {}).get(None, "")
     key = zlib.crc32(f"tracemark-index:{schema}".encode()) - (1 << 31)
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    if wait:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        return True
+    return bool(conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"),
+                             {"k": key}).scalar_one())
 
 
 def _size(path: Path) -> int:
