@@ -76,3 +76,74 @@ def test_a_writer_checking_the_store_keeps_the_other_writers_uncommitted_rows(sh
         a.commit()
         for name in SPECS:
             assert sorted(a.store_labels(name).tolist()) == _expected_labels(a, name), name
+
+
+# -- vector-store URLs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "milvus://[::1]:19530", "milvus://u:p@[fe80::1]:1/db", "milvus://alice:s3cret@h.example:7",
+    "milvus://h", "MILVUS://h:65535/x"])
+def test_a_redacted_url_parses_back_to_the_same_store(url: str) -> None:
+    """What an index records (``redacted()``) must open the same server again: an IPv6
+    host keeps its brackets, and the credentials are gone."""
+    parsed = parse_vector_url(url)
+    again = parse_vector_url(parsed.redacted())
+    assert (again.scheme, again.host, again.port, again.database) == \
+        (parsed.scheme, parsed.host, parsed.port, parsed.database)
+    assert again.token is None and "s3cret" not in parsed.redacted()
+    assert "@" not in parsed.redacted()
+
+
+@pytest.mark.parametrize("url", ["milvus://h:0", "milvus://h:65536", "milvus://h:-1",
+                                 "milvus://h:x", "milvus://", "milvus:///db"])
+def test_a_url_naming_no_usable_port_or_host_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_vector_url(url)
+
+
+# -- metadata on PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_index(tmp_path: Path) -> Iterator[Index]:
+    if PG_URL is None:
+        pytest.skip("no PostgreSQL: run scripts/test.sh")
+    index = Index.create(tmp_path / "p", vector_specs={"p": VectorSpec("binary", 256)},
+                         database_url=PG_URL, schema=schema_name("edge", uuid.uuid4().hex[:12]))
+    yield index
+    index.close()
+
+
+@requires_pg
+def test_nul_in_names_is_a_typed_error_on_postgresql_and_keeps_the_transaction(
+        pg_index: Index) -> None:
+    """PostgreSQL text cannot hold NUL: a blob or document name with one is refused as
+    bad input (as content hashes and text fields are), never a raw driver error, and the
+    pending add survives; a lookup by such a name finds nothing."""
+    from tracemark.errors import IndexInputError
+
+    ix = pg_index
+    rid = ix.add(content_hash="a", vectors={"p": np.zeros((2, 32), np.uint8)}).id
+    with pytest.raises(IndexInputError, match="NUL"):
+        ix.put_document("cal\x00", b"x")
+    with pytest.raises(IndexInputError, match="NUL"):
+        ix.add(content_hash="b", vectors={}, blobs={"thumb\x00": b"x"})
+    with pytest.raises(IndexInputError, match="NUL"):
+        ix.put_blob(rid, "t\x00", b"x")
+    ix.commit()
+    assert len(ix) == 1 and ix.find("a") == rid
+    assert ix.find("a\x00") is None and ix.document("cal\x00") is None
+    assert ix.blob(rid, "t\x00") is None and ix.blob_ids("t\x00").size == 0
+
+
+@requires_pg
+@pytest.mark.parametrize(("since", "limit"), [("x", 10), (0, -1), (None, 5), (0, 1.5)])
+def test_changes_with_bad_arguments_is_a_typed_error(pg_index: Index, since, limit) -> None:
+    from tracemark.errors import IndexInputError
+
+    pg_index.add(content_hash="a", vectors={})
+    pg_index.commit()
+    with pytest.raises(IndexInputError):
+        pg_index.changes(since, limit)
+    assert pg_index.changes(0, 1) == [(1, 1, "add")]

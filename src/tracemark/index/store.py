@@ -718,9 +718,9 @@ class Index(Resource):
         copy-detection calibration); part of the open transaction."""
         with self._mutex:
             self._check_writable()
-            if not isinstance(name, str) or not 0 < len(name) <= 128:
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name:
                 raise IndexInputError("a document name must be a non-empty str of <= 128 "
-                                      "characters")
+                                      "characters, without NUL")
             if not isinstance(data, bytes | bytearray):
                 raise IndexInputError(f"document {name!r} must be bytes, got "
                                       f"{type(data).__name__}")
@@ -768,6 +768,8 @@ class Index(Resource):
         """The id of the reference with this content hash, or None."""
         with self._mutex:
             self._check_open()
+            if "\x00" in str(content_hash):  # never stored (PostgreSQL text cannot hold it)
+                return None
             with self._read() as conn:
                 row = conn.execute(sa.select(refs.c.id).where(
                     refs.c.content_hash == str(content_hash))).first()
@@ -790,6 +792,8 @@ class Index(Resource):
             self._check_open()
             with self._read() as conn:
                 rid = self._require(conn, ref_id)
+                if "\x00" in str(name):  # never stored
+                    return None
                 row = conn.execute(sa.select(blobs.c.data).where(
                     blobs.c.ref_id == rid, blobs.c.name == str(name))).first()
             return None if row is None else bytes(row[0])
@@ -798,6 +802,8 @@ class Index(Resource):
         """Ids (sorted int64) of the references that have a blob ``name``."""
         with self._mutex:
             self._check_open()
+            if not isinstance(name, str) or "\x00" in name:  # never stored
+                return np.empty(0, np.int64)
             with self._read() as conn:
                 rows = conn.execute(sa.select(blobs.c.ref_id).where(blobs.c.name == name)
                                     .order_by(blobs.c.ref_id)).all()
@@ -826,8 +832,10 @@ class Index(Resource):
         """Set (add or replace) a reference's blob ``name``; part of the open transaction."""
         with self._mutex:
             self._check_writable()
-            if not isinstance(name, str) or not name or not isinstance(data, bytes | bytearray):
-                raise IndexInputError("put_blob takes a non-empty str name and bytes data")
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name \
+                    or not isinstance(data, bytes | bytearray):
+                raise IndexInputError("put_blob takes a non-empty str name of <= 128 "
+                                      "characters, without NUL, and bytes data")
             conn = self._begin()
             rid = self._require(conn, ref_id)
             conn.execute(blobs.delete().where(blobs.c.ref_id == rid, blobs.c.name == name))
@@ -838,7 +846,7 @@ class Index(Resource):
         opened read-only, which has no documents)."""
         with self._mutex:
             self._check_open()
-            if int(self._meta["format_version"]) < 2:
+            if int(self._meta["format_version"]) < 2 or "\x00" in str(name):
                 return None
             with self._read() as conn:
                 row = conn.execute(sa.select(documents.c.data).where(
@@ -849,15 +857,18 @@ class Index(Resource):
         """Committed changes after sequence number ``since``: ``(seq, ref_id, op)`` with op
         ``"add"`` or ``"remove"``, oldest first, at most ``limit``. Writers are serialised,
         so sequence numbers appear in commit order: a process that remembers the last
-        ``seq`` it applied misses nothing. Empty for a format-1 index opened read-only."""
+        ``seq`` it applied misses nothing. Empty for a format-1 index opened read-only.
+        Raises :class:`IndexInputError` when ``since`` or ``limit`` is not an int >= 0."""
         with self._mutex:
             self._check_open()
+            since = _check_count(since, "since", low=0)
+            limit = _check_count(limit, "limit", low=0)
             if int(self._meta["format_version"]) < 2:
                 return []
             with self._read() as conn:
                 rows = conn.execute(sa.select(changes.c.seq, changes.c.ref_id, changes.c.op)
-                                    .where(changes.c.seq > int(since))
-                                    .order_by(changes.c.seq).limit(int(limit))).all()
+                                    .where(changes.c.seq > since)
+                                    .order_by(changes.c.seq).limit(limit)).all()
             return [(int(s), int(r), str(o)) for s, r, o in rows]
 
     def last_change(self) -> int:
@@ -1085,9 +1096,10 @@ class Index(Resource):
         if not isinstance(item.blobs, Mapping):
             raise IndexInputError(f"{where}: blobs must be a mapping of name to bytes")
         for name, data in item.blobs.items():
-            if not isinstance(name, str) or not 0 < len(name) <= 128:
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name:
                 raise IndexInputError(
-                    f"{where}: a blob name must be a non-empty str of <= 128 characters"
+                    f"{where}: a blob name must be a non-empty str of <= 128 characters, "
+                    "without NUL"
                 )
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise IndexInputError(
