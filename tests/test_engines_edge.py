@@ -147,3 +147,34 @@ def test_changes_with_bad_arguments_is_a_typed_error(pg_index: Index, since, lim
     with pytest.raises(IndexInputError):
         pg_index.changes(since, limit)
     assert pg_index.changes(0, 1) == [(1, 1, "add")]
+
+
+# -- calibration with the metadata -----------------------------------------------------------
+
+
+@requires_pg
+def test_a_legacy_calibration_file_moves_into_the_database_so_every_replica_has_it(
+        tmp_path: Path) -> None:
+    """A collection calibrated before the calibration became an index document keeps a
+    ``calibration.npz`` beside its metadata. Once opened for writing, the calibration must
+    live with the metadata: another machine attached to the same PostgreSQL schema (a
+    replica) decides with the same calibration, not uncalibrated."""
+    from tracemark.fingerprint import global_desc
+    from tracemark.copydetect.decide import NullModel
+    from tracemark.copydetect.index import CALIBRATION_FILE, CopyIndex, MatchConfig
+
+    schema = schema_name("edge", uuid.uuid4().hex[:12])
+    a, b = tmp_path / "a", tmp_path / "b"
+    CopyIndex.create(a, database_url=PG_URL, schema=schema).close()
+    rng = np.random.default_rng(5)
+    bg = rng.normal(size=(24, global_desc.DIM)).astype(np.float32)
+    bg /= np.linalg.norm(bg, axis=1, keepdims=True)
+    model = NullModel(bg, rng.random(300), MatchConfig().retrieval)
+    (a / CALIBRATION_FILE).write_bytes(model.encode(None))  # the earlier layout
+    with CopyIndex.open(a, database_url=PG_URL) as first:
+        assert first.stats()["calibrated"]
+    Index.attach(b, schema=schema)
+    with CopyIndex.open(b, database_url=PG_URL, read_only=True) as other:
+        assert other.stats()["calibrated"]
+        assert other.threshold_for_alpha(0.01) == pytest.approx(
+            model.threshold_for_alpha(0.01))
