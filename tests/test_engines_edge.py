@@ -159,9 +159,9 @@ def test_a_legacy_calibration_file_moves_into_the_database_so_every_replica_has_
     ``calibration.npz`` beside its metadata. Once opened for writing, the calibration must
     live with the metadata: another machine attached to the same PostgreSQL schema (a
     replica) decides with the same calibration, not uncalibrated."""
-    from tracemark.fingerprint import global_desc
     from tracemark.copydetect.decide import NullModel
     from tracemark.copydetect.index import CALIBRATION_FILE, CopyIndex, MatchConfig
+    from tracemark.fingerprint import global_desc
 
     schema = schema_name("edge", uuid.uuid4().hex[:12])
     a, b = tmp_path / "a", tmp_path / "b"
