@@ -178,3 +178,27 @@ def test_a_legacy_calibration_file_moves_into_the_database_so_every_replica_has_
         assert other.stats()["calibrated"]
         assert other.threshold_for_alpha(0.01) == pytest.approx(
             model.threshold_for_alpha(0.01))
+
+
+def test_a_reader_pointed_at_a_store_without_the_index_says_so(tmp_path: Path) -> None:
+    """Reopening with another Milvus database than the index was built on: a reader fails
+    clearly instead of finding nothing."""
+    from tracemark.errors import IndexFormatError
+
+    path = tmp_path / "ix"
+    with Index.create(path, vector_specs={"pdq": VectorSpec("binary", 256)},
+                      vectors=MILVUS_URL) as index:
+        index.add(content_hash="a", vectors={"pdq": np.zeros(32, np.uint8)})
+    try:
+        with Index.open(path, read_only=True) as reader:
+            assert reader.search("pdq", np.zeros(32, np.uint8), k=1)[0][0].ref_id == 1
+        elsewhere = Index.open(path, read_only=True)  # the same store: fine
+        elsewhere.close()
+        with Index.open(path) as writer:
+            writer._vstore.drop_set("pdq")  # what another server looks like: no collection
+        with pytest.raises(IndexFormatError, match="has no set 'pdq'"):
+            Index.open(path, read_only=True)
+        with Index.open(path) as writer:  # a writer rebuilds it there
+            assert writer.repaired == ("pdq",)
+    finally:
+        Index.drop_vectors(path)

@@ -361,7 +361,8 @@ class FaissVectors(VectorStore):
         else:  # HNSW cannot remove: rebuilt before the next search or flush
             fs.stale = True
 
-    def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, name: str, queries: np.ndarray, k: int, *,
+               after: int = 0) -> tuple[np.ndarray, np.ndarray]:
         fs = self._fresh(name)
         k = min(int(k), max(1, int(fs.index.ntotal)))
         return search(fs.index, fs.spec, queries, k)

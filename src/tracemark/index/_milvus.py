@@ -141,6 +141,7 @@ class MilvusVectors(VectorStore):
         self._lock = threading.RLock()
         self._alias: str | None = f"tracemark-{uuid.uuid4().hex}"
         self._closed = False
+        self._last_ts = 0
         kwargs: dict[str, Any] = {"uri": f"http://{url.address}",
                                   "timeout": float(connect_timeout)}
         if url.token:
@@ -231,6 +232,13 @@ class MilvusVectors(VectorStore):
 
     # -- the VectorStore interface --------------------------------------------------------
 
+    def has_set(self, name: str) -> bool:
+        """Whether the server has the collection of set ``name``."""
+        alias = self._check_open()
+        with self._errors("has_collection", name):
+            return bool(self._pm.utility.has_collection(
+                collection_name(self.namespace, name), using=alias, timeout=self.timeout))
+
     def open_set(self, name: str, spec: VectorSpec, rows: RowSource | None = None) -> None:
         """Create (empty, when absent) and load the collection of set ``name``.
 
@@ -302,9 +310,10 @@ class MilvusVectors(VectorStore):
             data = [labels[lo:hi].tolist(), ref_ids[lo:hi].tolist(), vecs]
             with self._errors("upsert" if upsert else "insert", s.cname):
                 if upsert:
-                    s.collection.upsert(data, timeout=self.timeout)
+                    res = s.collection.upsert(data, timeout=self.timeout)
                 else:
-                    s.collection.insert(data, timeout=self.timeout)
+                    res = s.collection.insert(data, timeout=self.timeout)
+            self._wrote(res)
 
     def remove(self, name: str, ref_ids: np.ndarray) -> None:
         """Delete every row whose ``ref_id`` is in ``ref_ids`` (int64; chunks of 10,000)."""
@@ -313,13 +322,38 @@ class MilvusVectors(VectorStore):
         for lo in range(0, len(ids), 10_000):
             chunk = ",".join(str(int(i)) for i in ids[lo:lo + 10_000])
             with self._errors("remove", name):
-                s.collection.delete(f"ref_id in [{chunk}]", timeout=self.timeout)
+                res = s.collection.delete(f"ref_id in [{chunk}]", timeout=self.timeout)
+            self._wrote(res)
 
-    def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _wrote(self, result: Any) -> None:
+        """Remember the hybrid timestamp Milvus gave a write (its MutationResult)."""
+        ts = int(getattr(result, "timestamp", 0) or 0)
+        with self._lock:
+            self._last_ts = max(self._last_ts, ts)
+
+    def write_token(self) -> int:
+        """The Milvus hybrid timestamp of this store's last insert or upsert (0 before
+        any): a search with ``after`` at least this sees that write. Deletes do not move
+        it (Milvus 2.3 answers a delete with timestamp 0); a reader may see a deleted row
+        until the server applied the delete, which the :class:`~tracemark.index.Index`
+        makes harmless by returning only references its database holds."""
+        with self._lock:
+            return self._last_ts
+
+    def search(self, name: str, queries: np.ndarray, k: int, *,
+               after: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The ``min(k, MAX_K)`` best rows per query: ``(scores, labels)``, float32 and int64
         ``(len(queries), min(k, MAX_K))``, best first (Hamming bits ascending for a binary
         set, inner product descending for a float set; ties by label), padded with score 0
-        and label -1 when the set holds fewer rows. Raises
+        and label -1 when the set holds fewer rows.
+
+        Consistency: the search sees every write whose hybrid timestamp is at most
+        ``max(after, write_token())`` (Milvus' "Customized" level with that
+        ``guarantee_timestamp``; ``after`` comes from the index's change log, so another
+        process's committed writes are included), and whatever else the server applied by
+        then. That waits only when those writes are not applied yet, where level "Strong"
+        waits for the next time tick on every search (``proxy.timeTickInterval``, 200 ms
+        in the standalone server's configuration). ``after=-1`` asks for "Strong". Raises
         :class:`~tracemark.errors.IndexInputError` for queries of the wrong shape or dtype
         or ``k < 1``."""
         s = self._set(name)
@@ -340,14 +374,18 @@ class MilvusVectors(VectorStore):
             params["params"] = {"ef": max(spec.hnsw_ef_search, k)}
         elif spec.index == "ivf":
             params["params"] = {"nprobe": min(spec.ivf_nprobe, _IVF_NLIST)}
+        guarantee = max(int(after), self.write_token()) if after >= 0 else -1
+        consistency: dict[str, Any] = (
+            {"consistency_level": "Strong"} if guarantee < 0 else
+            {"consistency_level": "Customized", "guarantee_timestamp": max(1, guarantee)})
         step = max(1, min(MAX_K, _SEARCH_RESULTS // k, _SEARCH_QUERY_BYTES // q[0].nbytes))
         for lo in range(0, nq, step):
             chunk = q[lo:lo + step]
             data = [r.tobytes() for r in chunk] if spec.kind == "binary" else chunk.tolist()
             with self._errors("search", name):
                 result = s.collection.search(data, "vec", params, limit=k, expr=None,
-                                             output_fields=[], consistency_level="Strong",
-                                             timeout=self.timeout)
+                                             output_fields=[], timeout=self.timeout,
+                                             **consistency)
             for i, hits in enumerate(result):
                 ids = np.asarray(hits.ids, np.int64)
                 dist = np.asarray(hits.distances, np.float32)

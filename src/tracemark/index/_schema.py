@@ -88,6 +88,7 @@ changes = sa.Table(  # format 2
     sa.Column("seq", _ID, primary_key=True, autoincrement=True),
     sa.Column("ref_id", sa.BigInteger, nullable=False),
     sa.Column("op", sa.Text, nullable=False),  # 'add' | 'remove'
+    sa.Column("ts", sa.BigInteger),  # the vector store's write token (Milvus: hybrid ts)
     sqlite_autoincrement=True,
 )
 

@@ -243,6 +243,7 @@ class Index(Resource):
     _touched: dict[str, set[int]]
     _new_sets: set[str]
     _seen_change: int
+    _after: int
     #: Names of the vector sets whose store copy was missing, unreadable or inconsistent with
     #: the database when last loaded, and so were rebuilt from the stored vectors.
     repaired: tuple[str, ...]
@@ -451,6 +452,7 @@ class Index(Resource):
                 for name, (set_id, spec) in specs.items()
             }
             self._seen_change = self._last_change()
+            self._after = self._max_token()
             self._load_sets(list(self._sets.values()))
         except BaseException:
             if wconn is not None:
@@ -669,6 +671,11 @@ class Index(Resource):
                 rows = np.concatenate([r for _, r in parts])
                 labels = _faiss.expected_labels(ids, np.array([len(r) for _, r in parts]))
                 self._vstore.add(name, labels, rows)
+            added = [r.id for r in results if r.duplicate_of is None]
+            if added:  # logged after the store's writes: their token says what to wait for
+                token = self._vstore.write_token()
+                conn.execute(changes.insert(), [{"ref_id": rid, "op": "add", "ts": token}
+                                                for rid in added])
             return results
 
     def remove(self, ref_id: int) -> bool:
@@ -684,7 +691,6 @@ class Index(Resource):
             conn.execute(vectors.delete().where(vectors.c.ref_id == rid))
             conn.execute(blobs.delete().where(blobs.c.ref_id == rid))
             conn.execute(refs.delete().where(refs.c.id == rid))
-            conn.execute(changes.insert().values(ref_id=rid, op="remove"))
             for vset in self._sets.values():
                 if vset.id not in set_ids:
                     continue
@@ -693,6 +699,8 @@ class Index(Resource):
                     continue
                 self._touched.setdefault(vset.name, set()).add(rid)
                 self._vstore.remove(vset.name, np.array([rid], np.int64))
+            conn.execute(changes.insert().values(ref_id=rid, op="remove",
+                                                 ts=self._vstore.write_token()))
             return True
 
     def add_vector_set(self, name: str, spec: VectorSpec) -> None:
@@ -916,18 +924,26 @@ class Index(Resource):
             k = _check_count(k, "k", low=1)
             if len(q) == 0:
                 return []
-            if self.shared:
-                self._follow_changes()
-                want = min(_MAX_SEARCH_ROWS, k * max(1, vset.max_rows))
-            else:
+            live: set[int] | None = None
+            if not self.shared:
                 total = self._vstore.count(name)
                 if total == 0:
                     return [[] for _ in range(len(q))]
                 # k references need at most k * max_rows rows (each has <= max_rows rows)
                 want = min(total, k * max(1, vset.max_rows))
-            scores, labels = self._vstore.search(name, q, want)
-            live: set[int] | None = None
-            if self.shared:  # rows of references another process added but not committed
+                scores, labels = self._vstore.search(name, q, want)
+            else:
+                self._follow_changes()
+                want = min(_MAX_SEARCH_ROWS, k * max(1, vset.max_rows))
+                after = self._after
+        if self.shared:
+            # a server store is searched without the lock (its client is thread-safe), so
+            # one process serves several searches at once; it sees at least every write
+            # the change log has shown this handle (after)
+            scores, labels = self._vstore.search(name, q, want, after=after)
+            with self._mutex:
+                self._check_open()
+                # rows of references another process added but has not committed
                 found = {int(lab) >> ROW_BITS for lab in labels.ravel() if lab >= 0}
                 live = self._existing(found)
         higher = vset.spec.higher_is_better
@@ -1031,6 +1047,25 @@ class Index(Resource):
         with self._read() as conn:
             return load_vector_sets(conn, source=str(self.path))
 
+    def _change_rows(self, since: int, limit: int) -> builtins.list[tuple[int, int, str, Any]]:
+        """``(seq, ref_id, op, ts)`` of the committed changes after ``since``, oldest first."""
+        if int(self._meta["format_version"]) < 2:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(sa.select(changes.c.seq, changes.c.ref_id, changes.c.op,
+                                          changes.c.ts)
+                                .where(changes.c.seq > int(since))
+                                .order_by(changes.c.seq).limit(int(limit))).all()
+        return [(int(q), int(r), str(o), t) for q, r, o, t in rows]
+
+    def _max_token(self) -> int:
+        """The largest vector-store write token in the change log (0 when none)."""
+        if int(self._meta["format_version"]) < 2:
+            return 0
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.ts), 0)))
+                       .scalar_one())
+
     def _last_change(self) -> int:
         if int(self._meta["format_version"]) < 2:
             return 0
@@ -1049,10 +1084,12 @@ class Index(Resource):
     def _follow_changes(self) -> None:
         """Raise the sets' ``max_rows`` for references other processes added since the last
         look (a shared index: the rows a search must ask for depend on it)."""
-        new = self.changes(self._seen_change)
+        new = self._change_rows(self._seen_change, 100_000)
         if not new:
             return
         self._seen_change = new[-1][0]
+        self._after = max([self._after] + [int(ts) for *_, ts in new if ts is not None])
+        new = [(seq, rid, op) for seq, rid, op, _ in new]
         added = sorted({rid for _, rid, op in new if op == "add"})
         if not added:
             return
@@ -1130,7 +1167,6 @@ class Index(Resource):
             known.update(self._known_hashes(conn, [p.content_hash for p in fresh]))
         vector_rows: builtins.list[dict[str, Any]] = []
         blob_rows: builtins.list[dict[str, Any]] = []
-        change_rows: builtins.list[dict[str, Any]] = []
         added: set[str] = set()
         for p in prepared:
             rid = known[p.content_hash]
@@ -1139,7 +1175,6 @@ class Index(Resource):
                 continue
             added.add(p.content_hash)
             results.append(AddResult(id=rid))
-            change_rows.append({"ref_id": rid, "op": "add"})
             for name, rows in p.rows.items():
                 vset = self._sets[name]
                 vector_rows.append({"ref_id": rid, "set_id": vset.id, "n_rows": len(rows),
@@ -1151,8 +1186,6 @@ class Index(Resource):
             conn.execute(vectors.insert(), vector_rows)
         if blob_rows:
             conn.execute(blobs.insert(), blob_rows)
-        if change_rows:
-            conn.execute(changes.insert(), change_rows)
         return results, new_rows
 
     def _known_hashes(self, conn: sa.Connection, hashes: builtins.list[str]) -> dict[str, int]:
@@ -1254,6 +1287,14 @@ class Index(Resource):
                         vset.rows = int(counts.sum())
                         continue
                     source = self._row_source(vset)
+                    if (self.read_only and self._vstore.shared and len(ref_ids)
+                            and not self._vstore.has_set(vset.name)):
+                        raise IndexFormatError(
+                            f"the vector store {self.vector_url.redacted()} has no set "
+                            f"{vset.name!r} for this index, which holds {len(ref_ids)} "
+                            "references in it: another server or database than the one the "
+                            "index was built on? (a writable open rebuilds the set there)",
+                            source=str(self.path))
                     self._vstore.open_set(vset.name, vset.spec, source)
                     if self.read_only and self._vstore.shared:
                         continue

@@ -120,6 +120,11 @@ class VectorStore(ABC):
         after removals from an HNSW set); a server store may ignore it. Stored-only sets
         (``spec.index == "none"``) are never given to a store."""
 
+    def has_set(self, name: str) -> bool:
+        """Whether the store holds set ``name`` already (before :meth:`open_set`; a store
+        that keeps nothing outside the index directory answers True)."""
+        return True
+
     @abstractmethod
     def drop_set(self, name: str) -> None:
         """Delete set ``name`` and its rows from the store (no error when it is absent)."""
@@ -138,14 +143,23 @@ class VectorStore(ABC):
         """Remove every row of the references ``ref_ids`` (int64)."""
 
     @abstractmethod
-    def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest rows per query: ``(scores, labels)``, both
+    def search(self, name: str, queries: np.ndarray, k: int, *,
+               after: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest rows per query, seeing at least every write whose
+        :meth:`write_token` (from any process) is ``<= after``: ``(scores, labels)``, both
         ``(len(queries), m)`` with ``m <= k`` (float32, int64), best first, padded with label
         -1 when fewer rows exist (a server store may cap ``k``: Milvus at 16,384)."""
 
     @abstractmethod
     def count(self, name: str) -> int:
         """Rows in set ``name``."""
+
+    def write_token(self) -> int:
+        """A token of this store's last write (a server timestamp; 0 for a store whose
+        writes are visible at once, like FAISS in this process): recorded in the index's
+        change log with the write, and given back as ``after`` to :meth:`search` by the
+        processes that follow the log, so that they see it."""
+        return 0
 
     def rebuild(self, name: str, spec: VectorSpec, rows: RowSource) -> None:
         """Replace set ``name``'s contents by the rows ``rows()`` yields (default: drop,
