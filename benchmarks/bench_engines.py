@@ -543,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--milvus", default=os.environ.get("TRACEMARK_TEST_MILVUS_URL",
                                                        "milvus://127.0.0.1:19530"))
-    ap.add_argument("--milvus-dir", type=Path, default=Path(f"/tmp/tracemark-milvus-{os.getuid()}"),
+    ap.add_argument("--milvus-dir", type=Path, default=Path(os.environ.get("TRACEMARK_MILVUS_DIR",
+                                                     f"/tmp/tracemark-milvus-{os.getuid()}")),
                     help="the standalone server's base directory (pid file, data)")
     ap.add_argument("--database-url", default=os.environ.get("TRACEMARK_TEST_PG_URL"))
     ap.add_argument("--replicas", action="store_true", help="also run part 2 (two replicas)")
