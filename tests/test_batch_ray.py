@@ -294,3 +294,212 @@ def test_ray_with_an_unreachable_address_is_a_usage_error(images: Path, tmp_path
          "--store", str(tmp_path / "i"), f"--ray=127.0.0.1:{_free_port()}",
          str(images)], env=_env(), capture_output=True, timeout=120)
     assert code.returncode == 2, code.stderr.decode()[-2000:]
+
+
+# --- watermark embed --ray and sign --ray ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def few(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Path:
+    """Four corpus images (long side 256): three PNG, one JPEG, and one PNG with an
+    alpha channel (its colour and transparency are both kept by embed and sign)."""
+    from tracemark.imageio import save_image_with_alpha
+
+    folder = tmp_path_factory.mktemp("few") / "in"
+    folder.mkdir()
+    paths = corpus_images(n=4)
+    for i, p in enumerate(paths[:2]):
+        save_image(small_image(p, 256), folder / f"p{i}.png")
+    save_image(small_image(paths[2], 256), folder / "j2.jpg", quality=92)
+    im = small_image(paths[3], 256)
+    alpha = np.full(im.shape[:2], 255, np.uint8)
+    alpha[:40] = 90  # a translucent band
+    save_image_with_alpha(im, alpha, folder / "a3.png")
+    return folder
+
+
+def _by_name(rows: list[dict], field: str = "source") -> dict[str, dict]:
+    return {Path(r[field]).name: r for r in rows if r.get(field)}
+
+
+def test_watermark_embed_on_ray_matches_the_local_path_and_a_rerun_resumes(
+        cluster: str, few: Path, tmp_path: Path) -> None:
+    from tracemark.imageio import load_image
+
+    key = tmp_path / "key"
+    key.write_bytes(bytes(range(32)))
+    bad = tmp_path / "bad" / "broken.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    args = ("watermark", "embed", "--key-file", key, "--payload", "0x2a")
+    code, local = _invoke(*args, "--out", tmp_path / "local", few, bad)
+    code_ray, on_ray = _invoke(*args, "--out", tmp_path / "ray", "--ray=local", few, bad)
+    assert code == code_ray == 1  # the broken input failed, the rest were written
+    local_rows, ray_rows = _by_name(local), _by_name(on_ray)
+    assert local_rows.keys() == ray_rows.keys() == {"p0.png", "p1.png", "j2.jpg", "a3.png",
+                                                    "broken.png"}
+    assert ray_rows["broken.png"]["error"]["type"] == "CorruptImageError"
+    assert ray_rows["broken.png"]["output"] is None
+    assert not (tmp_path / "ray" / "broken.png").exists()
+    for name, row in local_rows.items():
+        other = ray_rows[name]
+        assert {k: v for k, v in row.items() if k not in ("output", "error")} == \
+            {k: v for k, v in other.items() if k not in ("output", "error")}
+        if row["output"] is not None:
+            assert Path(row["output"]).name == Path(other["output"]).name
+            # the same pixels (and the alpha channel) as the local path wrote
+            np.testing.assert_array_equal(load_image(row["output"]), load_image(other["output"]))
+    assert ray_rows["a3.png"]["alpha"] == "kept"
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "local").iterdir())  # no temp file left
+
+    code, found = _invoke("watermark", "detect", "--key-file", key, tmp_path / "ray")
+    assert code == 0 and {r["payload"] for r in found} == {"0x000000000000002a"[:len(
+        found[0]["payload"])]} and all(r["present"] for r in found)
+
+    # a re-run: what is written already carries the payload and is skipped, not rewritten
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+    code, again = _invoke(*args, "--out", tmp_path / "ray", "--ray=local", few)
+    assert code == 0 and len(again) == 4 and all(r["skipped"] for r in again)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+    # an existing output that is not this run's still needs --force (nothing written)
+    save_image(np.zeros((64, 64, 3), np.uint8), tmp_path / "ray" / "p0.png")
+    code, _ = _invoke(*args, "--out", tmp_path / "ray", "--ray=local", few)
+    assert code == 2
+    assert stamps["p1.png"] == (tmp_path / "ray" / "p1.png").stat().st_mtime_ns
+    code, forced = _invoke(*args, "--out", tmp_path / "ray", "--force", "--ray=local", few)
+    assert code == 0 and all(r["mark"] in ("embedded", "kept") for r in forced)
+    np.testing.assert_array_equal(load_image(tmp_path / "ray" / "p0.png"),
+                                  load_image(tmp_path / "local" / "p0.png"))
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("certs")
+    code, _ = _invoke("certs", "init", folder)
+    assert code == 0
+    return folder
+
+
+def _sign(certs: Path, store: Path, out: Path, *inputs: str | Path) -> tuple[int, list[dict]]:
+    return _invoke("sign", "--cert", certs / "signer.pem", "--key", certs / "signer.key",
+                   "--store", store, "--out", out, *inputs)
+
+
+def _store_counts(store: Path) -> tuple[int, int, int]:
+    from tracemark.credentials import CredentialStore
+
+    with CredentialStore.open(store, read_only=True) as cs:
+        stats = cs.stats()
+        return stats["manifests"], stats["pending"], cs.fingerprint_count()
+
+
+SAME_FIELDS = ("media_type", "psnr", "mark_kept", "skipped", "input_sha256", "parent",
+               "alpha", "supersedes")
+
+
+def test_sign_on_ray_matches_the_local_path_and_verifies(
+        cluster: str, few: Path, certs: Path, tmp_path: Path) -> None:
+    from tracemark.imageio import load_image
+
+    bad = tmp_path / "bad" / "broken.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    from tracemark.credentials import CredentialStore
+
+    for name in ("store-local", "store-ray"):  # the same watermark key: the same pixels
+        CredentialStore.create(tmp_path / name, secret=bytes(range(32))).close()
+    code, local = _sign(certs, tmp_path / "store-local", tmp_path / "local", few, bad)
+    code_ray, on_ray = _sign(certs, tmp_path / "store-ray", tmp_path / "ray", "--ray=local",
+                             few, bad)
+    assert code == code_ray == 1
+    local_rows, ray_rows = _by_name(local), _by_name(on_ray)
+    assert local_rows.keys() == ray_rows.keys()
+    assert ray_rows["broken.jpg"]["error"]["type"] == "CorruptImageError"
+    for name, row in local_rows.items():
+        other = ray_rows[name]
+        assert {f: row.get(f) for f in SAME_FIELDS} == {f: other.get(f) for f in SAME_FIELDS}, (row, other)
+        if row["error"] is None:
+            assert Path(row["output"]).name == Path(other["output"]).name
+            assert other["mark_id"] == other["manifest_id"]
+            np.testing.assert_array_equal(load_image(row["output"]), load_image(other["output"]))
+    assert sorted(r["manifest_id"] for r in on_ray if r["error"] is None) == [1, 2, 3, 4]
+    assert _store_counts(tmp_path / "store-ray") == (4, 0, 4)
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "local").iterdir())  # no temp file left
+
+    # c2pa validates every signed file, and the store recovers a stripped copy by its mark
+    code, verified = _invoke("verify", "--trust", certs / "ca.pem", "--store",
+                             tmp_path / "store-ray", tmp_path / "ray")
+    assert code == 0 and {r["state"] for r in verified} == {"trusted"}
+    ids = {Path(r["source"]).name: r["manifest_id"] for r in verified}
+    assert ids == {Path(r["output"]).name: r["manifest_id"] for r in on_ray if r["output"]}
+    stripped = tmp_path / "stripped" / "p0.png"
+    stripped.parent.mkdir()
+    save_image(load_image(tmp_path / "ray" / "p0.png"), stripped)
+    code, (row,) = _invoke("verify", "--trust", certs / "ca.pem", "--store",
+                           tmp_path / "store-ray", stripped)
+    assert (row["state"], row["manifest_id"]) == ("recovered", ids["p0.png"])
+
+    # re-signing the stripped copy keeps its mark: the new manifest supersedes the first,
+    # as without --ray (the second round of the job)
+    code, (kept,) = _sign(certs, tmp_path / "store-ray", tmp_path / "again", "--ray=local",
+                          stripped)
+    assert code == 0 and kept["mark_kept"] is True
+    assert (kept["mark_id"], kept["supersedes"]) == (ids["p0.png"], ids["p0.png"])
+    assert kept["manifest_id"] == 5
+    # the same pixels as p0's signed file (PNG, mark kept): its fingerprint is p0's
+    assert _store_counts(tmp_path / "store-ray") == (5, 0, 4)
+
+    # a re-run skips what is signed: nothing new in the store, outputs untouched
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+    code, again = _sign(certs, tmp_path / "store-ray", tmp_path / "ray", "--ray=local", few)
+    assert code == 0 and len(again) == 4 and all(r["skipped"] for r in again)
+    assert {Path(r["output"]).name: r["manifest_id"] for r in again} == \
+        {k: v for k, v in ids.items()}
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+    assert _store_counts(tmp_path / "store-ray") == (5, 0, 4)
+
+
+class _Crash(Exception):
+    """Stands for the driver dying (not a TracemarkError: nothing handles it)."""
+
+
+def test_a_crashed_sign_job_loses_nothing_reported_and_a_rerun_completes(
+        cluster: str, certs: Path, tmp_path: Path, corpus_dir: Path) -> None:
+    from tracemark.batch import RayExecutor, sign_sources
+    from tracemark.credentials import CredentialStore, load_signing_credentials
+
+    store, out = tmp_path / "store", tmp_path / "out"
+    (tmp_path / "in").mkdir()
+    inputs = []
+    for i, p in enumerate(corpus_images(n=8)):
+        inputs.append(tmp_path / "in" / f"s{i}.png")
+        save_image(small_image(p, 256), inputs[-1])
+    plan = [(str(p), str(out / p.name)) for p in inputs]
+    creds = load_signing_credentials(certs / "signer.pem", certs / "signer.key")
+    reported: list[str] = []
+
+    def on_item(source: str, res: object, error: object) -> None:
+        assert error is None
+        reported.append(source)
+        if len(reported) == 3:
+            raise _Crash
+
+    with pytest.raises(_Crash), CredentialStore.open_or_create(store) as cs, \
+            RayExecutor(max_in_flight=2) as ex:
+        sign_sources(cs, plan, ex, cert=certs / "signer.pem", key=certs / "signer.key",
+                     creds=creds, on_item=on_item, batch_size=1)
+    manifests, pending, fingerprints = _store_counts(store)
+    assert 3 <= manifests < len(inputs) and pending == 0 and fingerprints == manifests
+    for source in reported:  # every reported item: its file is in place
+        assert (out / Path(source).name).is_file()
+
+    code, lines = _sign(certs, store, out, "--ray=local", *inputs)
+    assert code == 0 and len(lines) == len(inputs)
+    skipped = {Path(r["source"]).name for r in lines if r["skipped"]}
+    assert {Path(s).name for s in reported} <= skipped and len(skipped) == manifests
+    assert _store_counts(store) == (len(inputs), 0, len(inputs))
+    code, verified = _invoke("verify", "--trust", certs / "ca.pem", "--store", store, out)
+    assert code == 0 and len(verified) == len(inputs)
+    assert {r["state"] for r in verified} == {"trusted"}

@@ -78,6 +78,24 @@ def _rows(path: Path, name: str) -> int:
 # --- the committed fixture ------------------------------------------------------------
 
 
+def test_committed_v2_fixture_opens_with_its_content(tmp_path: Path) -> None:
+    copy = tmp_path / "index_v2"
+    shutil.copytree(FIXTURE.with_name("index_v2"), copy)
+    with Index.open(copy, read_only=True) as index:
+        assert index.repaired == ()
+        assert [r.content_hash for r in index.list()] == ["sha256:" + c * 64 for c in "abc"]
+        assert index.vector_specs["ivf"] == VectorSpec("float", 8, index="ivf", ivf_nprobe=8)
+        assert index.document("copydetect.calibration") == b"PK\x03\x04 not a real archive"
+        assert [(rid, op) for _, rid, op in index.changes(0)] == [
+            (1, "add"), (2, "add"), (3, "add"), (4, "add"), (4, "remove")]
+        assert index.stats()["vector_store"] == "faiss" and len(index.uid) == 32
+        pdq = np.arange(128, dtype=np.uint8).reshape(4, 32)
+        assert index.search("pdq", pdq[2], k=1)[0][0] == Hit(ref_id=2, score=0.0, row=1)
+        assert index.stats()["vector_sets"]["ivf"]["rows"] == 0
+    meta = dict(sqlite3.connect(copy / "index.sqlite").execute("SELECT key, value FROM meta"))
+    assert meta["format_version"] == "2" and meta["vector_store"] == "faiss"
+
+
 def test_committed_v1_fixture_opens_with_its_content(tmp_path: Path) -> None:
     copy = tmp_path / "index_v1"
     shutil.copytree(FIXTURE, copy)

@@ -198,3 +198,31 @@ def test_service_on_postgresql(tmp_path: Path) -> None:
                             {"p": schema + "%"}).all()
     engine.dispose()
     assert left == [] and not col.exists() and app.state.tm.registry.lookup(name) is None
+
+
+@requires_pg
+def test_service_adopts_postgresql_collections_made_before_the_registry(tmp_path: Path) -> None:
+    """A data directory whose collections a version without the shared registry made (their
+    schemas named tm_col_<name>) is registered when the service starts, and served."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tracemark.credentials import CredentialStore
+    from tracemark.service.app import ServiceSettings, create_app
+
+    name = "old-" + uuid.uuid4().hex[:8]
+    data = tmp_path / "data"
+    CredentialStore.create(data / "collections" / name, database_url=PG_URL,
+                           schema=schema_name("tm_col", name)).close()
+    app = create_app(ServiceSettings(data_dir=data, database_url=PG_URL))
+    token, _ = app.state.tm.keys.create(scope="write", collections=["*"])
+    h = {"Authorization": f"Bearer {token}"}
+    rec = app.state.tm.registry.lookup(name)
+    assert rec is not None and rec.uid == ""
+    secret = (data / "collections" / name / "secret.key").read_bytes()
+    assert rec.secret == secret
+    with TestClient(app) as client:
+        assert name in client.get("/v1/collections", headers=h).json()["collections"]
+        assert client.get(f"/v1/collections/{name}/images", headers=h).status_code == 200
+        assert client.delete(f"/v1/collections/{name}", headers=h).status_code == 200
+    assert app.state.tm.registry.lookup(name) is None

@@ -17,6 +17,9 @@ EXTRAS: dict[str, tuple[str, list[str]]] = {
     "service": ("the HTTP service (tracemark serve) and PostgreSQL metadata",
                 ["fastapi", "uvicorn", "python-multipart", "prometheus-client", "psycopg"]),
     "bench": ("benchmark plots and thread control", ["matplotlib", "threadpoolctl"]),
+    "milvus": ("vectors in a Milvus server or cluster (--vectors milvus://...)", ["pymilvus"]),
+    "milvus-server": ("a standalone Milvus server for one machine and the tests", ["milvus"]),
+    "ray": ("batch jobs on a Ray cluster (--ray) and fsspec URL inputs", ["ray", "fsspec"]),
     "peers": ("peer watermarks: invisible-watermark's dwtDct, dwtDctSvd, rivaGan",
               ["invisible-watermark", "onnxruntime", "torch"]),
     "dev": ("tests and their oracles", ["pytest", "hypothesis", "pdqhash", "ImageHash",
@@ -32,6 +35,8 @@ _ENGINES: list[tuple[str, str, str]] = [
     ("Pillow", "PIL", "image decoding and encoding"),
     ("c2pa-python", "c2pa", "C2PA manifests (extra c2pa)"),
     ("psycopg", "psycopg", "PostgreSQL driver (extra service)"),
+    ("pymilvus", "pymilvus", "Milvus client: vectors on a Milvus server (extra milvus)"),
+    ("ray", "ray", "Ray: batch jobs on a cluster (extra ray)"),
     ("onnxruntime", "onnxruntime", "ONNX models: rivaGan (extra peers)"),
 ]
 

@@ -133,6 +133,7 @@ __all__ = [
     "save_image",
     "save_image_with_alpha",
     "to_pil",
+    "write_file",
 ]
 
 DEFAULT_MAX_PIXELS: Final[int] = 100_000_000
@@ -478,6 +479,18 @@ def save_image(
         dest.write(data)
     except (OSError, ValueError, TypeError) as exc:
         raise ImageSourceError(f"cannot write: {exc}", source="<file object>") from exc
+
+
+def write_file(dest: str | os.PathLike[str], data: bytes) -> None:
+    """Write an encoded file's bytes (e.g. :func:`encode_image`'s, made elsewhere) to the
+    path ``dest`` atomically, as :func:`save_image` does. Raises
+    :class:`~tracemark.errors.ImageSourceError` when ``dest`` is a folder or cannot be
+    written."""
+    path = os.fspath(dest)
+    label = os.fsdecode(path)
+    if os.path.isdir(path):
+        raise ImageSourceError("destination is a directory", source=label)
+    _write_atomically(path, data, label)
 
 
 def _write_atomically(path: str, data: bytes, label: str) -> None:

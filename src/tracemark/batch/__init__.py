@@ -7,7 +7,9 @@ batches by the one process that holds the store open.
   (extra ``ray``);
 * :mod:`tracemark.batch.sources`: local paths and fsspec URLs as inputs;
 * :mod:`tracemark.batch.jobs`: the jobs of ``tracemark index add|search|scan|watermark
-  detect --ray``.
+  embed|detect --ray``;
+* :mod:`tracemark.batch.signing`: the job of ``tracemark sign --ray`` (image work on the
+  workers, the manifest store written here).
 
 Ray and fsspec are imported only when a Ray executor or a URL is used.
 """
@@ -20,22 +22,36 @@ from tracemark.batch.executor import (
     RayExecutor,
     open_executor,
 )
-from tracemark.batch.jobs import IngestCounts, detect_sources, ingest, search_sources
+from tracemark.batch.jobs import (
+    Embedded,
+    IngestCounts,
+    detect_sources,
+    embed_sources,
+    ingest,
+    marked_outputs,
+    search_sources,
+)
+from tracemark.batch.signing import SignCounts, sign_sources
 from tracemark.batch.sources import expand_url, is_url, load_source, read_source
 
 __all__ = [
     "DEFAULT_OBJECT_STORE_MEMORY",
     "Done",
+    "Embedded",
     "Executor",
     "IngestCounts",
     "LocalExecutor",
     "RayExecutor",
+    "SignCounts",
     "detect_sources",
+    "embed_sources",
     "expand_url",
     "ingest",
     "is_url",
     "load_source",
+    "marked_outputs",
     "open_executor",
     "read_source",
     "search_sources",
+    "sign_sources",
 ]

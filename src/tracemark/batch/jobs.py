@@ -17,6 +17,10 @@ open writes (or searches) in batches.
   (:meth:`CopyIndex.describe_query` there), searched here
   (:meth:`CopyIndex.search_described`: retrieval and verification need the index).
 * :func:`detect_sources`: blind watermark detection, wholly on the executor.
+* :func:`embed_sources`: watermark embedding: a worker decodes, marks and encodes the
+  output file's bytes (:func:`embed_task`); this process writes them (atomically) and
+  reports the item. :func:`marked_outputs` checks on the executor which existing outputs
+  already carry the payload (a re-run skips them).
 
 The functions named ``*_task`` are what runs on a worker: module-level, so Ray pickles
 them by reference and the workers import them from their tracemark.
@@ -25,13 +29,14 @@ them by reference and the workers import them from their tracemark.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tracemark.batch.executor import Done, Executor
-from tracemark.batch.sources import load_source
+from tracemark.batch.sources import is_url, load_source, read_source
 from tracemark.errors import TracemarkError
 from tracemark.imageio import DEFAULT_MAX_PIXELS
 
@@ -40,8 +45,9 @@ if TYPE_CHECKING:
     from tracemark.copydetect.index import QueryResult
     from tracemark.watermark.base import Detection
 
-__all__ = ["IngestCounts", "describe_query_task", "describe_task", "detect_sources",
-           "detect_task", "hash_task", "ingest", "search_sources"]
+__all__ = ["Embedded", "IngestCounts", "carries_task", "describe_query_task", "describe_task",
+           "detect_sources", "detect_task", "embed_sources", "embed_task", "hash_task",
+           "ingest", "marked_outputs", "search_sources"]
 
 
 # --- what runs on a worker -----------------------------------------------------------
@@ -88,6 +94,89 @@ def detect_task(source: str, *, method: str, key: Any, alpha: float, formats: An
 
     image = load_source(source, max_pixels=max_pixels, formats=formats)
     return get_method(method).detect(image, key, alpha=alpha)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One embed's output, made on a worker: the file's ``data`` (encoded as the output's
+    suffix says), ``mark`` (``"embedded"``, ``"kept"``, ``"remarked"``: :func:`tracemark.
+    watermark.embed_once`), ``alpha`` (``"kept"``, ``"flattened"`` or None) and ``psnr``
+    (dB, of the file's pixels against the input's; None when infinite)."""
+
+    data: bytes
+    mark: str
+    alpha: str | None
+    psnr: float | None
+
+
+def embed_task(pair: tuple[str, str], *, method: str, params: Mapping[str, Any], payload: Any,
+               key: Any, allow_remark: bool, quality: int | None, formats: Any = "default",
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Embedded:
+    """Mark ``pair``'s input (a path or URL) with ``payload`` (:func:`tracemark.watermark.
+    embed_once` of ``get_method(method, **params)`` and ``key``) and encode it as its output
+    (``pair[1]``) is named, with ``quality`` for a lossy format (JPEG, WebP): the bytes
+    ``tracemark watermark embed`` writes. Raises the loader's errors,
+    :class:`~tracemark.errors.AlreadyMarkedError` and the method's errors."""
+    import math
+
+    from tracemark.imageio import (
+        colour_under_alpha,
+        composite,
+        encode_image,
+        encode_image_with_alpha,
+        format_of_suffix,
+        has_alpha_channel,
+        load_image,
+        load_image_with_alpha,
+    )
+    from tracemark.metrics import psnr
+    from tracemark.watermark import embed_once, get_method
+
+    source, output = pair
+    wm = get_method(method, **params)
+    if is_url(source):
+        colour, alpha = load_image_with_alpha(read_source(source), max_pixels=max_pixels,
+                                              formats=formats, name=source)
+    else:
+        colour, alpha = load_image_with_alpha(source, max_pixels=max_pixels, formats=formats)
+    image = composite(colour, alpha)  # what every reader of the mark sees
+    marked, outcome = embed_once(wm, image, payload, key, allow_remark=allow_remark)
+    if marked is image:  # kept: the colour below is written, not the input's
+        marked = marked.copy()
+    suffix = os.path.splitext(output)[1]
+    fmt = format_of_suffix(suffix)
+    if fmt not in ("JPEG", "WEBP"):
+        quality = None  # lossless formats take none
+    if alpha is not None and has_alpha_channel(suffix):
+        marked = colour_under_alpha(marked, colour, alpha, out=marked)
+        data, kept = encode_image_with_alpha(marked, alpha, fmt, quality=quality), "kept"
+    else:
+        data = encode_image(marked, fmt, quality=quality)
+        kept = None if alpha is None else "flattened"
+    del marked, colour, alpha
+    value = psnr(image, load_image(data, max_pixels=None))
+    return Embedded(data, outcome, kept, round(value, 3) + 0.0 if math.isfinite(value) else None)
+
+
+def carries_task(path: str, *, method: str, params: Mapping[str, Any], payload: Any,
+                 key: Any) -> bool:
+    """Whether the image file at ``path`` carries ``payload`` in the mark of
+    ``get_method(method, **params)`` under ``key`` (blind detection at the default alpha,
+    :func:`tracemark.watermark.carried_mark`); False when it cannot be read."""
+    import numpy as np
+
+    from tracemark.imageio import load_image
+    from tracemark.watermark import carried_mark, get_method, payload_to_bits
+
+    wm = get_method(method, **params)
+    try:
+        found = carried_mark(wm, load_image(path, max_pixels=None), key)
+    except TracemarkError:
+        return False
+    if found is None or found.payload is None:
+        return False
+    return bool(np.array_equal(payload_to_bits(found.payload, wm.payload_bits),
+                               payload_to_bits(payload, wm.payload_bits)))
 
 
 # --- what runs here -------------------------------------------------------------------
@@ -236,3 +325,50 @@ def detect_sources(sources: Iterable[str], executor: Executor, *, method: str, k
     task = functools.partial(detect_task, method=method, key=key, alpha=alpha,
                              formats=formats, max_pixels=max_pixels)
     yield from executor.map_unordered(task, sources)
+
+
+def embed_sources(plan: Iterable[tuple[str, str]], executor: Executor, *, method: str,
+                  params: Mapping[str, Any] | None = None, payload: Any, key: Any,
+                  allow_remark: bool = False, quality: int | None = None,
+                  formats: Any = "default", max_pixels: int | None = DEFAULT_MAX_PIXELS
+                  ) -> Iterator[Done]:
+    """Mark every ``(input, output)`` of ``plan`` on the executor (:func:`embed_task`) and
+    write each output here, atomically (:func:`tracemark.imageio.write_file`; its folder
+    made when missing), before yielding it: one :class:`~tracemark.batch.executor.Done`
+    per item, in completion order, whose ``value`` is the :class:`Embedded` written (its
+    ``data`` dropped), or ``error`` the item's typed error (nothing written). The caller
+    planned the outputs (never an input; an existing one only when it may be replaced)."""
+    from dataclasses import replace
+
+    from tracemark.errors import ImageSourceError
+    from tracemark.imageio import write_file
+
+    task = functools.partial(embed_task, method=method, params=dict(params or {}),
+                             payload=payload, key=key, allow_remark=allow_remark,
+                             quality=quality, formats=formats, max_pixels=max_pixels)
+    for done in executor.map_unordered(task, plan):
+        if done.error is not None:
+            yield done
+            continue
+        _src, dest = done.item
+        try:
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+            except OSError as exc:
+                raise ImageSourceError(f"cannot create the output folder: "
+                                       f"{exc.strerror or exc}", source=str(dest)) from exc
+            write_file(dest, done.value.data)
+        except TracemarkError as exc:
+            yield Done(done.item, error=exc)
+            continue
+        yield Done(done.item, value=replace(done.value, data=b""))
+
+
+def marked_outputs(paths: Iterable[str], executor: Executor, *, method: str,
+                   params: Mapping[str, Any] | None = None, payload: Any, key: Any
+                   ) -> set[str]:
+    """The files of ``paths`` that already carry ``payload`` (:func:`carries_task`, on the
+    executor): a re-run's outputs."""
+    task = functools.partial(carries_task, method=method, params=dict(params or {}),
+                             payload=payload, key=key)
+    return {done.item for done in executor.map_unordered(task, paths) if done.value}

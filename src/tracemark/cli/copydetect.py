@@ -306,12 +306,13 @@ def index_group() -> None:
 )
 @click.option(
     "--global-index",
-    type=click.Choice(["flat", "hnsw", "none"]),
+    type=click.Choice(["flat", "hnsw", "ivf", "auto", "none"]),
     default="flat",
     show_default=True,
     help="When the index is created: how its VLAD rows are held. flat: searched exactly in "
-    "memory (6 KB a reference); none: kept on disk only, for millions of references "
-    "(retrieval by the inverted file and PDQ).",
+    "memory (6 KB a reference); ivf: IVF-PQ once 10,000 rows can train it (~0.3 KB); auto: "
+    "flat up to 200,000 rows, then IVF-PQ; none: kept on disk only, for millions of "
+    "references (retrieval by the inverted file and PDQ).",
 )
 @opts.formats_option
 @opts.ray_option

@@ -18,6 +18,7 @@ from tracemark.cli._common import (
     Batch,
     JsonLines,
     Tally,
+    batch_executor,
     collect_inputs,
     error_dict,
     fail,
@@ -92,10 +93,11 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
               help="Sign inputs again that the store already signed into --out (by default "
               "a re-run skips them).")
 @opts.formats_option
+@opts.ray_option
 def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
                  store: opts.StoreLocation, ai_generated: bool, title: str | None,
                  author: str | None, fmt: str, quality: int | None, resign: bool,
-                 formats: Any) -> None:
+                 formats: Any, ray_address: str | None) -> None:
     """Watermark INPUTS with a manifest id, sign a C2PA manifest, store it; write --out.
 
     The manifest (created or edited actions, soft bindings to the watermark and the
@@ -107,6 +109,12 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     An image that already carries the store's mark keeps it: the new manifest supersedes
     the earlier one. One JSON line per input: source, output, manifest_id, label, ...
     and error.
+
+    With --ray, each image is read, marked, signed and fingerprinted as a Ray task (the
+    workers read --cert, --key, the store's secret and the inputs at the same paths: one
+    machine or a shared file system); this process reserves the manifest ids and writes
+    the store and the files, committing in batches: a line is printed once its manifest,
+    fingerprint and file are durable. Lines come in completion order.
     """
     from tracemark.credentials.certs import load_signing_credentials
     from tracemark.credentials.manifest import MEDIA_TYPES
@@ -145,9 +153,12 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     report_skipped(found, lines)
     sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
                             quality=quality, resign=resign, formats=formats)
+    executor = batch_executor(ray_address) if ray_address is not None else None
     try:
         cs = CredentialStore.open_or_create(store.path)
     except TracemarkError as exc:
+        if executor is not None:
+            executor.close()
         raise fail(str(exc)) from None
     resumed = 0
     try:
@@ -157,7 +168,10 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
                     raise fail(f"{dest} exists and is not the file this store signed from "
                                f"{src}: give --force to overwrite it, or choose another --out")
         with cs, Batch(len(plan), "sign", lines, skipped=len(found.skipped)) as batch:
-            for src, dest in plan:
+            if executor is not None:
+                resumed = _sign_on_ray(cs, plan, executor, batch, cert=cert, key=key,
+                                       creds=creds, options=sign_opts)
+            for src, dest in plan if executor is None else ():
 
                 def sign(row: dict[str, Any], src: Path = src, dest: Path = dest) -> None:
                     nonlocal resumed
@@ -167,6 +181,8 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
 
                 batch.run(src, {"source": str(src), "output": None}, sign)
     finally:
+        if executor is not None:
+            executor.close()
         if not had_store:
             _remove_if_empty(cs, store.path, remove_dir=not existed)
     tally = batch.tally
@@ -174,6 +190,34 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
          f"{store.path}); {resumed} already signed, {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
+
+
+def _sign_on_ray(cs: Any, plan: list[tuple[Path, Path]], executor: Any, batch: Batch, *,
+                 cert: Path, key: Path, creds: Any, options: Any) -> int:
+    """``sign --ray``: :func:`tracemark.batch.sign_sources`, one line per item through
+    ``batch``; the number of inputs resumed. A store error at a commit stops the job (what
+    was printed is durable): a stderr line and a failed count."""
+    from tracemark.batch import sign_sources
+
+    resumed = 0
+
+    def on_item(source: str, res: Any, error: TracemarkError | None) -> None:
+        def work(row: dict[str, Any]) -> None:
+            nonlocal resumed
+            if error is not None:
+                raise error
+            row.update(res.to_dict())
+            resumed += res.skipped
+
+        batch.run(source, {"source": source, "output": None}, work)
+
+    try:
+        sign_sources(cs, [(str(s), str(d)) for s, d in plan], executor, cert=cert, key=key,
+                     creds=creds, options=options, on_item=on_item)
+    except TracemarkError as exc:
+        note(f"stopped: {exc}", batch.progress)
+        batch.tally.failed += 1
+    return resumed
 
 
 def _earlier_outputs(cs: Any, sources: list[Path]) -> dict[Path, set[str]]:

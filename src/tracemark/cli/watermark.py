@@ -127,11 +127,13 @@ def watermark_group() -> None:
               "marks garble each other); without it such an image is an error.")
 @opts.max_pixels_option
 @opts.formats_option
+@opts.ray_option
 @click.argument("inputs", nargs=-1, required=True)
 def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
               key_file: Path | None, key_env: str | None, passphrase_env: str | None,
               fmt: str, quality: int | None, strength: float | None, allow_remark: bool,
-              max_pixels: int, formats: Any, inputs: tuple[str, ...]) -> None:
+              max_pixels: int, formats: Any, ray_address: str | None,
+              inputs: tuple[str, ...]) -> None:
     """Embed PAYLOAD into every INPUT image (files or folders, recursively).
 
     Writes OUT/<path relative to the folder argument, or the file's stem>.<format>, with
@@ -147,6 +149,12 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     WebP or TIFF output (alpha: "kept"; the colour of visible pixels carries the mark); a
     JPEG or BMP output has none: it holds the image over white (alpha: "flattened"); alpha
     is null for opaque inputs.
+
+    With --ray, the images are decoded, marked and encoded as Ray tasks and this process
+    writes the files (the same files and names); lines come in completion order. A re-run
+    resumes: an existing output that already carries this payload (read on the cluster)
+    is not written again (its line says "skipped": true) and needs no --force; any other
+    existing output still needs --force.
     """
     from tracemark.imageio import (
         colour_under_alpha,
@@ -170,6 +178,12 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
         raise click.BadParameter(exc.message, param_hint="'--payload'") from exc
     lines = JsonLines()
     found = collect_inputs(inputs, lines, report=False, formats=formats)
+    if ray_address is not None:
+        _embed_on_ray(ray_address, found, out, force=force, fmt=fmt, method=method,
+                      params={} if strength is None else {"psnr": strength}, payload=payload,
+                      key=key, allow_remark=allow_remark, quality=quality,
+                      max_pixels=max_pixels, formats=formats, lines=lines)
+        return
     plan = plan_outputs(found, out, keep_suffix(fmt), force=force)
     report_skipped(found, lines)
 
@@ -208,6 +222,65 @@ def embed_cmd(out: Path, force: bool, payload_spec: str, method_name: str,
     already = f" ({len(kept)} already carried this mark: kept, not marked again)" if kept else ""
     note(f"{tally.ok} images marked into {out}{already}; {tally.failed} failed, "
          f"{tally.skipped} skipped")
+    tally.finish()
+
+
+def _embed_on_ray(ray_address: str, found: Any, out: Path, *, force: bool, fmt: str,
+                  method: WatermarkMethod, params: dict[str, Any], payload: Any, key: Any,
+                  allow_remark: bool, quality: int | None, max_pixels: int, formats: Any,
+                  lines: JsonLines) -> None:
+    """``watermark embed --ray``: :func:`tracemark.batch.embed_sources` over the plan of
+    the local path; existing outputs that carry the payload are resumed, others need
+    --force (checked before anything is written)."""
+    from tracemark.batch import embed_sources, marked_outputs
+    from tracemark.watermark import format_payload
+
+    plan = plan_outputs(found, out, keep_suffix(fmt), force=True)
+    existing = [dest for _src, dest in plan if dest.exists() or dest.is_symlink()]
+    executor = batch_executor(ray_address)
+    try:
+        done_before: set[str] = set()
+        if existing and not force:
+            done_before = marked_outputs([str(d) for d in existing], executor,
+                                         method=method.name, params=params, payload=payload,
+                                         key=key)
+            other = [d for d in existing if str(d) not in done_before]
+            if other:
+                raise fail(f"{other[0]} exists and does not carry this payload: give --force "
+                           "to overwrite it, or choose another --out")
+        report_skipped(found, lines)
+        todo = [(str(src), str(dest)) for src, dest in plan if str(dest) not in done_before]
+        base = {"method": method.name, "payload": format_payload(payload), "psnr": None,
+                "mark": None, "alpha": None}
+        kept = 0
+        with Batch(len(plan), f"embed {method.name}", lines,
+                   skipped=len(found.skipped)) as batch:
+            for src, dest in plan:
+                if str(dest) in done_before:
+                    batch.run(src, {"source": str(src), "output": str(dest), **base,
+                                    "skipped": True}, lambda row: None)
+            for done in embed_sources(todo, executor, method=method.name, params=params,
+                                      payload=payload, key=key, allow_remark=allow_remark,
+                                      quality=quality or DEFAULT_QUALITY, formats=formats,
+                                      max_pixels=max_pixels):
+
+                def embed(row: dict[str, Any], done: Any = done) -> None:
+                    nonlocal kept
+                    if done.error is not None:
+                        raise done.error
+                    row.update(output=done.item[1], psnr=done.value.psnr,
+                               mark=done.value.mark, alpha=done.value.alpha)
+                    kept += done.value.mark == "kept"
+
+                batch.run(done.item[0], {"source": done.item[0], "output": None, **base},
+                          embed)
+    finally:
+        executor.close()
+    tally = batch.tally
+    already = f" ({kept} already carried this mark: kept, not marked again)" if kept else ""
+    resumed = f"{len(done_before)} already written, " if done_before else ""
+    note(f"{tally.ok - len(done_before)} images marked into {out}{already}; {resumed}"
+         f"{tally.failed} failed, {tally.skipped} skipped")
     tally.finish()
 
 

@@ -69,7 +69,7 @@ CALIBRATION_DOC = "copydetect.calibration"
 CALIBRATION_FILE = "calibration.npz"
 """Where indexes made before format 2 kept the calibration, beside the database: still
 read when the index holds no calibration document."""
-GLOBAL_INDEXES = ("flat", "hnsw", "none")
+GLOBAL_INDEXES = ("flat", "hnsw", "ivf", "auto", "none")
 WORDS_BLOB = "words"
 IVF_FILE = "words.ivf"
 
@@ -239,7 +239,8 @@ class CopyIndex(Resource):
 
         ``global_index``: how the VLAD region rows (6 x 1 KB a reference) are held:
         ``"flat"`` (default: exact search in memory, 6 KB of RAM a reference), ``"hnsw"``
-        (approximate, ~7.5 KB) or ``"none"`` (in the database only, read for the verified
+        (approximate, ~7.5 KB), ``"ivf"`` (IVF-PQ once trained: ~0.3 KB a reference),
+        ``"auto"`` (flat up to 200,000 rows, IVF-PQ beyond) or ``"none"`` (in the database only, read for the verified
         candidates; retrieval v2 then takes its candidates from the inverted file and PDQ
         alone, and retrieval v1 is unavailable): for collections of millions of references,
         where six rows a reference would not fit in memory (6 GB at a million).

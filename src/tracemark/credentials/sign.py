@@ -58,9 +58,8 @@ from tracemark.imageio import (
     open_image_info,
 )
 from tracemark.metrics import psnr
-from tracemark.watermark import carried_mark, get_method
 
-__all__ = ["SignOptions", "SignResult", "sign_image", "sign_many"]
+__all__ = ["Rendered", "SignOptions", "SignResult", "render_signed", "sign_image", "sign_many"]
 
 DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95, "image/png": None}
 
@@ -200,6 +199,79 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """What :func:`render_signed` made of one image: the signed file and its manifest."""
+
+    signed: bytes
+    """The signed file's bytes (the asset with its C2PA manifest embedded)."""
+    label: str
+    """The manifest's label (c2pa's URN)."""
+    manifest_json: str
+    """The manifest store's JSON, as c2pa reads it back from ``signed``."""
+    manifest_store: bytes
+    """The raw manifest store (JUMBF), as c2pa returns it."""
+    file_sha256: str
+    """SHA-256 (hex) of ``signed``."""
+    distributed: np.ndarray
+    """The signed file's pixels decoded (RGB uint8 ``(H, W, 3)``): what is fingerprinted."""
+    parent: str | None
+    """:attr:`SignResult.parent`."""
+    alpha: str | None
+    """:attr:`SignResult.alpha`."""
+
+
+def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
+                  creds: SigningCredentials, opts: SignOptions, *, media_type: str,
+                  title: str, store_id: str, manifest_id: int, mark_id: int, payload: int,
+                  mark: Any | None, supersedes: tuple[int, str | None] | None,
+                  original: bytes | None, name: str) -> Rendered:
+    """The image work of a sign, with no store access (so that it may run elsewhere: a
+    batch job's worker, :func:`tracemark.batch.sign_sources`): mark ``rgb`` (the input
+    composited over white, RGB uint8 ``(H, W, 3)``) with ``mark(rgb, payload)`` (None: it
+    keeps the mark it carries), encode it as ``media_type`` (keeping ``alpha``, the
+    input's ``(H, W)`` uint8 alpha channel, under ``colour`` where the format has one),
+    hash the decoded pixels (PDQ), and sign the manifest (``payload``, ``supersedes``:
+    the earlier manifest's ``(id, label)`` of a kept mark; the parent ingredient from
+    ``original``, the input's bytes) with ``creds``.
+
+    Raises :class:`~tracemark.errors.WatermarkEmbedError` and
+    :class:`~tracemark.errors.SigningError` (c2pa refused, or the signed file has no
+    readable manifest)."""
+    marked = rgb if mark is None else mark(rgb, payload)
+    quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
+    fmt = mf.PIL_FORMATS[media_type]
+    if alpha is not None and has_alpha_channel(fmt):
+        # in place only on the mark's own buffer: a kept mark's pixels are ``rgb``
+        visible = colour_under_alpha(marked, colour, alpha,
+                                     out=None if marked is rgb else marked)
+        asset = encode_image_with_alpha(visible, alpha, fmt, quality=quality)
+        del visible
+    else:
+        asset = encode_image(marked, fmt, quality=quality)
+    kept = None if alpha is None else "kept" if has_alpha_channel(fmt) else "flattened"
+    del marked
+    distributed = load_image(asset, max_pixels=None)
+    pdq_bits, _quality = pdq.pdq_hash(distributed, packed=True)
+    definition = mf.manifest_definition(
+        title=title, media_type=media_type, store_id=store_id,
+        manifest_id=manifest_id, payload=payload,
+        pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
+        mark_id=mark_id, supersedes=supersedes,
+    )
+    parent, parent_kind = ((None, None) if opts.ai_generated
+                           else _parent(original, rgb, name, opts.formats))
+    signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
+                                           ai_generated=opts.ai_generated, parent=parent)
+    reading = mf.read_manifest(signed, media_type)
+    if reading.label is None or reading.store_json is None:
+        raise mf.SigningError("the signed file has no readable manifest")
+    return Rendered(signed=signed, label=reading.label, manifest_json=reading.store_json,
+                    manifest_store=manifest_store,
+                    file_sha256=hashlib.sha256(signed).hexdigest(), distributed=distributed,
+                    parent=parent_kind, alpha=kept)
+
+
 def sign_image(
     store: CredentialStore,
     image: Any,
@@ -255,43 +327,21 @@ def sign_image(
     tmp: Path | None = None
     try:
         payload = store.payload_for(mark_id)
-        # an image carrying this store's mark keeps it: a second mark would break both
-        marked = rgb if carried is not None else store.mark(rgb, payload)
-        quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
-        fmt = mf.PIL_FORMATS[media_type]
-        if alpha is not None and has_alpha_channel(fmt):
-            # in place only on the mark's own buffer: a kept mark's pixels are ``rgb``
-            visible = colour_under_alpha(marked, colour, alpha,
-                                         out=None if marked is rgb else marked)
-            asset = encode_image_with_alpha(visible, alpha, fmt, quality=quality)
-            del visible
-        else:
-            asset = encode_image(marked, fmt, quality=quality)
-        kept = None if alpha is None else "kept" if has_alpha_channel(fmt) else "flattened"
-        del marked, colour, alpha
-        distributed = load_image(asset, max_pixels=None)
-        pdq_bits, _quality = pdq.pdq_hash(distributed, packed=True)
-        definition = mf.manifest_definition(
-            title=title, media_type=media_type, store_id=store.store_id,
-            manifest_id=manifest_id, payload=payload,
-            pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
-            mark_id=mark_id, supersedes=None if previous is None else (previous.id,
-                                                                        previous.label),
-        )
-        parent, parent_kind = ((None, None) if opts.ai_generated
-                               else _parent(original, rgb, name, opts.formats))
-        signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
-                                               ai_generated=opts.ai_generated, parent=parent)
-        reading = mf.read_manifest(signed, media_type)
-        if reading.label is None or reading.store_json is None:
-            raise mf.SigningError("the signed file has no readable manifest")
-        added = store.add_fingerprint(distributed, source=str(out) if out is not None else name,
+        r = render_signed(
+            rgb, colour, alpha, creds, opts, media_type=media_type, title=title,
+            store_id=store.store_id, manifest_id=manifest_id, mark_id=mark_id,
+            payload=payload,
+            mark=None if carried is not None else store.watermark.mark,
+            supersedes=None if previous is None else (previous.id, previous.label),
+            original=original, name=name)
+        del colour, alpha
+        added = store.add_fingerprint(r.distributed,
+                                      source=str(out) if out is not None else name,
                                       notes=json.dumps({"manifest_id": manifest_id}))
-        file_sha256 = hashlib.sha256(signed).hexdigest()
-        tmp = _write_temp(Path(out), signed) if out is not None else None
-        store.activate(manifest_id, label=reading.label, ref_id=added.id, file_sha256=file_sha256,
-                       signer=creds.subject, manifest_json=reading.store_json,
-                       manifest_store=manifest_store)
+        tmp = _write_temp(Path(out), r.signed) if out is not None else None
+        store.activate(manifest_id, label=r.label, ref_id=added.id, file_sha256=r.file_sha256,
+                       signer=creds.subject, manifest_json=r.manifest_json,
+                       manifest_store=r.manifest_store)
         store.commit()
     except BaseException:
         if tmp is not None:
@@ -307,13 +357,13 @@ def sign_image(
                                source=str(out)) from None
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
-        label=reading.label, media_type=media_type, ref_id=added.id, file_sha256=file_sha256,
-        psnr=round(psnr(rgb, distributed), 2), mark_id=mark_id,
+        label=r.label, media_type=media_type, ref_id=added.id, file_sha256=r.file_sha256,
+        psnr=round(psnr(rgb, r.distributed), 2), mark_id=mark_id,
         mark_kept=carried is not None,
         supersedes=None if previous is None else previous.id, input_sha256=input_sha256,
-        parent=parent_kind, alpha=kept,
+        parent=r.parent, alpha=r.alpha,
     )
-    return result, signed
+    return result, r.signed
 
 
 def _skip(store: CredentialStore, input_sha256: str, out: Path,
@@ -334,10 +384,7 @@ def _skip(store: CredentialStore, input_sha256: str, out: Path,
 def _carried_mark(store: CredentialStore, rgb: np.ndarray) -> int | None:
     """The mark id this store's watermark in ``rgb`` carries (blind detection at the
     store's default alpha), or None when the image carries no mark of this store."""
-    det = carried_mark(get_method(store.watermark_method), rgb, store.watermark_key)
-    if det is None or det.payload_int is None:
-        return None
-    return store.id_from_payload(det.payload_int)
+    return store.watermark.carried(rgb)
 
 
 def sign_many(

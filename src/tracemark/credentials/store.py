@@ -57,7 +57,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,7 @@ __all__ = [
     "TAG_BITS",
     "CredentialStore",
     "ManifestRecord",
+    "StoreWatermark",
 ]
 
 FORMAT_NAME = "tracemark-credentials"
@@ -202,6 +203,79 @@ class ManifestRecord:
         }
 
 
+@dataclass(frozen=True)
+class StoreWatermark:
+    """A store's watermark apart from its database: the method, the key, the payload
+    layout (module docstring). What a process that marks images for a store needs and no
+    more: a batch job's worker builds one with :meth:`read` from the store's directory, so
+    the secret never travels (:func:`tracemark.batch.sign_sources`).
+
+    ``secret``: the store's 32 secret bytes (never printed: not in the repr)."""
+
+    method: str
+    secret: bytes = field(repr=False)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], *, method: str,
+             secret_check: str) -> StoreWatermark:
+        """The watermark of the store at ``path``, from its ``secret.key``; ``secret_check``
+        (the store's recorded digest of the secret, :attr:`CredentialStore.secret_check`)
+        proves it is that store's. Raises :class:`~tracemark.errors.ManifestStoreError`
+        when the secret cannot be read, is not 32 bytes, or belongs to another store."""
+        root = Path(path)
+        try:
+            secret = (root / SECRET_NAME).read_bytes()
+        except OSError as exc:
+            raise ManifestStoreError(f"cannot read the store's secret: {exc.strerror or exc}",
+                                     source=str(root)) from None
+        if len(secret) != 32 or not hmac.compare_digest(_secret_check(secret), secret_check):
+            raise ManifestStoreError("secret.key is not this store's", source=str(root))
+        return cls(method, secret)
+
+    @property
+    def key(self) -> WatermarkKey:
+        return WatermarkKey(self.secret)
+
+    @property
+    def tag(self) -> int:
+        """The store's 24-bit tag: HMAC-SHA256(secret, "tracemark-credentials/tag")'s first
+        3 bytes."""
+        digest = hmac.new(self.secret, b"tracemark-credentials/tag", hashlib.sha256).digest()
+        return int.from_bytes(digest[:3], "big")
+
+    def payload_for(self, manifest_id: int) -> int:
+        """The 64-bit watermark payload that names ``manifest_id`` in this store; raises
+        :class:`~tracemark.errors.ConfigError` for an id outside ``1 .. 2**40 - 1``."""
+        if not 0 < manifest_id < (1 << ID_BITS):
+            raise ConfigError(f"manifest id out of range: {manifest_id}")
+        return (self.tag << ID_BITS) | manifest_id
+
+    def id_from_payload(self, payload: int) -> int | None:
+        """The manifest id a decoded payload names, or None when its tag is not ours."""
+        if payload >> ID_BITS != self.tag:
+            return None
+        return payload & ((1 << ID_BITS) - 1)
+
+    def mark(self, image: ImageSource, payload: int) -> np.ndarray:
+        """``image`` carrying ``payload`` (RGB uint8 ``(H, W, 3)``)."""
+        return get_method(self.method).embed(image, payload, self.key)
+
+    def carried(self, rgb: np.ndarray) -> int | None:
+        """The manifest id this store's mark in ``rgb`` carries (blind detection at the
+        default alpha, :func:`tracemark.watermark.carried_mark`), or None."""
+        from tracemark.watermark import carried_mark
+
+        det = carried_mark(get_method(self.method), rgb, self.key)
+        if det is None or det.payload_int is None:
+            return None
+        return self.id_from_payload(det.payload_int)
+
+
+def _secret_check(secret: bytes) -> str:
+    """The digest of a store's secret its metadata records (SHA-256, 16 hex digits)."""
+    return hashlib.sha256(secret).hexdigest()[:16]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -269,8 +343,10 @@ class CredentialStore(Resource):
         self.store_id: str = meta["store_id"]
         self.created_at: str = meta.get("created_at", "")
         self.watermark_method: str = meta.get("watermark_method", WATERMARK_METHOD)
-        expected = hashlib.sha256(secret).hexdigest()[:16]
-        if meta.get("secret_check") != expected:
+        self.secret_check: str = _secret_check(secret)
+        """The digest of the secret the metadata records (not secret: proves a copy of
+        ``secret.key`` is this store's, :meth:`StoreWatermark.read`)."""
+        if meta.get("secret_check") != self.secret_check:
             raise ManifestStoreError(
                 "secret.key does not belong to this store's database", source=str(path)
             )
@@ -349,7 +425,7 @@ class CredentialStore(Resource):
             "store_id": str(uuid.uuid4()),
             "created_at": _now(),
             "watermark_method": WATERMARK_METHOD,
-            "secret_check": hashlib.sha256(secret).hexdigest()[:16],
+            "secret_check": _secret_check(secret),
         }
         with engine.begin() as conn:
             if conn.execute(sa.select(sa.func.count()).select_from(_meta)).scalar_one():
@@ -530,33 +606,33 @@ class CredentialStore(Resource):
     # --- keys and payloads -------------------------------------------------------------
 
     @property
+    def watermark(self) -> StoreWatermark:
+        """The store's :class:`StoreWatermark` (holds the secret: never print or return it)."""
+        return StoreWatermark(self.watermark_method, self._secret)
+
+    @property
     def watermark_key(self) -> WatermarkKey:
         """The store's watermark key (secret: never print or return it)."""
         return WatermarkKey(self._secret)
 
     @property
     def tag(self) -> int:
-        digest = hmac.new(self._secret, b"tracemark-credentials/tag", hashlib.sha256).digest()
-        return int.from_bytes(digest[:3], "big")
+        return self.watermark.tag
 
     def payload_for(self, manifest_id: int) -> int:
         """The 64-bit watermark payload that names ``manifest_id`` in this store."""
-        if not 0 < manifest_id < (1 << ID_BITS):
-            raise ConfigError(f"manifest id out of range: {manifest_id}")
-        return (self.tag << ID_BITS) | manifest_id
+        return self.watermark.payload_for(manifest_id)
 
     def id_from_payload(self, payload: int) -> int | None:
         """The manifest id a decoded payload names, or None when its tag is not ours."""
-        if payload >> ID_BITS != self.tag:
-            return None
-        return payload & ((1 << ID_BITS) - 1)
+        return self.watermark.id_from_payload(payload)
 
     # --- the watermark -------------------------------------------------------------------
 
     def mark(self, image: ImageSource, payload: int) -> np.ndarray:
         """``image`` (RGB uint8) carrying ``payload`` in this store's watermark."""
         self._check_open()
-        return get_method(self.watermark_method).embed(image, payload, self.watermark_key)
+        return self.watermark.mark(image, payload)
 
     def read_mark(self, image: ImageSource, alpha: float = DEFAULT_ALPHA, *,
                   assisted: bool = True,
@@ -605,6 +681,13 @@ class CredentialStore(Resource):
         """Register an image's fingerprint (pending until :meth:`commit`); the same content
         twice gives ``duplicate_of``."""
         return self.index.add(image, source=source, owner=owner, license=license, notes=notes)
+
+    def add_described_fingerprints(self, items: Sequence[Any]) -> list[AddResult]:
+        """Register fingerprints described elsewhere (``(NewReference, Words)`` pairs of
+        :func:`tracemark.copydetect.index.new_reference` with this store's
+        ``match_config.max_features``: a batch job's workers describe, this process adds):
+        :meth:`tracemark.copydetect.CopyIndex.add_described`. Pending until :meth:`commit`."""
+        return self.index.add_described(items)
 
     def remove_fingerprint(self, ref_id: int) -> bool:
         """Remove a registered image; False when ``ref_id`` is unknown."""

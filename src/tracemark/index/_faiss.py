@@ -54,18 +54,24 @@ class StoredOnly:
         self.ids = np.concatenate([self.ids, np.asarray(labels, np.int64)])
 
 
+def is_ivf(index: Any) -> bool:
+    """True for an inverted-file index (it holds its ids itself: no ID map around it)."""
+    return isinstance(index, faiss.IndexIVF | faiss.IndexBinaryIVF)
+
+
 def new_index(spec: VectorSpec) -> Any:
     """An empty FAISS index for ``spec``: an ID map around a flat or HNSW index
-    (:class:`StoredOnly` for ``index="none"``)."""
+    (:class:`StoredOnly` for ``index="none"``; an ``ivf``/``auto`` set starts flat and
+    becomes an inverted file when :func:`build_ivf` has rows enough to train)."""
     if spec.index == "none":
         return StoredOnly()
     if spec.kind == "binary":
-        if spec.index == "flat":
+        if spec.index in ("flat", "ivf", "auto"):
             return faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(spec.dim))
         inner: Any = faiss.IndexBinaryHNSW(spec.dim, spec.hnsw_m)
         inner.hnsw.efSearch = spec.hnsw_ef_search
         return faiss.IndexBinaryIDMap(inner)
-    if spec.index == "flat":
+    if spec.index in ("flat", "ivf", "auto"):
         return faiss.IndexIDMap(faiss.IndexFlatIP(spec.dim))
     inner = faiss.IndexHNSWFlat(spec.dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     inner.hnsw.efSearch = spec.hnsw_ef_search
@@ -78,18 +84,68 @@ def _inner(index: Any, spec: VectorSpec) -> Any:
     return faiss.downcast_index(index.index)
 
 
+def nlist_for(rows: int) -> int:
+    """Inverted lists of an IVF set of ``rows`` rows: ``4 * sqrt(rows)`` (FAISS's guideline
+    of 4 to 16 sqrt(N)), at least 16, at most ``rows / 39`` (39 training points a list)."""
+    return int(max(16, min(4 * np.sqrt(rows), rows // 39)))
+
+
+def build_ivf(spec: VectorSpec, rows: Any) -> Any:
+    """An inverted-file index of the rows ``rows()`` yields (``(labels, rows)`` chunks),
+    trained on a sample of them: IVF-PQ (inner product, ``dim / 8`` sub-quantizers of 8
+    bits; Jegou et al., "Product quantization for nearest neighbor search", TPAMI 2011) for
+    float sets, IVF over exact Hamming distances for binary sets."""
+    total = sum(len(lab) for lab, _ in rows())
+    nlist = nlist_for(total)
+    want = min(total, max(256 * 39, 64 * nlist))
+    rng = np.random.default_rng(0)
+    keep = np.sort(rng.choice(total, size=want, replace=False)) if want < total else None
+    sample, seen = [], 0
+    for lab, chunk in rows():
+        if keep is None:
+            sample.append(chunk)
+        else:
+            lo = np.searchsorted(keep, seen)
+            hi = np.searchsorted(keep, seen + len(lab))
+            sample.append(chunk[keep[lo:hi] - seen])
+        seen += len(lab)
+    train = np.ascontiguousarray(np.concatenate(sample))
+    if spec.kind == "binary":
+        index: Any = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(spec.dim), spec.dim, nlist)
+    else:
+        quantizer = faiss.IndexFlatIP(spec.dim)
+        index = faiss.IndexIVFPQ(quantizer, spec.dim, nlist, spec.dim // 8, 8,
+                                 faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True
+        quantizer.this.disown()
+    index.train(train)
+    index.nprobe = spec.ivf_nprobe
+    for lab, chunk in rows():
+        if len(lab):
+            add(index, chunk, lab)
+    return index
+
+
 def _matches(index: Any, spec: VectorSpec) -> bool:
     """True when a loaded FAISS index has the type, dimension and metric ``spec`` asks for."""
+    if spec.index in ("ivf", "auto") and is_ivf(index):
+        if index.d != spec.dim:
+            return False
+        if spec.kind == "binary":
+            return isinstance(index, faiss.IndexBinaryIVF)
+        return isinstance(index, faiss.IndexIVFPQ) and \
+            index.metric_type == faiss.METRIC_INNER_PRODUCT
     if spec.kind == "binary":
         if not isinstance(index, faiss.IndexBinaryIDMap) or index.d != spec.dim:
             return False
-        want: type = faiss.IndexBinaryFlat if spec.index == "flat" else faiss.IndexBinaryHNSW
+        want: type = (faiss.IndexBinaryHNSW if spec.index == "hnsw"
+                      else faiss.IndexBinaryFlat)
         return isinstance(_inner(index, spec), want)
     if not isinstance(index, faiss.IndexIDMap) or index.d != spec.dim:
         return False
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         return False
-    want = faiss.IndexFlatIP if spec.index == "flat" else faiss.IndexHNSWFlat
+    want = faiss.IndexHNSWFlat if spec.index == "hnsw" else faiss.IndexFlatIP
     return isinstance(_inner(index, spec), want)
 
 
@@ -146,6 +202,14 @@ def labels_of(index: Any) -> np.ndarray:
     """The FAISS ids held by an ID-map index, in storage order."""
     if isinstance(index, StoredOnly):
         return index.ids
+    if is_ivf(index):
+        lists = index.invlists
+        parts = [np.zeros(0, np.int64)]
+        for i in range(index.nlist):
+            n = lists.list_size(i)
+            if n:
+                parts.append(faiss.rev_swig_ptr(lists.get_ids(i), n).astype(np.int64))
+        return np.concatenate(parts)
     return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
 
 
@@ -182,6 +246,8 @@ def search(
     """Raw FAISS search for ``k`` rows; the HNSW candidate list is raised to at least ``k``."""
     if spec.index == "hnsw":
         _inner(index, spec).hnsw.efSearch = max(spec.hnsw_ef_search, k)
+    elif is_ivf(index):
+        index.nprobe = spec.ivf_nprobe
     distances, labels = index.search(queries, k)
     return distances, labels
 
@@ -290,7 +356,7 @@ class FaissVectors(VectorStore):
     def remove(self, name: str, ref_ids: np.ndarray) -> None:
         fs = self._sets[name]
         fs.dirty = True
-        if fs.spec.index in ("flat", "none") and not fs.stale:
+        if fs.spec.index != "hnsw" and not fs.stale:
             remove_references(fs.index, ref_ids)
         else:  # HNSW cannot remove: rebuilt before the next search or flush
             fs.stale = True
@@ -304,10 +370,14 @@ class FaissVectors(VectorStore):
         return int(self._fresh(name).index.ntotal)
 
     def rebuild(self, name: str, spec: VectorSpec, rows: RowSource) -> None:
-        index = new_index(spec)
-        for labels, chunk in rows():
-            if len(labels):
-                add(index, chunk, labels)
+        start = spec.ivf_from()
+        if start is not None and sum(len(lab) for lab, _ in rows()) >= start:
+            index = build_ivf(spec, rows)
+        else:
+            index = new_index(spec)
+            for labels, chunk in rows():
+                if len(labels):
+                    add(index, chunk, labels)
         old = self._sets.get(name)
         self._sets[name] = _FaissSet(spec, index, rows if old is None else old.rows, dirty=True)
 
@@ -318,9 +388,11 @@ class FaissVectors(VectorStore):
         self.open_set(name, fs.spec, fs.rows)
 
     def flush(self) -> None:
-        for name, fs in self._sets.items():
-            if fs.stale:
+        for name, fs in list(self._sets.items()):
+            if fs.stale or self._outgrown(fs):
+                fs.stale = True
                 self._fresh(name)
+                fs = self._sets[name]
             if fs.dirty:
                 write_index(fs.index, fs.spec, self.file(name))
                 fs.dirty = False
@@ -335,6 +407,19 @@ class FaissVectors(VectorStore):
         except OSError:
             size = 0
         return {"rows": self.count(name), "file_bytes": size}
+
+    @staticmethod
+    def _outgrown(fs: _FaissSet) -> bool:
+        """An ``ivf``/``auto`` set to (re)build as an inverted file: flat with rows enough
+        to train, or an inverted file whose rows have grown fourfold since its training
+        (``nlist`` now half of what its size asks for)."""
+        start = fs.spec.ivf_from()
+        if start is None or fs.rows is None:
+            return False
+        n = int(fs.index.ntotal)
+        if is_ivf(fs.index):
+            return nlist_for(n) >= 2 * fs.index.nlist
+        return n >= start
 
     def _fresh(self, name: str) -> _FaissSet:
         fs = self._sets[name]

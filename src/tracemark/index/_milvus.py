@@ -40,6 +40,8 @@ _SEARCH_QUERY_BYTES = 16 << 20
 _ITER_BATCH = 16_384
 _NAME_MAX = 255  # Milvus' collection-name limit (proxy.maxNameLength)
 _HNSW_EF_CONSTRUCTION = 200
+_IVF_NLIST = 1024
+"""``nlist`` of an ``index="ivf"`` set (Milvus builds the lists per sealed segment)."""
 _FIELDS = ("label", "ref_id", "vec")
 
 
@@ -79,7 +81,10 @@ class MilvusVectors(VectorStore):
     ``FLOAT_VECTOR(dim)`` (float32) with metric ``IP`` for float sets. The index:
     ``BIN_FLAT`` / ``FLAT`` (exact) for ``index="flat"``; ``HNSW`` (``M = spec.hnsw_m``,
     ``efConstruction`` 200, search ``ef = max(spec.hnsw_ef_search, k)``) for ``index="hnsw"``,
-    binary sets included (Milvus' knowhere has a binary HNSW with the Hamming metric).
+    binary sets included (Milvus' knowhere has a binary HNSW with the Hamming metric);
+    ``IVF_FLAT`` / ``BIN_IVF_FLAT`` (``nlist`` 1024, ``nprobe = spec.ivf_nprobe``) for
+    ``index="ivf"``; ``index="auto"`` is exact, as flat (Milvus shards and indexes segments
+    itself as a collection grows).
     Milvus indexes sealed segments; rows still in growing segments are searched exactly.
 
     **Stored-only sets** (``index="none"``) are never given to a vector store: the
@@ -200,6 +205,9 @@ class MilvusVectors(VectorStore):
         if spec.index == "hnsw":
             return {"index_type": "HNSW", "metric_type": metric,
                     "params": {"M": spec.hnsw_m, "efConstruction": _HNSW_EF_CONSTRUCTION}}
+        if spec.index == "ivf":  # Milvus trains each sealed segment's lists itself
+            return {"index_type": "BIN_IVF_FLAT" if spec.kind == "binary" else "IVF_FLAT",
+                    "metric_type": metric, "params": {"nlist": _IVF_NLIST}}
         return {"index_type": "BIN_FLAT" if spec.kind == "binary" else "FLAT",
                 "metric_type": metric, "params": {}}
 
@@ -330,6 +338,8 @@ class MilvusVectors(VectorStore):
                                   "params": {}}
         if spec.index == "hnsw":
             params["params"] = {"ef": max(spec.hnsw_ef_search, k)}
+        elif spec.index == "ivf":
+            params["params"] = {"nprobe": min(spec.ivf_nprobe, _IVF_NLIST)}
         step = max(1, min(MAX_K, _SEARCH_RESULTS // k, _SEARCH_QUERY_BYTES // q[0].nbytes))
         for lo in range(0, nq, step):
             chunk = q[lo:lo + step]

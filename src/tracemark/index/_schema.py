@@ -189,6 +189,8 @@ def load_vector_sets(conn: sa.Connection, *, source: str) -> dict[str, tuple[int
                 index=index_type,
                 hnsw_m=extra.get("hnsw_m", 32),
                 hnsw_ef_search=extra.get("hnsw_ef_search", 128),
+                ivf_nprobe=extra.get("ivf_nprobe", 32),
+                auto_rows=extra.get("auto_rows", 200_000),
             )
         except (ConfigError, ValueError, TypeError) as exc:
             raise IndexFormatError(f"corrupt vector set {name!r}: {exc}", source=source) from exc

@@ -508,9 +508,11 @@ class Index(Resource):
 
     @property
     def shared(self) -> bool:
-        """True when other processes may write this index at the same time (metadata in
-        PostgreSQL and vectors in a server store): searches then see their commits."""
-        return self._vstore.shared and self.backend == "postgresql"
+        """True when the vectors live in a server store (Milvus): every search sees what
+        other processes committed (the database is asked which hits are committed
+        references, and which references were added or removed since). With the metadata in
+        PostgreSQL too, other processes may also write at the same time (no writer lock)."""
+        return self._vstore.shared
 
     # --- transactions --------------------------------------------------------------
 
