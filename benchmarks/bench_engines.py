@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -60,6 +61,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -397,11 +399,42 @@ async def _load(urls: list[str], headers: dict, body: bytes, clients: int,
             "p95_ms": pct(0.95), "p99_ms": pct(0.99)}
 
 
-def run_replicas(args: argparse.Namespace) -> dict:
-    """Two ``tracemark serve`` replicas on PostgreSQL + Milvus under search load."""
+def _start_server(work: Path, tag: str, args: argparse.Namespace, shared: bool,
+                  env: dict) -> tuple[subprocess.Popen, Any, str]:
+    """One ``tracemark serve`` on a free port with data directory ``work/tag``; with
+    ``shared``, metadata in ``--database-url`` and vectors in ``--milvus``."""
+    from bench_service import _free_port  # same folder
+
+    port = _free_port()
+    logf = open(work / f"server-{tag}.log", "wb")  # noqa: SIM115
+    extra = ["--database-url", args.database_url, "--vectors", args.milvus] if shared else []
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tracemark.cli import main; main()", "serve", "--store",
+         str(work / tag), "--port", str(port), "--concurrency", str(args.concurrency),
+         "--timeout", "120", *extra], stdout=logf, stderr=subprocess.STDOUT, env=env)
+    return proc, logf, f"http://127.0.0.1:{port}/v1"
+
+
+def _wait_healthy(proc: subprocess.Popen, base: str, work: Path) -> None:
     import httpx
 
-    from bench_service import _fit, _free_port  # same folder
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"a server exited {proc.returncode}; its log is in {work}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{base} did not answer /health within 120 s; see {work}")
+
+
+def run_replicas(args: argparse.Namespace) -> dict:
+    """Two ``tracemark serve`` replicas on PostgreSQL + Milvus under search load, beside one
+    ``tracemark serve`` on SQLite + FAISS (the default) holding the same images."""
+    import httpx
+    from bench_service import _fit  # same folder
+
     from tracemark.bench.watermark import list_images
     from tracemark.imageio import encode_image, load_image
     from tracemark.service.keys import KeyStore, service_engine
@@ -409,73 +442,66 @@ def run_replicas(args: argparse.Namespace) -> dict:
     if not args.database_url:
         raise SystemExit("--replicas needs --database-url (or TRACEMARK_TEST_PG_URL)")
     work = Path(tempfile.mkdtemp(prefix="tm-replicas-"))
-    token, _ = KeyStore(service_engine(work / "a", args.database_url)).create(
+    shared_token, _ = KeyStore(service_engine(work / "a", args.database_url)).create(
         scope="write", collections=["*"])
-    h = {"Authorization": f"Bearer {token}"}
+    local_token, _ = KeyStore(service_engine(work / "f", None)).create(
+        scope="write", collections=["*"])
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"),
                                            *filter(None, [os.environ.get("PYTHONPATH")])]))
-    procs, bases = [], []
+    servers = {tag: _start_server(work, tag, args, shared, env)
+               for tag, shared in (("a", True), ("b", True), ("f", False))}
+    heads = {"a": shared_token, "b": shared_token, "f": local_token}
+    heads = {t: {"Authorization": f"Bearer {tok}"} for t, tok in heads.items()}
     name = f"engines{uuid.uuid4().hex[:8]}"
-    result: dict = {"collection": name}
+    result: dict = {"collection": name, "server_threads": args.concurrency}
     try:
-        for tag in ("a", "b"):
-            port = _free_port()
-            logf = open(work / f"server-{tag}.log", "wb")  # noqa: SIM115
-            procs.append((subprocess.Popen(
-                [sys.executable, "-c", "from tracemark.cli import main; main()", "serve",
-                 "--store", str(work / tag), "--port", str(port), "--concurrency",
-                 str(args.concurrency), "--timeout", "120", "--database-url", args.database_url,
-                 "--vectors", args.milvus], stdout=logf, stderr=subprocess.STDOUT, env=env),
-                logf))
-            bases.append(f"http://127.0.0.1:{port}/v1")
-        for (proc, _), base in zip(procs, bases, strict=True):
-            for _ in range(1200):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a replica exited {proc.returncode}; see {work}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-        log(f"replicas up: {bases}")
-        r = httpx.post(f"{bases[0]}/collections", json={"name": name}, headers=h, timeout=120)
-        r.raise_for_status()
+        for proc, _, base in servers.values():
+            _wait_healthy(proc, base, work)
+        base = {t: b for t, (_, _, b) in servers.items()}
+        log(f"servers up: {base}")
+        for tag in ("a", "f"):  # b sees a's collection through the registry
+            r = httpx.post(f"{base[tag]}/collections", json={"name": name}, headers=heads[tag],
+                           timeout=120)
+            r.raise_for_status()
         paths = list_images(args.images)[: args.refs]
         refs = [_fit(load_image(p)) for p in paths]
-        t0 = time.perf_counter()
-        for i, rgb in enumerate(refs):
-            r = httpx.post(f"{bases[0]}/collections/{name}/images", headers=h, timeout=120,
-                           files={"image": ("r.png", io.BytesIO(encode_image(rgb, "PNG")),
-                                            "image/png")})
-            r.raise_for_status()
-            if i % 50 == 49:
-                log(f"  {i + 1} images registered through replica a")
-        result["add_seconds"] = round(time.perf_counter() - t0, 1)
+        for tag in ("a", "f"):
+            t0 = time.perf_counter()
+            for i, rgb in enumerate(refs):
+                r = httpx.post(f"{base[tag]}/collections/{name}/images", headers=heads[tag],
+                               timeout=120, files={"image": (
+                                   "r.png", io.BytesIO(encode_image(rgb, "PNG")), "image/png")})
+                r.raise_for_status()
+                if i % 50 == 49:
+                    log(f"  {i + 1} images registered through {tag}")
+            result[f"add_seconds_{tag}"] = round(time.perf_counter() - t0, 1)
         result["refs"] = len(refs)
         query = encode_image(refs[len(refs) // 2][16:-16, 16:-16], "JPEG", quality=80)
-        seen = [httpx.post(f"{b}/collections/{name}/search", headers=h, timeout=120,
-                           files={"image": ("q.jpg", io.BytesIO(query), "image/jpeg")}).json()
-                for b in bases]
-        result["check"] = [len(s.get("matches", s.get("results", []))) if isinstance(s, dict)
-                           else None for s in seen]
-        result["check_raw"] = seen
+        result["check"] = {}
+        for tag in ("a", "b", "f"):
+            r = httpx.post(f"{base[tag]}/collections/{name}/search", headers=heads[tag],
+                           timeout=120, files={"image": ("q.jpg", io.BytesIO(query), "image/jpeg")})
+            result["check"][tag] = r.json() if r.status_code == 200 else {"status": r.status_code}
         runs = []
-        for label, urls in (("replica a alone", bases[:1]), ("a + b round-robin", bases)):
+        targets = (("SQLite + FAISS, one server", "f", ["f"]),
+                   ("PostgreSQL + Milvus, replica a alone", "a", ["a"]),
+                   ("PostgreSQL + Milvus, a + b round-robin", "a", ["a", "b"]))
+        for label, head, tags in targets:
             for clients in (int(c) for c in args.clients.split(",")):
-                res = asyncio.run(_load([f"{u}/collections/{name}/search" for u in urls], h,
-                                        query, clients, args.seconds))
+                res = asyncio.run(_load([f"{base[t]}/collections/{name}/search" for t in tags],
+                                        heads[head], query, clients, args.seconds))
                 res["target"] = label
                 runs.append(res)
                 log(f"  {json.dumps(res)}")
         result["runs"] = runs
-        try:
-            httpx.delete(f"{bases[0]}/collections/{name}", headers=h, timeout=120)
-        except httpx.HTTPError:
-            pass
+        for tag in ("a", "f"):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.delete(f"{base[tag]}/collections/{name}", headers=heads[tag], timeout=120)
     finally:
-        for proc, logf in procs:
+        for proc, _logf, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
+        for proc, logf, _ in servers.values():
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -519,8 +545,12 @@ def engines_table(cases: list[dict]) -> list[str]:
 def replicas_table(rep: dict) -> list[str]:
     if "error" in rep:
         return [f"replicas: failed: {rep['error']}"]
-    lines = [f"{rep['refs']} images registered through replica a in {rep['add_seconds']} s; "
-             f"hits of one search on a / b: {rep['check']}.", "",
+    hits = {t: len(c.get("matches", [])) if isinstance(c, dict) else None
+            for t, c in rep["check"].items()}
+    lines = [f"{rep['refs']} images registered through replica a in {rep['add_seconds_a']} s "
+             f"(through the SQLite + FAISS server: {rep['add_seconds_f']} s); server threads "
+             f"{rep['server_threads']}; matches of one search on a / b / f: "
+             f"{hits['a']} / {hits['b']} / {hits['f']}.", "",
              "| target | clients | requests/s | p50 ms | p95 ms | p99 ms | ok | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rep["runs"]:
@@ -552,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, default=CORPUS)
     ap.add_argument("--refs", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--clients", default="8")
+    ap.add_argument("--clients", default="1,8")
     ap.add_argument("--concurrency", type=int, default=2, help="server worker threads")
     ap.add_argument("--tmp", default=None, help="folder for the indexes (default: system temp)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "engines")
