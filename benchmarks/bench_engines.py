@@ -8,7 +8,7 @@ the same synthetic vectors, and two `tracemark serve` replicas under search load
 Part 1 (engines). For each size N, engine and vector set, one fresh child process builds an
 index with :meth:`tracemark.index.Index.add_many` (batches of ``--batch`` pre-made
 references, one commit per batch), closes it, reopens it read-only and times ``--queries``
-single-row searches (k = 10, one thread) two ways: through :meth:`Index.search` (the public
+single-row searches (k = 10, one thread, after `--warmup` untimed ones) two ways: through :meth:`Index.search` (the public
 path: on a shared index, PostgreSQL + Milvus, it also reads the change log and filters the
 hits by the references the database holds) and through the index's vector store itself
 (the raw engine search, asked for the same number of rows). Engines: ``faiss-sqlite``
@@ -34,9 +34,12 @@ Milvus data directory's growth after a flush (``--milvus-dir``), per reference.
 
 Part 2 (``--replicas``): two ``tracemark serve`` processes on different ports and data
 directories, both ``--database-url`` PostgreSQL and ``--vectors`` Milvus, so they share the
-collections through the service database; ``--refs`` corpus images are registered through
-the first; then closed-loop search clients (as ``bench_service.py``) run against replica A
-alone and against A and B round-robin, for ``--seconds`` each.
+collections through the service database, and a third on SQLite + FAISS (the default) for
+comparison; ``--refs`` corpus images are registered through replica A and through the third;
+then closed-loop search clients (as ``bench_service.py``, ``--clients`` of them, each request
+to the next base URL in turn) run against the FAISS server, replica A alone, and A and B
+round-robin, for ``--seconds`` each: requests/s, p50/p95/p99 latency, errors by status. The
+servers' logs stay in a ``tm-replicas-*`` folder (under ``--tmp``), named in the results.
 
 Progress on stderr, a markdown table on stdout, every figure in
 ``benchmarks/results/engines/results.json`` (or ``--out``). It never writes docs.
@@ -207,7 +210,7 @@ def _milvus_flush(url: str, collection: str) -> None:
 
 
 def _milvus_eventual(url: str, collection: str, kind: str, queries: np.ndarray,
-                     want: int) -> list[float]:
+                     want: int, warmup: int) -> list[float]:
     """Seconds per single-row search straight through pymilvus at consistency level
     ``Eventually`` (tracemark searches at ``Strong``): the engine's floor without the wait
     for the write timestamp."""
@@ -222,12 +225,12 @@ def _milvus_eventual(url: str, collection: str, kind: str, queries: np.ndarray,
         coll = Collection(collection, using=alias)
         params = {"metric_type": "HAMMING" if kind == "binary" else "IP", "params": {}}
         times = []
-        for i, q in enumerate([*queries[:10], *queries]):
+        for i, q in enumerate([*queries[:warmup], *queries]):
             data = [q.tobytes()] if kind == "binary" else [q.tolist()]
             t0 = time.perf_counter()
             coll.search(data, "vec", params, limit=want, consistency_level="Eventually",
                         timeout=60)
-            if i >= 10:  # after the warm-up
+            if i >= warmup:
                 times.append(time.perf_counter() - t0)
         return times
     finally:
@@ -310,7 +313,7 @@ def run_case(case: dict) -> dict:
         want = K * rows_per_ref
         vstore = index._vstore  # noqa: SLF001 -- the raw engine search, measured on its own
         with index:
-            for q in queries[:10]:  # warm-up
+            for q in queries[:case["warmup"]]:
                 index.search("v", q, K)
                 vstore.search("v", q[None, :], want)
             public, raw, found = [], [], 0
@@ -327,7 +330,7 @@ def run_case(case: dict) -> dict:
         out["raw_search"] = _percentiles(raw)
         if store == "milvus":
             out["eventual_search"] = _percentiles(
-                _milvus_eventual(vectors_url, collection, kind, queries, want))
+                _milvus_eventual(vectors_url, collection, kind, queries, want, case["warmup"]))
         out["recall_at_10"] = round(found / len(queries), 4)
         out["client_rss_after"] = rss_of()
         out["server_rss_after"] = rss_of(server) if server else 0
@@ -399,13 +402,22 @@ async def _load(urls: list[str], headers: dict, body: bytes, clients: int,
             "p95_ms": pct(0.95), "p99_ms": pct(0.99)}
 
 
+def _bench_service() -> Any:
+    """``benchmarks/bench_service.py`` (its port and image helpers), from this folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_service",
+                                                  Path(__file__).with_name("bench_service.py"))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def _start_server(work: Path, tag: str, args: argparse.Namespace, shared: bool,
                   env: dict) -> tuple[subprocess.Popen, Any, str]:
     """One ``tracemark serve`` on a free port with data directory ``work/tag``; with
     ``shared``, metadata in ``--database-url`` and vectors in ``--milvus``."""
-    from bench_service import _free_port  # same folder
-
-    port = _free_port()
+    port = _bench_service()._free_port()
     logf = open(work / f"server-{tag}.log", "wb")  # noqa: SIM115
     extra = ["--database-url", args.database_url, "--vectors", args.milvus] if shared else []
     proc = subprocess.Popen(
@@ -433,7 +445,6 @@ def run_replicas(args: argparse.Namespace) -> dict:
     """Two ``tracemark serve`` replicas on PostgreSQL + Milvus under search load, beside one
     ``tracemark serve`` on SQLite + FAISS (the default) holding the same images."""
     import httpx
-    from bench_service import _fit  # same folder
 
     from tracemark.bench.watermark import list_images
     from tracemark.imageio import encode_image, load_image
@@ -441,7 +452,7 @@ def run_replicas(args: argparse.Namespace) -> dict:
 
     if not args.database_url:
         raise SystemExit("--replicas needs --database-url (or TRACEMARK_TEST_PG_URL)")
-    work = Path(tempfile.mkdtemp(prefix="tm-replicas-"))
+    work = Path(tempfile.mkdtemp(prefix="tm-replicas-", dir=args.tmp))
     shared_token, _ = KeyStore(service_engine(work / "a", args.database_url)).create(
         scope="write", collections=["*"])
     local_token, _ = KeyStore(service_engine(work / "f", None)).create(
@@ -465,7 +476,8 @@ def run_replicas(args: argparse.Namespace) -> dict:
                            timeout=120)
             r.raise_for_status()
         paths = list_images(args.images)[: args.refs]
-        refs = [_fit(load_image(p)) for p in paths]
+        fit = _bench_service()._fit
+        refs = [fit(load_image(p)) for p in paths]
         for tag in ("a", "f"):
             t0 = time.perf_counter()
             for i, rgb in enumerate(refs):
@@ -568,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--float-sizes", default="100000",
                     help="sizes at which the float set (6 rows a reference) also runs")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=10, help="untimed queries first")
     ap.add_argument("--engines", default="faiss-sqlite,milvus-pg")
     ap.add_argument("--batch", type=int, default=20_000, help="references per add_many")
     ap.add_argument("--seed", type=int, default=14)
@@ -607,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 for engine in engines:
                     log(f"{engine} {kind} n={n}")
                     case = {"engine": engine, "kind": kind, "n": n, "queries": args.queries,
+                            "warmup": args.warmup,
                             "seed": args.seed + n, "batch": args.batch, "milvus": args.milvus,
                             "milvus_dir": str(args.milvus_dir), "database_url": args.database_url,
                             "tmp": args.tmp}

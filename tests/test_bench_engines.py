@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from .conftest import MILVUS_URL, PG_URL, REPO
+from .conftest import MILVUS_URL, PG_URL, REPO, requires_milvus, requires_pg
 
 
 def _bench() -> ModuleType:
@@ -56,7 +56,7 @@ def _engines() -> str:
 
 def test_bench_engines_at_toy_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = _bench()
-    argv = ["--sizes", "2000", "--float-sizes", "2000", "--queries", "20", "--batch", "700",
+    argv = ["--sizes", "2000", "--float-sizes", "2000", "--queries", "10", "--warmup", "2", "--batch", "700",
             "--engines", _engines(), "--out", str(tmp_path), "--tmp", str(tmp_path)]
     if MILVUS_URL:
         argv += ["--milvus", MILVUS_URL]
@@ -67,7 +67,7 @@ def test_bench_engines_at_toy_size(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {(c["engine"], c["kind"]) for c in cases} == {
         (e, k) for e in engines for k in ("binary", "float")}
     for c in cases:
-        assert c["n"] == 2000 and c["queries"] == 20
+        assert c["n"] == 2000 and c["queries"] == 10
         assert c["recall_at_10"] == 1.0  # both stores search exactly
         assert 0 < c["search"]["p50_ms"] <= c["search"]["p95_ms"]
         assert 0 < c["raw_search"]["p50_ms"] <= c["raw_search"]["p95_ms"]
@@ -89,3 +89,23 @@ def test_unknown_engine_is_a_usage_error(tmp_path: Path) -> None:
         _bench().main(["--engines", "faiss-sqlite,annoy", "--out", str(tmp_path)])
     assert info.value.code == 2
     assert not (tmp_path / "results.json").exists()
+
+
+@requires_pg
+@requires_milvus
+def test_replicas_part_at_toy_size(tmp_path: Path, corpus_dir: Path) -> None:
+    bench = _bench()
+    argv = ["--no-engines", "--replicas", "--refs", "3", "--seconds", "1", "--clients", "1,2",
+            "--images", str(corpus_dir), "--out", str(tmp_path), "--tmp", str(tmp_path),
+            "--milvus", str(MILVUS_URL)]
+    assert bench.main(argv) == 0
+    rep = json.loads((tmp_path / "results.json").read_text())["replicas"]
+    assert rep["refs"] == 3
+    # the collection made through replica a is searched on b through the shared registry
+    assert all(rep["check"][t]["matches"] for t in ("a", "b", "f"))
+    assert [(r["target"].split(",")[0], r["clients"]) for r in rep["runs"]] == [
+        (t, c) for t in ("SQLite + FAISS", "PostgreSQL + Milvus", "PostgreSQL + Milvus")
+        for c in (1, 2)]
+    for r in rep["runs"]:
+        assert r["ok"] > 0 and not r["errors"]
+        assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
