@@ -204,7 +204,8 @@ def test_create_validates_specs_before_touching_disk(tmp_path: Path) -> None:
         {"kind": "float", "dim": 8.0},
         {"kind": "float", "dim": 8, "metric": "hamming"},
         {"kind": "text", "dim": 8},
-        {"kind": "float", "dim": 8, "index": "ivf"},
+        {"kind": "float", "dim": 8, "index": "ivfpq"},
+        {"kind": "float", "dim": 12, "index": "ivf"},
         {"kind": "float", "dim": 8, "index": "hnsw", "hnsw_m": 1},
     ],
 )

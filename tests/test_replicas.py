@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import httpx  # noqa: E402
 from tracemark.imageio import encode_image  # noqa: E402
 
 from .conftest import CORPUS, MILVUS_URL, PG_URL, requires_milvus, requires_pg  # noqa: E402
-from .test_service_crash import _free_port, _images  # noqa: E402
+from .test_service_crash import _free_port, _images, bulk_add_then_kill  # noqa: E402
 
 pytestmark = [requires_pg, requires_milvus, pytest.mark.slow]
 
@@ -151,30 +149,7 @@ def test_sigkill_of_a_replica_during_a_bulk_add_loses_no_acknowledged_add(replic
     images = _images(40)
     assert httpx.post(f"{a.base}/collections", json={"name": name}, headers=h,
                       timeout=60).status_code == 201
-    acked: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def client(start: int) -> None:
-        for i in range(start, len(images), 2):
-            try:
-                r = httpx.post(f"{a.base}/collections/{name}/images", headers=h, timeout=60,
-                               files=_upload(images[i], f"{i}.png"))
-            except httpx.HTTPError:
-                return  # the replica is gone
-            if r.status_code == 201:
-                with lock:
-                    acked[i] = int(r.json()["ref_id"])
-
-    threads = [threading.Thread(target=client, args=(s,)) for s in (0, 1)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 120
-    while len(acked) < 10 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(a.proc.pid, signal.SIGKILL)  # adds are in flight
-    a.proc.wait(10)
-    for t in threads:
-        t.join(60)
+    acked = bulk_add_then_kill(a.proc, f"{a.base}/collections/{name}/images", h, images, 10)
     assert 10 <= len(acked) < len(images), "the kill must land in the middle of the bulk add"
     # the other replica serves every acknowledged add at once
     listed = httpx.get(f"{b.base}/collections/{name}/images?limit=1000", headers=h,

@@ -50,6 +50,38 @@ def _start(data: Path, port: int, log: Path, db_url: str | None = None) -> subpr
     raise AssertionError("the server did not start in 60 s")
 
 
+def bulk_add_then_kill(proc: subprocess.Popen, url: str, headers: dict[str, str],
+                       images: list[bytes], after: int) -> dict[int, int]:
+    """POST ``images`` to ``url`` from two client threads; SIGKILL the server once ``after``
+    adds were acknowledged (adds are then in flight). ``{image index: ref id}`` of the
+    acknowledged adds."""
+    acked: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def client(start: int) -> None:
+        for i in range(start, len(images), 2):
+            try:
+                r = httpx.post(url, headers=headers, timeout=60,
+                               files={"image": (f"{i}.png", io.BytesIO(images[i]), "image/png")})
+            except httpx.HTTPError:
+                return  # the server is gone
+            if r.status_code == 201:
+                with lock:
+                    acked[i] = int(r.json()["ref_id"])
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in (0, 1)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    while len(acked) < after and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)  # adds are in flight
+    proc.wait(10)
+    for t in threads:
+        t.join(60)
+    return acked
+
+
 def _images(n: int) -> list[bytes]:
     """``n`` small photos with enough texture to be found again by search."""
     from tracemark.fingerprint import local
@@ -82,33 +114,10 @@ def test_kill_9_during_bulk_add_loses_no_acknowledged_add(tmp_path: Path, backen
     base = f"http://127.0.0.1:{port}/v1"
     images = _images(48)
     proc = _start(data, port, log, db_url)
-    acked: dict[int, int] = {}  # image index -> ref id
-    lock = threading.Lock()
     try:
         assert httpx.post(f"{base}/collections", json={"name": name}, headers=h,
                           timeout=30).status_code == 201
-
-        def client(start: int) -> None:
-            for i in range(start, len(images), 2):
-                try:
-                    r = httpx.post(f"{base}/collections/{name}/images", headers=h, timeout=30,
-                                   files={"image": (f"{i}.png", io.BytesIO(images[i]), "image/png")})
-                except httpx.HTTPError:
-                    return  # the server is gone
-                if r.status_code == 201:
-                    with lock:
-                        acked[i] = int(r.json()["ref_id"])
-
-        threads = [threading.Thread(target=client, args=(s,)) for s in (0, 1)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 60
-        while len(acked) < 12 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)  # adds are in flight
-        proc.wait(10)
-        for t in threads:
-            t.join(30)
+        acked = bulk_add_then_kill(proc, f"{base}/collections/{name}/images", h, images, 12)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -211,6 +211,7 @@ class CopyIndex(Resource):
         self.index = index
         self.config = config or MatchConfig()
         self._model: NullModel | None = self._load_model(self.config.retrieval)
+        self._adopt_legacy_calibration()
         self._ivf: InvertedFile | None = None  # loaded at the first v2 search
         self._ivf_seq = 0  # the last change of a shared index applied to it
         self._damaged: dict[int, str] = {}  # references whose stored features are unreadable
@@ -741,6 +742,21 @@ class CopyIndex(Resource):
         except OSError as exc:
             raise ConfigError(f"{legacy}: unreadable calibration file ({exc}): remove it "
                               f"and {fix}") from exc
+
+    def _adopt_legacy_calibration(self) -> None:
+        """Copy a format-1 index's readable :data:`CALIBRATION_FILE` into the index document
+        :data:`CALIBRATION_DOC` (committed at once) when the index is opened for writing
+        and has none, so that the calibration lives with the metadata: every process on a
+        shared database (replicas) then reads the same one. The file is left in place
+        (the document wins from now on)."""
+        if self.index.read_only or self.index.in_transaction \
+                or self.index.document(CALIBRATION_DOC) is not None:
+            return
+        raw, where, _fix = self._calibration_raw()
+        if raw is None or where != str(Path(self.index.path) / CALIBRATION_FILE):
+            return
+        self.index.put_document(CALIBRATION_DOC, raw)
+        self.index.commit(write_vectors=False)
 
     def _load_model(self, score_version: str) -> NullModel | None:
         raw, where, fix = self._calibration_raw()

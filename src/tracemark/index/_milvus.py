@@ -141,7 +141,7 @@ class MilvusVectors(VectorStore):
         self._lock = threading.RLock()
         self._alias: str | None = f"tracemark-{uuid.uuid4().hex}"
         self._closed = False
-        kwargs: dict[str, Any] = {"uri": f"http://{url.host}:{url.port}",
+        kwargs: dict[str, Any] = {"uri": f"http://{url.address}",
                                   "timeout": float(connect_timeout)}
         if url.token:
             kwargs["token"] = url.token

@@ -718,9 +718,9 @@ class Index(Resource):
         copy-detection calibration); part of the open transaction."""
         with self._mutex:
             self._check_writable()
-            if not isinstance(name, str) or not 0 < len(name) <= 128:
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name:
                 raise IndexInputError("a document name must be a non-empty str of <= 128 "
-                                      "characters")
+                                      "characters, without NUL")
             if not isinstance(data, bytes | bytearray):
                 raise IndexInputError(f"document {name!r} must be bytes, got "
                                       f"{type(data).__name__}")
@@ -768,6 +768,8 @@ class Index(Resource):
         """The id of the reference with this content hash, or None."""
         with self._mutex:
             self._check_open()
+            if "\x00" in str(content_hash):  # never stored (PostgreSQL text cannot hold it)
+                return None
             with self._read() as conn:
                 row = conn.execute(sa.select(refs.c.id).where(
                     refs.c.content_hash == str(content_hash))).first()
@@ -790,6 +792,8 @@ class Index(Resource):
             self._check_open()
             with self._read() as conn:
                 rid = self._require(conn, ref_id)
+                if "\x00" in str(name):  # never stored
+                    return None
                 row = conn.execute(sa.select(blobs.c.data).where(
                     blobs.c.ref_id == rid, blobs.c.name == str(name))).first()
             return None if row is None else bytes(row[0])
@@ -798,6 +802,8 @@ class Index(Resource):
         """Ids (sorted int64) of the references that have a blob ``name``."""
         with self._mutex:
             self._check_open()
+            if not isinstance(name, str) or "\x00" in name:  # never stored
+                return np.empty(0, np.int64)
             with self._read() as conn:
                 rows = conn.execute(sa.select(blobs.c.ref_id).where(blobs.c.name == name)
                                     .order_by(blobs.c.ref_id)).all()
@@ -826,8 +832,10 @@ class Index(Resource):
         """Set (add or replace) a reference's blob ``name``; part of the open transaction."""
         with self._mutex:
             self._check_writable()
-            if not isinstance(name, str) or not name or not isinstance(data, bytes | bytearray):
-                raise IndexInputError("put_blob takes a non-empty str name and bytes data")
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name \
+                    or not isinstance(data, bytes | bytearray):
+                raise IndexInputError("put_blob takes a non-empty str name of <= 128 "
+                                      "characters, without NUL, and bytes data")
             conn = self._begin()
             rid = self._require(conn, ref_id)
             conn.execute(blobs.delete().where(blobs.c.ref_id == rid, blobs.c.name == name))
@@ -838,7 +846,7 @@ class Index(Resource):
         opened read-only, which has no documents)."""
         with self._mutex:
             self._check_open()
-            if int(self._meta["format_version"]) < 2:
+            if int(self._meta["format_version"]) < 2 or "\x00" in str(name):
                 return None
             with self._read() as conn:
                 row = conn.execute(sa.select(documents.c.data).where(
@@ -849,15 +857,18 @@ class Index(Resource):
         """Committed changes after sequence number ``since``: ``(seq, ref_id, op)`` with op
         ``"add"`` or ``"remove"``, oldest first, at most ``limit``. Writers are serialised,
         so sequence numbers appear in commit order: a process that remembers the last
-        ``seq`` it applied misses nothing. Empty for a format-1 index opened read-only."""
+        ``seq`` it applied misses nothing. Empty for a format-1 index opened read-only.
+        Raises :class:`IndexInputError` when ``since`` or ``limit`` is not an int >= 0."""
         with self._mutex:
             self._check_open()
+            since = _check_count(since, "since", low=0)
+            limit = _check_count(limit, "limit", low=0)
             if int(self._meta["format_version"]) < 2:
                 return []
             with self._read() as conn:
                 rows = conn.execute(sa.select(changes.c.seq, changes.c.ref_id, changes.c.op)
-                                    .where(changes.c.seq > int(since))
-                                    .order_by(changes.c.seq).limit(int(limit))).all()
+                                    .where(changes.c.seq > since)
+                                    .order_by(changes.c.seq).limit(limit)).all()
             return [(int(s), int(r), str(o)) for s, r, o in rows]
 
     def last_change(self) -> int:
@@ -1085,9 +1096,10 @@ class Index(Resource):
         if not isinstance(item.blobs, Mapping):
             raise IndexInputError(f"{where}: blobs must be a mapping of name to bytes")
         for name, data in item.blobs.items():
-            if not isinstance(name, str) or not 0 < len(name) <= 128:
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name:
                 raise IndexInputError(
-                    f"{where}: a blob name must be a non-empty str of <= 128 characters"
+                    f"{where}: a blob name must be a non-empty str of <= 128 characters, "
+                    "without NUL"
                 )
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise IndexInputError(
@@ -1110,13 +1122,12 @@ class Index(Resource):
                 seen.add(p.content_hash)
                 fresh.append(p)
         if fresh:
-            ids = conn.execute(
-                refs.insert().returning(refs.c.id, sort_by_parameter_order=True),
-                [{"content_hash": p.content_hash, "source": p.text[0], "owner": p.text[1],
-                  "license": p.text[2], "notes": p.text[3], "added_at": now} for p in fresh],
-            ).scalars().all()
-            for p, rid in zip(fresh, ids, strict=True):
-                known[p.content_hash] = int(rid)
+            # one executemany, then the ids by hash (an INSERT ... RETURNING in parameter
+            # order runs one statement a row on SQLite)
+            conn.execute(refs.insert(), [
+                {"content_hash": p.content_hash, "source": p.text[0], "owner": p.text[1],
+                 "license": p.text[2], "notes": p.text[3], "added_at": now} for p in fresh])
+            known.update(self._known_hashes(conn, [p.content_hash for p in fresh]))
         vector_rows: builtins.list[dict[str, Any]] = []
         blob_rows: builtins.list[dict[str, Any]] = []
         change_rows: builtins.list[dict[str, Any]] = []
@@ -1161,7 +1172,8 @@ class Index(Resource):
             rows = conn.execute(sa.select(vectors.c.ref_id, vectors.c.n_rows)
                                 .where(vectors.c.set_id == vset.id)
                                 .order_by(vectors.c.ref_id)).all()
-        arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        # plain tuples: numpy probing SQLAlchemy Rows for array attributes costs 10 us a row
+        arr = np.array([tuple(r) for r in rows], dtype=np.int64).reshape(-1, 2)
         return arr[:, 0], arr[:, 1]
 
     def _stored_rows(self, vset: _VectorSet) -> int:
@@ -1212,10 +1224,27 @@ class Index(Resource):
 
     def _load_sets(self, sets: builtins.list[_VectorSet]) -> None:
         """Open each set in the vector store and check it against the database (one
-        snapshot); rebuild (and flush) the sets that disagree. A read-only handle on a
-        shared store trusts it (searches drop rows of references the database lacks)."""
+        snapshot); repair the sets that disagree (and flush). A read-only handle on a
+        shared store trusts it (searches drop rows of references the database lacks).
+
+        FAISS sets that disagree are rebuilt. A shared store (Milvus) is repaired row by
+        row, never dropped (other processes search it meanwhile): rows the database has
+        and the store lacks are added again; rows the store has and the database lacks
+        are removed only when no other writer can hold them uncommitted -- with the
+        metadata in PostgreSQL, only when this handle gets the writers' advisory lock
+        without waiting; otherwise they are left (searches skip them) for a later check.
+        """
         repaired: builtins.list[str] = []
-        with self._mutex, self._engine.connect() as snap:
+        exclusive = True
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._mutex)
+            if self._vstore.shared and not self.read_only and self.backend == "postgresql":
+                assert self._wconn is not None
+                snap = self._wconn
+                stack.enter_context(snap.begin())  # ends (commits a read) with the block
+                exclusive = _pg_serialise(snap, wait=False)
+            else:
+                snap = stack.enter_context(self._engine.connect())
             self._snap = snap
             try:
                 for vset in sets:
@@ -1230,8 +1259,20 @@ class Index(Resource):
                         continue
                     expected = _faiss.expected_labels(ref_ids, counts)
                     got = np.sort(self._vstore.labels(vset.name))
-                    if not np.array_equal(got, expected):
+                    if np.array_equal(got, expected):
+                        continue
+                    if not self._vstore.shared:
                         self._vstore.rebuild(vset.name, vset.spec, source)
+                        repaired.append(vset.name)
+                        continue
+                    extra = np.unique(np.setdiff1d(got, expected) >> ROW_BITS)
+                    missing = np.unique(np.setdiff1d(expected, got) >> ROW_BITS)
+                    if exclusive and len(extra):
+                        self._vstore.remove(vset.name, extra)
+                    readd = np.union1d(missing, extra) if exclusive else missing
+                    for labels, rows in self._row_source(vset, readd)():
+                        self._vstore.add(vset.name, labels, rows)
+                    if len(readd) or (exclusive and len(extra)):
                         repaired.append(vset.name)
             finally:
                 self._snap = None
@@ -1245,13 +1286,18 @@ def _namespace(uid: str) -> str:
     return f"tm_{uid}"
 
 
-def _pg_serialise(conn: sa.Connection) -> None:
+def _pg_serialise(conn: sa.Connection, *, wait: bool = True) -> bool:
     """Serialise the write transactions of every process on this PostgreSQL schema (a
     transaction-level advisory lock, released at commit or rollback), so that change
-    sequence numbers appear in commit order and ``content_hash`` checks do not race."""
+    sequence numbers appear in commit order and ``content_hash`` checks do not race.
+    ``wait=False`` tries once; returns whether the lock is held."""
     schema = conn.get_execution_options().get("schema_translate_map", {}).get(None, "")
     key = zlib.crc32(f"tracemark-index:{schema}".encode()) - (1 << 31)
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    if wait:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        return True
+    return bool(conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"),
+                             {"k": key}).scalar_one())
 
 
 def _size(path: Path) -> int:

@@ -55,12 +55,19 @@ class VectorStoreURL:
     token: str | None = None
     database: str | None = None
 
+    @property
+    def address(self) -> str:
+        """``host:port``, an IPv6 host in brackets (``[::1]:19530``), as a URL writes it."""
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
     def redacted(self) -> str:
-        """The URL without its credentials (for logs, stats and ``database.json``)."""
+        """The URL without its credentials (for logs, stats and ``database.json``); it
+        parses back to this URL less its token."""
         if self.scheme == "faiss":
             return "faiss"
         db = f"/{self.database}" if self.database else ""
-        return f"{self.scheme}://{self.host}:{self.port}{db}"
+        return f"{self.scheme}://{self.address}{db}"
 
 
 def parse_vector_url(url: str | None) -> VectorStoreURL:
@@ -79,9 +86,12 @@ def parse_vector_url(url: str | None) -> VectorStoreURL:
         raise ConfigError(f"unknown vector store {url.split('://')[0]!r} in {url!r} "
                           f"(known: {known}; e.g. milvus://127.0.0.1:19530)")
     try:
-        port = parts.port or 19530
+        port = parts.port
     except ValueError:
         raise ConfigError(f"bad port in vector-store URL {url!r}") from None
+    if port == 0:
+        raise ConfigError(f"bad port in vector-store URL {url!r} (0)")
+    port = 19530 if port is None else port
     if not parts.hostname:
         raise ConfigError(f"no host in vector-store URL {url!r}")
     token = None
