@@ -208,9 +208,13 @@ def test_file_urls_are_inputs(cluster: str, images: Path, local_index: Path,
     store = tmp_path / "index"
     (images.parent / "notes.txt").write_text("not an image")
     code, lines = _invoke("index", "add", "--store", store, "--ray", "--",
-                          images.as_uri() + "/", (images.parent / "notes.txt").as_uri())
-    assert code == 1  # the text file named by its URL is a failed item
+                          images.as_uri() + "/", (images.parent / "notes.txt").as_uri(),
+                          "nosuchprotocol://host/folder/")
+    assert code == 1  # the text file named by its URL, the unlistable URL: failed items
     assert sum(row["error"] is None for row in lines) == N
+    bad = [row for row in lines if row["error"] is not None]
+    assert {row["source"].split("/")[-1] or row["source"] for row in bad} >= {"notes.txt"}
+    assert any("nosuchprotocol" in row["source"] for row in bad)
     refs = _refs(store)
     assert all(r["source"].startswith("file://") for r in refs.values())
     _same_fingerprints(refs, _refs(local_index), sources=False)
@@ -294,6 +298,7 @@ def test_ray_with_an_unreachable_address_is_a_usage_error(images: Path, tmp_path
          "--store", str(tmp_path / "i"), f"--ray=127.0.0.1:{_free_port()}",
          str(images)], env=_env(), capture_output=True, timeout=120)
     assert code.returncode == 2, code.stderr.decode()[-2000:]
+    assert not (tmp_path / "i").exists()  # no index was created for a batch that never ran
 
 
 # --- watermark embed --ray and sign --ray ------------------------------------------------

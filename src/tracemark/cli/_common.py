@@ -425,8 +425,9 @@ def collect_sources(inputs: Sequence[str], lines: JsonLines | None, *, what: str
     """:func:`collect_inputs` for a batch job (``--ray``): an input may also be an fsspec
     URL (``file:///data/``, ``s3://bucket/prefix/``), a folder of which is expanded by
     suffix (:func:`tracemark.batch.expand_url`); ``paths`` are then strings (a local
-    path as :func:`expand_inputs` gives it, or a URL). A URL that cannot be listed is a
-    usage error."""
+    path as :func:`expand_inputs` gives it, or a URL). A URL that cannot be listed (an
+    unreachable host, a 404) is kept as one input: its worker reports why it cannot be
+    read, and the batch carries on."""
     from tracemark.batch import expand_url, is_url
     from tracemark.errors import ConfigError
 
@@ -436,7 +437,9 @@ def collect_sources(inputs: Sequence[str], lines: JsonLines | None, *, what: str
             try:
                 sources, skipped = expand_url(raw, formats=formats)
             except ConfigError as exc:
-                raise fail(exc.message) from exc
+                # an input the batch reports (its worker's error) and carries on without
+                note(f"cannot list {raw} ({exc.message}): read as one image")
+                sources, skipped = [raw], []
             out.paths.extend(sources)  # type: ignore[arg-type]
             out.skipped.extend(skipped)  # type: ignore[arg-type]
         else:

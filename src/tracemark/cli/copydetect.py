@@ -350,8 +350,13 @@ def index_add(
         found = collect_sources(images, lines, formats=formats)
     paths = found.paths
     meta = {"owner": owner, "license": license_, "notes": notes}
-    with contextlib.closing(_open_or_create(db, global_index=global_index)) as ci, \
-            contextlib.ExitStack() as stack, Progress(len(paths), "index add") as bar:
+    with contextlib.ExitStack() as stack:
+        # the cluster first: a bad --ray address creates no index
+        executor = None if ray_address is None else stack.enter_context(
+            batch_executor(ray_address))
+        ci = stack.enter_context(contextlib.closing(_open_or_create(db,
+                                                                    global_index=global_index)))
+        bar = stack.enter_context(Progress(len(paths), "index add"))
         lines.progress = bar
 
         def emit(row: dict[str, Any]) -> None:
@@ -366,7 +371,6 @@ def index_add(
         else:
             from tracemark.batch import ingest
 
-            executor = stack.enter_context(batch_executor(ray_address))
             counts = ingest(ci, [str(p) for p in paths], executor, on_item=emit, meta=meta,
                             batch_size=batch_size, commit_interval=commit_interval,
                             formats=formats, on_done=lambda bad: bar.update(failed=int(bad)))
