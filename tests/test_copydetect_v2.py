@@ -270,7 +270,7 @@ def test_global_index_none_keeps_vlad_rows_out_of_memory(images, tmp_path) -> No
             pytest.raises(ConfigError):
         ci.search(images[0], k=1)
     with pytest.raises(ConfigError):
-        CopyIndex.create(tmp_path / "x", global_index="ivf")
+        CopyIndex.create(tmp_path / "x", global_index="ivfpq")
 
 
 def test_calibration_of_a_previous_version_asks_for_recalibration(images, tmp_path) -> None:
