@@ -4,6 +4,7 @@ stdout, exit codes, and errors that name the problem. Real c2pa, store and water
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from pathlib import Path
 
@@ -360,3 +361,25 @@ def test_credentials_calibrate_switches_the_fingerprint_route_to_p_values(
     assert row["state"] == "recovered"
     res = _run("credentials", "calibrate", tmp_path / "nothing-here", "--store", store)
     assert res.exit_code != 0
+
+
+def test_sign_create_takes_an_iptc_type_and_edit_refuses_it(work: Path, certs: Path,
+                                                            store: Path, tmp_path: Path) -> None:
+    src = next(p for p in (work / "in").iterdir() if p.suffix == ".png")
+    res = _sign(certs, store, src, tmp_path / "c.png", "--create", "digitalCapture",
+                "--title", "Captured")
+    assert res.exit_code == 0, res.output
+    import c2pa
+
+    with c2pa.Reader("image/png", io.BytesIO((tmp_path / "c.png").read_bytes())) as r:
+        m = json.loads(r.json())
+    active = m["manifests"][m["active_manifest"]]
+    actions = next(a["data"]["actions"] for a in active["assertions"]
+                   if a["label"].startswith("c2pa.actions"))
+    assert [a.get("digitalSourceType") for a in actions if a["action"] == "c2pa.created"] == [
+        "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"]
+    bad = _sign(certs, store, src, tmp_path / "d.png", "--create", "inventedType")
+    assert bad.exit_code == 2 and "unknown digital source type" in bad.output
+    both = _sign(certs, store, src, tmp_path / "e.png", "--create", "digitalCapture", "--edit")
+    assert both.exit_code == 2 and "--edit" in both.output
+    assert not (tmp_path / "d.png").exists() and not (tmp_path / "e.png").exists()

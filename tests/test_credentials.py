@@ -1046,3 +1046,35 @@ def test_version_1_fixture_still_verifies(tmp_path: Path, creds: SigningCredenti
         res, _ = sign_image(st, small("art/gcompris_12.jpg", 128), tmp_path / "new.png", creds)
         assert res.manifest_id == 3 and len(st) == 3
     assert not (FIXTURE / "store" / "credentials.sqlite-wal").exists()
+
+
+@pytest.mark.parametrize("given, name, ai", [
+    ("digitalCapture", "digitalCapture", False),
+    (mf.IPTC_DIGITAL_SOURCE_TYPE + "compositeWithTrainedAlgorithmicMedia",
+     "compositeWithTrainedAlgorithmicMedia", True),
+    ("screenCapture", "screenCapture", False),
+])
+def test_a_created_signing_carries_any_iptc_digital_source_type(
+    store: CredentialStore, creds: SigningCredentials, given: str, name: str, ai: bool
+) -> None:
+    """c2patool's --create TYPE: a c2pa.created action with that digital source type, no
+    parent ingredient; the store records the AI types as AI-generated."""
+    src = encode_image(small("photo/gcompris_100.jpg", 160), "PNG")
+    result, data = sign_image(store, src, None, creds, SignOptions(source_type=given),
+                              media_type="image/png")
+    _, _, m = reader(data, "image/png")
+    (actions,) = assertions(m, "c2pa.actions.v2")
+    created = [a for a in actions["actions"] if a["action"] == "c2pa.created"]
+    assert [a["digitalSourceType"] for a in created] == [mf.IPTC_DIGITAL_SOURCE_TYPE + name]
+    assert not m.get("ingredients")
+    assert store.get(result.manifest_id).ai_generated is ai
+    assert mf.digital_source_type(given) == name
+
+
+def test_unknown_digital_source_types_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown digital source type.*digitalCapture"):
+        SignOptions(source_type="photoshoppedByAHuman")
+    with pytest.raises(ConfigError, match="ai_generated means"):
+        SignOptions(ai_generated=True, source_type="digitalCapture")
+    assert SignOptions(ai_generated=True).create_type == "trainedAlgorithmicMedia"
+    assert SignOptions().create_type is None and not SignOptions().is_ai

@@ -229,6 +229,24 @@ def test_sign_then_verify_embedded_and_stripped(service, certs: Path) -> None:  
     assert_error(client.get("/v1/collections/works/manifests/999999", headers=h), 404)
     only = client.post("/v1/verify", files=upload(stripped), headers=h).json()
     assert only["state"] == "not_found"
+    # any IPTC digital source type (c2patool's --create); an unknown one is a 422
+    made = client.post("/v1/collections/works/sign", files=upload(png(src[:200, :200])),
+                       data={"format": "png", "digital_source_type": "compositeWithTrained"
+                             "AlgorithmicMedia"}, headers=h)
+    assert made.status_code == 200, made.text
+    with c2pa.Reader("image/png", io.BytesIO(made.content), context=ctx) as reader:
+        active = json.loads(reader.json())
+    manifest = active["manifests"][active["active_manifest"]]
+    actions = next(a["data"]["actions"] for a in manifest["assertions"]
+                   if a["label"].startswith("c2pa.actions"))
+    assert any(a.get("digitalSourceType", "").endswith("/compositeWithTrainedAlgorithmicMedia")
+               for a in actions)
+    rec = client.get(f"/v1/collections/works/manifests/{made.headers['X-Manifest-Id']}",
+                     headers=h).json()
+    assert rec["ai_generated"] is True
+    assert_error(client.post("/v1/collections/works/sign", files=upload(png(src)),
+                             data={"digital_source_type": "madeUp"}, headers=h),
+                 422, "BadDigitalSourceType")
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -279,7 +279,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
                         continue
                 title = opts.title or Path(output).name
                 mid = store.reserve(title=title, author=opts.author,
-                                    ai_generated=opts.ai_generated, media_type=media_type,
+                                    ai_generated=opts.is_ai, media_type=media_type,
                                     input_sha256=sha)
                 reserved.add(mid)
             except TracemarkError as exc:
@@ -292,7 +292,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
             try:
                 previous = store.resolve_mark(carried)
                 mid = store.reserve(title=job.title, author=opts.author,
-                                    ai_generated=opts.ai_generated, media_type=job.media_type,
+                                    ai_generated=opts.is_ai, media_type=job.media_type,
                                     input_sha256=job.input_sha256, mark_id=carried)
                 reserved.add(mid)
             except TracemarkError as exc:

@@ -83,7 +83,17 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
 @opts.signing_options(required=True)
 @_store_option
 @click.option("--ai-generated", is_flag=True,
-              help="Declare the image AI-generated (digital source type trainedAlgorithmicMedia).")
+              help="Declare the image AI-generated: the same as --create "
+              "trainedAlgorithmicMedia.")
+@click.option("--create", "create_type", default=None, metavar="TYPE",
+              help="Declare the image created (a c2pa.created action, as c2patool's "
+              "--create) with this IPTC digital source type: digitalCapture, digitalCreation, "
+              "trainedAlgorithmicMedia, compositeWithTrainedAlgorithmicMedia, "
+              "algorithmicMedia, screenCapture... or its http://cv.iptc.org/newscodes/"
+              "digitalsourcetype/ URL [default: an edit of the input, its parent ingredient].")
+@click.option("--edit", "edit", is_flag=True,
+              help="Declare the signing an edit of the input (the default; c2patool's "
+              "--edit): the input becomes the parent ingredient.")
 @click.option("--title", default=None, help="Manifest title [default: the output file name].")
 @click.option("--author", default=None, help="Author recorded in a CreativeWork assertion.")
 @opts.format_option(choices=_SIGN_FORMATS, help="Format written; same keeps JPEG, PNG and "
@@ -95,7 +105,8 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
 @opts.formats_option
 @opts.ray_option
 def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
-                 store: opts.StoreLocation, ai_generated: bool, title: str | None,
+                 store: opts.StoreLocation, ai_generated: bool, create_type: str | None,
+                 edit: bool, title: str | None,
                  author: str | None, fmt: str, quality: int | None, resign: bool,
                  formats: Any, ray_address: str | None) -> None:
     """Watermark INPUTS with a manifest id, sign a C2PA manifest, store it; write --out.
@@ -151,8 +162,14 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
         raise fail(f"{existing[0][1]} exists: give --force to overwrite it, or choose "
                    "another --out")
     report_skipped(found, lines)
-    sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
-                            quality=quality, resign=resign, formats=formats)
+    if edit and (create_type is not None or ai_generated):
+        raise click.UsageError("--edit declares an edit: not with --create or --ai-generated")
+    try:
+        sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
+                                quality=quality, resign=resign, formats=formats,
+                                source_type=create_type)
+    except TracemarkError as exc:
+        raise fail(f"--create: {exc}") from None
     executor = batch_executor(ray_address) if ray_address is not None else None
     try:
         cs = CredentialStore.open_or_create(store.path)

@@ -48,6 +48,41 @@ SOFT_BINDING_FINGERPRINT = "org.tracemark.fingerprint.pdq.1"
 """``alg`` of the soft-binding assertion naming the fingerprint (its value: the PDQ hash)."""
 TRACEMARK_ASSERTION = "org.tracemark.credential"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+IPTC_DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+"""The IPTC NewsCodes vocabulary of digital source types (C2PA 2.1, section "Digital Source
+Type"): a type is this URL followed by its name, e.g. ``trainedAlgorithmicMedia``."""
+AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia",
+                             "trainedAlgorithmicData"})
+"""The digital source types that declare generative AI (IPTC: made with a trained model, or
+a composite including such media): a store records their signings as AI-generated."""
+
+
+def _camel(enum_name: str) -> str:
+    head, *rest = enum_name.lower().split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def digital_source_types() -> dict[str, Any]:
+    """IPTC digital source type names (``digitalCapture``, ``trainedAlgorithmicMedia``...)
+    -> c2pa-python's ``C2paDigitalSourceType`` member: every type c2pa-python signs."""
+    enum = _c2pa().C2paDigitalSourceType
+    return {_camel(m.name): m for m in enum if m.name != "EMPTY"}
+
+
+def digital_source_type(value: str) -> str:
+    """The IPTC name of a digital source type given by name or by its full
+    ``http://cv.iptc.org/newscodes/digitalsourcetype/...`` URL (case of the URL's host
+    ignored). Raises :class:`~tracemark.errors.ConfigError` naming the known types."""
+    from tracemark.errors import ConfigError
+
+    name = str(value).strip()
+    if name.lower().startswith(IPTC_DIGITAL_SOURCE_TYPE):
+        name = name[len(IPTC_DIGITAL_SOURCE_TYPE):]
+    known = digital_source_types()
+    if name not in known:
+        raise ConfigError(f"unknown digital source type {value!r}; known: "
+                          f"{', '.join(sorted(known))}")
+    return name
 CLAIM_GENERATOR = "tracemark"
 
 
@@ -140,15 +175,21 @@ def sign_asset(
     media_type: str,
     asset: bytes,
     *,
-    ai_generated: bool,
+    ai_generated: bool = False,
     parent: tuple[bytes, str, str] | None = None,
+    source_type: str | None = None,
 ) -> tuple[bytes, bytes]:
     """Sign ``asset`` (bytes of ``media_type``); return (signed file, manifest store bytes).
 
-    AI-generated: intent *create* with the digital source type trainedAlgorithmicMedia.
-    Otherwise intent *edit* with ``parent`` = (bytes, media type, title) as the parent
-    ingredient (the image before tracemark watermarked it). Both add ``c2pa.watermarked``.
+    ``source_type`` (an IPTC digital source type name, :func:`digital_source_type`; or
+    ``ai_generated``, which means ``trainedAlgorithmicMedia``): intent *create* (a
+    ``c2pa.created`` action) with that digital source type. Otherwise intent *edit* with
+    ``parent`` = (bytes, media type, title) as the parent ingredient (the image before
+    tracemark watermarked it), or *create* as ``digitalCreation`` without a parent. All add
+    ``c2pa.watermarked``.
     """
+    if source_type is None and ai_generated:
+        source_type = "trainedAlgorithmicMedia"
     c2pa = _c2pa()
     try:
         ctx = c2pa.Context.from_dict({
@@ -157,9 +198,9 @@ def sign_asset(
                        "ocsp_fetch": False},
         })
         builder = c2pa.Builder(definition, context=ctx)
-        if ai_generated or parent is None:
-            source = (c2pa.C2paDigitalSourceType.TRAINED_ALGORITHMIC_MEDIA if ai_generated
-                      else c2pa.C2paDigitalSourceType.DIGITAL_CREATION)
+        if source_type is not None or parent is None:
+            source = digital_source_types()[digital_source_type(source_type or
+                                                                "digitalCreation")]
             builder.set_intent(c2pa.C2paBuilderIntent.CREATE, source)
         else:
             data, parent_type, parent_title = parent

@@ -67,6 +67,7 @@ DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95, "image/png": None}
 @dataclass(frozen=True)
 class SignOptions:
     ai_generated: bool = False
+    """Shorthand for ``source_type="trainedAlgorithmicMedia"``."""
     title: str | None = None
     author: str | None = None
     quality: int | None = None
@@ -76,6 +77,34 @@ class SignOptions:
     """Sign an input again even when this store already signed it into ``out``."""
     formats: ImageFormats = "default"
     """Input formats read (:func:`tracemark.imageio.load_image`'s ``formats``)."""
+    source_type: str | None = None
+    """Declare the image *created* with this IPTC digital source type (``digitalCapture``,
+    ``trainedAlgorithmicMedia``, ``compositeWithTrainedAlgorithmicMedia``... or the full
+    ``http://cv.iptc.org/newscodes/digitalsourcetype/`` URL; c2patool's ``--create``);
+    None: an *edit* of the input, which becomes the parent ingredient."""
+
+    def __post_init__(self) -> None:
+        if self.source_type is not None:
+            from tracemark.credentials.manifest import digital_source_type
+
+            object.__setattr__(self, "source_type", digital_source_type(self.source_type))
+            if self.ai_generated and self.source_type != "trainedAlgorithmicMedia":
+                from tracemark.errors import ConfigError
+
+                raise ConfigError("ai_generated means source type trainedAlgorithmicMedia: "
+                                  f"give one of them, not {self.source_type!r} too")
+
+    @property
+    def create_type(self) -> str | None:
+        """The digital source type of a *create* signing, or None for an *edit*."""
+        return self.source_type or ("trainedAlgorithmicMedia" if self.ai_generated else None)
+
+    @property
+    def is_ai(self) -> bool:
+        """Whether the signing declares generative AI (recorded by the store)."""
+        from tracemark.credentials.manifest import AI_SOURCE_TYPES
+
+        return self.create_type in AI_SOURCE_TYPES
 
 
 @dataclass(frozen=True)
@@ -259,10 +288,10 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
         pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
         mark_id=mark_id, supersedes=supersedes,
     )
-    parent, parent_kind = ((None, None) if opts.ai_generated
+    parent, parent_kind = ((None, None) if opts.create_type is not None
                            else _parent(original, rgb, name, opts.formats))
     signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
-                                           ai_generated=opts.ai_generated, parent=parent)
+                                           source_type=opts.create_type, parent=parent)
     reading = mf.read_manifest(signed, media_type)
     if reading.label is None or reading.store_json is None:
         raise mf.SigningError("the signed file has no readable manifest")
@@ -320,7 +349,7 @@ def sign_image(
     title = opts.title or (Path(out).name if out is not None else Path(name).name)
     carried = _carried_mark(store, rgb)
     previous = store.resolve_mark(carried) if carried is not None else None
-    manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.ai_generated,
+    manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.is_ai,
                                 media_type=media_type, input_sha256=input_sha256,
                                 mark_id=carried)
     mark_id = manifest_id if carried is None else carried

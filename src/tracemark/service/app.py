@@ -860,9 +860,25 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                    format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "jpg",
                    ai_generated: Annotated[bool, Form()] = False,
                    title: Annotated[str | None, Form(max_length=500)] = None,
-                   author: Annotated[str | None, Form(max_length=500)] = None) -> Response:
-        """Watermark and sign the image with a C2PA manifest stored in the collection."""
+                   author: Annotated[str | None, Form(max_length=500)] = None,
+                   digital_source_type: Annotated[str | None, Form(max_length=200)] = None,
+                   ) -> Response:
+        """Watermark and sign the image with a C2PA manifest stored in the collection.
+
+        ``digital_source_type`` (an IPTC name such as ``digitalCapture`` or
+        ``trainedAlgorithmicMedia``, or its URL) declares the image created with that
+        source type; without it (nor ``ai_generated``) the signing is an edit of the
+        upload."""
         allow(key, name, write=True)
+        from tracemark.credentials import SignOptions
+
+        try:
+            sign_options = SignOptions(ai_generated=ai_generated, title=title or "upload",
+                                       author=author, max_pixels=settings.max_pixels,
+                                       formats=settings.formats,
+                                       source_type=digital_source_type)
+        except ConfigError as exc:
+            raise ApiError(422, "BadDigitalSourceType", exc.message) from None
         if state.creds is None:
             raise ApiError(409, "SigningNotConfigured",
                            "this service has no signing certificate (start it with --cert/--key)")
@@ -870,17 +886,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         media = media_type(format)
 
         def work(job: Job) -> tuple[Any, bytes]:
-            from tracemark.credentials import SignOptions, sign_image
+            from tracemark.credentials import sign_image
 
             state.get(name)  # 404 before the decode
             load(data)  # the pixel limit, before anything is reserved
             # the job's commit point guards the store's commit inside sign_image: past the
             # deadline it raises there and the sign is rolled back (the answer: 503)
             with state.writing(name, job) as entry, entry.store.commit_guard(job.commit_point):
-                return sign_image(entry.store, data, None, state.creds,
-                                  SignOptions(ai_generated=ai_generated, title=title or "upload",
-                                              author=author, max_pixels=settings.max_pixels,
-                                              formats=settings.formats),
+                return sign_image(entry.store, data, None, state.creds, sign_options,
                                   media_type=media)
         res, signed = await state.run(work, weight=weigh(data))
         return Response(signed, media_type=media, headers={
