@@ -389,3 +389,24 @@ def test_embed_over_a_mark_keeps_it_or_is_409(service) -> None:  # type: ignore[
     forced = client.post(url, files=upload(first.content),
                          data={"payload": "0x222", "allow_remark": "true"}, headers=h)
     assert forced.status_code == 200 and forced.headers["X-Mark"] == "remarked"
+
+
+def test_openapi_declares_the_key_schemes_and_limits_and_405_says_allow(service) -> None:  # type: ignore[no-untyped-def]
+    """Swagger's Authorize button and generated clients need the security schemes; a limit
+    the service enforces is in the schema; a 405 names the allowed methods."""
+    client, tokens, _app = service
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["BearerAuth"] == {"type": "http", "scheme": "bearer",
+                                     "description": schemes["BearerAuth"]["description"]}
+    assert schemes["ApiKeyHeader"]["in"] == "header" and schemes["ApiKeyHeader"]["name"] == "X-API-Key"
+    op = spec["paths"]["/v1/collections/{name}/images"]["get"]
+    assert {"BearerAuth": []} in op["security"]
+    limit = next(p for p in op["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
+    res = client.put("/v1/collections", headers=auth(tokens, "admin"))
+    assert res.status_code == 405 and set(res.headers["allow"].replace(" ", "").split(",")) == {
+        "GET", "POST"}
+    assert res.json()["error"]["type"] == "HTTPError"
+    assert client.get("/v1/collections", headers={"X-API-Key": tokens["admin"]}).status_code == 200
+    assert client.get("/v1/collections", headers={"Authorization": "Basic eDp5"}).status_code == 401

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -536,15 +537,24 @@ class _State:
             raise ApiError(503, "Timeout", str(exc)) from None
 
 
+_BEARER = HTTPBearer(auto_error=False, scheme_name="BearerAuth",
+                     description="An API key (`tracemark service keys create`): "
+                                 "`Authorization: Bearer tm_...`.")
+_API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
+                               description="The same API key in an `X-API-Key` header.")
+
+
 def api_key(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+    x_api_key: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
 ) -> ApiKey:
-    """The API key of a request (``Authorization: Bearer`` or ``X-API-Key``), or 401."""
+    """The API key of a request (``Authorization: Bearer`` or ``X-API-Key``), or 401. Both
+    are declared as OpenAPI security schemes (Swagger's Authorize button, generated
+    clients)."""
     token = x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
+    if bearer is not None and bearer.credentials:
+        token = bearer.credentials.strip()
     if not token:
         raise ApiError(401, "MissingApiKey", "send an API key: Authorization: Bearer tm_...")
     key = request.app.state.tm.keys.check(token)
@@ -593,8 +603,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return _error(422, "ValidationError", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "HTTPError", str(exc.detail))
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Allow lists every method of the path (RFC 9110, section 15.5.6); Starlette
+            # names only those of the first route that matched the path
+            from starlette.routing import Match
+
+            methods = {m for r in req.app.router.routes
+                       if r.matches(req.scope)[0] != Match.NONE
+                       for m in (getattr(r, "methods", None) or ())}
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
+        return _error(exc.status_code, "HTTPError", str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
@@ -736,11 +757,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return out
 
     @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"])
-    async def list_images(name: str, key: Key, limit: int = 100,
+    async def list_images(name: str, key: Key,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                           offset: Annotated[int, Query(ge=0, lt=2**62)] = 0) -> dict[str, Any]:
         allow(key, name, write=False)
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise ApiError(422, "ValidationError", "limit must be 1..1000 and offset >= 0")
 
         def work(_job: Job) -> dict[str, Any]:
             with state.reading(name) as store:
