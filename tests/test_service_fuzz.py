@@ -37,6 +37,9 @@ def test_no_server_errors(case) -> None:  # type: ignore[no-untyped-def]
     response = case.call(headers=HEADERS)
     assert response.status_code < 500, (case.method, case.path, response.status_code,
                                         response.text[:500])
+    documented = case.operation.definition.raw.get("responses", {})
+    assert str(response.status_code) in documented, (case.method, case.path,
+                                                     response.status_code, sorted(documented))
     if response.status_code >= 400:
         body = response.json()
         assert set(body) == {"error"} and {"type", "message"} <= set(body["error"])

@@ -206,6 +206,35 @@ def _error(status: int, type_: str, message: str,
                         headers=headers)
 
 
+class ErrorDetail(BaseModel):
+    type: str = Field(description="The error's kind, e.g. UnknownCollection, Busy.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's body: ``{"error": {"type": ..., "message": ...}}``."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": what} for status, what in [
+        (400, "A malformed request (a body that is not the JSON or form it should be)."),
+        (401, "No API key, or an unknown or revoked one."),
+        (403, "The key may not read (or write) this collection."),
+        (404, "No such collection, image or manifest."),
+        (405, "Method not allowed; the Allow header lists the path's methods."),
+        (408, "The request's head or body did not arrive in time."),
+        (409, "Conflict: the collection exists, was replaced, or signing is not configured."),
+        (413, "The upload is larger than the service accepts (or has too many pixels)."),
+        (415, "The upload is not an image in an accepted format."),
+        (422, "Invalid parameters, form fields or image content."),
+        (503, "Busy (Retry-After) or past the request's deadline: nothing was committed."),
+    ]}
+"""The error statuses every operation may answer, documented with the real body (the
+service answers FastAPI's own validation errors with it too)."""
+
+
 class CollectionIn(BaseModel):
     name: str = Field(pattern=NAME_RE.pattern, description="Lower-case letters, digits, - and _.")
 
@@ -581,6 +610,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app = FastAPI(
         title="tracemark", version=version("tracemark"), lifespan=lifespan,
         description="Image provenance: watermarks, copy detection, content credentials.",
+        responses=ERROR_RESPONSES,
     )
     app.state.tm = state
     app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes + 64 * 1024,
