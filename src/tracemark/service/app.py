@@ -62,6 +62,7 @@ from tracemark.errors import (
 from tracemark.imageio import media_type
 from tracemark.service.jobs import DeadlineExceeded, Job, Workers
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
+from tracemark.service.page import router as page_router
 from tracemark.service.registry import CollectionRecord, CollectionRegistry, CollectionTaken
 
 if TYPE_CHECKING:
@@ -987,4 +988,5 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {**rec.summary(), "manifest": rec.manifest}
         return await state.run(work)
 
+    app.include_router(page_router)  # the verification page at / (tracemark.service.page)
     return app
