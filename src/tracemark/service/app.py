@@ -924,4 +924,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {**rec.summary(), "manifest": rec.manifest}
         return await state.run(work)
 
+    from tracemark.service.softbinding import softbinding_router  # C2PA Soft Binding Resolution API
+    app.include_router(softbinding_router(state), prefix=API_PREFIX)
     return app
