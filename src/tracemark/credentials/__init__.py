@@ -19,7 +19,14 @@ from tracemark.credentials.certs import (
 )
 from tracemark.credentials.sign import SignOptions, SignResult, sign_image, sign_many
 from tracemark.credentials.store import CredentialStore, ManifestRecord
-from tracemark.credentials.verify import VerifyOptions, VerifyResult, verify_image, verify_many
+from tracemark.credentials.verify import (
+    Located,
+    VerifyOptions,
+    VerifyResult,
+    locate,
+    verify_image,
+    verify_many,
+)
 
 __all__ = [
     "DEV_MARKER",
@@ -35,6 +42,8 @@ __all__ = [
     "SignResult",
     "sign_image",
     "sign_many",
+    "Located",
+    "locate",
     "VerifyOptions",
     "VerifyResult",
     "verify_image",

@@ -697,6 +697,22 @@ class CredentialStore(Resource):
         """Registered images ``image`` is a copy of: at most ``k`` matches, best first."""
         return self.index.search(image, k=k)
 
+    def nearest_pdq(self, pdq_hash: bytes, *, k: int = 10,
+                    max_distance: int = 31) -> list[tuple[int, int]]:
+        """Registered images whose PDQ hash is within ``max_distance`` bits of ``pdq_hash``
+        (32 bytes, the packed hash of :func:`tracemark.fingerprint.pdq.pdq_hash`, whose hex
+        is the ThreatExchange hash string): at most ``k`` ``(ref_id, distance)`` pairs,
+        nearest first (exact Hamming search of the index's ``pdq`` rows; default 31: the
+        ThreatExchange PDQ match threshold). Raises :class:`~tracemark.errors.ConfigError`
+        for a hash that is not 32 bytes."""
+        if len(pdq_hash) != 32:
+            raise ConfigError(f"a PDQ hash is 32 bytes; got {len(pdq_hash)}")
+        if len(self.index) == 0:
+            return []
+        row = np.frombuffer(bytes(pdq_hash), np.uint8)[None, :]
+        hits = self.index.index.search("pdq", row, k)[0]
+        return [(h.ref_id, int(h.score)) for h in hits if h.score <= max_distance]
+
     def fingerprint_count(self) -> int:
         """How many images are registered."""
         return len(self.index)

@@ -39,8 +39,8 @@ from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.errors import ImageError, ImageSourceError, ImageTooSmallError, TracemarkError
 from tracemark.imageio import DEFAULT_MAX_PIXELS, ImageFormats, load_image, sniff_media_type
 
-__all__ = ["VerifyOptions", "VerifyResult", "verify_image", "verify_many", "HARD_BINDING_CODES",
-           "UNREADABLE_CODE"]
+__all__ = ["VerifyOptions", "VerifyResult", "Located", "locate", "verify_image", "verify_many",
+           "HARD_BINDING_CODES", "UNREADABLE_CODE"]
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 HARD_BINDING_CODES = frozenset({
@@ -147,9 +147,29 @@ def _signature_state(reading: mf.ManifestReading) -> str:
     return "trusted" if "signingCredential.trusted" in reading.codes.get("success", []) else "valid"
 
 
-def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: Any,
-             opts: VerifyOptions, evidence: dict[str, Any]) -> dict[str, Any] | None:
-    """Watermark, then fingerprint; the recovered record and how, or None."""
+@dataclass(frozen=True)
+class Located:
+    """A stored manifest an image's pixels name (:func:`locate`).
+
+    ``route``: ``"watermark"`` or ``"fingerprint"``; ``confidence``: in [0, 1], 1 - the
+    watermark's calibrated p-value, or the copy-detection score of the fingerprint match
+    (:meth:`tracemark.copydetect.decide.DecisionRule.score`)."""
+
+    record: ManifestRecord
+    route: str
+    confidence: float
+
+
+def locate(store: CredentialStore, rgb: Any, options: VerifyOptions | None = None,
+           evidence: dict[str, Any] | None = None, *,
+           routes: tuple[str, ...] = ("watermark", "fingerprint")) -> Located | None:
+    """The stored manifest the pixels ``rgb`` (RGB uint8 ``(H, W, 3)``) name, through the
+    store's watermark, then its fingerprint index (the module docstring's routes 2 and 3;
+    ``routes`` may leave one out), or None. What each route saw is written to
+    ``evidence["watermark"]`` / ``evidence["fingerprint"]``. Raises the loader's and the
+    index's typed errors (e.g. :class:`~tracemark.errors.ImageTooSmallError`)."""
+    opts = options or VerifyOptions()
+    evidence = {} if evidence is None else evidence
     found: list[list[Match]] = []
 
     def search(im: Any) -> list[Match]:
@@ -161,23 +181,24 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
             found.append(store.search(rgb, k=3))
         return found[0]
 
-    det = store.read_mark(rgb, alpha=opts.watermark_alpha, search=search)
-    present = None if det.present is None else bool(det.present)
-    wm: dict[str, Any] = {"present": present, "p_value": det.p_value,
-                          "score": round(float(det.score), 4)}
     rec: ManifestRecord | None = None
     route, confidence = None, None
-    if det.present and det.payload_int is not None:
-        manifest_id = store.id_from_payload(det.payload_int)
-        wm["tag_match"] = manifest_id is not None
-        if manifest_id is not None:
-            wm["manifest_id"] = manifest_id
-            rec = store.resolve_mark(manifest_id)  # the newest manifest of the mark's lineage
-            if rec is not None:
-                route = "watermark"
-                confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
-    evidence["watermark"] = wm
-    if rec is None:
+    if "watermark" in routes:
+        det = store.read_mark(rgb, alpha=opts.watermark_alpha, search=search)
+        present = None if det.present is None else bool(det.present)
+        wm: dict[str, Any] = {"present": present, "p_value": det.p_value,
+                              "score": round(float(det.score), 4)}
+        if det.present and det.payload_int is not None:
+            manifest_id = store.id_from_payload(det.payload_int)
+            wm["tag_match"] = manifest_id is not None
+            if manifest_id is not None:
+                wm["manifest_id"] = manifest_id
+                rec = store.resolve_mark(manifest_id)  # the newest manifest of the lineage
+                if rec is not None:
+                    route = "watermark"
+                    confidence = 1.0 - float(det.p_value if det.p_value is not None else 1.0)
+        evidence["watermark"] = wm
+    if rec is None and "fingerprint" in routes:
         matches = search(rgb)[:1]
         fp: dict[str, Any] = {"match": False}
         if matches:
@@ -197,8 +218,19 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
                     rec = store.resolve_mark(store.mark_of(rec.id)) or rec
                     route, confidence = "fingerprint", float(m.score)
         evidence["fingerprint"] = fp
-    if rec is None:
+    if rec is None or route is None:
         return None
+    return Located(rec, route, float(confidence or 0.0))
+
+
+def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: Any,
+             opts: VerifyOptions, evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """Watermark, then fingerprint (:func:`locate`); the recovered record, validated as a
+    sidecar of ``data``, and how, or None."""
+    found = locate(store, rgb, opts, evidence)
+    if found is None:
+        return None
+    rec, route, confidence = found.record, found.route, found.confidence
     sidecar = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
                                manifest_store=rec.manifest_store)
     if sidecar.state in ("absent", "unreadable"):  # c2pa cannot read this container:

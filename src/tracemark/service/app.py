@@ -989,4 +989,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     app.include_router(page_router)  # the verification page at / (tracemark.service.page)
+    from tracemark.service.softbinding import softbinding_router  # C2PA Soft Binding Resolution API
+    app.include_router(softbinding_router(state), prefix=API_PREFIX)
     return app
