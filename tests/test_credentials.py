@@ -62,7 +62,6 @@ from tracemark.errors import (
     ImageError,
     ImageSourceError,
     ImageTooLargeError,
-    ImageTooSmallError,
     ManifestNotFoundError,
     ManifestStoreError,
     SigningError,
@@ -508,9 +507,12 @@ def test_failures_after_the_id_is_reserved_discard_it(
 ) -> None:
     before = (len(store), store.stats()["pending"], len(store.index.index))
     dest = tmp_path / "late" / "out.jpg"
-    # the watermark refuses a tiny image (after the manifest id is reserved)
-    with pytest.raises(ImageTooSmallError, match="at least 128 px"):
-        sign_image(store, small("art/gcompris_7.jpg", 64), dest, creds)
+    # the output cannot be written (after the manifest id is reserved and the image
+    # fingerprinted): a file stands where its folder should be
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(SigningError, match="cannot write the output"):
+        sign_image(store, small("art/gcompris_7.jpg", 128), blocker / "out.jpg", creds)
     # c2pa refuses a key that does not belong to the chain (checks bypassed on purpose)
     other = init_dev_ca(tmp_path / "other")
     forged = dataclasses.replace(creds, key_pem=other.signer_key.read_text())
@@ -1078,3 +1080,26 @@ def test_unknown_digital_source_types_are_refused() -> None:
         SignOptions(ai_generated=True, source_type="digitalCapture")
     assert SignOptions(ai_generated=True).create_type == "trainedAlgorithmicMedia"
     assert SignOptions().create_type is None and not SignOptions().is_ai
+
+
+def test_an_image_too_small_for_the_mark_is_signed_and_fingerprinted_without_it(
+    store: CredentialStore, creds: SigningCredentials, trust: str
+) -> None:
+    """The lattice needs a 128 px short side: a 91x69 image is signed and fingerprinted all
+    the same; its result and its manifest say the mark was skipped, and why."""
+    src = small("photo/gcompris_100.jpg", 91)
+    assert min(src.shape[:2]) < 128
+    result, data = sign_image(store, encode_image(src, "PNG"), None, creds, SignOptions(),
+                              media_type="image/png")
+    assert result.watermark_skipped is not None and "128 px" in result.watermark_skipped
+    assert result.ref_id is not None and result.psnr is None
+    _, _, m = reader(data, "image/png")
+    soft = [a["data"]["alg"] for a in m["assertions"] if a["label"] == "c2pa.soft-binding"]
+    assert soft == [mf.SOFT_BINDING_FINGERPRINT]
+    (credential,) = assertions(m, mf.TRACEMARK_ASSERTION)
+    assert credential["watermark"] is None and "128 px" in credential["watermark_skipped"]
+    (actions,) = assertions(m, "c2pa.actions.v2")
+    assert "c2pa.watermarked" not in [a["action"] for a in actions["actions"]]
+    v = verify_image(data, store, VerifyOptions(trust_pem=trust))
+    assert (v.state, v.route, v.manifest_id) == ("trusted", "embedded", result.manifest_id)
+    json.dumps(result.to_dict(), allow_nan=False)  # what the CLI prints is valid JSON

@@ -49,11 +49,12 @@ from tracemark.batch.executor import Executor
 from tracemark.batch.sources import read_source
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.certs import SigningCredentials
-from tracemark.credentials.sign import SignOptions, SignResult, _skip, _write_temp
+from tracemark.credentials.sign import SignOptions, SignResult, _finite, _skip, _write_temp
 from tracemark.credentials.store import CredentialStore
 from tracemark.errors import (
     CertificateError,
     ImageSourceError,
+    ImageTooSmallError,
     SigningError,
     TracemarkError,
 )
@@ -115,10 +116,11 @@ class _Signed:
     file_sha256: str
     described: Any
     """``(NewReference, Words)`` of the signed pixels."""
-    psnr: float
+    psnr: float | None
     mark_id: int
     parent: str | None
     alpha: str | None
+    watermark_skipped: str | None = None
 
 
 @dataclass
@@ -185,7 +187,10 @@ def sign_task(job: SignJob, *, setup: SignSetup) -> _Signed | _Carried:
                                           formats=opts.formats, name=job.source)
     rgb = composite(colour, alpha)
     if job.carried is None:
-        carried = wm.carried(rgb)
+        try:
+            carried = wm.carried(rgb)
+        except ImageTooSmallError:  # too small to carry a mark: signed without one
+            carried = None
         if carried is not None:
             return _Carried(carried)
     mark_id = job.manifest_id if job.carried is None else job.carried
@@ -200,8 +205,9 @@ def sign_task(job: SignJob, *, setup: SignSetup) -> _Signed | _Carried:
                               notes=json.dumps({"manifest_id": job.manifest_id}))
     return _Signed(signed=r.signed, label=r.label, manifest_json=r.manifest_json,
                    manifest_store=r.manifest_store, file_sha256=r.file_sha256,
-                   described=described, psnr=round(psnr(rgb, r.distributed), 2),
-                   mark_id=mark_id, parent=r.parent, alpha=r.alpha)
+                   described=described, psnr=_finite(round(psnr(rgb, r.distributed), 2)),
+                   mark_id=mark_id, parent=r.parent, alpha=r.alpha,
+                   watermark_skipped=r.watermark_skipped)
 
 
 # --- what runs here -------------------------------------------------------------------
@@ -344,7 +350,8 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
             media_type=job.media_type, ref_id=added.id, file_sha256=v.file_sha256,
             psnr=v.psnr, mark_id=v.mark_id, mark_kept=job.carried is not None,
             supersedes=None if job.supersedes is None else job.supersedes[0],
-            input_sha256=job.input_sha256, parent=v.parent, alpha=v.alpha)))
+            input_sha256=job.input_sha256, parent=v.parent, alpha=v.alpha,
+            watermark_skipped=v.watermark_skipped)))
 
     def run(items: Iterator[SignJob]) -> None:
         for done in executor.map_unordered(task, items):

@@ -121,8 +121,12 @@ def manifest_definition(
     author: str | None = None,
     mark_id: int | None = None,
     supersedes: tuple[int, str | None] | None = None,
+    watermark_skipped: str | None = None,
 ) -> dict[str, Any]:
     """The manifest definition (c2pa-python's JSON form) tracemark signs.
+
+    ``watermark_skipped`` (why: an image too small for the mark): no watermark soft
+    binding, and the tracemark assertion says ``"watermark": null`` with the reason.
 
     Two soft-binding assertions name the watermark (payload, 8 bytes big-endian, base64)
     and the fingerprint (the 256-bit PDQ hash, base64); a tracemark assertion names the
@@ -137,7 +141,10 @@ def manifest_definition(
         credential["mark_manifest_id"] = mark_id
     if supersedes is not None:
         credential["supersedes"] = {"manifest_id": supersedes[0], "label": supersedes[1]}
-    assertions: list[dict[str, Any]] = [
+    if watermark_skipped is not None:
+        credential["watermark"] = None
+        credential["watermark_skipped"] = watermark_skipped
+    assertions: list[dict[str, Any]] = [] if watermark_skipped is not None else [
         {
             "label": "c2pa.soft-binding",
             "data": {
@@ -145,7 +152,8 @@ def manifest_definition(
                 "blocks": [{"scope": {},
                             "value": base64.b64encode(payload.to_bytes(8, "big")).decode()}],
             },
-        },
+        }]
+    assertions += [
         {
             "label": "c2pa.soft-binding",
             "data": {
@@ -178,6 +186,7 @@ def sign_asset(
     ai_generated: bool = False,
     parent: tuple[bytes, str, str] | None = None,
     source_type: str | None = None,
+    watermarked: bool = True,
 ) -> tuple[bytes, bytes]:
     """Sign ``asset`` (bytes of ``media_type``); return (signed file, manifest store bytes).
 
@@ -207,12 +216,13 @@ def sign_asset(
             builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
             builder.add_ingredient({"title": parent_title, "relationship": "parentOf"},
                                    parent_type, io.BytesIO(data))
-        builder.add_action({
-            "action": "c2pa.watermarked",
-            "softwareAgent": {"name": CLAIM_GENERATOR, "version": _version()},
-            "parameters": {"description": "tracemark invisible watermark carrying the "
-                                          "manifest identifier (soft binding)"},
-        })
+        if watermarked:  # not for an image too small to carry the mark
+            builder.add_action({
+                "action": "c2pa.watermarked",
+                "softwareAgent": {"name": CLAIM_GENERATOR, "version": _version()},
+                "parameters": {"description": "tracemark invisible watermark carrying the "
+                                              "manifest identifier (soft binding)"},
+            })
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
             creds.alg.encode(), creds.chain_pem.encode(), creds.key_pem.encode(), None))
         out = io.BytesIO()

@@ -29,6 +29,7 @@ the store resolves the mark to the newest manifest of the lineage.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ import numpy as np
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.certs import SigningCredentials
 from tracemark.credentials.store import CredentialStore
-from tracemark.errors import ImageSourceError, SigningError, TracemarkError
+from tracemark.errors import ImageSourceError, ImageTooSmallError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
 from tracemark.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -117,7 +118,8 @@ class SignResult:
     ref_id: int | None
     file_sha256: str
     psnr: float | None
-    """PSNR (dB) of the signed pixels against the input's; None when ``skipped``."""
+    """PSNR (dB) of the signed pixels against the input's; None when ``skipped``, or when
+    they are identical (an image too small for the mark, signed losslessly)."""
     mark_id: int | None = None
     """The manifest id the image's watermark carries: ``manifest_id`` for a first signing,
     the earlier manifest's when the input already carried this store's mark."""
@@ -134,6 +136,10 @@ class SignResult:
     """The parent ingredient of an edit: ``"original"`` (the input file as it was) or
     ``"reencoded_png"`` (its decoded pixels as PNG, when c2pa cannot parse the input's
     container, e.g. a PNG missing its last bytes); None for an AI-generated image."""
+    watermark_skipped: str | None = None
+    """Why the image carries no watermark (it is too small for the mark: the lattice needs a
+    short side of 128 px), or None when it is marked. It is still signed and fingerprinted,
+    and its manifest says so (no watermark soft binding, ``"watermark": null``)."""
     alpha: str | None = None
     """``"kept"``: the input's alpha channel is in the signed file unchanged (PNG, WebP);
     ``"flattened"``: the output format has none (JPEG), the image is signed over white;
@@ -222,7 +228,8 @@ def _write_temp(path: Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. a file where the folder should be
+            tmp.unlink(missing_ok=True)
         raise SigningError(f"cannot write the output: {exc.strerror or exc}",
                            source=str(path)) from None
     return tmp
@@ -248,6 +255,8 @@ class Rendered:
     """:attr:`SignResult.parent`."""
     alpha: str | None
     """:attr:`SignResult.alpha`."""
+    watermark_skipped: str | None = None
+    """:attr:`SignResult.watermark_skipped`."""
 
 
 def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
@@ -267,7 +276,11 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
     Raises :class:`~tracemark.errors.WatermarkEmbedError` and
     :class:`~tracemark.errors.SigningError` (c2pa refused, or the signed file has no
     readable manifest)."""
-    marked = rgb if mark is None else mark(rgb, payload)
+    skipped: str | None = None
+    try:
+        marked = rgb if mark is None else mark(rgb, payload)
+    except ImageTooSmallError as exc:  # signed and fingerprinted all the same
+        marked, skipped = rgb, f"watermark skipped: {exc.message}"
     quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
     fmt = mf.PIL_FORMATS[media_type]
     if alpha is not None and has_alpha_channel(fmt):
@@ -286,19 +299,20 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
         title=title, media_type=media_type, store_id=store_id,
         manifest_id=manifest_id, payload=payload,
         pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
-        mark_id=mark_id, supersedes=supersedes,
+        mark_id=mark_id, supersedes=supersedes, watermark_skipped=skipped,
     )
     parent, parent_kind = ((None, None) if opts.create_type is not None
                            else _parent(original, rgb, name, opts.formats))
     signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
-                                           source_type=opts.create_type, parent=parent)
+                                           source_type=opts.create_type, parent=parent,
+                                           watermarked=skipped is None)
     reading = mf.read_manifest(signed, media_type)
     if reading.label is None or reading.store_json is None:
         raise mf.SigningError("the signed file has no readable manifest")
     return Rendered(signed=signed, label=reading.label, manifest_json=reading.store_json,
                     manifest_store=manifest_store,
                     file_sha256=hashlib.sha256(signed).hexdigest(), distributed=distributed,
-                    parent=parent_kind, alpha=kept)
+                    parent=parent_kind, alpha=kept, watermark_skipped=skipped)
 
 
 def sign_image(
@@ -387,12 +401,18 @@ def sign_image(
     result = SignResult(
         source=name, output=str(out) if out is not None else "", manifest_id=manifest_id,
         label=r.label, media_type=media_type, ref_id=added.id, file_sha256=r.file_sha256,
-        psnr=round(psnr(rgb, r.distributed), 2), mark_id=mark_id,
+        psnr=_finite(round(psnr(rgb, r.distributed), 2)), mark_id=mark_id,
         mark_kept=carried is not None,
         supersedes=None if previous is None else previous.id, input_sha256=input_sha256,
-        parent=r.parent, alpha=r.alpha,
+        parent=r.parent, alpha=r.alpha, watermark_skipped=r.watermark_skipped,
     )
     return result, r.signed
+
+
+def _finite(value: float) -> float | None:
+    """None for an infinite PSNR (identical pixels: an unmarked image in a lossless
+    format), which JSON cannot carry."""
+    return value if np.isfinite(value) else None
 
 
 def _skip(store: CredentialStore, input_sha256: str, out: Path,
@@ -413,7 +433,10 @@ def _skip(store: CredentialStore, input_sha256: str, out: Path,
 def _carried_mark(store: CredentialStore, rgb: np.ndarray) -> int | None:
     """The mark id this store's watermark in ``rgb`` carries (blind detection at the
     store's default alpha), or None when the image carries no mark of this store."""
-    return store.watermark.carried(rgb)
+    try:
+        return store.watermark.carried(rgb)
+    except ImageTooSmallError:  # too small to carry a mark at all
+        return None
 
 
 def sign_many(
