@@ -207,6 +207,20 @@ def _error(status: int, type_: str, message: str,
                         headers=headers)
 
 
+def upload_weight(data: bytes, settings: ServiceSettings) -> int:
+    """An upload's share of the memory budget: its pixels (from the header) times
+    :data:`BYTES_PER_PIXEL`; 0 when the header does not read (the work reports the
+    error)."""
+    from tracemark.imageio import open_image_info
+
+    try:
+        info = open_image_info(data, max_pixels=settings.max_pixels, name="upload",
+                               formats=settings.formats)
+    except TracemarkError:
+        return 0
+    return info.width * info.height * BYTES_PER_PIXEL
+
+
 class ErrorDetail(BaseModel):
     type: str = Field(description="The error's kind, e.g. UnknownCollection, Busy.")
     message: str = Field(description="What went wrong, for a person.")
@@ -690,16 +704,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return data
 
     def weigh(data: bytes) -> int:
-        """An upload's share of the memory budget: its pixels (from the header) times
-        BYTES_PER_PIXEL; 0 when the header does not read (the work reports the error)."""
-        from tracemark.imageio import open_image_info
-
-        try:
-            info = open_image_info(data, max_pixels=settings.max_pixels, name="upload",
-                                   formats=settings.formats)
-        except TracemarkError:
-            return 0
-        return info.width * info.height * BYTES_PER_PIXEL
+        return upload_weight(data, settings)
 
     def load(data: bytes) -> Any:
         from tracemark.imageio import load_image

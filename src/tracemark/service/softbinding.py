@@ -53,8 +53,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tracemark.credentials import manifest as mf
-from tracemark.errors import TracemarkError
-from tracemark.service.app import ApiError, Key
+from tracemark.service.app import ApiError, Key, upload_weight
 from tracemark.service.jobs import Job
 from tracemark.service.keys import ApiKey
 
@@ -440,15 +439,5 @@ def softbinding_router(state: Any) -> APIRouter:
 
 
 def _weight(data: bytes, settings: Any) -> int:
-    """An upload's share of the memory budget, as the service weighs every image job
-    (:data:`tracemark.service.app.BYTES_PER_PIXEL` per pixel of its header); 0 when the
-    header does not read (the work reports the error)."""
-    from tracemark.imageio import open_image_info
-    from tracemark.service.app import BYTES_PER_PIXEL
-
-    try:
-        info = open_image_info(data, max_pixels=settings.max_pixels, name="upload",
-                               formats=settings.formats)
-    except TracemarkError:
-        return 0
-    return info.width * info.height * BYTES_PER_PIXEL
+    """An upload's share of the memory budget, as the service weighs every image job."""
+    return upload_weight(data, settings)
