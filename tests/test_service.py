@@ -410,3 +410,37 @@ def test_openapi_declares_the_key_schemes_and_limits_and_405_says_allow(service)
     assert res.json()["error"]["type"] == "HTTPError"
     assert client.get("/v1/collections", headers={"X-API-Key": tokens["admin"]}).status_code == 200
     assert client.get("/v1/collections", headers={"Authorization": "Basic eDp5"}).status_code == 401
+
+
+def test_a_collection_is_calibrated_over_http_and_searches_then_answer_p_values(service) -> None:  # type: ignore[no-untyped-def]
+    client, tokens, _app = service
+    h = auth(tokens, "admin")
+    assert client.post("/v1/collections", json={"name": "calib"}, headers=h).status_code == 201
+    refs = [small(f"photo/gcompris_{i}.jpg", 256) for i in (51, 100)]
+    for i, ref in enumerate(refs):
+        assert client.post("/v1/collections/calib/images", files=upload(png(ref), f"{i}.png"),
+                           headers=h).status_code == 201
+    query = jpeg(refs[0][10:240, 10:240], 80)
+    before = client.post("/v1/collections/calib/search", files=upload(query, "q.jpg"),
+                         headers=h).json()["matches"][0]
+    assert before["p_value"] is None  # uncalibrated
+    background = [png(small(f"art/gcompris_{i}.jpg", 160)) for i in range(1, 9)]
+    files = [("images", (f"b{i}.png", io.BytesIO(b), "image/png"))
+             for i, b in enumerate(background)]
+    files.append(("images", ("bad.png", io.BytesIO(b"not an image"), "image/png")))
+    files.append(("images", ("ref.png", io.BytesIO(png(refs[1])), "image/png")))
+    res = client.post("/v1/collections/calib/calibrate", files=files, headers=h)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert (body["used"], body["failed"], body["in_collection"]) == (8, 1, 1)
+    assert body["null_samples"] == 4
+    after = client.post("/v1/collections/calib/search", files=upload(query, "q.jpg"),
+                        headers=h).json()["matches"][0]
+    assert after["ref_id"] == before["ref_id"] and after["p_value"] is not None
+    assert after["p_value"] < 0.5
+    few = [("images", (f"b{i}.png", io.BytesIO(b), "image/png")) for i, b in
+           enumerate(background[:3])]
+    assert_error(client.post("/v1/collections/calib/calibrate", files=few, headers=h), 422)
+    assert_error(client.post("/v1/collections/calib/calibrate", files=files,
+                             headers=auth(tokens, "reader")), 403)
+    assert_error(client.post("/v1/collections/nope/calibrate", files=files, headers=h), 404)

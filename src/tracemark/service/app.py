@@ -818,6 +818,50 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {"removed": ref_id}
         return await state.run(work)
 
+    @app.post(f"{API_PREFIX}/collections/{{name}}/calibrate", tags=["collections"])
+    async def calibrate(
+        name: str, key: Key,
+        images: Annotated[list[UploadFile], File(
+            description="Background images (at least 4, at most 5,000; together within "
+                        "the upload limit): images that are NOT copies of anything in the "
+                        "collection, like the uploads it will be searched with.")],
+    ) -> dict[str, Any]:
+        """Learn the collection's copy-detection background: after this, searches answer
+        p-values (``tracemark index calibrate``, for a collection the service holds; the
+        calibration is kept with the collection's metadata, so every replica uses it).
+        Images that cannot be read are counted in ``failed``; an image that is a
+        registered reference is left out (``in_collection``). Replaces the previous
+        calibration."""
+        allow(key, name, write=True)
+        if not 4 <= len(images) <= 5000:
+            raise ApiError(422, "ValidationError", "give 4 to 5,000 background images")
+        datas = [await read_upload(im) for im in images]
+
+        def work(job: Job) -> dict[str, Any]:
+            from tracemark.copydetect import content_hash
+
+            state.get(name)  # 404 before decoding
+            loaded, failed = [], 0
+            for data in datas:
+                try:
+                    loaded.append(load(data))
+                except TracemarkError:
+                    failed += 1
+            with state.writing(name, job) as entry:
+                index = entry.store.index
+                kept = [im for im in loaded if index.index.find(content_hash(im)) is None]
+                if len(kept) < 4:
+                    raise ApiError(422, "ValidationError",
+                                   f"{len(kept)} usable background images; at least 4 are "
+                                   f"needed ({failed} unreadable, {len(loaded) - len(kept)} "
+                                   "in the collection)")
+                # the job's commit point guards the calibration's own commit
+                with index.commit_guard(job.commit_point):
+                    summary = entry.store.calibrate(kept)
+            return {**summary, "used": len(kept), "failed": failed,
+                    "in_collection": len(loaded) - len(kept)}
+        return await state.run(work, weight=sum(weigh(d) for d in datas))
+
     @app.post(f"{API_PREFIX}/collections/{{name}}/search", tags=["collections"])
     async def search(name: str, key: Key, image: Upload,
                      k: Annotated[int, Form(ge=1, le=50)] = 5) -> dict[str, Any]:
