@@ -18,19 +18,13 @@ from tracemark.index import Index, NewReference, VectorSpec
 from tracemark.index.vectors import parse_vector_url
 
 from .conftest import MILVUS_URL, PG_URL, requires_milvus, requires_pg
+from .test_index_engines import _items as engine_items
 
 SPECS = {"pdq": VectorSpec("binary", 256), "emb": VectorSpec("float", 8)}
 
 
 def _items(rng: np.random.Generator, n: int, start: int = 0) -> list[NewReference]:
-    out = []
-    for i in range(start, start + n):
-        emb = rng.normal(size=(2, 8)).astype(np.float32)
-        out.append(NewReference(
-            content_hash=f"h{i}",
-            vectors={"pdq": rng.integers(0, 256, (1 + i % 3, 32), dtype=np.uint8),
-                     "emb": emb / np.linalg.norm(emb, axis=1, keepdims=True)}))
-    return out
+    return engine_items(rng, n, start, kept=False)
 
 
 def _expected_labels(index: Index, name: str) -> list[int]:

@@ -23,15 +23,20 @@ SPECS = {"pdq": VectorSpec("binary", 256), "emb": VectorSpec("float", 8),
          "kept": VectorSpec("float", 4, index="none")}
 
 
-def _items(rng: np.random.Generator, n: int, start: int = 0) -> list[NewReference]:
+def _items(rng: np.random.Generator, n: int, start: int = 0, *,
+           kept: bool = True) -> list[NewReference]:
+    """``n`` references: 1-3 PDQ rows, two unit float rows, and (``kept``) a row of the
+    stored-only set."""
     out = []
     for i in range(start, start + n):
         emb = rng.normal(size=(2, 8)).astype(np.float32)
+        vectors = {"pdq": rng.integers(0, 256, (1 + i % 3, 32), dtype=np.uint8),
+                   "emb": emb / np.linalg.norm(emb, axis=1, keepdims=True)}
+        if kept:
+            vectors["kept"] = np.ones((1, 4), np.float32)
         out.append(NewReference(
             content_hash=f"h{i}",
-            vectors={"pdq": rng.integers(0, 256, (1 + i % 3, 32), dtype=np.uint8),
-                     "emb": emb / np.linalg.norm(emb, axis=1, keepdims=True),
-                     "kept": np.ones((1, 4), np.float32)},
+            vectors=vectors,
             source=f"img{i}.jpg"))
     return out
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import httpx  # noqa: E402
 from tracemark.imageio import encode_image  # noqa: E402
 
 from .conftest import CORPUS, MILVUS_URL, PG_URL, requires_milvus, requires_pg  # noqa: E402
-from .test_service_crash import _free_port, _images, bulk_add_then_kill  # noqa: E402
+from .test_service_crash import _free_port, _images, _start, bulk_add_then_kill  # noqa: E402
 
 pytestmark = [requires_pg, requires_milvus, pytest.mark.slow]
 
@@ -33,24 +32,8 @@ class Replica:
         self.proc = self._start()
 
     def _start(self):
-        import subprocess
-        import sys
-
-        cmd = [sys.executable, "-c", "from tracemark.cli import main; main()", "serve",
-               "--store", str(self.data), "--port", str(self.port), "--concurrency", "2",
-               "--database-url", str(PG_URL), "--vectors", str(MILVUS_URL)]
-        proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"the replica exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        proc.kill()
-        raise AssertionError("the replica did not start in 90 s")
+        return _start(self.data, self.port, self.log, str(PG_URL),
+                      extra=("--vectors", str(MILVUS_URL)), wait=90)
 
     def restart(self) -> None:
         self.proc = self._start()

@@ -31,13 +31,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(data: Path, port: int, log: Path, db_url: str | None = None) -> subprocess.Popen:
+def _start(data: Path, port: int, log: Path, db_url: str | None = None, *,
+           extra: tuple[str, ...] = (), wait: float = 60) -> subprocess.Popen:
+    """A real ``tracemark serve`` on ``port`` (``extra``: more options), once it answers
+    its health check (at most ``wait`` s)."""
     cmd = [sys.executable, "-c", "from tracemark.cli import main; main()", "serve",
-           "--store", str(data), "--port", str(port), "--concurrency", "2"]
+           "--store", str(data), "--port", str(port), "--concurrency", "2", *extra]
     if db_url is not None:
         cmd += ["--database-url", db_url]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the server exited: {log.read_text()[-2000:]}")
@@ -47,7 +50,7 @@ def _start(data: Path, port: int, log: Path, db_url: str | None = None) -> subpr
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError("the server did not start in 60 s")
+    raise AssertionError(f"the server did not start in {wait:g} s")
 
 
 def bulk_add_then_kill(proc: subprocess.Popen, url: str, headers: dict[str, str],

@@ -446,13 +446,11 @@ class Index(Resource):
             self._meta = found
             self._touched = {}
             self._new_sets = set()
-            self._seen_change = 0
             self._sets = {
                 name: _VectorSet(id=set_id, name=name, spec=spec)
                 for name, (set_id, spec) in specs.items()
             }
-            self._seen_change = self._last_change()
-            self._after = self._max_token()
+            self._seen_change, self._after = self._log_tail()
             self._load_sets(list(self._sets.values()))
         except BaseException:
             if wconn is not None:
@@ -871,13 +869,7 @@ class Index(Resource):
             self._check_open()
             since = _check_count(since, "since", low=0)
             limit = _check_count(limit, "limit", low=0)
-            if int(self._meta["format_version"]) < 2:
-                return []
-            with self._read() as conn:
-                rows = conn.execute(sa.select(changes.c.seq, changes.c.ref_id, changes.c.op)
-                                    .where(changes.c.seq > since)
-                                    .order_by(changes.c.seq).limit(limit)).all()
-            return [(int(s), int(r), str(o)) for s, r, o in rows]
+            return [(seq, rid, op) for seq, rid, op, _ in self._change_rows(since, limit)]
 
     def last_change(self) -> int:
         """The sequence number of the last committed change (0 when none)."""
@@ -1058,20 +1050,19 @@ class Index(Resource):
                                 .order_by(changes.c.seq).limit(int(limit))).all()
         return [(int(q), int(r), str(o), t) for q, r, o, t in rows]
 
-    def _max_token(self) -> int:
-        """The largest vector-store write token in the change log (0 when none)."""
+    def _log_tail(self) -> tuple[int, int]:
+        """``(last seq, largest vector-store write token)`` of the change log ((0, 0) when
+        empty, or for a format-1 index)."""
         if int(self._meta["format_version"]) < 2:
-            return 0
+            return 0, 0
         with self._read() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.ts), 0)))
-                       .scalar_one())
+            seq, ts = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0),
+                                             sa.func.coalesce(sa.func.max(changes.c.ts), 0))
+                                   ).one()
+        return int(seq), int(ts)
 
     def _last_change(self) -> int:
-        if int(self._meta["format_version"]) < 2:
-            return 0
-        with self._read() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0)))
-                       .scalar_one())
+        return self._log_tail()[0]
 
     def _existing(self, ids: set[int]) -> set[int]:
         """Those of ``ids`` that are committed references."""
