@@ -6,7 +6,9 @@ page, driven by Selenium in Debian's Chromium (scripts/_chromium.sh installs it;
 skips only when it is not installed and ``TRACEMARK_TEST_CHROMIUM`` is unset). The page
 must show ``recovered`` with the route and the manifest's title, load nothing from outside
 the server, and keep the API key out of every browser storage. The screenshot is saved
-under the test's tmp_path and ``test-artifacts/page-recovered.png`` (gitignored).
+under the test's tmp_path and ``test-artifacts/page-recovered.png``, the copy match (the
+upload and the registered image's preview, each with the matched region outlined) as
+``test-artifacts/page-match.png`` (gitignored).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def _browser(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_a_stripped_copy_is_shown_recovered_in_chromium(tmp_path: Path) -> None:
     if not CORPUS.is_dir():
         pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
+    import base64
+
+    import cv2
     import httpx
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -148,12 +153,32 @@ def test_a_stripped_copy_is_shown_recovered_in_chromium(tmp_path: Path) -> None:
                     "return Array.from(d);", canvas)
                 assert px[0] > px[1] + 60 and px[0] > px[2] + 60, px
             assert driver.find_element(By.ID, "error").text == ""
+            # the reference side shows the registered image's preview, not an empty frame:
+            # its pixels (read back from the canvas) look like the signed image scaled
+            ref_canvas = driver.find_element(By.CSS_SELECTOR, "#matches canvas.reference-figure")
+            assert ref_canvas.get_attribute("data-preview") == "pixels"
+            png_b64 = driver.execute_script(
+                "return arguments[0].toDataURL('image/png').split(',')[1];", ref_canvas)
+            drawn = load_image(base64.b64decode(png_b64))
+            assert max(drawn.shape[:2]) == 256  # the preview's size (320 px reference)
+            expect = cv2.resize(load_image(signed.content), drawn.shape[1::-1],
+                                interpolation=cv2.INTER_AREA)
+            inner = (slice(8, -8), slice(8, -8))  # inside the outline
+            diff = drawn[inner].astype(float) - expect[inner].astype(float)
+            assert 10 * np.log10(255**2 / np.mean(diff**2)) > 22
+            # the signature has no timestamp (no TSA): the page says so rather than a time
+            assert "not stated" in result and "Signed at" in result
 
             shot = tmp_path / "page-recovered.png"
             driver.save_screenshot(str(shot))
             ARTIFACTS.mkdir(exist_ok=True)
             shutil.copyfile(shot, ARTIFACTS / "page-recovered.png")
-            print(f"screenshot: {shot} and {ARTIFACTS / 'page-recovered.png'}")
+            driver.execute_script("arguments[0].scrollIntoView();",
+                                  driver.find_element(By.ID, "matches"))
+            driver.save_screenshot(str(tmp_path / "page-match.png"))
+            shutil.copyfile(tmp_path / "page-match.png", ARTIFACTS / "page-match.png")
+            print(f"screenshots: {shot}, {ARTIFACTS / 'page-recovered.png'}, "
+                  f"{ARTIFACTS / 'page-match.png'}")
 
             # the key in no storage the browser keeps, and not left in the field
             stored = driver.execute_script(

@@ -363,3 +363,124 @@ def test_the_openapi_schema_states_the_specification(svc: Any) -> None:
     assert "application/c2pa" in ops[("/v1/manifests/{manifestId}", "get")]["responses"][
         "200"]["content"]
     assert "image/*" in ops[("/v1/matches/byContent", "post")]["requestBody"]["content"]
+
+
+# --- returnActiveManifest: the active manifest and what it references, cut from the store ---
+
+
+def test_return_active_manifest_keeps_what_the_active_one_references(svc: Any) -> None:
+    from tracemark.credentials.jumbf import active_manifest_store, manifest_boxes
+    from tracemark.errors import ManifestStoreError
+
+    client, tokens, signed, ca = svc
+    h = auth(tokens, "admin")
+    (_asset_a, label_a), (asset_b, label_b) = signed["works"], signed["archive"]
+    store_a = client.get(f"/v1/manifests/{label_a}", headers=h).content
+    store_b = client.get(f"/v1/manifests/{label_b}", headers=h).content
+    [box_a] = manifest_boxes(store_a)
+    [box_b] = manifest_boxes(store_b)
+    # a store holding a manifest the active one does not reference (A, then B active):
+    # B's store box with A's manifest box put before B's
+    head = store_b[:len(store_b) - len(box_b.data)]
+    body = head[8:] + box_a.data + box_b.data
+    mixed = (8 + len(body)).to_bytes(4, "big") + b"jumb" + body
+    assert [m.label for m in manifest_boxes(mixed)] == [label_a, label_b]
+    cut = active_manifest_store(mixed)
+    assert [m.label for m in manifest_boxes(cut)] == [label_b] and cut == store_b
+    state, codes, store = validation(asset_b, "image/jpeg", cut, ca)  # c2pa: still signed
+    assert state == "Trusted" and list(store["manifests"]) == [label_b], codes
+
+    # through the API: an edit of a signed image holds its ingredient's manifest, which the
+    # active one references: both come back, and c2pa validates the answer
+    src = encode_image(crop("photo/gcompris_52.jpg", 320), "PNG")
+    first = client.post("/v1/collections/works/sign", headers=h, data={"format": "jpg"},
+                        files={"image": ("p.png", io.BytesIO(src), "image/png")})
+    again = client.post("/v1/collections/works/sign", headers=h, data={"format": "jpg"},
+                        files={"image": ("p.jpg", io.BytesIO(first.content), "image/jpeg")})
+    assert again.status_code == 200, again.text
+    label_1, label_2 = first.headers["X-Manifest-Label"], again.headers["X-Manifest-Label"]
+    whole = client.get(f"/v1/manifests/{label_2}", headers=h)
+    only = client.get(f"/v1/manifests/{label_2}", params={"returnActiveManifest": "true"},
+                      headers=h)
+    assert only.status_code == 200 and only.headers["content-type"] == "application/c2pa"
+    assert [m.label for m in manifest_boxes(only.content)] == [label_1, label_2]
+    assert only.content == whole.content
+    state, codes, store = validation(again.content, "image/jpeg", only.content, ca)
+    assert state == "Trusted" and store["active_manifest"] == label_2, codes
+    # the first manifest's own store is itself only
+    first_only = client.get(f"/v1/manifests/{label_1}", headers=h,
+                            params={"returnActiveManifest": "1"}).content
+    assert [m.label for m in manifest_boxes(first_only)] == [label_1]
+
+    # malformed stores are typed errors
+    for bad in (b"", b"junk", store_b[:-10], store_b[:7], b"\x00\x00\x00\x08free",
+                head[:8] + b"\x00" * 20, bytes(8 + 17 - 8).rjust(8, b"\x00")):
+        with pytest.raises(ManifestStoreError):
+            active_manifest_store(bad)
+    empty = (len(head)).to_bytes(4, "big") + b"jumb" + head[8:]  # the store box, no manifest
+    with pytest.raises(ManifestStoreError, match="no manifest"):
+        active_manifest_store(empty)
+    with pytest.raises(ManifestStoreError):
+        manifest_boxes("a str")  # type: ignore[arg-type]
+
+
+# --- byContent: a manifest still embedded in the upload ---------------------------------------
+
+
+def test_by_content_answers_the_manifest_embedded_in_the_upload(svc: Any) -> None:
+    client, tokens, _signed, _ca = svc
+    h = auth(tokens, "admin")
+    assert client.post("/v1/collections", json={"name": "tiny"}, headers=h).status_code == 201
+    # too small for the watermark (signed without it), and its fingerprint removed: the
+    # watermark and fingerprint routes cannot find it, only the embedded manifest can
+    small = encode_image(crop("art/" + sorted(p.name for p in (CORPUS / "art").glob("*.jpg"))[0],
+                              256)[:100, :120], "PNG")
+    res = client.post("/v1/collections/tiny/sign", headers=h, data={"format": "png"},
+                      files={"image": ("t.png", io.BytesIO(small), "image/png")})
+    assert res.status_code == 200, res.text
+    signed, label = res.content, res.headers["X-Manifest-Label"]
+    [ref] = client.get("/v1/collections/tiny/images", headers=h).json()["images"]
+    assert client.delete(f"/v1/collections/tiny/images/{ref['id']}", headers=h).status_code == 200
+
+    def post(data: bytes, **params: Any) -> list[Any]:
+        r = client.post("/v1/matches/byContent", content=data, params=params,
+                        headers={**h, "Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        return r.json()["matches"]
+
+    assert post(signed, collection="tiny") == [{"manifestId": label, "similarityScore": 100}]
+    assert [m["manifestId"] for m in post(signed)] == [label]  # every collection searched
+    stripped = encode_image(load_image(signed), "PNG")
+    assert post(stripped, collection="tiny") == []  # the routes alone find nothing
+    assert post(signed, collection="tiny", alg=FP) == []  # alg asks for one soft binding
+    # a manifest whose hard binding fails (other pixels under the same caBX chunk): c2pa
+    # says invalid, and it is not answered
+    other = load_image(signed).copy()
+    other[0:8, 0:8] = 255 - other[0:8, 0:8]
+    tampered = _png_with_chunks_of(signed, encode_image(other, "PNG"))
+    from tracemark.credentials import manifest as _mf
+
+    assert _mf.read_manifest(tampered, "image/png").state == "invalid"
+    assert post(tampered, collection="tiny") == []
+
+
+def _png_with_chunks_of(signed: bytes, pixels: bytes) -> bytes:
+    """``signed``'s chunks with ``pixels``' IDAT chunks in place of its own."""
+    import struct
+
+    def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+        out, pos = [], 8
+        while pos < len(png):
+            (n,) = struct.unpack(">I", png[pos:pos + 4])
+            out.append((png[pos + 4:pos + 8], png[pos:pos + 12 + n]))
+            pos += 12 + n
+        return out
+    idat = [raw for kind, raw in chunks(pixels) if kind == b"IDAT"]
+    out, placed = [signed[:8]], False
+    for kind, raw in chunks(signed):
+        if kind != b"IDAT":
+            out.append(raw)
+        elif not placed:
+            out.extend(idat)
+            placed = True
+    return b"".join(out)

@@ -24,6 +24,10 @@ from tracemark.imageio import rgb_view
 __all__ = [
     "DEFAULT_MAX_FEATURES",
     "MAX_SIDE",
+    "PREVIEW_BLOB",
+    "PREVIEW_MAX_SIDE",
+    "PREVIEW_MEDIA_TYPE",
+    "PREVIEW_QUALITY",
     "QUERY_ASSIGN",
     "QUERY_WORDS",
     "REFERENCE_WORDS",
@@ -32,6 +36,7 @@ __all__ = [
     "content_hash",
     "describe_query",
     "describe_reference",
+    "reference_preview",
     "reference_words",
 ]
 
@@ -49,6 +54,15 @@ QUERY_WORDS = 500
 """Query features looked up in the inverted file (the spread-out prefix of its SIFT
 features): at a million references 400, 600 and 1,000 find the true reference equally
 often (0.87 among the candidates) while the search time grows with the count."""
+PREVIEW_BLOB = "preview"
+"""The index blob holding a reference's preview (:func:`reference_preview`)."""
+PREVIEW_MAX_SIDE = 256
+"""Long side (pixels) of a reference's preview, at most: enough to show the matched
+region beside the query on the verification page, ~5-15 kB a reference."""
+PREVIEW_QUALITY = 80
+"""JPEG quality of a preview (libjpeg scale, 1..100)."""
+PREVIEW_MEDIA_TYPE = "image/jpeg"
+"""A preview's media type."""
 REFERENCE_WORDS = 200
 """SIFT features of a reference posted in the inverted file (the spread-out prefix of its
 features, :meth:`tracemark.fingerprint.local.LocalFeatures.head`): 200 x 9 bytes of RAM per
@@ -109,6 +123,32 @@ def describe_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES) 
     return ReferenceDescriptors(rgb=rgb, pdq=packed[None, :], vlad=vlad,
                                 features=feats.head(max_features),
                                 words=reference_words(feats))
+
+
+def reference_preview(image: Any) -> bytes:
+    """A small JPEG of a reference for people to look at (the verification page draws a
+    copy match's region on it): the image scaled to a long side of at most
+    :data:`PREVIEW_MAX_SIDE` px (never enlarged; aspect ratio kept, each side at least
+    1 px) with Pillow's Lanczos filter, JPEG quality :data:`PREVIEW_QUALITY`, no metadata.
+
+    ``image``: anything :func:`tracemark.imageio.rgb_view` takes (an (H, W, 3) uint8 array
+    is not copied). The preview's size is ``round(side * scale)`` per side with
+    ``scale = min(1, PREVIEW_MAX_SIDE / max(H, W))``: a region in the reference's pixels
+    maps to the preview by multiplying by ``preview_width / W``. Raises the loader's
+    :class:`~tracemark.errors.ImageError` subclasses for bad input.
+    """
+    from PIL import Image
+
+    from tracemark.imageio import encode_image, to_pil
+
+    rgb = rgb_view(image)
+    h, w = rgb.shape[:2]
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size != (w, h):
+        small = to_pil(rgb).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        rgb = np.asarray(small)
+    return encode_image(rgb, "JPEG", quality=PREVIEW_QUALITY)
 
 
 def reference_words(features: local.LocalFeatures) -> words.Words:

@@ -1,12 +1,15 @@
 """The copy-detection collection: retrieve candidates, verify them geometrically, decide.
 
 A :class:`CopyIndex` is a persistent :class:`tracemark.index.Index` with two vector sets
-and one blob per reference (described by :mod:`tracemark.copydetect.describe`):
+and blobs per reference (described by :mod:`tracemark.copydetect.describe`):
 
 * ``pdq`` — the 256-bit PDQ hash (one row; queries search their 8 dihedral hashes);
 * ``vlad`` — region descriptors (whole image, centre and four corner windows) for
   retrieval that survives crops, insets, rotations and colour changes;
-* blob ``local`` — the reference's SIFT features for verification.
+* blob ``local`` — the reference's SIFT features for verification (and ``words``, its
+  visual words for the inverted file);
+* blob ``preview`` — a JPEG of the reference, long side at most 256 px, for people
+  (:meth:`CopyIndex.preview`; references added before it existed have none).
 
 :meth:`CopyIndex.search` takes the union of the best ``candidates`` references by
 descriptor similarity and the PDQ hits within ``pdq_max_distance``, verifies each with
@@ -43,10 +46,12 @@ from tracemark.copydetect.decide import (
 )
 from tracemark.copydetect.describe import (
     DEFAULT_MAX_FEATURES,
+    PREVIEW_BLOB,
     QueryDescriptors,
     content_hash,
     describe_query,
     describe_reference,
+    reference_preview,
     reference_words,
 )
 from tracemark.copydetect.ivf import InvertedFile, ids_fingerprint
@@ -79,14 +84,16 @@ def new_reference(image: Any, *, max_features: int = DEFAULT_MAX_FEATURES,
                   license: str | None = None, notes: str | None = None
                   ) -> tuple[NewReference, Words]:
     """What :meth:`CopyIndex.add` stores for ``image``: the :class:`NewReference` (content
-    hash, ``pdq`` and ``vlad`` rows, ``local`` and ``words`` blobs, metadata) and the words
-    it posts in the inverted file. Raises the loader's typed errors for bad input."""
+    hash, ``pdq`` and ``vlad`` rows, ``local``, ``words`` and ``preview`` blobs, metadata)
+    and the words it posts in the inverted file. Raises the loader's typed errors for bad
+    input."""
     d = describe_reference(image, max_features=max_features)
     ref = NewReference(
         content_hash=content_hash(d.rgb),
         vectors={"pdq": d.pdq, "vlad": d.vlad},
         source=source, owner=owner, license=license, notes=notes,
-        blobs={"local": d.features.to_bytes(), WORDS_BLOB: d.words.to_bytes()},
+        blobs={"local": d.features.to_bytes(), WORDS_BLOB: d.words.to_bytes(),
+               PREVIEW_BLOB: reference_preview(d.rgb)},
     )
     return ref, d.words
 
@@ -389,6 +396,15 @@ class CopyIndex(Resource):
             results = self.index.add_many(refs)
             self._post([w for _, w in items], results)
         return results
+
+    def preview(self, ref_id: int) -> bytes | None:
+        """The reference's preview: JPEG bytes (:func:`~tracemark.copydetect.describe.
+        reference_preview`: long side at most
+        :data:`~tracemark.copydetect.describe.PREVIEW_MAX_SIDE` px), kept in the index's
+        database with the reference (so every process sharing the database sees it, and
+        :meth:`remove` removes it); None for a reference added before previews were kept.
+        Raises :class:`~tracemark.errors.ReferenceNotFoundError` for an unknown id."""
+        return self.index.blob(ref_id, PREVIEW_BLOB)
 
     def remove(self, ref_id: int) -> bool:
         with self._mutex:

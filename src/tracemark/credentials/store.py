@@ -693,6 +693,13 @@ class CredentialStore(Resource):
         """Remove a registered image; False when ``ref_id`` is unknown."""
         return self.index.remove(ref_id)
 
+    def reference_preview(self, ref_id: int) -> bytes | None:
+        """A registered image's preview, JPEG bytes (long side at most 256 px), or None for
+        one registered before previews were kept: :meth:`tracemark.copydetect.CopyIndex.
+        preview`. Raises :class:`~tracemark.errors.ReferenceNotFoundError` for an unknown
+        ``ref_id``."""
+        return self.index.preview(ref_id)
+
     def search(self, image: ImageSource, *, k: int = 5) -> list[Match]:
         """Registered images ``image`` is a copy of: at most ``k`` matches, best first."""
         return self.index.search(image, k=k)

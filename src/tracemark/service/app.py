@@ -1040,4 +1040,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(page_router)  # the verification page at / (tracemark.service.page)
     from tracemark.service.softbinding import softbinding_router  # C2PA Soft Binding Resolution API
     app.include_router(softbinding_router(state), prefix=API_PREFIX)
+    from tracemark.service.references import references_router  # registered images' previews
+    app.include_router(references_router(state), prefix=API_PREFIX)
     return app

@@ -8,11 +8,14 @@ soft-binding API docs, ``c2pa-original-soft-binding.json``), mounted under ``/v1
 ``GET|POST /v1/matches/byBinding``
     the manifests a soft binding (``alg`` + base64 ``value``) names;
 ``POST /v1/matches/byContent``
-    the manifests an uploaded asset (the raw request body, ``image/*``) names, through the
-    watermark and then the fingerprint (:func:`tracemark.credentials.locate`, the routes
+    the manifests an uploaded asset (the raw request body, ``image/*``) names: the manifest
+    still embedded in it when c2pa validates it and it is stored here, then through the
+    watermark and the fingerprint (:func:`tracemark.credentials.locate`, the routes
     ``verify`` recovers through);
 ``GET /v1/manifests/{manifestId}``
-    the stored C2PA manifest store, ``application/c2pa``;
+    the stored C2PA manifest store, ``application/c2pa``; with ``returnActiveManifest=true``
+    a store of the active manifest and the manifests it references only
+    (:func:`tracemark.credentials.jumbf.active_manifest_store`);
 ``GET /v1/services/supportedAlgorithms``
     the algorithms below.
 
@@ -342,9 +345,11 @@ def softbinding_router(state: Any) -> APIRouter:
                                                                  "format": "binary"}}}}})
     async def query_by_content(request: Request, key: Key) -> dict[str, Any]:
         """The manifests an image (the raw request body) names: in each collection, the
-        watermark route, then the fingerprint route (:func:`tracemark.credentials.locate`,
-        as ``verify`` recovers a stripped manifest); ``similarityScore``: 100 x the route's
-        confidence."""
+        manifest embedded in the upload when c2pa validates it (trusted or valid: its hard
+        binding holds) and this service stores it (``similarityScore`` 100; not with
+        ``alg``, which asks for one soft-binding algorithm), then the watermark route, then
+        the fingerprint route (:func:`tracemark.credentials.locate`, as ``verify`` recovers
+        a stripped manifest); ``similarityScore``: 100 x the route's confidence."""
         algo = _algorithm(request.query_params["alg"]) if "alg" in request.query_params else None
         routes = ("watermark", "fingerprint") if algo is None else (algo.route,)
         hint_alg, hint_value = _query(request, "hintAlg"), _query(request, "hintValue")
@@ -373,11 +378,16 @@ def softbinding_router(state: Any) -> APIRouter:
 
             rgb = load_image(data, max_pixels=settings.max_pixels, name="upload",
                              formats=settings.formats)
+            embedded = None if algo is not None else _embedded_label(data, state.trust_pem)
 
             def one(store: CredentialStore) -> list[Found]:
+                out: list[Found] = []
+                rec = None if embedded is None else store.by_label(embedded)
+                if rec is not None and rec.manifest_store is not None:
+                    out.append((rec, 100))  # the upload's own, valid manifest: bound to it
                 found = locate(store, rgb, routes=routes)
-                out = [] if found is None else [
-                    (found.record, max(0, min(100, round(100 * found.confidence))))]
+                if found is not None:
+                    out.append((found.record, max(0, min(100, round(100 * found.confidence)))))
                 if hint is not None:
                     out.extend(hint[0].lookup(store, hint[1], n))
                 return out
@@ -390,13 +400,12 @@ def softbinding_router(state: Any) -> APIRouter:
                 responses={200: {"content": {MANIFEST_MEDIA_TYPE: {}},
                                  "description": "The manifest store (JUMBF) as signed"},
                            **_ERRORS,
-                           404: {"description": "No such manifest (or collection)"},
-                           501: {"description": "returnActiveManifest on a store holding "
-                                                "more than the active manifest"}},
+                           404: {"description": "No such manifest (or collection)"}},
                 openapi_extra={"parameters": [
                     _param("returnActiveManifest", {"type": "boolean", "default": False},
-                           "Only the active manifest (answered when the store holds no "
-                           "other manifest)."),
+                           "Only the active manifest: a manifest store holding it and the "
+                           "manifests it references (its ingredients'), none of the "
+                           "store's others."),
                     _param("collection", _STR, _COLLECTION_DOC)]})
     async def get_manifest_by_id(manifestId: str, request: Request, key: Key) -> Response:
         """The C2PA manifest store stored under this identifier (the manifest's label), as
@@ -418,12 +427,16 @@ def softbinding_router(state: Any) -> APIRouter:
                 raise ApiError(404, "UnknownManifest", f"no manifest {manifestId!r}")
             return found[0][0]
         rec = await state.run(work)
-        if active_only in ("true", "1") and len((rec.manifest or {}).get("manifests", {})) > 1:
-            raise ApiError(501, "NotImplemented",
-                           "this manifest store holds ingredient manifests too; extracting "
-                           "the active manifest alone is not supported: omit "
-                           "returnActiveManifest for the whole store")
-        return Response(rec.manifest_store, media_type=MANIFEST_MEDIA_TYPE)
+        body = rec.manifest_store
+        if active_only in ("true", "1"):
+            from tracemark.credentials.jumbf import active_manifest_store
+            from tracemark.errors import ManifestStoreError
+
+            try:
+                body = active_manifest_store(body)
+            except ManifestStoreError as exc:  # stored by this service: not the client's
+                raise ApiError(500, "CorruptManifestStore", exc.message) from None
+        return Response(body, media_type=MANIFEST_MEDIA_TYPE)
 
     @router.get("/services/supportedAlgorithms", response_model=SoftBindingAlgList,
                 operation_id="getSupportedBindings",
@@ -436,6 +449,20 @@ def softbinding_router(state: Any) -> APIRouter:
                                  if a.type == "fingerprint"]}
 
     return router
+
+
+def _embedded_label(data: bytes, trust_pem: str | None) -> str | None:
+    """The label of the manifest embedded in ``data`` when c2pa-python validates it
+    (:func:`tracemark.credentials.manifest.read_manifest`: ``trusted`` or ``valid``, so
+    its hard binding matches these bytes); None when there is none, it is invalid, or the
+    format is not one c2pa reads."""
+    from tracemark.imageio import sniff_media_type
+
+    media = sniff_media_type(data[:64])
+    if media is None:
+        return None
+    reading = mf.read_manifest(data, media, trust_pem=trust_pem)
+    return reading.label if reading.state in ("trusted", "valid") else None
 
 
 def _weight(data: bytes, settings: Any) -> int:

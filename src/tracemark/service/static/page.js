@@ -98,13 +98,21 @@
     return (manifest.assertions || []).filter((a) => a.label === prefix || a.label.startsWith(prefix + "."));
   }
 
+  // An RFC 3339 time as UTC ("2026-11-30 10:24:44 UTC"), the text itself when it does not parse.
+  function signingTime(t) {
+    const d = new Date(t);
+    if (Number.isNaN(d.getTime())) return String(t);
+    return d.toISOString().replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC");
+  }
+
   function manifestDetails(m) {
     const dl = el("dl");
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") dl.append(el("dt", {}, k), el("dd", {}, v)); };
     const sig = m.signature_info || {};
     add("Title", m.title);
     add("Signer", [sig.common_name, sig.issuer].filter(Boolean).join(" / ") || null);
-    add("Signed at", sig.time || null);
+    // c2pa reports signature_info.time only when the signature carries an RFC 3161 timestamp
+    add("Signed at", sig.time ? signingTime(sig.time) : "not stated (the signature has no timestamp)");
     add("Algorithm", sig.alg);
     add("Label", m.label);
     const gen = (m.claim_generator_info || []).map((g) => `${g.name} ${g.version || ""}`.trim()).join(", ");
@@ -155,24 +163,50 @@
 
   function fitScale(w, h) { return Math.min(1, 320 / Math.max(w, h)); }
 
-  function matchFigures(match, img, index) {
-    const q = el("canvas", { "aria-label": `Uploaded image, match ${index + 1} outlined`, role: "img" });
+  // The registered image's preview (GET .../references/{id}/preview, a JPEG whose long side is
+  // at most 256 px), as a decoded <img>; null when the API has none (404 NoPreview: registered
+  // before previews were kept) or it cannot be shown: the page then draws the empty frame.
+  async function referencePreview(collection, refId) {
+    const res = await fetch(`/v1/collections/${encodeURIComponent(collection)}/references/${refId}/preview`, {
+      headers: { Authorization: "Bearer " + apiKey }, credentials: "omit", referrerPolicy: "no-referrer",
+    });
+    if (!res.ok) return null;
+    const url = URL.createObjectURL(await res.blob());
+    const img = new Image();
+    try { img.src = url; await img.decode(); return img; } catch (_) { return null; } finally { URL.revokeObjectURL(url); }
+  }
+
+  async function matchFigures(match, img, index, collection) {
+    const q = el("canvas", { "aria-label": `Uploaded image, match ${index + 1} outlined`, role: "img", class: "query-figure" });
     const s = fitScale(img.naturalWidth, img.naturalHeight);
     q.width = Math.round(img.naturalWidth * s); q.height = Math.round(img.naturalHeight * s);
     const qc = q.getContext("2d");
     qc.drawImage(img, 0, 0, q.width, q.height);
     if (match.query_region) polygon(qc, match.query_region, s, "#ff2d55");
     const [rw, rh] = match.reference_size || [0, 0];
-    const r = el("canvas", { "aria-label": `Registered image ${match.ref_id}: its frame, matched region outlined`, role: "img" });
-    const rs = rw && rh ? fitScale(rw, rh) : 1;
-    r.width = Math.max(1, Math.round(rw * rs)); r.height = Math.max(1, Math.round(rh * rs));
+    const preview = await referencePreview(collection, match.ref_id).catch(() => null);
+    const r = el("canvas", { role: "img", class: "reference-figure", "data-preview": preview ? "pixels" : "frame",
+      "aria-label": `Registered image ${match.ref_id}${preview ? "" : ": its frame"}, matched region outlined` });
     const rc = r.getContext("2d");
-    rc.fillStyle = "#dfe6ee"; rc.fillRect(0, 0, r.width, r.height);
-    if (match.region) polygon(rc, match.region, rs, "#ff2d55");
+    let caption;
+    if (preview && rw) {
+      // the region is in the reference's pixels; the preview is the reference scaled by k
+      const k = preview.naturalWidth / rw;
+      const rs = fitScale(preview.naturalWidth, preview.naturalHeight);
+      r.width = Math.round(preview.naturalWidth * rs); r.height = Math.round(preview.naturalHeight * rs);
+      rc.drawImage(preview, 0, 0, r.width, r.height);
+      if (match.region) polygon(rc, match.region, k * rs, "#ff2d55");
+      caption = `Registered image ${match.ref_id} (${rw}x${rh} px, preview): the region copied`;
+    } else {
+      const rs = rw && rh ? fitScale(rw, rh) : 1;
+      r.width = Math.max(1, Math.round(rw * rs)); r.height = Math.max(1, Math.round(rh * rs));
+      rc.fillStyle = "#dfe6ee"; rc.fillRect(0, 0, r.width, r.height);
+      if (match.region) polygon(rc, match.region, rs, "#ff2d55");
+      caption = `Registered image ${match.ref_id} (${rw}x${rh} px frame; no preview kept for it): the region copied`;
+    }
     return el("div", { class: "figures" },
       el("figure", {}, q, el("figcaption", {}, "Uploaded image: where the copy sits")),
-      el("figure", {}, r, el("figcaption", {},
-        `Registered image ${match.ref_id} (${rw}x${rh} px frame; its pixels are not served by the API): the region copied`)));
+      el("figure", {}, r, el("figcaption", {}, caption)));
   }
 
   // An embedded result carries the active manifest; a recovered one the whole manifest store
@@ -183,7 +217,7 @@
     return { active: m.manifests[m.active_manifest] || null, others };
   }
 
-  async function render(v, search, file) {
+  async function render(v, search, file, collection) {
     const out = [];
     out.push(el("p", {}, "State: ", el("span", { id: "state", class: "state state-" + v.state }, v.state),
       v.route ? el("span", { id: "route" }, ` route: ${v.route}`) : null,
@@ -212,9 +246,10 @@
       try {
         img.src = url; await img.decode();
         const list = el("ol", { id: "matches" });
+        const figures = await Promise.all(matches.map((mt, i) => matchFigures(mt, img, i, collection)));
         matches.forEach((mt, i) => list.append(el("li", {},
           `Image ${mt.ref_id} (${mt.source || "no source"}): ${mt.decision ? "copy" : "not a copy"}, score ${Number(mt.score).toFixed(3)}, ` +
-          `${mt.inliers} inliers${mt.flipped ? ", flipped" : ""}`, matchFigures(mt, img, i))));
+          `${mt.inliers} inliers${mt.flipped ? ", flipped" : ""}`, figures[i])));
         out.push(list);
       } catch (_) {
         out.push(el("p", {}, "This browser cannot display the image; matches: " + matches.map((mt) => mt.ref_id).join(", ")));
@@ -239,7 +274,7 @@
         api("POST", path + "/verify", form()),
         api("POST", path + "/search", form()).catch((e) => ({ matches: [], error: e.message })),
       ]);
-      await render(v, search, chosen);
+      await render(v, search, chosen, name);
       if (search.error) showError("Search: " + search.error);
     } catch (err) {
       result.replaceChildren(el("p", {}, "Verification failed."));
