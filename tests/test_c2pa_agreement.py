@@ -323,3 +323,68 @@ def test_sdk_cloud_manifest_as_a_sidecar(tmp_path: Path) -> None:
     assert (res.state, res.route) == (state, "sidecar") == ("valid", "sidecar")
     assert res.codes["failure"] == failures
     assert res.remote_url is not None and "cai-manifests.adobe.com" in res.remote_url
+
+
+# --- every image format c2pa reads and signs -----------------------------------------------
+
+
+def _encode_any(rgb: np.ndarray, fmt: str) -> bytes:
+    """``rgb`` written as ``fmt`` by Pillow, HEIF/HEIC by pillow-heif (tests make inputs)."""
+    buf = io.BytesIO()
+    if fmt == "HEIF":
+        import pillow_heif
+
+        h, w = rgb.shape[:2]
+        pillow_heif.from_bytes("RGB", (w, h), rgb.tobytes()).save(buf, format="HEIF",
+                                                                   quality=90)
+    else:
+        Image.fromarray(rgb).save(buf, fmt)
+    return buf.getvalue()
+
+
+READ_FORMATS = {"tiff": ("TIFF", "image/tiff"), "gif": ("GIF", "image/gif"),
+                "heic": ("HEIF", "image/heic"), "heif": ("HEIF", "image/heif"),
+                "avif": ("AVIF", "image/avif")}
+
+
+@pytest.mark.parametrize("fmt", sorted(READ_FORMATS))
+@pytest.mark.parametrize("case", ["trusted", "untrusted", "tampered-signature"])
+def test_other_formats_signed_by_the_builder_agree(pki: dict[str, Any], fmt: str,
+                                                   case: str) -> None:
+    pil, mime = READ_FORMATS[fmt]
+    if mime not in c2pa.Builder.get_supported_mime_types():
+        pytest.skip(f"c2pa-python does not sign {mime}")
+    ca_name, expected, tamper, code = CASES[case]
+    y, x = np.mgrid[0:64, 0:96]
+    rgb = np.stack([x * 2, y * 3, (x + y) % 256], -1).astype(np.uint8)
+    signed, _ = builder_sign(_encode_any(rgb, pil), mime, pki[ca_name])
+    data = tamper(signed, pil) if tamper is not None else signed
+    state, failures, _ = c2pa_says(data, None, pki["trust"])
+    assert state == expected and (code is None or code in failures)
+    assert_agree(data, None, pki["trust"])
+    # stripped of its manifest the pixels still decode (pillow-heif, Pillow's AVIF)
+    res = verify_image(_encode_any(rgb, pil), None, VerifyOptions(trust_pem=pki["trust"]))
+    assert res.state == "not_found"
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".gif"])
+def test_tracemark_signs_tiff_and_gif_as_c2pa_reads_them(pki: dict[str, Any], tmp_path: Path,
+                                                       suffix: str) -> None:
+    from tracemark.credentials import CredentialStore, load_signing_credentials, sign_image
+
+    from .conftest import CORPUS
+    from .conftest import corpus_crop as small
+
+    if not CORPUS.is_dir():
+        pytest.skip("the shared corpus is not beside the checkout")
+    creds = load_signing_credentials(pki["ours"].signer_chain, pki["ours"].signer_key)
+    src = tmp_path / "in.png"
+    src.write_bytes(_encode_any(small("art/debian_1.jpg"), "PNG"))
+    with CredentialStore.create(tmp_path / "store") as store:
+        result, data = sign_image(store, src, tmp_path / f"out{suffix}", creds)
+        assert result.media_type == {".tif": "image/tiff", ".gif": "image/gif"}[suffix]
+        assert Image.open(io.BytesIO(data)).format == {".tif": "TIFF", ".gif": "GIF"}[suffix]
+        res = assert_agree(data, result.media_type, pki["trust"])
+        assert res.state == "trusted" and res.label == result.label
+        bad = tamper_signature(data, "")
+        assert assert_agree(bad, result.media_type, pki["trust"]).state == "invalid"

@@ -34,8 +34,12 @@ __all__ = [
     "sign_asset",
 ]
 
-SIGNED_FORMATS = ("JPEG", "PNG", "WEBP")
-"""Formats tracemark writes signed files in (Pillow's names)."""
+SIGNED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
+"""Formats tracemark writes signed files in (Pillow's names): those c2pa-python 0.38 signs
+(``c2pa.Builder.get_supported_mime_types()``) that :func:`tracemark.imageio.encode_image`
+writes. GIF is a 256-colour palette: the watermark is embedded before the quantization
+and may not survive it (the fingerprint does). HEIC/HEIF/AVIF are read and verified but
+not yet written (no HEIF/AVIF encoder in :mod:`tracemark.imageio`)."""
 
 PIL_FORMATS = {media_type(fmt): fmt for fmt in SIGNED_FORMATS}
 """Media type -> Pillow format of the signed outputs."""
@@ -44,7 +48,8 @@ MEDIA_TYPES = {suffix: media_type(fmt) for suffix in sorted(image_suffixes())
                if (fmt := format_of_suffix(suffix)) in SIGNED_FORMATS
                and suffix not in (".mpo", ".apng")}
 """Output suffixes tracemark signs and their media types (the suffix decides), derived from
-:mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp``."""
+:mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp .tif .tiff
+.gif``."""
 
 SOFT_BINDING_WATERMARK = "org.tracemark.watermark.lattice.1"
 """``alg`` of the soft-binding assertion naming the watermark (its value: the 64-bit payload)."""
