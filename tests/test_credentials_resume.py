@@ -153,14 +153,14 @@ def _sha(path: Path) -> str:
 def test_a_new_file_joining_the_folder_is_signed_alone(
     work: Path, certs: Path, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
-    """a.bmp a.gif a.png were signed as a.png, a-2.png, a-3.png (clash renames); a.avif
+    """a.bmp a.ppm a.png were signed as a.png, a-2.png, a-3.png (clash renames); a.avif
     joins: the three are found by content wherever their outputs went and skipped (with
     --force too), the new one is signed into a name that clashes with nothing."""
     from PIL import Image
 
     folder, out, store = tmp_path / "r1", tmp_path / "r1out", tmp_path / "r1store"
     folder.mkdir()
-    for i, (name, fmt) in enumerate([("a.bmp", "BMP"), ("a.gif", "GIF"), ("a.png", "PNG")]):
+    for i, (name, fmt) in enumerate([("a.bmp", "BMP"), ("a.ppm", "PPM"), ("a.png", "PNG")]):
         Image.fromarray(small(IMAGES[i])).save(folder / name, fmt)
     first = subprocess.run(sign_cmd(certs, folder, out, store), capture_output=True,
                            text=True, timeout=600, check=False)
@@ -174,7 +174,7 @@ def test_a_new_file_joining_the_folder_is_signed_alone(
                          text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
     lines = {Path(r["source"]).name: r for r in rows(res.stdout)}
-    assert sorted(lines) == ["a.avif", "a.bmp", "a.gif", "a.png"]
+    assert sorted(lines) == ["a.avif", "a.bmp", "a.png", "a.ppm"]
     for name, output in by_source.items():  # the same output, untouched, not signed again
         assert lines[name]["skipped"] is True and Path(lines[name]["output"]).name == output
     assert lines["a.avif"]["skipped"] is False and lines["a.avif"]["error"] is None

@@ -86,7 +86,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INVALID: "verify: some image carries an invalid (tampered) manifest",
     EXIT_UNKNOWN: "every item was processed; for some, the method cannot tell whether what "
                   "it looks for is there (watermark detect with a peer method: bits read, "
-                  "presence unknown)",
+                  "presence unknown; verify: a remote manifest not fetched, or one c2pa "
+                  "does not validate)",
 }
 """The one exit-code table of every command (``tracemark --help`` prints it)."""
 

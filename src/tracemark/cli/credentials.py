@@ -3,7 +3,8 @@
 
 The manifest store is ``--store`` (default ``./tracemark-store``, or ``$TRACEMARK_STORE``).
 ``verify`` exits 10/11 when some or every image has no manifest (none embedded, none
-recovered), 12 when some image's manifest is invalid.
+recovered), 12 when some image's manifest is invalid, 13 when some image's manifest is
+remote (not fetched: ``--fetch-remote``) or unsupported (pre-release).
 """
 
 from __future__ import annotations
@@ -325,14 +326,21 @@ def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
 @click.option("--no-store", is_flag=True, help="Read the embedded manifest only.")
 @click.option("--manifest/--no-manifest", "with_manifest", default=False,
               help="Include the whole manifest JSON in each line.")
+@click.option("--fetch-remote", is_flag=True,
+              help="Fetch a remote manifest (http/https URL the file names) and validate "
+                   "against it; without it, such a file is state remote.")
 @opts.formats_option
 def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.StoreLocation,
-                   no_store: bool, with_manifest: bool, formats: Any) -> None:
+                   no_store: bool, with_manifest: bool, fetch_remote: bool,
+                   formats: Any) -> None:
     """Validate the C2PA manifest of each image, or recover it through the store.
 
     The embedded manifest is validated (trusted, valid or invalid, with c2pa's codes). When
     it is absent, the store's watermark is detected and its manifest id looked up; failing
     that, the image's fingerprint. Each line says the state, the route and its confidence.
+    A manifest stored remotely is state remote with its URL (fetched with --fetch-remote),
+    one c2pa does not validate (pre-release) unsupported; a photo.c2pa sidecar beside
+    photo.jpg is read when the file embeds none.
     A store named with --store or TRACEMARK_STORE must exist; without either, a missing
     default store means embedded manifests only.
     """
@@ -356,7 +364,7 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
             note(f"note: no manifest store at {store.path}; reading embedded manifests only")
     lines = JsonLines()
     found = collect_inputs(inputs, lines, formats=formats)
-    verify_opts = VerifyOptions(trust_pem=trust_pem, formats=formats)
+    verify_opts = VerifyOptions(trust_pem=trust_pem, formats=formats, fetch_remote=fetch_remote)
     states: dict[str, int] = {}
     try:
         with Batch(len(found.paths), "verify", lines, skipped=len(found.skipped)) as batch:
@@ -366,6 +374,9 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
                     res = verify_image(path, cs, verify_opts)
                     row.update(res.to_dict(with_manifest=with_manifest))
                     states[res.state] = states.get(res.state, 0) + 1
+                    if res.state in ("remote", "unsupported"):  # cannot tell: exit 13
+                        batch.tally.unknown += 1
+                        return False
                     return res.state != "not_found"
 
                 batch.run(path, {"source": str(path)}, verify)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,10 @@ from tracemark.errors import SigningError, UnsupportedFormatError
 from tracemark.imageio import format_of_suffix, image_suffixes, media_type
 
 __all__ = [
+    "C2PA_STATES",
+    "MANIFEST_INACCESSIBLE",
     "MEDIA_TYPES",
+    "PRERELEASE_CODE",
     "SOFT_BINDING_WATERMARK",
     "SOFT_BINDING_FINGERPRINT",
     "TRACEMARK_ASSERTION",
@@ -30,8 +34,12 @@ __all__ = [
     "sign_asset",
 ]
 
-SIGNED_FORMATS = ("JPEG", "PNG", "WEBP")
-"""Formats tracemark writes signed files in (Pillow's names)."""
+SIGNED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
+"""Formats tracemark writes signed files in (Pillow's names): those c2pa-python 0.38 signs
+(``c2pa.Builder.get_supported_mime_types()``) that :func:`tracemark.imageio.encode_image`
+writes. GIF is a 256-colour palette: the watermark is embedded before the quantization
+and may not survive it (the fingerprint does). HEIC/HEIF/AVIF are read and verified but
+not yet written (no HEIF/AVIF encoder in :mod:`tracemark.imageio`)."""
 
 PIL_FORMATS = {media_type(fmt): fmt for fmt in SIGNED_FORMATS}
 """Media type -> Pillow format of the signed outputs."""
@@ -40,7 +48,8 @@ MEDIA_TYPES = {suffix: media_type(fmt) for suffix in sorted(image_suffixes())
                if (fmt := format_of_suffix(suffix)) in SIGNED_FORMATS
                and suffix not in (".mpo", ".apng")}
 """Output suffixes tracemark signs and their media types (the suffix decides), derived from
-:mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp``."""
+:mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp .tif .tiff
+.gif``."""
 
 SOFT_BINDING_WATERMARK = "org.tracemark.watermark.lattice.1"
 """``alg`` of the soft-binding assertion naming the watermark (its value: the 64-bit payload)."""
@@ -232,16 +241,44 @@ def sign_asset(
     return out.getvalue(), bytes(manifest_store)
 
 
+C2PA_STATES = {"Trusted": "trusted", "Valid": "valid", "Invalid": "invalid"}
+"""c2pa's ``Reader.get_validation_state()`` (c2pa-rs ``ValidationState``) -> tracemark's
+state, one to one: ``Trusted`` (valid, and the signer chains to a trust anchor), ``Valid``
+(well formed and its signature and hashes check, the signer or a CAWG identity credential
+not trusted: its failure codes then end in ``.untrusted``), ``Invalid`` (any other failure).
+tracemark never turns c2pa's ``Valid`` into ``invalid`` because of an ``.untrusted``
+failure (a CAWG identity credential outside the trust list is ``valid``)."""
+
+PRERELEASE_CODE = "com.adobe.prerelease"
+"""c2pa-rs's validation code for ``Error::PrereleaseError`` (``validation_status.rs``
+``STATUS_PRERELEASE``): a manifest written before C2PA 1.0 (JSON claims, old assertion
+hashing), which c2pa does not validate. c2pa-python 0.38 raises it as ``C2paError.Other``
+"prerelease content detected"; tracemark reports it as state ``unsupported``."""
+MANIFEST_INACCESSIBLE = "manifest.inaccessible"
+"""The C2PA validation code (C2PA 2.1, 15.3; c2pa-rs ``MANIFEST_INACCESSIBLE``) of a remote
+manifest that could not be fetched."""
+
+_REMOTE_URL = re.compile(r"must fetch remote manifests from url (\S+)")
+"""c2pa-rs's ``Error::RemoteManifestUrl`` text (c2pa-python 0.38 raises it as a plain
+``C2paError`` "Remote: ...") with the URL the file's XMP ``dcterms:provenance`` names."""
+_UNSUPPORTED = {"prerelease content detected": PRERELEASE_CODE}
+"""c2pa error texts that mean "a manifest c2pa does not validate" -> the C2PA code."""
+
+
 @dataclass
 class ManifestReading:
     """What c2pa's Reader says of an asset (or of a stored manifest against an asset).
 
-    ``state``: ``"trusted"``, ``"valid"``, ``"invalid"`` (a manifest is there and fails
-    validation), ``"absent"`` (no manifest) or ``"unreadable"`` (c2pa cannot parse the
-    container -- e.g. a PNG missing its last bytes -- so it says nothing of a manifest;
-    :func:`has_manifest_marker` tells whether one is there). ``codes``: c2pa's validation
-    codes of the active manifest, by kind (success, informational, failure). ``error``: set
-    when c2pa raised (for ``"invalid"``, ``codes["failure"]`` then holds the error's kind).
+    ``state``: ``"trusted"``, ``"valid"``, ``"invalid"`` (c2pa's validation state,
+    :data:`C2PA_STATES`), ``"remote"`` (the file names a remote manifest, at
+    ``remote_url``, which was not fetched), ``"unsupported"`` (a manifest c2pa does not
+    validate, e.g. pre-release: ``codes["failure"]`` holds c2pa's code,
+    :data:`PRERELEASE_CODE`), ``"absent"`` (no manifest) or ``"unreadable"`` (c2pa cannot
+    parse the container -- e.g. a PNG missing its last bytes -- so it says nothing of a
+    manifest; :func:`has_manifest_marker` tells whether one is there). ``codes``: c2pa's
+    validation codes of the active manifest, by kind (success, informational, failure).
+    ``error``: set when c2pa raised (for ``"invalid"``, ``codes["failure"]`` then holds the
+    error's kind).
     """
 
     state: str
@@ -251,13 +288,19 @@ class ManifestReading:
     error: str | None = None
     store_json: str | None = None
     """The Reader's JSON of the whole manifest store (all manifests, validation results)."""
+    c2pa_state: str | None = None
+    """c2pa's own ``validation_state`` (``Trusted``, ``Valid``, ``Invalid``), or None when
+    the Reader raised or found nothing."""
+    remote_url: str | None = None
+    """The remote manifest's URL (state ``remote``, or a manifest read from there)."""
 
     @property
     def failures(self) -> list[str]:
         return list(self.codes.get("failure", []))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "label": self.label, "codes": self.codes, "error": self.error}
+        return {"state": self.state, "label": self.label, "codes": self.codes, "error": self.error,
+                "c2pa_state": self.c2pa_state, "remote_url": self.remote_url}
 
 
 def _context(trust_pem: str | None) -> Any:
@@ -350,7 +393,11 @@ def read_manifest(
     ``C2paError.Other`` "asset could not be parsed" (the container cannot be walked, whether
     or not a manifest is in it) -> ``"unreadable"``; every other error (``Verify`` "invalid
     JUMB box", ``Other`` "provenance not found", ``Json``, ``Decoding``, ...: the manifest is
-    there and broken) -> ``"invalid"`` with ``c2pa.<kind>`` as its failure code."""
+    there and broken) -> ``"invalid"`` with ``c2pa.<kind>`` as its failure code; "must
+    fetch remote manifests from url U" (remote fetching is off) -> ``"remote"`` with
+    ``remote_url`` U; "prerelease content detected" -> ``"unsupported"`` with
+    :data:`PRERELEASE_CODE`. A manifest read is c2pa's validation state as it is
+    (:data:`C2PA_STATES`)."""
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(
@@ -358,15 +405,21 @@ def read_manifest(
         )
     except c2pa.C2paError as exc:
         code = _error_code(exc)
+        text = str(exc)
+        if (remote := _REMOTE_URL.search(text)) is not None:
+            return ManifestReading("remote", error=text, remote_url=remote.group(1))
+        unsupported = next((c for t, c in _UNSUPPORTED.items() if t in text), None)
+        if unsupported is not None:
+            return ManifestReading("unsupported", codes={"failure": [unsupported]}, error=text)
         if code in ("c2pa.notsupported",) and manifest_store is None:
-            return ManifestReading("absent", error=str(exc))
+            return ManifestReading("absent", error=text)
         if _unreadable_container(exc):
-            return ManifestReading("unreadable", error=str(exc))
-        return ManifestReading("invalid", codes={"failure": [code]}, error=str(exc))
+            return ManifestReading("unreadable", error=text)
+        return ManifestReading("invalid", codes={"failure": [code]}, error=text)
     if reader is None:
         return ManifestReading("absent")
     try:
-        raw_state = (reader.get_validation_state() or "Invalid").lower()
+        c2pa_state = reader.get_validation_state()
         results = reader.get_validation_results() or {}
         active = reader.get_active_manifest()
         store_json = str(reader.json())
@@ -377,10 +430,8 @@ def read_manifest(
     block = results.get("activeManifest") or {}
     codes = {kind: [c["code"] for c in block.get(kind, [])]
              for kind in ("success", "informational", "failure")}
-    state = raw_state if raw_state in ("trusted", "valid", "invalid") else "invalid"
-    # c2pa reports an untrusted signer as a failure of an otherwise valid manifest; any
-    # other failure makes the manifest invalid whatever the summary state says.
-    if state != "invalid" and any(c != "signingCredential.untrusted" for c in codes["failure"]):
-        state = "invalid"
+    # c2pa's state as it is (C2PA_STATES); a state it does not name is not a pass
+    state = C2PA_STATES.get(str(c2pa_state), "invalid")
     label = active.get("label") if active else None
-    return ManifestReading(state, label=label, manifest=active, codes=codes, store_json=store_json)
+    return ManifestReading(state, label=label, manifest=active, codes=codes,
+                           store_json=store_json, c2pa_state=c2pa_state)

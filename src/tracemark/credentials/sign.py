@@ -62,7 +62,8 @@ from tracemark.metrics import psnr
 
 __all__ = ["Rendered", "SignOptions", "SignResult", "render_signed", "sign_image", "sign_many"]
 
-DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95, "image/png": None}
+DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95}
+"""Quality of the lossy signed formats (JPEG, WebP); the others (PNG, TIFF, GIF) have none."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
         marked = rgb if mark is None else mark(rgb, payload)
     except ImageTooSmallError as exc:  # signed and fingerprinted all the same
         marked, skipped = rgb, f"watermark skipped: {exc.message}"
-    quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY[media_type]
+    quality = opts.quality if opts.quality is not None else DEFAULT_QUALITY.get(media_type)
     fmt = mf.PIL_FORMATS[media_type]
     if alpha is not None and has_alpha_channel(fmt):
         # in place only on the mark's own buffer: a kept mark's pixels are ``rgb``

@@ -3,7 +3,14 @@
 Routes, in order:
 
 1. **embedded** — c2pa's Reader validates the manifest in the file (state ``trusted``,
-   ``valid`` or ``invalid``, with c2pa's codes). For a manifest this store signed, the file
+   ``valid`` or ``invalid``: c2pa's ``Trusted``, ``Valid``, ``Invalid`` as it says them,
+   :data:`tracemark.credentials.manifest.C2PA_STATES`, with c2pa's codes). A file whose
+   manifest is remote (its XMP ``dcterms:provenance`` names a URL) is state ``remote`` with
+   ``remote_url``, not fetched unless ``VerifyOptions.fetch_remote`` (then the route is
+   ``remote`` and the state c2pa's); a ``.c2pa`` sidecar beside a file without an embedded
+   manifest (``photo.jpg`` + ``photo.c2pa``) is validated against it (route ``sidecar``).
+   A manifest c2pa does not validate (pre-release, before C2PA 1.0) is ``unsupported``
+   with c2pa's code (``com.adobe.prerelease``). For a manifest this store signed, the file
    must also be byte-identical to the signed file: c2pa leaves some bytes of the manifest
    container unauthenticated, and a change there is reported as ``invalid`` with the code
    ``tracemark.file.modified``. Only a manifest that is there and fails validation is
@@ -40,7 +47,7 @@ from tracemark.errors import ImageError, ImageSourceError, ImageTooSmallError, T
 from tracemark.imageio import DEFAULT_MAX_PIXELS, ImageFormats, load_image, sniff_media_type
 
 __all__ = ["VerifyOptions", "VerifyResult", "Located", "locate", "verify_image", "verify_many",
-           "HARD_BINDING_CODES", "UNREADABLE_CODE"]
+           "HARD_BINDING_CODES", "UNREADABLE_CODE", "UNRESOLVED_STATES"]
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 HARD_BINDING_CODES = frozenset({
@@ -69,21 +76,34 @@ class VerifyOptions:
     fingerprint_alpha: float | None = None
     """Fingerprint route on a calibrated index: p-value needed (default the index's)."""
     recover_invalid: bool = True
-    """When the embedded manifest is invalid, still look for the watermark/fingerprint and
-    report what they name under ``recovered`` (the state stays ``invalid``)."""
+    """When the manifest is invalid, remote (not fetched) or unsupported
+    (:data:`UNRESOLVED_STATES`), still look for the watermark/fingerprint and report what
+    they name under ``recovered`` (the state stays)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     formats: ImageFormats = "default"
     """Image formats read (:func:`tracemark.imageio.load_image`'s ``formats``)."""
+    fetch_remote: bool = False
+    """Fetch a remote manifest (the URL the file names, ``http``/``https`` only, at most
+    :data:`MAX_FILE_BYTES`) and validate the file against it. Off by default: verifying
+    then makes no network request, and a remote manifest is state ``remote``."""
+    remote_timeout: float = 10.0
+    """Seconds allowed for fetching a remote manifest (connect, and each read)."""
+    sidecar: bool = True
+    """Validate a file without an embedded manifest against ``<stem>.c2pa`` beside it
+    (paths only), as c2patool writes sidecars."""
 
 
 @dataclass
 class VerifyResult:
     source: str
     state: str
-    """``trusted``, ``valid``, ``invalid`` (embedded manifest), ``recovered`` (through the
-    watermark or fingerprint) or ``not_found``."""
+    """``trusted``, ``valid``, ``invalid`` (the manifest, as c2pa validates it), ``remote``
+    (the file names a remote manifest, not fetched: ``remote_url``), ``unsupported`` (a
+    manifest c2pa does not validate: c2pa's code in ``codes["failure"]``), ``recovered``
+    (through the watermark or fingerprint) or ``not_found``."""
     route: str | None = None
-    """``embedded``, ``watermark`` or ``fingerprint``."""
+    """``embedded``, ``sidecar`` (a ``.c2pa`` file beside the image), ``remote`` (fetched
+    from ``remote_url``), ``watermark`` or ``fingerprint``."""
     confidence: float | None = None
     """Embedded: 1.0. Watermark: 1 - p-value. Fingerprint: the copy-detection score."""
     manifest_id: int | None = None
@@ -96,6 +116,12 @@ class VerifyResult:
     """Beside an invalid embedded manifest: what the watermark or fingerprint names."""
     evidence: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    c2pa_state: str | None = None
+    """c2pa's own validation state of the manifest read (``Trusted``, ``Valid``,
+    ``Invalid``; None when c2pa raised or read nothing): ``state`` is it in lower case,
+    except ``invalid`` for a file this store signed whose bytes changed."""
+    remote_url: str | None = None
+    """The URL of a remote manifest the file names (state ``remote``, or route ``remote``)."""
 
     @property
     def found(self) -> bool:
@@ -137,12 +163,20 @@ def _media_type(data: bytes) -> str | None:
     return sniff_media_type(data[:64])
 
 
+def _untrusted(code: str) -> bool:
+    """A trust failure c2pa still calls ``Valid`` (``signingCredential.untrusted``,
+    ``cawg.x509.credential.untrusted``, ``timeStamp.untrusted``: C2PA's ``*.untrusted``)."""
+    return code.endswith(".untrusted")
+
+
 def _signature_state(reading: mf.ManifestReading) -> str:
-    """The state of a manifest read as a sidecar, ignoring the hard-binding mismatch."""
+    """The state of a manifest read as a sidecar, ignoring the hard-binding mismatch (c2pa
+    says ``Invalid`` for it; the other failures decide as c2pa would: ``*.untrusted`` only
+    is ``valid``)."""
     if reading.error is not None:
         return "invalid"
     failures = [c for c in reading.failures if c not in HARD_BINDING_CODES]
-    if any(c != "signingCredential.untrusted" for c in failures):
+    if not all(_untrusted(c) for c in failures):
         return "invalid"
     return "trusted" if "signingCredential.trusted" in reading.codes.get("success", []) else "valid"
 
@@ -256,12 +290,64 @@ def verify_image(
     return result
 
 
+UNRESOLVED_STATES = ("invalid", "remote", "unsupported")
+"""States of a manifest that is there but does not verify the file: the watermark and
+fingerprint routes still run (``VerifyOptions.recover_invalid``) and what they name goes
+to ``VerifyResult.recovered``."""
+
+
+def _fetch_remote(url: str, timeout: float) -> bytes:
+    """The bytes at ``url`` (``http``/``https``; at most :data:`MAX_FILE_BYTES`). Raises
+    :class:`OSError` (``urllib``'s errors are its subclasses) or :class:`ValueError`."""
+    import urllib.parse
+    import urllib.request
+
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"only http and https manifests are fetched, not {url!r}")
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - checked
+        data = response.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"the remote manifest is over {MAX_FILE_BYTES} bytes")
+    return bytes(data)
+
+
+def _manifest_elsewhere(reading: mf.ManifestReading, data: bytes, media_type: str | None,
+                        name: str, image: Any, opts: VerifyOptions,
+                        evidence: dict[str, Any]) -> tuple[mf.ManifestReading, str]:
+    """A reading from a ``.c2pa`` sidecar beside the file (``absent`` or ``remote``
+    readings of a path), else from the remote URL when ``opts.fetch_remote``; the reading
+    and its route. A failed fetch leaves state ``remote`` with
+    :data:`~tracemark.credentials.manifest.MANIFEST_INACCESSIBLE` and the error in
+    ``evidence["remote_fetch_error"]``."""
+    if opts.sidecar and isinstance(image, str | os.PathLike):
+        side = Path(image).with_suffix(".c2pa")
+        if side != Path(image) and side.is_file() and side.stat().st_size <= MAX_FILE_BYTES:
+            found = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
+                                     manifest_store=side.read_bytes())
+            evidence["sidecar"] = str(side)
+            found.remote_url = reading.remote_url
+            return found, "sidecar"
+    if reading.state != "remote" or not opts.fetch_remote or reading.remote_url is None:
+        return reading, "embedded"
+    try:
+        fetched = _fetch_remote(reading.remote_url, opts.remote_timeout)
+    except (OSError, ValueError) as exc:
+        evidence["remote_fetch_error"] = str(exc)
+        reading.codes = {"failure": [mf.MANIFEST_INACCESSIBLE]}
+        return reading, "embedded"
+    found = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
+                             manifest_store=fetched)
+    found.remote_url = reading.remote_url
+    return found, "remote"
+
+
 def _embedded(result: VerifyResult, reading: mf.ManifestReading, data: bytes,
-              store: CredentialStore | None) -> None:
-    """Fill ``result`` from the embedded manifest; a file this store signed must also be
-    byte-identical to what it signed."""
-    result.route, result.state, result.codes = "embedded", reading.state, reading.codes
+              store: CredentialStore | None, route: str = "embedded") -> None:
+    """Fill ``result`` from the manifest read (embedded, or from ``route``); a file this
+    store signed must also be byte-identical to what it signed."""
+    result.route, result.state, result.codes = route, reading.state, reading.codes
     result.label, result.manifest = reading.label, reading.manifest
+    result.c2pa_state, result.remote_url = reading.c2pa_state, reading.remote_url
     if reading.error is not None:
         result.evidence["error"] = reading.error
     rec = store.by_label(reading.label) if store is not None and reading.label else None
@@ -282,6 +368,10 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
     reading = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem) \
         if media_type is not None else mf.ManifestReading("absent")
     result = VerifyResult(source=name, state="not_found")
+    route = "embedded"
+    if reading.state in ("absent", "remote"):
+        reading, route = _manifest_elsewhere(reading, data, media_type, name, image, opts,
+                                             result.evidence)
     rgb = None
     if reading.state == "unreadable":
         # c2pa cannot walk the container (e.g. a PNG missing its last bytes), so it can
@@ -305,8 +395,8 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         # changed also break the image (a flipped byte in a PNG's caBX chunk fails its CRC).
         rgb = load_image(data, max_pixels=opts.max_pixels, name=name, formats=opts.formats)
     if reading.state != "absent":
-        _embedded(result, reading, data, store)
-        if result.state != "invalid" or not opts.recover_invalid:
+        _embedded(result, reading, data, store, route)
+        if result.state not in UNRESOLVED_STATES or not opts.recover_invalid:
             return result
     if store is None:
         return result
@@ -314,19 +404,19 @@ def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> V
         try:
             rgb = load_image(data, max_pixels=opts.max_pixels, name=name,
                              formats=opts.formats)
-        except ImageError as exc:  # an invalid manifest on an undecodable file: stays invalid
+        except ImageError as exc:  # an unresolved manifest on an undecodable file: stays
             result.evidence["recovery_error"] = exc.to_dict()
             return result
     try:
         recovered = _recover(store, data, media_type, rgb, opts, result.evidence)
     except ImageError as exc:
-        if result.state != "invalid" and not isinstance(exc, ImageTooSmallError):
+        if result.state not in UNRESOLVED_STATES and not isinstance(exc, ImageTooSmallError):
             raise
         # the recovery routes could not run on these pixels (e.g. too small to search): the
         # manifest's verdict stands, or nothing was found; the evidence says why
         result.evidence["recovery_error"] = exc.to_dict()
         return result
-    if result.state == "invalid":
+    if result.state in UNRESOLVED_STATES:
         result.recovered = recovered
     elif recovered is not None:
         result.state = "recovered"
