@@ -80,7 +80,8 @@ def main() -> int:
         print("$", " ".join(c if "Bearer" not in c else "Authorization: Bearer ***"
                              for c in cmd), flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, check=False, env={**os.environ, "NO_COLOR": "1"}).returncode
+        rc = subprocess.run(cmd, check=False, cwd=tmp,  # its run cache stays in the temp dir
+                            env={**os.environ, "NO_COLOR": "1"}).returncode
         wall = time.perf_counter() - t0
         server.should_exit = True  # type: ignore[attr-defined]
         summary = {"date": datetime.now(UTC).isoformat(timespec="seconds"),

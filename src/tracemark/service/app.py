@@ -249,6 +249,47 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     ]}
 """The error statuses every operation may answer, documented with the real body (the
 service answers FastAPI's own validation errors with it too)."""
+ERROR_RESPONSES[503]["headers"] = {"Retry-After": {
+    "description": "When the service was busy: seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 1}}}
+
+
+def _op(path: str, method: str) -> str:
+    """An OpenAPI ``operationRef`` to this app's operation (a JSON pointer)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+_COLLECTION = API_PREFIX + "/collections/{name}"
+LINKS: dict[str, dict[str, Any]] = {
+    "create": {
+        "GetCollection": {"operationRef": _op(_COLLECTION, "get"),
+                          "parameters": {"name": "$response.body#/name"},
+                          "description": "The new collection's statistics."},
+        "DeleteCollection": {"operationRef": _op(_COLLECTION, "delete"),
+                             "parameters": {"name": "$response.body#/name"},
+                             "description": "Delete the new collection."}},
+    "register": {
+        "RemoveImage": {"operationRef": _op(_COLLECTION + "/images/{ref_id}", "delete"),
+                        "parameters": {"name": "$request.path.name",
+                                       "ref_id": "$response.body#/ref_id"},
+                        "description": "Remove the registered image."}},
+    "sign": {
+        "GetManifest": {"operationRef": _op(_COLLECTION + "/manifests/{manifest_id}", "get"),
+                        "parameters": {"name": "$request.path.name",
+                                       "manifest_id": "$response.header.X-Manifest-Id"},
+                        "description": "The stored manifest of the signed image."},
+        "GetManifestStore": {"operationRef": _op(API_PREFIX + "/manifests/{manifestId}", "get"),
+                             "parameters": {"manifestId": "$response.header.X-Manifest-Label"},
+                             "description": "The signed manifest store (Soft Binding "
+                                            "Resolution API), by its label."}},
+}
+"""OpenAPI links between operations (clients and schemathesis' stateful phase follow them):
+create -> statistics / delete a collection, register -> remove an image, sign -> the stored
+manifest (by id) and its manifest store (by label)."""
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
 
 
 class CollectionIn(BaseModel):
@@ -785,7 +826,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- collections -----------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections", status_code=201, tags=["collections"],
-              response_model=m.CollectionCreated)
+              response_model=m.CollectionCreated,
+              responses={201: {"description": "Created", "links": LINKS["create"]}})
     async def create_collection(body: CollectionIn, key: Key) -> dict[str, Any]:
         """Create a collection (needs a write key for all collections, ``*``)."""
         if "*" not in key.collections:
@@ -825,7 +867,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"],
               response_model=m.ImageAdded,
               responses={200: {"model": m.ImageAdded,
-                               "description": "Already registered (duplicate_of): nothing added"}})
+                               "description": "Already registered (duplicate_of): nothing added"},
+                         201: {"description": "Registered", "links": LINKS["register"]}})
     async def add_image(name: str, key: Key, image: Upload, response: Response,
                         source: Annotated[str | None, Form(max_length=1000)] = None,
                         owner: Annotated[str | None, Form(max_length=1000)] = None,
@@ -941,7 +984,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/embed", tags=["watermark"],
               response_class=Response,
-              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                               "headers": {
+                                   "X-Mark": _header("embedded, kept or remarked",
+                                                     {"type": "string", "enum": [
+                                                         "embedded", "kept", "remarked"]}),
+                                   "X-Alpha": _header("kept, flattened or none",
+                                                      {"type": "string", "enum": [
+                                                          "kept", "flattened", "none"]})}}})
     async def embed(name: str, key: Key, image: Upload,
                     payload: Annotated[str, Form(description="0..2^64-1, decimal or 0x hex",
                                                   json_schema_extra={"pattern": PAYLOAD_PATTERN})],
@@ -1020,7 +1070,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
               response_class=Response,
-              responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+              responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+                               "headers": {
+                                   "X-Manifest-Id": _header(
+                                       "The stored manifest's id in the collection.",
+                                       {"type": "integer", "minimum": 1}),
+                                   "X-Manifest-Label": _header("The manifest's C2PA label."),
+                                   "X-Alpha": _header(
+                                       "The upload's alpha channel: kept, flattened or none.")},
+                               "links": LINKS["sign"]}})
     async def sign(name: str, key: Key, image: Upload,
                    format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "jpg",
                    ai_generated: Annotated[bool, Form()] = False,
