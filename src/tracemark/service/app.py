@@ -288,6 +288,10 @@ create -> statistics / delete a collection, register -> remove an image, sign ->
 manifest (by id) and its manifest store (by label)."""
 
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+"""A binary response body (an image, a manifest store)."""
+
+
 def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"description": description, "schema": schema or {"type": "string"}}
 
@@ -653,7 +657,9 @@ Key = Annotated[ApiKey, Depends(api_key)]
 Upload = Annotated[UploadFile, File(
     description="The image file (non-empty; at most the service's max upload bytes and max "
                 "pixels; a format the service reads, else 415).",
-    json_schema_extra={"minLength": 1})]
+    json_schema_extra={"minLength": 1, "format": "binary"})]
+"""An uploaded image: ``format: binary`` beside OpenAPI 3.1's ``contentMediaType``, as
+OpenAPI 3.0 tools (client generators) know a file part."""
 
 def _at_most(limit: int) -> str:
     """A regular expression (no anchors) of the decimal integers 0..``limit``, no leading
@@ -929,7 +935,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             description="Background images (at least 4, at most 5,000; together within "
                         "the upload limit): images that are NOT copies of anything in the "
                         "collection, like the uploads it will be searched with.",
-            json_schema_extra={"minItems": 4, "maxItems": 5000})],
+            json_schema_extra={"minItems": 4, "maxItems": 5000, "items": {
+                "type": "string", "format": "binary", "minLength": 1,
+                "contentMediaType": "application/octet-stream"}})],
     ) -> dict[str, Any]:
         """Learn the collection's copy-detection background: after this, searches answer
         p-values (``tracemark index calibrate``, for a collection the service holds; the
@@ -984,7 +992,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/embed", tags=["watermark"],
               response_class=Response,
-              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+              responses={200: {"content": {t: _BINARY for t in ("image/png", "image/jpeg",
+                                                                 "image/webp")},
                                "headers": {
                                    "X-Mark": _header("embedded, kept or remarked",
                                                      {"type": "string", "enum": [
@@ -1070,7 +1079,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
               response_class=Response,
-              responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+              responses={200: {"content": {t: _BINARY for t in ("image/jpeg", "image/png",
+                                                                 "image/webp")},
                                "headers": {
                                    "X-Manifest-Id": _header(
                                        "The stored manifest's id in the collection.",

@@ -396,7 +396,8 @@ def softbinding_router(state: Any) -> APIRouter:
     @router.get("/manifests/{manifestId}", response_class=Response,
                 operation_id="getManifestById",
                 summary="A stored C2PA manifest store, application/c2pa.",
-                responses={200: {"content": {MANIFEST_MEDIA_TYPE: {}},
+                responses={200: {"content": {MANIFEST_MEDIA_TYPE: {
+                    "schema": {"type": "string", "format": "binary"}}},
                                  "description": "The manifest store (JUMBF) as signed"},
                            **_ERRORS,
                            404: {"description": "No such manifest (or collection)"},
