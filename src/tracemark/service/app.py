@@ -971,6 +971,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 # the job's commit point guards the calibration's own commit
                 with index.commit_guard(job.commit_point):
                     summary = entry.store.calibrate(kept)
+            # quantile keys are floats; JSON writes them as their str() (the model's keys)
+            summary["null_quantiles"] = {str(q): v for q, v in
+                                         summary.get("null_quantiles", {}).items()}
             return {**summary, "used": len(kept), "failed": failed,
                     "in_collection": len(loaded) - len(kept)}
         return await state.run(work, weight=sum(weigh(d) for d in datas))
