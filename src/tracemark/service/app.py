@@ -60,6 +60,7 @@ from tracemark.errors import (
     WatermarkEmbedError,
 )
 from tracemark.imageio import media_type
+from tracemark.service import models as m
 from tracemark.service.jobs import DeadlineExceeded, Job, Workers
 from tracemark.service.keys import ApiKey, KeyStore, service_engine
 from tracemark.service.page import router as page_router
@@ -248,6 +249,51 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     ]}
 """The error statuses every operation may answer, documented with the real body (the
 service answers FastAPI's own validation errors with it too)."""
+ERROR_RESPONSES[503]["headers"] = {"Retry-After": {
+    "description": "When the service was busy: seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 1}}}
+
+
+def _op(path: str, method: str) -> str:
+    """An OpenAPI ``operationRef`` to this app's operation (a JSON pointer)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+_COLLECTION = API_PREFIX + "/collections/{name}"
+LINKS: dict[str, dict[str, Any]] = {
+    "create": {
+        "GetCollection": {"operationRef": _op(_COLLECTION, "get"),
+                          "parameters": {"name": "$response.body#/name"},
+                          "description": "The new collection's statistics."},
+        "DeleteCollection": {"operationRef": _op(_COLLECTION, "delete"),
+                             "parameters": {"name": "$response.body#/name"},
+                             "description": "Delete the new collection."}},
+    "register": {
+        "RemoveImage": {"operationRef": _op(_COLLECTION + "/images/{ref_id}", "delete"),
+                        "parameters": {"name": "$request.path.name",
+                                       "ref_id": "$response.body#/ref_id"},
+                        "description": "Remove the registered image."}},
+    "sign": {
+        "GetManifest": {"operationRef": _op(_COLLECTION + "/manifests/{manifest_id}", "get"),
+                        "parameters": {"name": "$request.path.name",
+                                       "manifest_id": "$response.header.X-Manifest-Id"},
+                        "description": "The stored manifest of the signed image."},
+        "GetManifestStore": {"operationRef": _op(API_PREFIX + "/manifests/{manifestId}", "get"),
+                             "parameters": {"manifestId": "$response.header.X-Manifest-Label"},
+                             "description": "The signed manifest store (Soft Binding "
+                                            "Resolution API), by its label."}},
+}
+"""OpenAPI links between operations (clients and schemathesis' stateful phase follow them):
+create -> statistics / delete a collection, register -> remove an image, sign -> the stored
+manifest (by id) and its manifest store (by label)."""
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+"""A binary response body (an image, a manifest store)."""
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
 
 
 class CollectionIn(BaseModel):
@@ -608,7 +654,59 @@ def api_key(
 
 
 Key = Annotated[ApiKey, Depends(api_key)]
-Upload = Annotated[UploadFile, File(description="The image file.")]
+Upload = Annotated[UploadFile, File(
+    description="The image file (non-empty; at most the service's max upload bytes and max "
+                "pixels; a format the service reads, else 415).",
+    json_schema_extra={"minLength": 1, "format": "binary"})]
+"""An uploaded image: ``format: binary`` beside OpenAPI 3.1's ``contentMediaType``, as
+OpenAPI 3.0 tools (client generators) know a file part."""
+
+def _at_most(limit: int) -> str:
+    """A regular expression (no anchors) of the decimal integers 0..``limit``, no leading
+    zeros."""
+    d = str(limit)
+    alts = ["0", f"[1-9][0-9]{{0,{len(d) - 2}}}"] if len(d) > 1 else [f"[0-{d}]"]
+    if len(d) > 1:
+        for i, c in enumerate(d):
+            lo = "1" if i == 0 else "0"
+            if int(c) > int(lo):
+                alts.append(d[:i] + f"[{lo}-{int(c) - 1}]" + f"[0-9]{{{len(d) - i - 1}}}")
+        alts.append(d)
+    return "|".join(alts)
+
+
+PAYLOAD_PATTERN = f"^({_at_most(2**64 - 1)}|0[xX][0-9a-fA-F]{{1,16}})$"
+"""A watermark payload in a form field: 0..2^64-1, in decimal (no leading zeros) or ``0x``
+hex (1-16 digits). Declared in the schema and enforced by the route (422 ``PayloadError``)."""
+
+
+def _source_type_schema() -> dict[str, Any]:
+    """The ``digital_source_type`` form field's enum: every IPTC name c2pa-python signs
+    (:func:`tracemark.credentials.manifest.digital_source_types`) and its full URL; no enum
+    without the c2pa extra (signing then answers 409)."""
+    try:
+        from tracemark.credentials.manifest import IPTC_DIGITAL_SOURCE_TYPE, digital_source_types
+
+        names = sorted(digital_source_types())
+    except (ImportError, TracemarkError):
+        return {}
+    return {"enum": names + [IPTC_DIGITAL_SOURCE_TYPE + n for n in names]}
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _schema_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods the OpenAPI schema documents for a concrete request ``path`` (its path
+    templates compiled once, as Starlette compiles routes)."""
+    table = getattr(app.state, "schema_methods", None)
+    if table is None:
+        from starlette.routing import compile_path
+
+        table = [(compile_path(template)[0], {m.upper() for m in ops if m in _HTTP_METHODS})
+                 for template, ops in app.openapi().get("paths", {}).items()]
+        app.state.schema_methods = table
+    return {m for regex, methods in table if regex.match(path) for m in methods}
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -658,6 +756,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             methods = {m for r in req.app.router.routes
                        if r.matches(req.scope)[0] != Match.NONE
                        for m in (getattr(r, "methods", None) or ())}
+            # routes of included routers (FastAPI wraps them): the schema's operations
+            methods |= _schema_methods(req.app, req.url.path)
             if methods:
                 headers["Allow"] = ", ".join(sorted(methods))
         return _error(exc.status_code, "HTTPError", str(exc.detail), headers=headers)
@@ -714,7 +814,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # --- health, metrics ------------------------------------------------------------
 
-    @app.get(f"{API_PREFIX}/health", tags=["service"])
+    @app.get(f"{API_PREFIX}/health", tags=["service"], response_model=m.Health)
     def health() -> dict[str, Any]:
         """Liveness: the service answers and its database is reachable."""
         with state.engine.connect() as conn:
@@ -731,7 +831,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # --- collections -----------------------------------------------------------------
 
-    @app.post(f"{API_PREFIX}/collections", status_code=201, tags=["collections"])
+    @app.post(f"{API_PREFIX}/collections", status_code=201, tags=["collections"],
+              response_model=m.CollectionCreated,
+              responses={201: {"description": "Created", "links": LINKS["create"]}})
     async def create_collection(body: CollectionIn, key: Key) -> dict[str, Any]:
         """Create a collection (needs a write key for all collections, ``*``)."""
         if "*" not in key.collections:
@@ -741,12 +843,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         store = await state.run(lambda job: state.create(body.name, job))
         return {"name": body.name, "store_id": store.store_id}
 
-    @app.get(f"{API_PREFIX}/collections", tags=["collections"])
+    @app.get(f"{API_PREFIX}/collections", tags=["collections"], response_model=m.CollectionList)
     def list_collections(key: Key) -> dict[str, Any]:
         """The collections this key may read."""
         return {"collections": [n for n in state.names() if key.allows(n, write=False)]}
 
-    @app.delete(f"{API_PREFIX}/collections/{{name}}", tags=["collections"])
+    @app.delete(f"{API_PREFIX}/collections/{{name}}", tags=["collections"],
+                response_model=m.CollectionDeleted)
     async def delete_collection(name: str, key: Key) -> dict[str, Any]:
         """Delete a collection with everything in it: images, watermark key, manifests
         (needs a write key for all collections, ``*``)."""
@@ -756,7 +859,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         await state.run(lambda job: state.delete(name, job))
         return {"deleted": name}
 
-    @app.get(f"{API_PREFIX}/collections/{{name}}", tags=["collections"])
+    @app.get(f"{API_PREFIX}/collections/{{name}}", tags=["collections"],
+             response_model=m.CollectionStats)
     async def collection_stats(name: str, key: Key) -> dict[str, Any]:
         allow(key, name, write=False)
 
@@ -767,7 +871,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"],
-              responses={200: {"description": "Already registered (duplicate_of): nothing added"}})
+              response_model=m.ImageAdded,
+              responses={200: {"model": m.ImageAdded,
+                               "description": "Already registered (duplicate_of): nothing added"},
+                         201: {"description": "Registered", "links": LINKS["register"]}})
     async def add_image(name: str, key: Key, image: Upload, response: Response,
                         source: Annotated[str | None, Form(max_length=1000)] = None,
                         owner: Annotated[str | None, Form(max_length=1000)] = None,
@@ -792,7 +899,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             response.status_code = 200
         return out
 
-    @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"])
+    @app.get(f"{API_PREFIX}/collections/{{name}}/images", tags=["collections"],
+             response_model=m.ImageList)
     async def list_images(name: str, key: Key,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                           offset: Annotated[int, Query(ge=0, lt=2**62)] = 0) -> dict[str, Any]:
@@ -804,7 +912,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {"images": [r.__dict__ for r in refs]}
         return await state.run(work)
 
-    @app.delete(f"{API_PREFIX}/collections/{{name}}/images/{{ref_id}}", tags=["collections"])
+    @app.delete(f"{API_PREFIX}/collections/{{name}}/images/{{ref_id}}", tags=["collections"],
+                response_model=m.ImageRemoved)
     async def remove_image(name: str, ref_id: Annotated[int, PathParam(ge=1, lt=2**62)], key: Key) -> dict[str, Any]:
         allow(key, name, write=True)
 
@@ -818,13 +927,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {"removed": ref_id}
         return await state.run(work)
 
-    @app.post(f"{API_PREFIX}/collections/{{name}}/calibrate", tags=["collections"])
+    @app.post(f"{API_PREFIX}/collections/{{name}}/calibrate", tags=["collections"],
+              response_model=m.Calibration, response_model_exclude_unset=True)
     async def calibrate(
         name: str, key: Key,
         images: Annotated[list[UploadFile], File(
             description="Background images (at least 4, at most 5,000; together within "
                         "the upload limit): images that are NOT copies of anything in the "
-                        "collection, like the uploads it will be searched with.")],
+                        "collection, like the uploads it will be searched with.",
+            json_schema_extra={"minItems": 4, "maxItems": 5000, "items": {
+                "type": "string", "format": "binary", "minLength": 1,
+                "contentMediaType": "application/octet-stream"}})],
     ) -> dict[str, Any]:
         """Learn the collection's copy-detection background: after this, searches answer
         p-values (``tracemark index calibrate``, for a collection the service holds; the
@@ -858,11 +971,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 # the job's commit point guards the calibration's own commit
                 with index.commit_guard(job.commit_point):
                     summary = entry.store.calibrate(kept)
+            # quantile keys are floats; JSON writes them as their str() (the model's keys)
+            summary["null_quantiles"] = {str(q): v for q, v in
+                                         summary.get("null_quantiles", {}).items()}
             return {**summary, "used": len(kept), "failed": failed,
                     "in_collection": len(loaded) - len(kept)}
         return await state.run(work, weight=sum(weigh(d) for d in datas))
 
-    @app.post(f"{API_PREFIX}/collections/{{name}}/search", tags=["collections"])
+    @app.post(f"{API_PREFIX}/collections/{{name}}/search", tags=["collections"],
+              response_model=m.SearchResult)
     async def search(name: str, key: Key, image: Upload,
                      k: Annotated[int, Form(ge=1, le=50)] = 5) -> dict[str, Any]:
         """Edited copies of registered images: ranked matches with the copy decision."""
@@ -878,9 +995,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/embed", tags=["watermark"],
               response_class=Response,
-              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+              responses={200: {"content": {t: _BINARY for t in ("image/png", "image/jpeg",
+                                                                 "image/webp")},
+                               "headers": {
+                                   "X-Mark": _header("embedded, kept or remarked",
+                                                     {"type": "string", "enum": [
+                                                         "embedded", "kept", "remarked"]}),
+                                   "X-Alpha": _header("kept, flattened or none",
+                                                      {"type": "string", "enum": [
+                                                          "kept", "flattened", "none"]})}}})
     async def embed(name: str, key: Key, image: Upload,
-                    payload: Annotated[str, Form(description="0..2^64-1, decimal or 0x hex")],
+                    payload: Annotated[str, Form(description="0..2^64-1, decimal or 0x hex",
+                                                  json_schema_extra={"pattern": PAYLOAD_PATTERN})],
                     format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "png",
                     quality: Annotated[int, Form(ge=1, le=100)] = 92,
                     allow_remark: Annotated[bool, Form(description=(
@@ -895,10 +1021,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         webp result), ``flattened`` (a jpg has none: the image over white) or ``none``
         (opaque)."""
         allow(key, name, write=True)
-        try:
-            value = int(payload, 0)
-        except ValueError:
-            raise ApiError(422, "PayloadError", "payload must be an integer (decimal or 0x...)") from None
+        if not re.fullmatch(PAYLOAD_PATTERN, payload):
+            raise ApiError(422, "PayloadError", "payload must be an integer in 0..2^64-1 "
+                           "(decimal, or 0x and 1-16 hex digits)")
+        value = int(payload, 0)
         if not 0 <= value < 1 << 64:
             raise ApiError(422, "PayloadError", "payload must be in 0..2^64-1")
         data = await read_upload(image)
@@ -934,7 +1060,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return Response(out, media_type=media,
                         headers={"X-Alpha": alpha_state, "X-Mark": mark_state})
 
-    @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/detect", tags=["watermark"])
+    @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/detect", tags=["watermark"],
+              response_model=m.Detection)
     async def detect(name: str, key: Key, image: Upload) -> dict[str, Any]:
         """Detect the collection's watermark: presence (true, false, or null when the
         collection's method cannot tell; a collection's ``lattice`` always can), calibrated
@@ -955,13 +1082,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
               response_class=Response,
-              responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+              responses={200: {"content": {t: _BINARY for t in ("image/jpeg", "image/png",
+                                                                 "image/webp")},
+                               "headers": {
+                                   "X-Manifest-Id": _header(
+                                       "The stored manifest's id in the collection.",
+                                       {"type": "integer", "minimum": 1}),
+                                   "X-Manifest-Label": _header("The manifest's C2PA label."),
+                                   "X-Alpha": _header(
+                                       "The upload's alpha channel: kept, flattened or none.")},
+                               "links": LINKS["sign"]}})
     async def sign(name: str, key: Key, image: Upload,
                    format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "jpg",
                    ai_generated: Annotated[bool, Form()] = False,
                    title: Annotated[str | None, Form(max_length=500)] = None,
                    author: Annotated[str | None, Form(max_length=500)] = None,
-                   digital_source_type: Annotated[str | None, Form(max_length=200)] = None,
+                   digital_source_type: Annotated[str | None, Form(
+                       max_length=200, json_schema_extra=_source_type_schema())] = None,
                    ) -> Response:
         """Watermark and sign the image with a C2PA manifest stored in the collection.
 
@@ -1014,19 +1151,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return out
         return await state.run(work, weight=weigh(data))
 
-    @app.post(f"{API_PREFIX}/collections/{{name}}/verify", tags=["credentials"])
+    @app.post(f"{API_PREFIX}/collections/{{name}}/verify", tags=["credentials"],
+              response_model=m.Verification)
     async def verify_in(name: str, key: Key, image: Upload) -> dict[str, Any]:
         """The embedded manifest's state, or the collection's manifest recovered through the
         watermark or the fingerprint."""
         allow(key, name, write=False)
         return await _verify(name, await read_upload(image))
 
-    @app.post(f"{API_PREFIX}/verify", tags=["credentials"])
+    @app.post(f"{API_PREFIX}/verify", tags=["credentials"], response_model=m.Verification)
     async def verify_embedded(key: Key, image: Upload) -> dict[str, Any]:
         """The embedded manifest's validation state only (no collection)."""
         return await _verify(None, await read_upload(image))
 
-    @app.get(f"{API_PREFIX}/collections/{{name}}/manifests/{{manifest_id}}", tags=["credentials"])
+    @app.get(f"{API_PREFIX}/collections/{{name}}/manifests/{{manifest_id}}", tags=["credentials"],
+             response_model=m.ManifestDetail)
     async def get_manifest(name: str, manifest_id: Annotated[int, PathParam(ge=1, lt=2**62)],
                            key: Key) -> dict[str, Any]:
         allow(key, name, write=False)

@@ -49,9 +49,10 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -81,9 +82,10 @@ MAX_RESULTS = 100
 PDQ_MATCH_DISTANCE = 31
 """PDQ hashes at most this many bits apart (of 256) name the same image: the ThreatExchange
 PDQ documentation's match threshold (:class:`tracemark.fingerprint.pdq.PDQFingerprinter`)."""
-LABEL_RE = re.compile(r"^urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:[\x21-\x7e]{1,220}$")
+LABEL_RE = re.compile(r"^urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:[!-$&-~]{1,220}$")
 """A manifest identifier: a URN (C2PA manifest labels are ``urn:c2pa:<uuid>...`` or, before
-C2PA 2.0, ``urn:uuid:<uuid>``), of printable ASCII, at most 255 characters like the store's
+C2PA 2.0, ``urn:uuid:<uuid>``), of printable ASCII but ``%`` (a percent-escape in a path
+would decode to something else), at most 255 characters like the store's
 label column."""
 
 Found = tuple["ManifestRecord", int]
@@ -225,6 +227,13 @@ def _result(found: list[Found], max_results: int) -> dict[str, Any]:
 
 _INT = {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS, "default": DEFAULT_MAX_RESULTS}
 _STR = {"type": "string"}
+_ALG = {"type": "string", "enum": sorted(ALGORITHMS)}
+_B64 = "[A-Za-z0-9+/_-]"
+_VALUE = {"type": "string", "pattern": "^(" + "|".join(
+    sorted({f"{_B64}{{{-(-a.value_bytes * 4 // 3)}}}" for a in ALGORITHMS.values()}))
+    + ")=?$"}
+"""A soft binding's value: base64 of the length of one of the algorithms' values (the length
+of ``alg``'s own is checked by the route, 400)."""
 
 
 def _param(name: str, schema: dict[str, Any], description: str, *,
@@ -290,8 +299,8 @@ def softbinding_router(state: Any) -> APIRouter:
                 response_model_exclude_none=True, operation_id="queryByBinding",
                 summary="Manifest identifiers a soft binding names.", responses=_ERRORS,
                 openapi_extra={"parameters": [
-                    _param("alg", _STR, _ALG_DOC, required=True),
-                    _param("value", _STR, "The soft binding's value, base64 (the algorithm's "
+                    _param("alg", _ALG, _ALG_DOC, required=True),
+                    _param("value", _VALUE, "The soft binding's value, base64 (the algorithm's "
                            "entry in docs/softbinding says what it encodes).", required=True),
                     _param("maxResults", _INT, _MAX_DOC),
                     _param("collection", _STR, _COLLECTION_DOC)]})
@@ -309,7 +318,7 @@ def softbinding_router(state: Any) -> APIRouter:
                                     _param("collection", _STR, _COLLECTION_DOC)],
                      "requestBody": {"required": True, "content": {"application/json": {
                          "schema": {"type": "object", "required": ["alg", "value"],
-                                    "properties": {"alg": _STR, "value": _STR}}}}}})
+                                    "properties": {"alg": _ALG, "value": _VALUE}}}}}})
     async def query_by_large_binding(request: Request, key: Key) -> dict[str, Any]:
         """As ``GET``, with ``{"alg", "value"}`` (a ``c2pa.softBindingQuery``) as the JSON
         body."""
@@ -332,11 +341,11 @@ def softbinding_router(state: Any) -> APIRouter:
                             422: {"description": "Image too small to search"}},
                  openapi_extra={
                      "parameters": [
-                         _param("alg", _STR, "Resolve through this algorithm only (default: "
+                         _param("alg", _ALG, "Resolve through this algorithm only (default: "
                                 "the watermark, then the fingerprint)."),
                          _param("maxResults", _INT, _MAX_DOC),
-                         _param("hintAlg", _STR, "An additional soft binding's algorithm."),
-                         _param("hintValue", _STR, "Its value (base64): its matches are "
+                         _param("hintAlg", _ALG, "An additional soft binding's algorithm."),
+                         _param("hintValue", _VALUE, "Its value (base64): its matches are "
                                 "merged with the asset's."),
                          _param("collection", _STR, _COLLECTION_DOC)],
                      "requestBody": {"required": True, "content": {
@@ -397,7 +406,8 @@ def softbinding_router(state: Any) -> APIRouter:
     @router.get("/manifests/{manifestId}", response_class=Response,
                 operation_id="getManifestById",
                 summary="A stored C2PA manifest store, application/c2pa.",
-                responses={200: {"content": {MANIFEST_MEDIA_TYPE: {}},
+                responses={200: {"content": {MANIFEST_MEDIA_TYPE: {
+                    "schema": {"type": "string", "format": "binary"}}},
                                  "description": "The manifest store (JUMBF) as signed"},
                            **_ERRORS,
                            404: {"description": "No such manifest (or collection)"}},
@@ -407,7 +417,11 @@ def softbinding_router(state: Any) -> APIRouter:
                            "manifests it references (its ingredients'), none of the "
                            "store's others."),
                     _param("collection", _STR, _COLLECTION_DOC)]})
-    async def get_manifest_by_id(manifestId: str, request: Request, key: Key) -> Response:
+    async def get_manifest_by_id(
+            manifestId: Annotated[str, PathParam(  # noqa: N803 -- the specification's name
+                description="A manifest identifier: its C2PA label (a URN).",
+                json_schema_extra={"maxLength": 255, "pattern": LABEL_RE.pattern})],
+            request: Request, key: Key) -> Response:
         """The C2PA manifest store stored under this identifier (the manifest's label), as
         signed: the bytes a C2PA reader takes as a sidecar of the asset."""
         if len(manifestId) > 255 or not LABEL_RE.match(manifestId):

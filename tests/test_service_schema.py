@@ -1,0 +1,101 @@
+"""The service's OpenAPI schema says exactly what it answers: every schemathesis check (status
+codes, content types, response bodies and headers against their models, negative data
+rejected, positive data accepted, use after free, resource availability, ignored auth) on
+every operation, and the stateful phase along the schema's OpenAPI links; in-process (ASGI)
+with a real key, signing configured. ``TM_SCHEMA_EXAMPLES`` examples per operation (default
+12: this file stays under a minute on 2 cores; ``benchmarks/schema_conformance.py`` runs 150
+against a real uvicorn server). Statuses the schema cannot describe (an upload that is not
+an image, ...) are listed, with the reason, in ``tests/schemathesis.toml``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.config import SchemathesisConfig  # noqa: E402
+
+from tracemark.service import models  # noqa: E402
+from tracemark.service.app import ServiceSettings, create_app  # noqa: E402
+
+CONFIG_PATH = Path(__file__).with_name("schemathesis.toml")
+EXAMPLES = int(os.environ.get("TM_SCHEMA_EXAMPLES", "12"))
+
+
+def _app() -> tuple[Any, str]:
+    from tracemark.credentials import init_dev_ca
+
+    root = Path(tempfile.mkdtemp(prefix="tm-schema-"))
+    (root / "certs").mkdir()
+    init_dev_ca(root / "certs")
+    app = create_app(ServiceSettings(data_dir=root / "svc", cert=root / "certs" / "signer.pem",
+                                     key=root / "certs" / "signer.key",
+                                     max_upload_bytes=256 * 1024, max_pixels=1_000_000,
+                                     request_timeout=20))
+    token, _ = app.state.tm.keys.create(scope="write", collections=["*"], name="schema")
+    app.state.tm.create("fuzz")
+    return app, token
+
+
+APP, TOKEN = _app()
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP,
+                                        config=SchemathesisConfig.from_path(CONFIG_PATH))
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_every_check(case) -> None:  # type: ignore[no-untyped-def]
+    case.call_and_validate(headers=HEADERS)
+
+
+class _Links(schema.as_state_machine()):  # type: ignore[misc]
+    def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+        return {"headers": HEADERS}
+
+
+TestLinks = _Links.TestCase
+TestLinks.settings = settings(max_examples=max(4, EXAMPLES // 2), stateful_step_count=5,
+                              deadline=None, derandomize=True,
+                              suppress_health_check=list(HealthCheck))
+
+
+def test_every_json_answer_has_a_model() -> None:
+    """No operation answers an untyped object: each JSON 2xx names a component schema, and
+    the links resolve to operations of the schema."""
+    doc = APP.openapi()
+    untyped = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for status, resp in op["responses"].items():
+                body = resp.get("content", {}).get("application/json", {}).get("schema")
+                if status.startswith("2") and body is not None and "$ref" not in body:
+                    untyped.append((method, path, status, body))
+                for link in resp.get("links", {}).values():
+                    ref = link["operationRef"].removeprefix("#/paths/").split("/")
+                    target = "/".join(ref[:-1]).replace("~1", "/").replace("~0", "~")
+                    assert ref[-1] in doc["paths"][target], link
+    assert not untyped, untyped
+
+
+@pytest.mark.parametrize(("model", "fields"), [
+    (models.CopyMatch, "tracemark.copydetect:Match"),
+    (models.Verification, "tracemark.credentials:VerifyResult"),
+    (models.ImageRecord, "tracemark.index:Reference"),
+])
+def test_models_keep_every_key_of_the_library_records(model: Any, fields: str) -> None:
+    """The wire keeps every field the library's record has (a response model drops keys it
+    does not declare: a field added to the record must be added to the model)."""
+    import importlib
+
+    mod, name = fields.split(":")
+    record = getattr(importlib.import_module(mod), name)
+    assert {f.name for f in dataclasses.fields(record)} == set(model.model_fields)
