@@ -44,10 +44,13 @@ __all__ = [
     "SignatureState",
 ]
 
-VerifyState = Literal["trusted", "valid", "invalid", "recovered", "not_found"]
+VerifyState = Literal["trusted", "valid", "invalid", "remote", "unsupported", "recovered",
+                      "not_found"]
 """``Verification.state`` (:class:`tracemark.credentials.VerifyResult`)."""
-Route = Literal["embedded", "watermark", "fingerprint"]
-"""How a manifest was found: in the file, through the watermark, through the fingerprint."""
+Route = Literal["embedded", "sidecar", "remote", "watermark", "fingerprint"]
+"""How a manifest was found: in the file, in a ``.c2pa`` sidecar, fetched from the URL the
+file names, through the watermark, through the fingerprint. The service reads neither
+sidecars nor remote manifests: it answers ``embedded``, ``watermark`` or ``fingerprint``."""
 SignatureState = Literal["trusted", "valid", "invalid"]
 """A recovered manifest's own signature, validated as a sidecar of the file."""
 ManifestState = Literal["pending", "active"]
@@ -190,9 +193,13 @@ class Verification(_Out):
     """What ``verify`` found (:class:`tracemark.credentials.VerifyResult`)."""
 
     source: str = Field(description="Always ``upload`` in the service.")
-    state: VerifyState = Field(description="``trusted``/``valid``/``invalid``: the embedded "
-                               "manifest; ``recovered``: found through the watermark or the "
-                               "fingerprint; ``not_found``.")
+    state: VerifyState = Field(description="``trusted``/``valid``/``invalid``: c2pa's own "
+                               "validation state of the embedded manifest (``valid``: signed "
+                               "and intact, the signer not trusted); ``remote``: the file names "
+                               "a remote manifest (``remote_url``), which the service never "
+                               "fetches; ``unsupported``: a manifest c2pa does not validate "
+                               "(its code in ``codes.failure``); ``recovered``: found through "
+                               "the watermark or the fingerprint; ``not_found``.")
     route: Route | None = Field(description="Where the manifest came from, or null.")
     confidence: float | None = Field(description="In [0, 1]: 1.0 embedded, 1 - p-value for "
                                      "the watermark, the copy score for the fingerprint.")
@@ -209,6 +216,11 @@ class Verification(_Out):
                                              "names, or null.")
     evidence: dict[str, Any] = Field(description="What each route saw (free-form).")
     seconds: float = Field(ge=0, description="Time taken, seconds.")
+    c2pa_state: str | None = Field(
+        description="c2pa's validation state as c2pa-python's Reader gives it (``Trusted``, "
+                    "``Valid``, ``Invalid``), or null when c2pa read no manifest.")
+    remote_url: str | None = Field(description="The remote manifest's URL the file names "
+                                   "(state ``remote``), or null.")
 
 
 class ManifestDetail(_Out):
