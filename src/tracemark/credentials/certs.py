@@ -33,6 +33,7 @@ __all__ = [
     "SIGNER_EKUS",
     "check_certificate_profile",
     "init_dev_ca",
+    "load_signing_certificate",
     "load_signing_credentials",
     "load_trust_anchors",
 ]
@@ -118,6 +119,8 @@ class SigningCredentials:
 
     chain_pem: str = field(repr=False)
     key_pem: str = field(repr=False)
+    """The private key (PEM); empty for a chain loaded by :func:`load_signing_certificate`,
+    whose key stays with an external signer."""
     alg: str
     """The C2PA signing algorithm for the key: es256, es384, es512, ps256 or ed25519."""
     subject: str
@@ -280,6 +283,26 @@ def _alg_for(key: Any, source: str) -> str:
         if key.key_size < 2048:
             raise CertificateError(f"RSA key of {key.key_size} bits; C2PA needs at least 2048", source=source)
         return "ps256"
+    raise CertificateError(f"unsupported key type {type(key).__name__}", source=source)
+
+
+SIGNING_ALGS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
+"""The C2PA signing algorithms (C2PA 2.1 section 13.2; c2pa-python's ``C2paSigningAlg``)."""
+
+
+def _algs_for_public(key: Any, source: str) -> tuple[str, ...]:
+    """The C2PA algorithms a certificate's public key can verify, the default first."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algs = {"secp256r1": "es256", "secp384r1": "es384", "secp521r1": "es512"}
+        if key.curve.name not in algs:
+            raise CertificateError(f"unsupported elliptic curve {key.curve.name}", source=source)
+        return (algs[key.curve.name],)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ("ed25519",)
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("ps256", "ps384", "ps512")
     raise CertificateError(f"unsupported key type {type(key).__name__}", source=source)
 
 
@@ -494,6 +517,47 @@ def load_signing_credentials(
         not_after=leaf.not_valid_after_utc,
         development=DEV_MARKER in subject,
     )
+
+
+def load_signing_certificate(
+    cert: str | os.PathLike[str],
+    *,
+    alg: str | None = None,
+    now: dt.datetime | None = None,
+) -> SigningCredentials:
+    """Read and check a signing chain (PEM, leaf first) whose private key stays elsewhere
+    (an external signer: a KMS, an HSM, a command; see :mod:`tracemark.credentials.signers`).
+
+    ``alg``: the C2PA signing algorithm (:data:`SIGNING_ALGS`), which must fit the leaf's
+    public key (EC P-256 -> es256, P-384 -> es384, P-521 -> es512, RSA -> ps256/ps384/ps512,
+    Ed25519 -> ed25519); None takes the key's default (the first of those). The returned
+    credentials have an empty ``key_pem``: signing with them needs a signer
+    (``SignOptions.signer``).
+
+    Raises :class:`~tracemark.errors.CertificateError` (file, chain, profile: as
+    :func:`load_signing_credentials`; an ``alg`` the key cannot verify)."""
+    _crypto()
+    from cryptography.hazmat.primitives import serialization
+
+    cert_src = os.fspath(cert)
+    chain = _parse_chain(_read(cert, "certificate chain"), cert_src)
+    leaf = chain[0]
+    fits = _algs_for_public(leaf.public_key(), cert_src)
+    if alg is not None:
+        alg = str(alg).strip().lower()
+        if alg not in SIGNING_ALGS:
+            raise CertificateError(f"unknown signing algorithm {alg!r}; C2PA's are "
+                                   f"{', '.join(SIGNING_ALGS)}", source=cert_src)
+        if alg not in fits:
+            raise CertificateError(f"the signer's key cannot verify {alg}: its key takes "
+                                   f"{', '.join(fits)}", source=cert_src)
+    check_certificate_profile(chain, now=now, source=cert_src)
+    subject = leaf.subject.rfc4514_string()
+    return SigningCredentials(
+        chain_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain).decode(),
+        key_pem="", alg=alg or fits[0], subject=subject,
+        issuer=leaf.issuer.rfc4514_string(), not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc, development=DEV_MARKER in subject)
 
 
 def load_trust_anchors(path: str | os.PathLike[str]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,8 @@ def sign_asset(
     parent: tuple[bytes, str, str] | None = None,
     source_type: str | None = None,
     watermarked: bool = True,
+    signer: Callable[[bytes], bytes] | None = None,
+    tsa_url: str | None = None,
 ) -> tuple[bytes, bytes]:
     """Sign ``asset`` (bytes of ``media_type``); return (signed file, manifest store bytes).
 
@@ -196,10 +199,19 @@ def sign_asset(
     ``parent`` = (bytes, media type, title) as the parent ingredient (the image before
     tracemark watermarked it), or *create* as ``digitalCreation`` without a parent. All add
     ``c2pa.watermarked``.
+
+    ``signer``: an external signer (``(data: bytes) -> bytes``, see
+    :mod:`tracemark.credentials.signers`) used through c2pa-python's callback signer
+    (``Signer.from_callback``) instead of ``creds.key_pem``; its exceptions come back as
+    :class:`~tracemark.errors.SigningError` (c2pa-python itself only logs them).
+    ``tsa_url``: an RFC 3161 timestamp authority (``http(s)://``) that c2pa asks to
+    countersign the claim signature; signing fails when it cannot be reached or answers
+    with something other than a time-stamp token.
     """
     if source_type is None and ai_generated:
         source_type = "trainedAlgorithmicMedia"
     c2pa = _c2pa()
+    failed: list[BaseException] = []
     try:
         ctx = c2pa.Context.from_dict({
             "builder": {"thumbnail": {"enabled": False}},
@@ -223,13 +235,47 @@ def sign_asset(
                 "parameters": {"description": "tracemark invisible watermark carrying the "
                                               "manifest identifier (soft binding)"},
             })
-        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
-            creds.alg.encode(), creds.chain_pem.encode(), creds.key_pem.encode(), None))
+        c2pa_signer = (_callback_signer(c2pa, signer, creds, tsa_url, failed)
+                       if signer is not None else
+                       c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+                           creds.alg.encode(), creds.chain_pem.encode(),
+                           creds.key_pem.encode(), tsa_url.encode() if tsa_url else None)))
         out = io.BytesIO()
-        manifest_store = builder.sign(signer, media_type, io.BytesIO(asset), out)
+        with c2pa_signer:
+            manifest_store = builder.sign(c2pa_signer, media_type, io.BytesIO(asset), out)
     except c2pa.C2paError as exc:
+        if failed:
+            if isinstance(failed[0], SigningError):
+                raise failed[0] from None
+            raise SigningError(f"the external signer failed: {failed[0]!r}") from None
+        if tsa_url and (tsa_url in str(exc) or _TSA_FAILURE in str(exc).lower()):
+            raise SigningError(f"the timestamp authority {tsa_url} gave no time-stamp "
+                               f"token: {exc}") from None
         raise SigningError(f"c2pa refused to sign: {exc}") from None
     return out.getvalue(), bytes(manifest_store)
+
+
+_TSA_FAILURE = "timestamp"
+"""Text (lower case) of c2pa-rs's time-stamp errors in a failed sign; a TSA that cannot be
+reached is named by its URL (the HTTP resolver's error)."""
+
+
+def _callback_signer(c2pa: Any, signer: Callable[[bytes], bytes], creds: SigningCredentials,
+                     tsa_url: str | None, failed: list[BaseException]) -> Any:
+    """c2pa's callback signer around ``signer``: its output made a COSE signature
+    (:func:`~tracemark.credentials.signers.cose_signature`), its exception kept in
+    ``failed`` (c2pa-python logs it and reports only "callback failed")."""
+    from tracemark.credentials.signers import cose_signature
+
+    def sign(data: bytes) -> bytes:
+        try:
+            return cose_signature(signer(data), creds.alg)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    alg = c2pa.C2paSigningAlg[creds.alg.upper()]
+    return c2pa.Signer.from_callback(sign, alg, creds.chain_pem, tsa_url)
 
 
 @dataclass

@@ -33,8 +33,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,28 @@ class SignOptions:
     ``trainedAlgorithmicMedia``, ``compositeWithTrainedAlgorithmicMedia``... or the full
     ``http://cv.iptc.org/newscodes/digitalsourcetype/`` URL; c2patool's ``--create``);
     None: an *edit* of the input, which becomes the parent ingredient."""
+    signer: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    """An external signer, ``(data: bytes) -> bytes``, that signs the claim with a key
+    tracemark never sees (a KMS, an HSM; :class:`~tracemark.credentials.signers.CommandSigner`
+    runs a command), used through c2pa-python's callback signer with the credentials'
+    chain and ``alg`` (:func:`~tracemark.credentials.certs.load_signing_certificate`).
+    ECDSA signatures may be DER or raw ``r || s``. None: the credentials' own key."""
+    tsa_url: str | None = None
+    """An RFC 3161 timestamp authority (``http://`` or ``https://`` URL) that countersigns
+    each claim signature (c2pa's ``ta_url``); an unreachable one fails the signing."""
 
     def __post_init__(self) -> None:
+        from tracemark.errors import ConfigError
+
+        if self.signer is not None and not callable(self.signer):
+            raise ConfigError(f"signer must be a callable (bytes) -> bytes, not "
+                              f"{type(self.signer).__name__}")
+        if self.tsa_url is not None and (
+                not isinstance(self.tsa_url, str)
+                or not self.tsa_url.lower().startswith(("http://", "https://"))
+                or len(self.tsa_url) < 10 or any(c.isspace() for c in self.tsa_url)):
+            raise ConfigError(f"tsa_url must be an http:// or https:// URL, not "
+                              f"{self.tsa_url!r}")
         if self.source_type is not None:
             from tracemark.credentials.manifest import digital_source_type
 
@@ -305,7 +325,8 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
                            else _parent(original, rgb, name, opts.formats))
     signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                            source_type=opts.create_type, parent=parent,
-                                           watermarked=skipped is None)
+                                           watermarked=skipped is None, signer=opts.signer,
+                                           tsa_url=opts.tsa_url)
     reading = mf.read_manifest(signed, media_type)
     if reading.label is None or reading.store_json is None:
         raise mf.SigningError("the signed file has no readable manifest")
@@ -333,10 +354,18 @@ def sign_image(
     Raises :class:`~tracemark.errors.CertificateError` (``creds`` break the C2PA
     certificate profile: checked first), :class:`~tracemark.errors.UnsupportedFormatError`
     (output suffix), the loader's :class:`~tracemark.errors.ImageError` subclasses,
-    :class:`~tracemark.errors.WatermarkEmbedError`, :class:`~tracemark.errors.SigningError`.
+    :class:`~tracemark.errors.WatermarkEmbedError`, :class:`~tracemark.errors.SigningError`
+    (also an external signer's failure, or an unreachable timestamp authority: nothing is
+    written, the store is rolled back), :class:`~tracemark.errors.ConfigError` (``creds``
+    without a key and no ``options.signer``).
     """
     opts = options or SignOptions()
     creds.check()  # the C2PA certificate profile, before any image work
+    if not creds.key_pem and opts.signer is None:
+        from tracemark.errors import ConfigError
+
+        raise ConfigError("these credentials have no private key (a chain loaded for an "
+                          "external signer): give SignOptions.signer")
     if out is not None:
         media_type = mf.media_type_for(Path(out).suffix)
     elif media_type not in mf.PIL_FORMATS:

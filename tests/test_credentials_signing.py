@@ -1,0 +1,345 @@
+"""c2patool-style signing: external signers (a Python callable, a command), an RFC 3161
+timestamp authority (a local one: ``openssl ts -reply`` behind a threaded HTTP handler).
+
+c2pa-python's own ``Reader`` is the oracle: files signed through an external signer must be
+Trusted there under the test CA; every failing signer leaves nothing written and no row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import c2pa
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tracemark.credentials import (
+    CredentialStore,
+    DevCA,
+    SignOptions,
+    init_dev_ca,
+    load_trust_anchors,
+    sign_image,
+)
+from tracemark.credentials.certs import load_signing_certificate
+from tracemark.credentials.signers import CommandSigner, cose_signature
+from tracemark.errors import CertificateError, ConfigError, SigningError
+
+from .conftest import CORPUS, corpus_images
+from .conftest import corpus_crop as small
+
+OPENSSL = shutil.which("openssl")
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
+    first = corpus_images("photo", 1)[0]
+    return small(str(first.relative_to(CORPUS)))
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> DevCA:
+    return init_dev_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def signer_key(ca: DevCA) -> ec.EllipticCurvePrivateKey:
+    return serialization.load_pem_private_key(ca.signer_key.read_bytes(), None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CredentialStore]:
+    with CredentialStore.create(tmp_path / "store") as s:
+        yield s
+
+
+def _reader(signed: bytes, ca: DevCA, media: str = "image/jpeg") -> tuple[str, dict]:
+    """c2pa-python's validation state and active manifest under the test CA."""
+    ctx = c2pa.Context.from_dict({"trust": {"user_anchors": load_trust_anchors(ca.ca_cert)},
+                                  "verify": {"ocsp_fetch": False,
+                                             "remote_manifest_fetch": False}})
+    import io
+
+    with c2pa.Reader(media, io.BytesIO(signed), context=ctx) as r:
+        store = json.loads(r.json())
+        return r.get_validation_state(), store
+
+
+def _nothing_written(store: CredentialStore, out: Path) -> None:
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+    stats = store.stats()
+    assert stats["manifests"] == 0 and stats["pending"] == 0, stats
+
+
+# --- external signers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["der", "raw"])
+def test_callable_signer_is_trusted(ca: DevCA, signer_key, store: CredentialStore,
+                                    image: np.ndarray, tmp_path: Path, encoding: str) -> None:
+    """A Python callable holding the key signs; the key never reaches tracemark. ECDSA
+    signatures come DER (cryptography's, most KMS) or raw r||s (COSE): both verify."""
+    creds = load_signing_certificate(ca.signer_chain)
+    assert creds.alg == "es256" and creds.key_pem == ""
+    seen: list[bytes] = []
+
+    def sign(data: bytes) -> bytes:
+        seen.append(data)
+        der = signer_key.sign(data, ec.ECDSA(hashes.SHA256()))
+        if encoding == "der":
+            return der
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    out = tmp_path / "signed.jpg"
+    res, signed = sign_image(store, image, out, creds, SignOptions(signer=sign))
+    assert seen and out.read_bytes() == signed
+    state, manifest_store = _reader(signed, ca)
+    assert state == "Trusted"
+    active = manifest_store["manifests"][manifest_store["active_manifest"]]
+    assert "tracemark development signer" in active["signature_info"]["common_name"]
+    assert store.get(res.manifest_id).label == res.label
+
+
+def test_cose_signature_encodings(signer_key) -> None:
+    der = signer_key.sign(b"x", ec.ECDSA(hashes.SHA256()))
+    raw = cose_signature(der, "es256")
+    r, s = decode_dss_signature(der)
+    assert raw == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert cose_signature(raw, "es256") == raw  # already raw: unchanged
+    assert cose_signature(b"\x05" * 7, "ps256") == b"\x05" * 7  # not ECDSA: as it comes
+    for bad in (b"", b"\x30\x02\x01", b"\x00" * 63):
+        with pytest.raises(SigningError):
+            cose_signature(bad, "es256")
+
+
+def _script(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(body)
+    return f"{sys.executable} {path}"
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="no openssl on this machine")
+def test_openssl_command_signer_is_trusted(ca: DevCA, store: CredentialStore,
+                                           image: np.ndarray, tmp_path: Path) -> None:
+    """c2patool's external signer shape: ``openssl dgst -sign`` reads the claim on stdin and
+    writes a DER ECDSA signature on stdout."""
+    creds = load_signing_certificate(ca.signer_chain, alg="es256")
+    cmd = CommandSigner(f"{OPENSSL} dgst -sha256 -sign {ca.signer_key}", alg=creds.alg)
+    out = tmp_path / "cmd.png"
+    _, signed = sign_image(store, image, out, creds, SignOptions(signer=cmd))
+    assert _reader(signed, ca, "image/png")[0] == "Trusted"
+
+
+@pytest.mark.parametrize("kind", ["fails", "hangs", "garbage", "empty", "missing"])
+def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore,
+                                              image: np.ndarray, tmp_path: Path,
+                                              kind: str) -> None:
+    creds = load_signing_certificate(ca.signer_chain)
+    bodies = {
+        "fails": "import sys\nsys.stderr.write('kms: access denied for key 42\\n')\n"
+                 "sys.exit(3)\n",
+        "hangs": "import time\ntime.sleep(30)\n",
+        "garbage": "import os, sys\nsys.stdin.buffer.read()\n"
+                   "sys.stdout.buffer.write(os.urandom(64))\n",
+        "empty": "import sys\nsys.stdin.buffer.read()\n",
+    }
+    command = (str(tmp_path / "no-such-signer") if kind == "missing"
+               else _script(tmp_path, f"{kind}.py", bodies[kind]))
+    cmd = CommandSigner(command, alg="es256", timeout=2)
+    out = tmp_path / "out.jpg"
+    with pytest.raises(SigningError) as err:
+        sign_image(store, image, out, creds, SignOptions(signer=cmd))
+    message = str(err.value)
+    expected = {"fails": "exited with status 3; stderr: kms: access denied for key 42",
+                "hangs": "ran past 2 s", "garbage": "signature does not match",
+                "empty": "wrote no signature", "missing": "cannot run the signer command"}
+    assert expected[kind] in message, message
+    _nothing_written(store, out)
+
+
+def test_signer_configuration_errors(ca: DevCA, store: CredentialStore, image: np.ndarray,
+                                     tmp_path: Path) -> None:
+    creds = load_signing_certificate(ca.signer_chain)
+    with pytest.raises(ConfigError, match="no private key"):
+        sign_image(store, image, tmp_path / "x.jpg", creds)
+    _nothing_written(store, tmp_path / "x.jpg")
+    with pytest.raises(ConfigError, match="callable"):
+        SignOptions(signer=b"not callable")  # type: ignore[arg-type]
+    for bad in ("", "   ", "'unclosed"):
+        with pytest.raises(ConfigError):
+            CommandSigner(bad, alg="es256")
+    with pytest.raises(CertificateError, match="cannot verify ps256"):
+        load_signing_certificate(ca.signer_chain, alg="ps256")
+    with pytest.raises(CertificateError, match="unknown signing algorithm"):
+        load_signing_certificate(ca.signer_chain, alg="md5")
+    with pytest.raises(CertificateError, match="not found"):
+        load_signing_certificate(tmp_path / "missing.pem")
+
+
+# --- a local RFC 3161 timestamp authority ------------------------------------------------
+
+
+@dataclass
+class LocalTSA:
+    url: str
+    requests: list[int]
+    ca_pem: Path
+
+
+def _tsa_files(ca: DevCA, d: Path) -> tuple[Path, Path, Path]:
+    """A TSA certificate issued by the test CA (extendedKeyUsage critical timeStamping, as
+    RFC 3161 section 2.3 requires), its key, and an ``openssl ts`` configuration."""
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test TSA")]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False,
+                                     decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
+                       critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem, key_path, conf = d / "tsa.pem", d / "tsa.key", d / "tsa.cnf"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    conf.write_text(
+        "[ tsa ]\ndefault_tsa = tsa_config\n[ tsa_config ]\n"
+        f"serial = {d / 'serial'}\ndefault_policy = 1.2.3.4.1\n"
+        "digests = sha256, sha384, sha512\naccuracy = secs:1\nordering = no\n"
+        "tsa_name = no\ness_cert_id_chain = no\ness_cert_id_alg = sha256\n"
+        "signer_digest = sha256\n")
+    (d / "serial").write_text("01\n")
+    return pem, key_path, conf
+
+
+@pytest.fixture(scope="module")
+def tsa(ca: DevCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTSA]:
+    if OPENSSL is None:
+        pytest.skip("no openssl on this machine")
+    d = tmp_path_factory.mktemp("tsa")
+    pem, key, conf = _tsa_files(ca, d)
+    requests: list[int] = []
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            query = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Type") != "application/timestamp-query":
+                self.send_error(415)
+                return
+            with lock:
+                n = len(requests)
+                requests.append(len(query))
+                q, r = d / f"q{n}.tsq", d / f"r{n}.tsr"
+                q.write_bytes(query)
+                done = subprocess.run(
+                    [OPENSSL, "ts", "-reply", "-config", str(conf), "-queryfile", str(q),
+                     "-signer", str(pem), "-inkey", str(key), "-chain", str(ca.ca_cert),
+                     "-out", str(r)], capture_output=True, timeout=30, check=False)
+            if done.returncode != 0:
+                self.send_error(500, done.stderr.decode(errors="replace")[-200:])
+                return
+            body = r.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LocalTSA(f"http://127.0.0.1:{server.server_port}/", requests, pem)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_timestamp_authority(ca: DevCA, signer_key, store: CredentialStore,
+                             image: np.ndarray, tmp_path: Path, tsa: LocalTSA) -> None:
+    """The manifest carries the local TSA's RFC 3161 token: c2pa reports the signing time
+    from it and validates the time stamp."""
+    before = len(tsa.requests)
+    creds = load_signing_certificate(ca.signer_chain)
+    out = tmp_path / "ts.jpg"
+    _, signed = sign_image(store, image, out, creds, SignOptions(
+        signer=lambda d: signer_key.sign(d, ec.ECDSA(hashes.SHA256())), tsa_url=tsa.url))
+    assert len(tsa.requests) > before  # c2pa asked our TSA
+    state, manifest_store = _reader(signed, ca)
+    active = manifest_store["manifests"][manifest_store["active_manifest"]]
+    codes = manifest_store["validation_results"]["activeManifest"]
+    success = [c["code"] for c in codes["success"]]
+    assert "timeStamp.validated" in success, codes
+    when = dt.datetime.fromisoformat(active["signature_info"]["time"])
+    assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 600
+    assert state == "Trusted"
+
+
+def test_timestamp_authority_with_own_key(ca: DevCA, store: CredentialStore,
+                                          image: np.ndarray, tmp_path: Path,
+                                          tsa: LocalTSA) -> None:
+    """``tsa_url`` works the same with a PEM key (c2pa's ``ta_url``)."""
+    from tracemark.credentials import load_signing_credentials
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    _, signed = sign_image(store, image, tmp_path / "own.webp", creds,
+                           SignOptions(tsa_url=tsa.url))
+    _, manifest_store = _reader(signed, ca, "image/webp")
+    success = [c["code"] for c in
+               manifest_store["validation_results"]["activeManifest"]["success"]]
+    assert "timeStamp.validated" in success
+
+
+def test_unreachable_timestamp_authority(ca: DevCA, signer_key, store: CredentialStore,
+                                         image: np.ndarray, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    creds = load_signing_certificate(ca.signer_chain)
+    out = tmp_path / "no-tsa.jpg"
+    url = f"http://127.0.0.1:{port}/tsa"
+    with pytest.raises(SigningError, match="timestamp authority"):
+        sign_image(store, image, out, creds, SignOptions(
+            signer=lambda d: signer_key.sign(d, ec.ECDSA(hashes.SHA256())), tsa_url=url))
+    _nothing_written(store, out)
+    for bad in ("ftp://x/tsa", "127.0.0.1:3180", "http://", "http://a b/"):
+        with pytest.raises(ConfigError, match="tsa_url"):
+            SignOptions(tsa_url=bad)
