@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tracemark.cli._common import EXIT_NOTHING
 from tracemark.credentials import (
     CredentialStore,
     DevCA,
@@ -343,3 +345,246 @@ def test_unreachable_timestamp_authority(ca: DevCA, signer_key, store: Credentia
     for bad in ("ftp://x/tsa", "127.0.0.1:3180", "http://", "http://a b/"):
         with pytest.raises(ConfigError, match="tsa_url"):
             SignOptions(tsa_url=bad)
+
+
+# --- manifest definitions (c2patool --manifest) ---------------------------------------------
+
+
+def _active(signed: bytes, ca: DevCA, media: str = "image/jpeg") -> tuple[str, dict]:
+    state, manifest_store = _reader(signed, ca, media)
+    return state, manifest_store["manifests"][manifest_store["active_manifest"]]
+
+
+def _labels_actions(active: dict) -> tuple[list[str], list[str]]:
+    labels = [a["label"] for a in active["assertions"]]
+    actions = [x["action"] for a in active["assertions"] if a["label"].startswith("c2pa.actions")
+               for x in a["data"]["actions"]]
+    return labels, actions
+
+
+def _definition_file(d: Path, image: np.ndarray, **over: object) -> Path:
+    from tracemark.imageio import encode_image
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "parts").mkdir(exist_ok=True)
+    (d / "parts" / "logo.png").write_bytes(encode_image(image[:64, :64], "PNG"))
+    obj = {"title": "Harbour at dawn",
+           "claim_generator_info": [{"name": "my-app", "version": "2.1"}],
+           "assertions": [
+               {"label": "com.example.review", "data": {"reviewed": True, "by": "desk 4"}},
+               {"label": "c2pa.actions", "data": {"actions": [
+                   {"action": "c2pa.color_adjustments", "parameters": {"name": "brightness"}},
+                   {"action": "c2pa.cropped"}]}}],
+           "ingredients": [{"title": "logo.png", "relationship": "componentOf",
+                            "file_path": "parts/logo.png"},
+                           {"title": "brief.txt", "relationship": "inputTo",
+                            "format": "text/plain"}]}
+    obj.update(over)
+    path = d / "manifest.json"
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.mark.parametrize("create", [None, "digitalCapture"])
+def test_definition_is_merged_with_tracemarks_manifest(ca: DevCA, store: CredentialStore,
+                                                       image: np.ndarray, tmp_path: Path,
+                                                       create: str | None) -> None:
+    from tracemark.credentials import load_signing_credentials
+    from tracemark.credentials.definition import load_definition
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    definition = load_definition(_definition_file(tmp_path / "def", image))
+    res, signed = sign_image(store, image, tmp_path / "d.jpg", creds,
+                             SignOptions(definition=definition, source_type=create))
+    state, active = _active(signed, ca)
+    assert state == "Trusted"
+    assert active["title"] == "Harbour at dawn" == store.get(res.manifest_id).title
+    assert active["claim_generator_info"][0]["name"] == "my-app"
+    labels, actions = _labels_actions(active)
+    # ours kept (both soft bindings, the tracemark assertion), theirs added
+    assert labels.count("c2pa.soft-binding") == 2
+    assert {"org.tracemark.credential", "com.example.review"} <= set(labels)
+    review = next(a for a in active["assertions"] if a["label"] == "com.example.review")
+    assert review["data"] == {"reviewed": True, "by": "desk 4"}
+    first = "c2pa.created" if create else "c2pa.opened"
+    assert actions == [first, "c2pa.color_adjustments", "c2pa.cropped", "c2pa.watermarked"]
+    ingredients = {(i["title"], i["relationship"]) for i in active["ingredients"]}
+    assert {("logo.png", "componentOf"), ("brief.txt", "inputTo")} <= ingredients
+    assert any(rel == "parentOf" for _, rel in ingredients) is (create is None)
+    # --title wins over the definition's title
+    res2, signed2 = sign_image(store, image[::-1].copy(), tmp_path / "d2.png", creds,
+                               SignOptions(definition=definition, title="mine"))
+    assert _active(signed2, ca, "image/png")[1]["title"] == "mine"
+
+
+@pytest.mark.parametrize(("change", "pattern"), [
+    ({"assertions": [{"label": "org.tracemark.credential", "data": {}}]}, "written by tracemark"),
+    ({"assertions": [{"label": "c2pa.soft-binding", "data": {}}]}, "written by tracemark"),
+    ({"assertions": [{"label": "c2pa.hash.bmff.v2", "data": {}}]}, "written by tracemark"),
+    ({"assertions": [{"label": "c2pa.actions", "data": {"actions": [
+        {"action": "c2pa.created"}]}}]}, "declared by tracemark"),
+    ({"assertions": [{"label": "x.y"}]}, "has no data"),
+    ({"assertions": [{"label": 5, "data": {}}]}, r"assertions\[0\].label: expected a non-empty"),
+    ({"assertions": {"label": "x"}}, "assertions: expected an array"),
+    ({"assertions": [{"label": "c2pa.actions", "data": {"actions": "crop"}}]},
+     "expected an array"),
+    ({"title": ["t"]}, "title: expected a non-empty string"),
+    ({"claim_generator_info": [{"name": "a"}, {"name": "b"}]}, "names one claim generator"),
+    ({"claim_generator_info": [{"version": "1"}]}, r"claim_generator_info\[0\].name"),
+    ({"ingredients": [{"title": "p", "relationship": "parentOf"}]}, "componentOf or inputTo"),
+    ({"ingredients": [{"title": "p", "file_path": "nowhere.png"}]}, "no such file"),
+    ({"ingredients": [{"title": "p", "file_path": "manifest.json"}]}, "not an image"),
+    ({"ingredients": [{"title": "p", "thumbnail": {}}]}, "unknown keys thumbnail"),
+    ({"vendor": "acme"}, "unknown keys vendor"),
+])
+def test_bad_definitions_are_config_errors(image: np.ndarray, tmp_path: Path,
+                                           change: dict, pattern: str) -> None:
+    from tracemark.credentials.definition import load_definition
+
+    with pytest.raises(ConfigError, match=pattern):
+        load_definition(_definition_file(tmp_path, image, **change))
+
+
+def test_bad_definition_files(tmp_path: Path) -> None:
+    from tracemark.credentials.definition import MAX_DEFINITION_BYTES, load_definition, \
+        parse_definition
+
+    for name, content in {"syntax.json": b'{"title": "x",}', "list.json": b"[1, 2]",
+                          "binary.json": b"\xff\xfe\x00garbage",
+                          "huge.json": b" " * (MAX_DEFINITION_BYTES + 1)}.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError):
+            load_definition(tmp_path / name)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_definition(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="not read here"):  # the service reads no files
+        parse_definition({"ingredients": [{"title": "a", "file_path": "/etc/passwd"}]})
+
+
+def test_definition_creative_work_conflicts_with_author() -> None:
+    from tracemark.credentials.definition import parse_definition
+
+    d = parse_definition({"assertions": [{"label": "stds.schema-org.CreativeWork",
+                                          "data": {"@type": "CreativeWork"}}]})
+    SignOptions(definition=d)
+    with pytest.raises(ConfigError, match="CreativeWork"):
+        SignOptions(definition=d, author="Ada")
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def _cli(*args: object) -> tuple[int, list[dict], str]:
+    from click.testing import CliRunner
+
+    from tracemark.cli import main
+
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    return res.exit_code, rows, res.stderr
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="no openssl on this machine")
+def test_cli_signer_command_tsa_and_manifest(ca: DevCA, image: np.ndarray, tmp_path: Path,
+                                             tsa: LocalTSA) -> None:
+    from tracemark.imageio import encode_image
+
+    src = tmp_path / "in.png"
+    src.write_bytes(encode_image(image, "PNG"))
+    definition = _definition_file(tmp_path / "def", image)
+    out = tmp_path / "out.jpg"
+    code, rows, err = _cli(
+        "sign", src, "--out", out, "--store", tmp_path / "store", "--cert", ca.signer_chain,
+        "--signer-command", f"{OPENSSL} dgst -sha256 -sign {ca.signer_key}",
+        "--alg", "es256", "--tsa-url", tsa.url, "--manifest", definition)
+    assert code == 0, err
+    assert rows[0]["error"] is None and rows[0]["output"] == str(out)
+    state, active = _active(out.read_bytes(), ca)
+    assert state == "Trusted" and active["title"] == "Harbour at dawn"
+    assert "time" in active["signature_info"]
+    # a failing command: the image fails (exit 3: nothing done), its stderr in the line,
+    # nothing written
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nsys.stderr.write('hsm offline')\nsys.exit(7)\n")
+    out2 = tmp_path / "out2.jpg"
+    code, rows, err = _cli("sign", src, "--out", out2, "--store", tmp_path / "store2",
+                           "--cert", ca.signer_chain, "--signer-command",
+                           f"{sys.executable} {bad}", "--resign")
+    assert code == EXIT_NOTHING, (code, rows, err)
+    assert rows[0]["error"]["type"] == "SigningError"
+    assert "exited with status 7; stderr: hsm offline" in rows[0]["error"]["message"]
+    assert not out2.exists()
+
+
+@pytest.mark.parametrize(("extra", "pattern"), [
+    (["--manifest", "{def}/nope.json"], "no such file"),
+    (["--manifest", "{def}/bad.json"], "not valid JSON"),
+    (["--manifest", "{def}/reserved.json"], "written by tracemark"),
+    (["--tsa-url", "ftp://tsa"], "tsa_url"),
+    (["--alg", "es256"], "--alg is for --signer-command"),
+    (["--signer-command", "true"], "one of them"),
+    (["--alg", "ps256", "--signer-command", "x", "--no-key"], "cannot verify ps256"),
+])
+def test_cli_bad_signing_options_exit_2(ca: DevCA, image: np.ndarray, tmp_path: Path,
+                                        extra: list[str], pattern: str) -> None:
+    from tracemark.imageio import encode_image
+
+    src = tmp_path / "in.png"
+    src.write_bytes(encode_image(image, "PNG"))
+    d = tmp_path / "defs"
+    d.mkdir()
+    (d / "bad.json").write_text("{nope")
+    (d / "reserved.json").write_text(json.dumps(
+        {"assertions": [{"label": "org.tracemark.credential", "data": {}}]}))
+    args = [a.replace("{def}", str(d)) for a in extra]
+    key = [] if "--no-key" in args else ["--key", ca.signer_key]
+    args = [a for a in args if a != "--no-key"]
+    out = tmp_path / "out.jpg"
+    code, _, err = _cli("sign", src, "--out", out, "--store", tmp_path / "store",
+                        "--cert", ca.signer_chain, *key, *args)
+    assert code == 2 and re.search(pattern, err), (code, err)
+    assert not out.exists() and not (tmp_path / "store").exists()
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+def test_service_sign_takes_a_definition(ca: DevCA, image: np.ndarray, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tracemark.imageio import encode_image
+    from tracemark.service.app import ServiceSettings, create_app
+
+    app = create_app(ServiceSettings(data_dir=tmp_path / "svc", cert=ca.signer_chain,
+                                     key=ca.signer_key, trust=ca.ca_cert))
+    token = app.state.tm.keys.create(scope="write", collections=["*"], name="admin")[0]
+    h = {"Authorization": f"Bearer {token}"}
+    definition = {"title": "From the API", "assertions": [
+        {"label": "com.example.review", "data": {"ok": 1}},
+        {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.resized"}]}}],
+        "ingredients": [{"title": "brief.txt", "relationship": "inputTo",
+                         "format": "text/plain"}]}
+    with TestClient(app) as client:
+        assert client.post("/v1/collections", json={"name": "w"}, headers=h).status_code == 201
+
+        def sign(manifest: str) -> object:
+            return client.post("/v1/collections/w/sign", headers=h, data={
+                "format": "png", "manifest": manifest},
+                files={"image": ("x.png", encode_image(image, "PNG"), "image/png")})
+
+        res = sign(json.dumps(definition))
+        assert res.status_code == 200, res.text
+        state, active = _active(res.content, ca, "image/png")
+        labels, actions = _labels_actions(active)
+        assert state == "Trusted" and active["title"] == "From the API"
+        assert "com.example.review" in labels and "org.tracemark.credential" in labels
+        assert actions == ["c2pa.opened", "c2pa.resized", "c2pa.watermarked"]
+        before = client.get("/v1/collections/w", headers=h).json()
+        for bad in ("{", "[]", json.dumps({"assertions": [
+                {"label": "c2pa.soft-binding", "data": {}}]}),
+                json.dumps({"ingredients": [{"title": "a", "file_path": "/etc/hostname"}]})):
+            r = sign(bad)
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["type"] == "BadManifestDefinition"
+        assert client.get("/v1/collections/w", headers=h).json() == before

@@ -80,7 +80,25 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
 @opts.out_option(help="Output folder (the same tree as the folder inputs), or the output "
                  "file when one file goes in.")
 @opts.force_option
-@opts.signing_options(required=True)
+@opts.signing_options(required=False)
+@click.option("--signer-command", default=None, metavar="CMD",
+              help="Sign with an external signer instead of --key (c2patool's external "
+              "signer; the key stays in a KMS/HSM): CMD reads the bytes to sign on stdin and "
+              "writes the signature on stdout (ECDSA: DER or raw r||s). Split like a shell "
+              "line, run without a shell.")
+@click.option("--signer-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+              show_default=True, help="Seconds before --signer-command is killed.")
+@click.option("--alg", type=click.Choice(["es256", "es384", "es512", "ps256", "ps384",
+                                          "ps512", "ed25519"]), default=None,
+              help="Signing algorithm of --signer-command [default: from the certificate's "
+              "key: es256/es384/es512, ps256, ed25519].")
+@click.option("--tsa-url", default=None, metavar="URL",
+              help="RFC 3161 timestamp authority (http:// or https://) that countersigns "
+              "each manifest's signature; unreachable: the image fails, nothing written.")
+@click.option("--manifest", "definition", type=click.Path(path_type=Path), default=None,
+              metavar="FILE.json",
+              help="A c2patool manifest definition (title, claim_generator_info, assertions, "
+              "ingredients) merged with tracemark's own assertions; see docs/credentials.md.")
 @_store_option
 @click.option("--ai-generated", is_flag=True,
               help="Declare the image AI-generated: the same as --create "
@@ -104,7 +122,9 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
               "a re-run skips them).")
 @opts.formats_option
 @opts.ray_option
-def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
+def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path | None,
+                 key: Path | None, signer_command: str | None, signer_timeout: float,
+                 alg: str | None, tsa_url: str | None, definition: Path | None,
                  store: opts.StoreLocation, ai_generated: bool, create_type: str | None,
                  edit: bool, title: str | None,
                  author: str | None, fmt: str, quality: int | None, resign: bool,
@@ -127,15 +147,15 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     the store and the files, committing in batches: a line is printed once its manifest,
     fingerprint and file are durable. Lines come in completion order.
     """
-    from tracemark.credentials.certs import load_signing_credentials
     from tracemark.credentials.manifest import MEDIA_TYPES
     from tracemark.credentials.sign import SignOptions, sign_image
     from tracemark.credentials.store import SECRET_NAME, CredentialStore
 
-    try:
-        creds = load_signing_credentials(cert, key)
-    except TracemarkError as exc:
-        raise fail(str(exc)) from None
+    creds, signer = _signing(cert, key, signer_command, signer_timeout, alg)
+    if signer is not None and ray_address is not None:
+        raise click.UsageError("--signer-command is not available with --ray (the workers "
+                               "sign with --key)")
+    user_definition = _load_definition(definition)
     if creds.development:
         note("note: signing with a development certificate (TEST ONLY)")
     lines = JsonLines()
@@ -167,9 +187,10 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     try:
         sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
                                 quality=quality, resign=resign, formats=formats,
-                                source_type=create_type)
+                                source_type=create_type, signer=signer, tsa_url=tsa_url,
+                                definition=user_definition)
     except TracemarkError as exc:
-        raise fail(f"--create: {exc}") from None
+        raise fail(f"--create/--tsa-url/--manifest: {exc}") from None
     executor = batch_executor(ray_address) if ray_address is not None else None
     try:
         cs = CredentialStore.open_or_create(store.path)
@@ -207,6 +228,44 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
          f"{store.path}); {resumed} already signed, {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
+
+
+def _signing(cert: Path | None, key: Path | None, signer_command: str | None,
+             timeout: float, alg: str | None) -> tuple[Any, Any]:
+    """The signing credentials and the external signer (None: --key signs) of ``sign``;
+    a missing or unfit option is a usage error (exit code 2)."""
+    from tracemark.credentials.certs import load_signing_certificate, load_signing_credentials
+    from tracemark.credentials.signers import CommandSigner
+
+    if cert is None:
+        raise fail("Missing option '--cert' (or TRACEMARK_SIGNING_CERT)")
+    if signer_command is None and key is None:
+        raise fail("Missing option '--key' (or TRACEMARK_SIGNING_KEY), or give "
+                   "--signer-command")
+    if signer_command is not None and key is not None:
+        raise fail("--signer-command signs instead of --key: give one of them")
+    if signer_command is None and alg is not None:
+        raise fail("--alg is for --signer-command (with --key, the key decides)")
+    try:
+        if signer_command is None:
+            return load_signing_credentials(cert, key), None  # type: ignore[arg-type]
+        creds = load_signing_certificate(cert, alg=alg)
+        return creds, CommandSigner(signer_command, alg=creds.alg, timeout=timeout)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+
+
+def _load_definition(path: Path | None) -> Any:
+    """``--manifest``'s definition (:func:`tracemark.credentials.definition.load_definition`),
+    or None; a bad file is a usage error (exit code 2)."""
+    if path is None:
+        return None
+    from tracemark.credentials.definition import load_definition
+
+    try:
+        return load_definition(path)
+    except TracemarkError as exc:
+        raise fail(f"--manifest: {exc}") from None
 
 
 def _sign_on_ray(cs: Any, plan: list[tuple[Path, Path]], executor: Any, batch: Batch, *,

@@ -14,6 +14,7 @@ from typing import Any
 
 from tracemark._optional import require
 from tracemark.credentials.certs import SigningCredentials
+from tracemark.credentials.definition import ManifestDefinition
 from tracemark.errors import SigningError, UnsupportedFormatError
 from tracemark.imageio import format_of_suffix, image_suffixes, media_type
 
@@ -123,6 +124,7 @@ def manifest_definition(
     mark_id: int | None = None,
     supersedes: tuple[int, str | None] | None = None,
     watermark_skipped: str | None = None,
+    user: ManifestDefinition | None = None,
 ) -> dict[str, Any]:
     """The manifest definition (c2pa-python's JSON form) tracemark signs.
 
@@ -135,6 +137,11 @@ def manifest_definition(
     manifest id that mark names (``mark_id``) and the manifest this one ``supersedes`` (id,
     label). The actions (created with a digital source type, or opened from a parent
     ingredient, then watermarked) are added by :func:`sign_asset`.
+
+    ``user``: a user's definition (:mod:`tracemark.credentials.definition`): its
+    assertions follow tracemark's, its ``claim_generator_info`` (one entry: a C2PA 2 claim
+    names one generator) replaces tracemark's;
+    its actions and ingredients are added by :func:`sign_asset`.
     """
     credential: dict[str, Any] = {"store_id": store_id, "manifest_id": manifest_id,
                                   "watermark": "lattice", "fingerprint": "vlad+pdq+sift"}
@@ -170,12 +177,22 @@ def manifest_definition(
             "data": {"@context": "http://schema.org/", "@type": "CreativeWork",
                      "author": [{"@type": "Person", "name": author}]},
         })
-    return {
-        "claim_generator_info": [{"name": CLAIM_GENERATOR, "version": _version()}],
+    generators: list[dict[str, Any]] = [{"name": CLAIM_GENERATOR, "version": _version()}]
+    if user is not None:
+        assertions += [dict(a) for a in user.assertions]
+        # a C2PA 2 claim names one generator: the user's application, when it names itself
+        # (tracemark stays the software agent of c2pa.watermarked and of its assertion)
+        generators = [dict(g) for g in user.claim_generator_info] or generators
+    out = {
+        "claim_generator_info": generators,
         "title": title,
         "format": media_type,
         "assertions": assertions,
     }
+    named = [ing.to_json() for ing in user.ingredients if ing.data is None] if user else []
+    if named:  # ingredients without a file (those with one: sign_asset)
+        out["ingredients"] = named
+    return out
 
 
 def sign_asset(
@@ -190,6 +207,7 @@ def sign_asset(
     watermarked: bool = True,
     signer: Callable[[bytes], bytes] | None = None,
     tsa_url: str | None = None,
+    user: ManifestDefinition | None = None,
 ) -> tuple[bytes, bytes]:
     """Sign ``asset`` (bytes of ``media_type``); return (signed file, manifest store bytes).
 
@@ -207,6 +225,9 @@ def sign_asset(
     ``tsa_url``: an RFC 3161 timestamp authority (``http(s)://``) that c2pa asks to
     countersign the claim signature; signing fails when it cannot be reached or answers
     with something other than a time-stamp token.
+    ``user``: a user's definition, whose actions are added after the created/opened action
+    and before ``c2pa.watermarked``, and whose ingredients are added (a file's bytes, or
+    named only).
     """
     if source_type is None and ai_generated:
         source_type = "trainedAlgorithmicMedia"
@@ -228,6 +249,11 @@ def sign_asset(
             builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
             builder.add_ingredient({"title": parent_title, "relationship": "parentOf"},
                                    parent_type, io.BytesIO(data))
+        for action in user.actions if user is not None else ():
+            builder.add_action(dict(action))
+        for ing in user.ingredients if user is not None else ():
+            if ing.data is not None:
+                builder.add_ingredient(ing.to_json(), ing.format, io.BytesIO(ing.data))
         if watermarked:  # not for an image too small to carry the mark
             builder.add_action({
                 "action": "c2pa.watermarked",

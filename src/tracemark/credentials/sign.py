@@ -42,6 +42,7 @@ import numpy as np
 
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.certs import SigningCredentials
+from tracemark.credentials.definition import ManifestDefinition
 from tracemark.credentials.store import CredentialStore
 from tracemark.errors import ImageSourceError, ImageTooSmallError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
@@ -92,6 +93,10 @@ class SignOptions:
     tsa_url: str | None = None
     """An RFC 3161 timestamp authority (``http://`` or ``https://`` URL) that countersigns
     each claim signature (c2pa's ``ta_url``); an unreachable one fails the signing."""
+    definition: ManifestDefinition | None = field(default=None, compare=False)
+    """A user's manifest definition (c2patool's ``--manifest``; :mod:`tracemark.credentials.
+    definition`) merged with tracemark's manifest: its assertions, actions, ingredients,
+    claim generator, and its title when ``title`` is None."""
 
     def __post_init__(self) -> None:
         from tracemark.errors import ConfigError
@@ -99,6 +104,16 @@ class SignOptions:
         if self.signer is not None and not callable(self.signer):
             raise ConfigError(f"signer must be a callable (bytes) -> bytes, not "
                               f"{type(self.signer).__name__}")
+        if self.definition is not None:
+            from tracemark.credentials.definition import CREATIVE_WORK
+
+            if not isinstance(self.definition, ManifestDefinition):
+                raise ConfigError("definition must be a ManifestDefinition "
+                                  "(tracemark.credentials.definition.parse_definition)")
+            if self.author and any(a["label"] == CREATIVE_WORK
+                                   for a in self.definition.assertions):
+                raise ConfigError(f"the definition's {CREATIVE_WORK} assertion and author "
+                                  "(which writes one): give the author in one of them")
         if self.tsa_url is not None and (
                 not isinstance(self.tsa_url, str)
                 or not self.tsa_url.lower().startswith(("http://", "https://"))
@@ -320,13 +335,14 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
         manifest_id=manifest_id, payload=payload,
         pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
         mark_id=mark_id, supersedes=supersedes, watermark_skipped=skipped,
+        user=opts.definition,
     )
     parent, parent_kind = ((None, None) if opts.create_type is not None
                            else _parent(original, rgb, name, opts.formats))
     signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                            source_type=opts.create_type, parent=parent,
                                            watermarked=skipped is None, signer=opts.signer,
-                                           tsa_url=opts.tsa_url)
+                                           tsa_url=opts.tsa_url, user=opts.definition)
     reading = mf.read_manifest(signed, media_type)
     if reading.label is None or reading.store_json is None:
         raise mf.SigningError("the signed file has no readable manifest")
@@ -389,7 +405,8 @@ def sign_image(
             skipped = _skip(store, input_sha256, Path(out), name)
             if skipped is not None:
                 return skipped
-    title = opts.title or (Path(out).name if out is not None else Path(name).name)
+    title = opts.title or (opts.definition.title if opts.definition is not None else None) \
+        or (Path(out).name if out is not None else Path(name).name)
     carried = _carried_mark(store, rgb)
     previous = store.resolve_mark(carried) if carried is not None else None
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.is_ai,
