@@ -588,3 +588,75 @@ def test_service_sign_takes_a_definition(ca: DevCA, image: np.ndarray, tmp_path:
             assert r.status_code == 422, r.text
             assert r.json()["error"]["type"] == "BadManifestDefinition"
         assert client.get("/v1/collections/w", headers=h).json() == before
+
+
+# --- trust as c2pa settings: anchors, allowed list, EKU configuration -----------------------
+
+
+@pytest.fixture(scope="module")
+def foreign(ca: DevCA, image: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A file signed by another CA than ``ca`` (and its signer's certificate)."""
+    from tracemark.credentials import load_signing_credentials
+
+    d = tmp_path_factory.mktemp("foreign")
+    other = init_dev_ca(d / "other")
+    with CredentialStore.create(d / "store") as s:
+        sign_image(s, image, d / "foreign.jpg",
+                   load_signing_credentials(other.signer_chain, other.signer_key))
+    leaf = x509.load_pem_x509_certificates(other.signer_chain.read_bytes())[0]
+    (d / "allowed.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    import base64
+    import hashlib
+
+    digest = base64.b64encode(hashlib.sha256(
+        leaf.public_bytes(serialization.Encoding.DER)).digest()).decode()
+    (d / "allowed.hashes").write_text(f"# the foreign signer\n{digest}\n")
+    (d / "bad.hashes").write_text("not-a-hash\n")
+    (d / "ekus.cfg").write_text("# id-kp-documentSigning\n1.3.6.1.5.5.7.3.36\n")
+    (d / "bad.cfg").write_text("documentSigning\n")
+    return {"file": d / "foreign.jpg", "ca": other, "dir": d}
+
+
+@pytest.mark.parametrize(("args", "state"), [
+    ([], "valid"),  # neither under the anchors nor allowed: valid, untrusted
+    (["--allowed-list", "{d}/allowed.pem"], "trusted"),
+    (["--allowed-list", "{d}/allowed.hashes"], "trusted"),
+    (["--trust", "{other}"], "trusted"),
+    (["--trust", "{other}", "--trust-config", "{d}/ekus.cfg"], "trusted"),
+])
+def test_verify_trust_settings(ca: DevCA, foreign: dict, args: list[str], state: str) -> None:
+    """The file's signer is not under ``--trust`` (the test CA): c2pa reports it valid but
+    untrusted, unless the allowed list names its certificate (PEM or SHA-256 hash) or the
+    anchors hold its CA. A trust configuration naming documentSigning only still accepts
+    the emailProtection signer (c2pa-rs 0.91, measured)."""
+    args = [a.replace("{d}", str(foreign["dir"])).replace("{other}", str(foreign["ca"].ca_cert))
+            for a in args]
+    if "--trust" not in args:
+        args = ["--trust", str(ca.ca_cert), *args]
+    code, rows, err = _cli("verify", foreign["file"], "--no-store", *args)
+    assert rows and rows[0]["state"] == state, (code, rows, err)
+    untrusted = "signingCredential.untrusted" in rows[0]["codes"]["failure"]
+    assert untrusted is (state == "valid"), rows[0]["codes"]
+
+
+@pytest.mark.parametrize(("option", "name", "pattern"), [
+    ("--allowed-list", "bad.hashes", "neither a PEM certificate"),
+    ("--allowed-list", "missing.pem", "not found"),
+    ("--trust-config", "bad.cfg", "not an OID"),
+    ("--trust-config", "missing.cfg", "not found"),
+])
+def test_verify_bad_trust_files_exit_2(foreign: dict, option: str, name: str,
+                                       pattern: str) -> None:
+    code, _, err = _cli("verify", foreign["file"], "--no-store", option,
+                        foreign["dir"] / name)
+    assert code == 2 and pattern in err, (code, err)
+
+
+def test_trust_settings_shape() -> None:
+    from tracemark.credentials.manifest import trust_settings
+
+    assert trust_settings() == {}
+    assert trust_settings("PEM") == {"user_anchors": "PEM"}
+    assert trust_settings("PEM", "ALLOWED", "1.2.3\n") == {"anchors": [
+        {"trust_kind": "manifest", "trust_anchors": "PEM", "allowed_list": "ALLOWED",
+         "trust_config": "1.2.3\n"}]}

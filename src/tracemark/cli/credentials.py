@@ -380,12 +380,19 @@ def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
 @click.command("verify")
 @click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
 @opts.trust_option
+@click.option("--allowed-list", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="c2pa's allowed list: signing certificates trusted whatever their CA (PEM, "
+              "or base64 SHA-256 hashes of their DER, one a line).")
+@click.option("--trust-config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="c2pa's trust configuration: the extended key usage OIDs accepted, one a "
+              "line.")
 @_store_option
 @click.option("--no-store", is_flag=True, help="Read the embedded manifest only.")
 @click.option("--manifest/--no-manifest", "with_manifest", default=False,
               help="Include the whole manifest JSON in each line.")
 @opts.formats_option
-def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.StoreLocation,
+def verify_command(inputs: tuple[str, ...], trust: Path | None, allowed_list: Path | None,
+                   trust_config: Path | None, store: opts.StoreLocation,
                    no_store: bool, with_manifest: bool, formats: Any) -> None:
     """Validate the C2PA manifest of each image, or recover it through the store.
 
@@ -395,12 +402,18 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
     A store named with --store or TRACEMARK_STORE must exist; without either, a missing
     default store means embedded manifests only.
     """
-    from tracemark.credentials.certs import load_trust_anchors
+    from tracemark.credentials.certs import (
+        load_allowed_list,
+        load_trust_anchors,
+        load_trust_config,
+    )
     from tracemark.credentials.store import CredentialStore
     from tracemark.credentials.verify import VerifyOptions, verify_image
 
     try:
         trust_pem = load_trust_anchors(trust) if trust is not None else None
+        allowed_pem = load_allowed_list(allowed_list) if allowed_list is not None else None
+        eku_config = load_trust_config(trust_config) if trust_config is not None else None
     except TracemarkError as exc:
         raise fail(str(exc)) from None
     cs = None
@@ -415,7 +428,8 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
             note(f"note: no manifest store at {store.path}; reading embedded manifests only")
     lines = JsonLines()
     found = collect_inputs(inputs, lines, formats=formats)
-    verify_opts = VerifyOptions(trust_pem=trust_pem, formats=formats)
+    verify_opts = VerifyOptions(trust_pem=trust_pem, allowed_pem=allowed_pem,
+                                trust_config=eku_config, formats=formats)
     states: dict[str, int] = {}
     try:
         with Batch(len(found.paths), "verify", lines, skipped=len(found.skipped)) as batch:

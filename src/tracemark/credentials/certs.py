@@ -35,7 +35,9 @@ __all__ = [
     "init_dev_ca",
     "load_signing_certificate",
     "load_signing_credentials",
+    "load_allowed_list",
     "load_trust_anchors",
+    "load_trust_config",
 ]
 
 DEV_MARKER = "TEST ONLY - NOT FOR PRODUCTION"
@@ -567,3 +569,54 @@ def load_trust_anchors(path: str | os.PathLike[str]) -> str:
     _crypto()
     certs = _parse_chain(_read(path, "trust anchor file"), os.fspath(path))
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode()
+
+
+def load_allowed_list(path: str | os.PathLike[str]) -> str:
+    """The allowed list in ``path`` (c2pa's ``allowed_list``: end-entity certificates trusted
+    as they are, whatever their CA): PEM certificates, or base64 SHA-256 hashes of their DER
+    encoding, one a line (``#`` comments allowed). Raises
+    :class:`~tracemark.errors.CertificateError` for a missing, empty or unreadable file,
+    and for lines that are neither (c2pa would ignore them silently)."""
+    import base64
+    import binascii
+
+    data = _read(path, "allowed list")
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        from cryptography.hazmat.primitives import serialization
+
+        _crypto()
+        certs = _parse_chain(data, os.fspath(path))
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode()
+    lines = [ln.strip() for ln in data.decode("utf-8", errors="replace").splitlines()]
+    hashes = [ln for ln in lines if ln and not ln.startswith("#")]
+    for n, ln in enumerate(hashes, 1):
+        try:
+            ok = len(base64.b64decode(ln, validate=True)) == 32
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            raise CertificateError(f"entry {n} is neither a PEM certificate nor the base64 "
+                                   f"SHA-256 hash of one: {ln[:40]!r}", source=os.fspath(path))
+    if not hashes:
+        raise CertificateError("no certificate or hash in the allowed list",
+                               source=os.fspath(path))
+    return "\n".join(hashes) + "\n"
+
+
+def load_trust_config(path: str | os.PathLike[str]) -> str:
+    """The EKU configuration in ``path`` (c2pa's ``trust_config``): extended key usage OIDs in
+    dotted form, one a line (``#`` comments allowed), e.g. ``1.3.6.1.5.5.7.3.36``
+    (id-kp-documentSigning). Raises :class:`~tracemark.errors.CertificateError` for a
+    missing, empty or unreadable file and a line that is not an OID."""
+    import re
+
+    text = _read(path, "trust configuration").decode("utf-8", errors="replace")
+    oids = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.strip().startswith("#")]
+    for ln in oids:
+        if not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", ln):
+            raise CertificateError(f"not an OID (dotted numbers): {ln[:40]!r}",
+                                   source=os.fspath(path))
+    if not oids:
+        raise CertificateError("no OID in the trust configuration", source=os.fspath(path))
+    return "\n".join(oids) + "\n"

@@ -332,11 +332,34 @@ class ManifestReading:
         return {"state": self.state, "label": self.label, "codes": self.codes, "error": self.error}
 
 
-def _context(trust_pem: str | None) -> Any:
+def trust_settings(trust_pem: str | None = None, allowed_pem: str | None = None,
+                   trust_config: str | None = None) -> dict[str, Any]:
+    """c2pa-python's ``trust`` settings (c2pa-rs 0.91 ``settings.trust``) for a Reader's
+    Context. Anchors alone keep the plain form (``user_anchors``: CA certificates, PEM; a
+    signer under them is trusted). With an allowed list or an EKU configuration, one
+    ``anchors`` entry of ``trust_kind`` ``manifest`` carries ``trust_anchors`` (the same
+    PEM, or none), ``allowed_list`` (end-entity certificates trusted as they are, whatever
+    their CA: PEM, or base64 SHA-256 hashes of their DER, one a line) and ``trust_config``
+    (extended key usage OIDs, one a line). c2pa-rs 0.91 ignores the older top-level
+    ``allowed_list``/``trust_config`` keys (measured: an allowed signer stays untrusted),
+    hence this form. Empty: c2pa's defaults."""
+    if not allowed_pem and not trust_config:
+        return {"user_anchors": trust_pem} if trust_pem else {}
+    entry: dict[str, Any] = {"trust_kind": "manifest", "trust_anchors": trust_pem or ""}
+    if allowed_pem:
+        entry["allowed_list"] = allowed_pem
+    if trust_config:
+        entry["trust_config"] = trust_config
+    return {"anchors": [entry]}
+
+
+def _context(trust_pem: str | None, allowed_pem: str | None = None,
+             trust_config: str | None = None) -> Any:
     c2pa = _c2pa()
     settings: dict[str, Any] = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
-    if trust_pem:
-        settings["trust"] = {"user_anchors": trust_pem}
+    trust = trust_settings(trust_pem, allowed_pem, trust_config)
+    if trust:
+        settings["trust"] = trust
     return c2pa.Context.from_dict(settings)
 
 
@@ -413,9 +436,13 @@ def read_manifest(
     *,
     trust_pem: str | None = None,
     manifest_store: bytes | None = None,
+    allowed_pem: str | None = None,
+    trust_config: str | None = None,
 ) -> ManifestReading:
     """Read and validate the manifest embedded in ``asset`` (or ``manifest_store`` given
     beside it, as a sidecar). Never raises for a bad manifest: that is ``"invalid"``.
+    ``trust_pem``, ``allowed_pem``, ``trust_config``: c2pa's trust settings
+    (:func:`trust_settings`).
 
     c2pa-python's errors (0.38) map to: ``Reader.try_create`` returning None (no manifest) and
     ``C2paError.NotSupported`` (a format c2pa does not read) -> ``"absent"``;
@@ -426,8 +453,8 @@ def read_manifest(
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(
-            media_type or None, io.BytesIO(asset), manifest_store, _context(trust_pem)
-        )
+            media_type or None, io.BytesIO(asset), manifest_store,
+            _context(trust_pem, allowed_pem, trust_config))
     except c2pa.C2paError as exc:
         code = _error_code(exc)
         if code in ("c2pa.notsupported",) and manifest_store is None:
