@@ -660,3 +660,55 @@ def test_trust_settings_shape() -> None:
     assert trust_settings("PEM", "ALLOWED", "1.2.3\n") == {"anchors": [
         {"trust_kind": "manifest", "trust_anchors": "PEM", "allowed_list": "ALLOWED",
          "trust_config": "1.2.3\n"}]}
+
+
+# --- the store records the digital source type ------------------------------------------------
+
+
+def test_store_records_the_source_type(ca: DevCA, store: CredentialStore, image: np.ndarray,
+                                       tmp_path: Path) -> None:
+    from tracemark.credentials import load_signing_credentials
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    kinds = {"capture.jpg": SignOptions(source_type="digitalCapture"),
+             "ai.jpg": SignOptions(ai_generated=True),
+             "composite.jpg": SignOptions(
+                 source_type="compositeWithTrainedAlgorithmicMedia"),
+             "edit.jpg": SignOptions()}
+    got = {}
+    for i, (name, opts) in enumerate(kinds.items()):
+        res, _ = sign_image(store, np.roll(image, 7 * i, axis=1), tmp_path / name, creds, opts)
+        rec = store.get(res.manifest_id)
+        got[name] = (rec.source_type, rec.ai_generated, rec.summary()["source_type"])
+    assert got == {"capture.jpg": ("digitalCapture", False, "digitalCapture"),
+                   "ai.jpg": ("trainedAlgorithmicMedia", True, "trainedAlgorithmicMedia"),
+                   "composite.jpg": ("compositeWithTrainedAlgorithmicMedia", True,
+                                     "compositeWithTrainedAlgorithmicMedia"),
+                   "edit.jpg": (None, False, None)}
+    store.commit()
+    code, rows, err = _cli("credentials", "list", "--store", store.path)
+    assert code == 0, err
+    assert [r["source_type"] for r in rows] == [g[0] for g in got.values()]
+
+
+def test_older_store_gains_the_source_type_column(tmp_path: Path) -> None:
+    """The committed version-1 fixture (made before the column): read-only, its rows read
+    with source_type None; a writable open adds the column and keeps every row."""
+    import sqlite3
+
+    fixture = Path(__file__).parent / "data" / "credentials_v1"
+    shutil.copytree(fixture / "store", tmp_path / "store")
+    db = tmp_path / "store" / "credentials.sqlite"
+    cols = {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(manifests)")}
+    assert "source_type" not in cols  # the fixture predates it
+    with CredentialStore.open(tmp_path / "store", read_only=True) as ro:
+        before = [r.summary() for r in ro.list()]
+    assert before and all(r["source_type"] is None for r in before)
+    with CredentialStore.open(tmp_path / "store") as rw:
+        after = [r.summary() for r in rw.list()]
+    assert after == before
+    con = sqlite3.connect(db)
+    assert "source_type" in {r[1] for r in con.execute("PRAGMA table_info(manifests)")}
+    con.close()
+    with CredentialStore.open(tmp_path / "store") as again:  # a second open: no-op
+        assert [r.summary() for r in again.list()] == before

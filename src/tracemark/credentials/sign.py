@@ -411,7 +411,7 @@ def sign_image(
     previous = store.resolve_mark(carried) if carried is not None else None
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.is_ai,
                                 media_type=media_type, input_sha256=input_sha256,
-                                mark_id=carried)
+                                mark_id=carried, source_type=opts.create_type)
     mark_id = manifest_id if carried is None else carried
     tmp: Path | None = None
     try:
