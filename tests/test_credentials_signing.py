@@ -446,8 +446,11 @@ def test_bad_definitions_are_config_errors(image: np.ndarray, tmp_path: Path,
 
 
 def test_bad_definition_files(tmp_path: Path) -> None:
-    from tracemark.credentials.definition import MAX_DEFINITION_BYTES, load_definition, \
-        parse_definition
+    from tracemark.credentials.definition import (
+        MAX_DEFINITION_BYTES,
+        load_definition,
+        parse_definition,
+    )
 
     for name, content in {"syntax.json": b'{"title": "x",}', "list.json": b"[1, 2]",
                           "binary.json": b"\xff\xfe\x00garbage",
