@@ -32,6 +32,8 @@ PUBLIC = {
         "CredentialStore", "ManifestRecord", "SignOptions", "SignResult", "sign_image",
         "sign_many", "VerifyOptions", "VerifyResult", "verify_image", "verify_many",
         "init_dev_ca", "load_signing_credentials", "load_trust_anchors", "SigningCredentials",
+        "load_signing_certificate", "load_allowed_list", "load_trust_config", "CommandSigner",
+        "ManifestDefinition", "load_definition", "parse_definition",
     ],
     "tracemark.metrics": [
         "psnr", "ssim", "bit_accuracy", "roc_curve", "auroc", "tpr_at_fpr",

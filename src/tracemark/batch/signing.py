@@ -286,7 +286,7 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
                 title = opts.title or Path(output).name
                 mid = store.reserve(title=title, author=opts.author,
                                     ai_generated=opts.is_ai, media_type=media_type,
-                                    input_sha256=sha)
+                                    input_sha256=sha, source_type=opts.create_type)
                 reserved.add(mid)
             except TracemarkError as exc:
                 failed(source, exc)
@@ -299,7 +299,8 @@ def sign_sources(store: CredentialStore, plan: Iterable[tuple[str | os.PathLike[
                 previous = store.resolve_mark(carried)
                 mid = store.reserve(title=job.title, author=opts.author,
                                     ai_generated=opts.is_ai, media_type=job.media_type,
-                                    input_sha256=job.input_sha256, mark_id=carried)
+                                    input_sha256=job.input_sha256, mark_id=carried,
+                                    source_type=opts.create_type)
                 reserved.add(mid)
             except TracemarkError as exc:
                 failed(job.source, exc)

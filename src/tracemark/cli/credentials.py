@@ -81,7 +81,25 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
 @opts.out_option(help="Output folder (the same tree as the folder inputs), or the output "
                  "file when one file goes in.")
 @opts.force_option
-@opts.signing_options(required=True)
+@opts.signing_options(required=False)
+@click.option("--signer-command", default=None, metavar="CMD",
+              help="Sign with an external signer instead of --key (c2patool's external "
+              "signer; the key stays in a KMS/HSM): CMD reads the bytes to sign on stdin and "
+              "writes the signature on stdout (ECDSA: DER or raw r||s). Split like a shell "
+              "line, run without a shell.")
+@click.option("--signer-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+              show_default=True, help="Seconds before --signer-command is killed.")
+@click.option("--alg", type=click.Choice(["es256", "es384", "es512", "ps256", "ps384",
+                                          "ps512", "ed25519"]), default=None,
+              help="Signing algorithm of --signer-command [default: from the certificate's "
+              "key: es256/es384/es512, ps256, ed25519].")
+@click.option("--tsa-url", default=None, metavar="URL",
+              help="RFC 3161 timestamp authority (http:// or https://) that countersigns "
+              "each manifest's signature; unreachable: the image fails, nothing written.")
+@click.option("--manifest", "definition", type=click.Path(path_type=Path), default=None,
+              metavar="FILE.json",
+              help="A c2patool manifest definition (title, claim_generator_info, assertions, "
+              "ingredients) merged with tracemark's own assertions; see docs/credentials.md.")
 @_store_option
 @click.option("--ai-generated", is_flag=True,
               help="Declare the image AI-generated: the same as --create "
@@ -105,7 +123,9 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
               "a re-run skips them).")
 @opts.formats_option
 @opts.ray_option
-def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, key: Path,
+def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path | None,
+                 key: Path | None, signer_command: str | None, signer_timeout: float,
+                 alg: str | None, tsa_url: str | None, definition: Path | None,
                  store: opts.StoreLocation, ai_generated: bool, create_type: str | None,
                  edit: bool, title: str | None,
                  author: str | None, fmt: str, quality: int | None, resign: bool,
@@ -128,15 +148,15 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     the store and the files, committing in batches: a line is printed once its manifest,
     fingerprint and file are durable. Lines come in completion order.
     """
-    from tracemark.credentials.certs import load_signing_credentials
     from tracemark.credentials.manifest import MEDIA_TYPES
     from tracemark.credentials.sign import SignOptions, sign_image
     from tracemark.credentials.store import SECRET_NAME, CredentialStore
 
-    try:
-        creds = load_signing_credentials(cert, key)
-    except TracemarkError as exc:
-        raise fail(str(exc)) from None
+    creds, signer = _signing(cert, key, signer_command, signer_timeout, alg)
+    if signer is not None and ray_address is not None:
+        raise click.UsageError("--signer-command is not available with --ray (the workers "
+                               "sign with --key)")
+    user_definition = _load_definition(definition)
     if creds.development:
         note("note: signing with a development certificate (TEST ONLY)")
     lines = JsonLines()
@@ -168,9 +188,10 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
     try:
         sign_opts = SignOptions(ai_generated=ai_generated, title=title, author=author,
                                 quality=quality, resign=resign, formats=formats,
-                                source_type=create_type)
+                                source_type=create_type, signer=signer, tsa_url=tsa_url,
+                                definition=user_definition)
     except TracemarkError as exc:
-        raise fail(f"--create: {exc}") from None
+        raise fail(f"--create/--tsa-url/--manifest: {exc}") from None
     executor = batch_executor(ray_address) if ray_address is not None else None
     try:
         cs = CredentialStore.open_or_create(store.path)
@@ -208,6 +229,44 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path, ke
          f"{store.path}); {resumed} already signed, {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
+
+
+def _signing(cert: Path | None, key: Path | None, signer_command: str | None,
+             timeout: float, alg: str | None) -> tuple[Any, Any]:
+    """The signing credentials and the external signer (None: --key signs) of ``sign``;
+    a missing or unfit option is a usage error (exit code 2)."""
+    from tracemark.credentials.certs import load_signing_certificate, load_signing_credentials
+    from tracemark.credentials.signers import CommandSigner
+
+    if cert is None:
+        raise fail("Missing option '--cert' (or TRACEMARK_SIGNING_CERT)")
+    if signer_command is None and key is None:
+        raise fail("Missing option '--key' (or TRACEMARK_SIGNING_KEY), or give "
+                   "--signer-command")
+    if signer_command is not None and key is not None:
+        raise fail("--signer-command signs instead of --key: give one of them")
+    if signer_command is None and alg is not None:
+        raise fail("--alg is for --signer-command (with --key, the key decides)")
+    try:
+        if signer_command is None:
+            return load_signing_credentials(cert, key), None  # type: ignore[arg-type]
+        creds = load_signing_certificate(cert, alg=alg)
+        return creds, CommandSigner(signer_command, alg=creds.alg, timeout=timeout)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+
+
+def _load_definition(path: Path | None) -> Any:
+    """``--manifest``'s definition (:func:`tracemark.credentials.definition.load_definition`),
+    or None; a bad file is a usage error (exit code 2)."""
+    if path is None:
+        return None
+    from tracemark.credentials.definition import load_definition
+
+    try:
+        return load_definition(path)
+    except TracemarkError as exc:
+        raise fail(f"--manifest: {exc}") from None
 
 
 def _sign_on_ray(cs: Any, plan: list[tuple[Path, Path]], executor: Any, batch: Batch, *,
@@ -322,6 +381,12 @@ def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
 @click.command("verify")
 @click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
 @opts.trust_option
+@click.option("--allowed-list", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="c2pa's allowed list: signing certificates trusted whatever their CA (PEM, "
+              "or base64 SHA-256 hashes of their DER, one a line).")
+@click.option("--trust-config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="c2pa's trust configuration: the extended key usage OIDs accepted, one a "
+              "line.")
 @_store_option
 @click.option("--no-store", is_flag=True, help="Read the embedded manifest only.")
 @click.option("--manifest/--no-manifest", "with_manifest", default=False,
@@ -330,7 +395,8 @@ def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
               help="Fetch a remote manifest (http/https URL the file names) and validate "
                    "against it; without it, such a file is state remote.")
 @opts.formats_option
-def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.StoreLocation,
+def verify_command(inputs: tuple[str, ...], trust: Path | None, allowed_list: Path | None,
+                   trust_config: Path | None, store: opts.StoreLocation,
                    no_store: bool, with_manifest: bool, fetch_remote: bool,
                    formats: Any) -> None:
     """Validate the C2PA manifest of each image, or recover it through the store.
@@ -344,12 +410,18 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
     A store named with --store or TRACEMARK_STORE must exist; without either, a missing
     default store means embedded manifests only.
     """
-    from tracemark.credentials.certs import load_trust_anchors
+    from tracemark.credentials.certs import (
+        load_allowed_list,
+        load_trust_anchors,
+        load_trust_config,
+    )
     from tracemark.credentials.store import CredentialStore
     from tracemark.credentials.verify import VerifyOptions, verify_image
 
     try:
         trust_pem = load_trust_anchors(trust) if trust is not None else None
+        allowed_pem = load_allowed_list(allowed_list) if allowed_list is not None else None
+        eku_config = load_trust_config(trust_config) if trust_config is not None else None
     except TracemarkError as exc:
         raise fail(str(exc)) from None
     cs = None
@@ -364,7 +436,9 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, store: opts.Stor
             note(f"note: no manifest store at {store.path}; reading embedded manifests only")
     lines = JsonLines()
     found = collect_inputs(inputs, lines, formats=formats)
-    verify_opts = VerifyOptions(trust_pem=trust_pem, formats=formats, fetch_remote=fetch_remote)
+    verify_opts = VerifyOptions(trust_pem=trust_pem, allowed_pem=allowed_pem,
+                                trust_config=eku_config, formats=formats,
+                                fetch_remote=fetch_remote)
     states: dict[str, int] = {}
     try:
         with Batch(len(found.paths), "verify", lines, skipped=len(found.skipped)) as batch:

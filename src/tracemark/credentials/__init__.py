@@ -14,10 +14,15 @@ from tracemark.credentials.certs import (
     SigningCredentials,
     check_certificate_profile,
     init_dev_ca,
+    load_allowed_list,
+    load_signing_certificate,
     load_signing_credentials,
     load_trust_anchors,
+    load_trust_config,
 )
+from tracemark.credentials.definition import ManifestDefinition, load_definition, parse_definition
 from tracemark.credentials.sign import SignOptions, SignResult, sign_image, sign_many
+from tracemark.credentials.signers import CommandSigner
 from tracemark.credentials.store import CredentialStore, ManifestRecord
 from tracemark.credentials.verify import (
     Located,
@@ -34,8 +39,15 @@ __all__ = [
     "SigningCredentials",
     "check_certificate_profile",
     "init_dev_ca",
+    "load_allowed_list",
+    "load_signing_certificate",
     "load_signing_credentials",
     "load_trust_anchors",
+    "load_trust_config",
+    "CommandSigner",
+    "ManifestDefinition",
+    "load_definition",
+    "parse_definition",
     "CredentialStore",
     "ManifestRecord",
     "SignOptions",

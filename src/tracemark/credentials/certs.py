@@ -33,8 +33,11 @@ __all__ = [
     "SIGNER_EKUS",
     "check_certificate_profile",
     "init_dev_ca",
+    "load_signing_certificate",
     "load_signing_credentials",
+    "load_allowed_list",
     "load_trust_anchors",
+    "load_trust_config",
 ]
 
 DEV_MARKER = "TEST ONLY - NOT FOR PRODUCTION"
@@ -118,6 +121,8 @@ class SigningCredentials:
 
     chain_pem: str = field(repr=False)
     key_pem: str = field(repr=False)
+    """The private key (PEM); empty for a chain loaded by :func:`load_signing_certificate`,
+    whose key stays with an external signer."""
     alg: str
     """The C2PA signing algorithm for the key: es256, es384, es512, ps256 or ed25519."""
     subject: str
@@ -280,6 +285,26 @@ def _alg_for(key: Any, source: str) -> str:
         if key.key_size < 2048:
             raise CertificateError(f"RSA key of {key.key_size} bits; C2PA needs at least 2048", source=source)
         return "ps256"
+    raise CertificateError(f"unsupported key type {type(key).__name__}", source=source)
+
+
+SIGNING_ALGS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
+"""The C2PA signing algorithms (C2PA 2.1 section 13.2; c2pa-python's ``C2paSigningAlg``)."""
+
+
+def _algs_for_public(key: Any, source: str) -> tuple[str, ...]:
+    """The C2PA algorithms a certificate's public key can verify, the default first."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algs = {"secp256r1": "es256", "secp384r1": "es384", "secp521r1": "es512"}
+        if key.curve.name not in algs:
+            raise CertificateError(f"unsupported elliptic curve {key.curve.name}", source=source)
+        return (algs[key.curve.name],)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ("ed25519",)
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("ps256", "ps384", "ps512")
     raise CertificateError(f"unsupported key type {type(key).__name__}", source=source)
 
 
@@ -496,6 +521,47 @@ def load_signing_credentials(
     )
 
 
+def load_signing_certificate(
+    cert: str | os.PathLike[str],
+    *,
+    alg: str | None = None,
+    now: dt.datetime | None = None,
+) -> SigningCredentials:
+    """Read and check a signing chain (PEM, leaf first) whose private key stays elsewhere
+    (an external signer: a KMS, an HSM, a command; see :mod:`tracemark.credentials.signers`).
+
+    ``alg``: the C2PA signing algorithm (:data:`SIGNING_ALGS`), which must fit the leaf's
+    public key (EC P-256 -> es256, P-384 -> es384, P-521 -> es512, RSA -> ps256/ps384/ps512,
+    Ed25519 -> ed25519); None takes the key's default (the first of those). The returned
+    credentials have an empty ``key_pem``: signing with them needs a signer
+    (``SignOptions.signer``).
+
+    Raises :class:`~tracemark.errors.CertificateError` (file, chain, profile: as
+    :func:`load_signing_credentials`; an ``alg`` the key cannot verify)."""
+    _crypto()
+    from cryptography.hazmat.primitives import serialization
+
+    cert_src = os.fspath(cert)
+    chain = _parse_chain(_read(cert, "certificate chain"), cert_src)
+    leaf = chain[0]
+    fits = _algs_for_public(leaf.public_key(), cert_src)
+    if alg is not None:
+        alg = str(alg).strip().lower()
+        if alg not in SIGNING_ALGS:
+            raise CertificateError(f"unknown signing algorithm {alg!r}; C2PA's are "
+                                   f"{', '.join(SIGNING_ALGS)}", source=cert_src)
+        if alg not in fits:
+            raise CertificateError(f"the signer's key cannot verify {alg}: its key takes "
+                                   f"{', '.join(fits)}", source=cert_src)
+    check_certificate_profile(chain, now=now, source=cert_src)
+    subject = leaf.subject.rfc4514_string()
+    return SigningCredentials(
+        chain_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain).decode(),
+        key_pem="", alg=alg or fits[0], subject=subject,
+        issuer=leaf.issuer.rfc4514_string(), not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc, development=DEV_MARKER in subject)
+
+
 def load_trust_anchors(path: str | os.PathLike[str]) -> str:
     """The PEM text of the trust anchors in ``path`` (one or more CA certificates)."""
     from cryptography.hazmat.primitives import serialization
@@ -503,3 +569,54 @@ def load_trust_anchors(path: str | os.PathLike[str]) -> str:
     _crypto()
     certs = _parse_chain(_read(path, "trust anchor file"), os.fspath(path))
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode()
+
+
+def load_allowed_list(path: str | os.PathLike[str]) -> str:
+    """The allowed list in ``path`` (c2pa's ``allowed_list``: end-entity certificates trusted
+    as they are, whatever their CA): PEM certificates, or base64 SHA-256 hashes of their DER
+    encoding, one a line (``#`` comments allowed). Raises
+    :class:`~tracemark.errors.CertificateError` for a missing, empty or unreadable file,
+    and for lines that are neither (c2pa would ignore them silently)."""
+    import base64
+    import binascii
+
+    data = _read(path, "allowed list")
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        from cryptography.hazmat.primitives import serialization
+
+        _crypto()
+        certs = _parse_chain(data, os.fspath(path))
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode()
+    lines = [ln.strip() for ln in data.decode("utf-8", errors="replace").splitlines()]
+    hashes = [ln for ln in lines if ln and not ln.startswith("#")]
+    for n, ln in enumerate(hashes, 1):
+        try:
+            ok = len(base64.b64decode(ln, validate=True)) == 32
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            raise CertificateError(f"entry {n} is neither a PEM certificate nor the base64 "
+                                   f"SHA-256 hash of one: {ln[:40]!r}", source=os.fspath(path))
+    if not hashes:
+        raise CertificateError("no certificate or hash in the allowed list",
+                               source=os.fspath(path))
+    return "\n".join(hashes) + "\n"
+
+
+def load_trust_config(path: str | os.PathLike[str]) -> str:
+    """The EKU configuration in ``path`` (c2pa's ``trust_config``): extended key usage OIDs in
+    dotted form, one a line (``#`` comments allowed), e.g. ``1.3.6.1.5.5.7.3.36``
+    (id-kp-documentSigning). Raises :class:`~tracemark.errors.CertificateError` for a
+    missing, empty or unreadable file and a line that is not an OID."""
+    import re
+
+    text = _read(path, "trust configuration").decode("utf-8", errors="replace")
+    oids = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.strip().startswith("#")]
+    for ln in oids:
+        if not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", ln):
+            raise CertificateError(f"not an OID (dotted numbers): {ln[:40]!r}",
+                                   source=os.fspath(path))
+    if not oids:
+        raise CertificateError("no OID in the trust configuration", source=os.fspath(path))
+    return "\n".join(oids) + "\n"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracemark._optional import require
 from tracemark.credentials.certs import SigningCredentials
+from tracemark.credentials.definition import ManifestDefinition
 from tracemark.errors import SigningError, UnsupportedFormatError
 from tracemark.imageio import format_of_suffix, image_suffixes, media_type
 
@@ -131,6 +133,7 @@ def manifest_definition(
     mark_id: int | None = None,
     supersedes: tuple[int, str | None] | None = None,
     watermark_skipped: str | None = None,
+    user: ManifestDefinition | None = None,
 ) -> dict[str, Any]:
     """The manifest definition (c2pa-python's JSON form) tracemark signs.
 
@@ -143,6 +146,11 @@ def manifest_definition(
     manifest id that mark names (``mark_id``) and the manifest this one ``supersedes`` (id,
     label). The actions (created with a digital source type, or opened from a parent
     ingredient, then watermarked) are added by :func:`sign_asset`.
+
+    ``user``: a user's definition (:mod:`tracemark.credentials.definition`): its
+    assertions follow tracemark's, its ``claim_generator_info`` (one entry: a C2PA 2 claim
+    names one generator) replaces tracemark's;
+    its actions and ingredients are added by :func:`sign_asset`.
     """
     credential: dict[str, Any] = {"store_id": store_id, "manifest_id": manifest_id,
                                   "watermark": "lattice", "fingerprint": "vlad+pdq+sift"}
@@ -178,12 +186,22 @@ def manifest_definition(
             "data": {"@context": "http://schema.org/", "@type": "CreativeWork",
                      "author": [{"@type": "Person", "name": author}]},
         })
-    return {
-        "claim_generator_info": [{"name": CLAIM_GENERATOR, "version": _version()}],
+    generators: list[dict[str, Any]] = [{"name": CLAIM_GENERATOR, "version": _version()}]
+    if user is not None:
+        assertions += [dict(a) for a in user.assertions]
+        # a C2PA 2 claim names one generator: the user's application, when it names itself
+        # (tracemark stays the software agent of c2pa.watermarked and of its assertion)
+        generators = [dict(g) for g in user.claim_generator_info] or generators
+    out = {
+        "claim_generator_info": generators,
         "title": title,
         "format": media_type,
         "assertions": assertions,
     }
+    named = [ing.to_json() for ing in user.ingredients if ing.data is None] if user else []
+    if named:  # ingredients without a file (those with one: sign_asset)
+        out["ingredients"] = named
+    return out
 
 
 def sign_asset(
@@ -196,6 +214,9 @@ def sign_asset(
     parent: tuple[bytes, str, str] | None = None,
     source_type: str | None = None,
     watermarked: bool = True,
+    signer: Callable[[bytes], bytes] | None = None,
+    tsa_url: str | None = None,
+    user: ManifestDefinition | None = None,
 ) -> tuple[bytes, bytes]:
     """Sign ``asset`` (bytes of ``media_type``); return (signed file, manifest store bytes).
 
@@ -205,10 +226,22 @@ def sign_asset(
     ``parent`` = (bytes, media type, title) as the parent ingredient (the image before
     tracemark watermarked it), or *create* as ``digitalCreation`` without a parent. All add
     ``c2pa.watermarked``.
+
+    ``signer``: an external signer (``(data: bytes) -> bytes``, see
+    :mod:`tracemark.credentials.signers`) used through c2pa-python's callback signer
+    (``Signer.from_callback``) instead of ``creds.key_pem``; its exceptions come back as
+    :class:`~tracemark.errors.SigningError` (c2pa-python itself only logs them).
+    ``tsa_url``: an RFC 3161 timestamp authority (``http(s)://``) that c2pa asks to
+    countersign the claim signature; signing fails when it cannot be reached or answers
+    with something other than a time-stamp token.
+    ``user``: a user's definition, whose actions are added after the created/opened action
+    and before ``c2pa.watermarked``, and whose ingredients are added (a file's bytes, or
+    named only).
     """
     if source_type is None and ai_generated:
         source_type = "trainedAlgorithmicMedia"
     c2pa = _c2pa()
+    failed: list[BaseException] = []
     try:
         ctx = c2pa.Context.from_dict({
             "builder": {"thumbnail": {"enabled": False}},
@@ -225,6 +258,11 @@ def sign_asset(
             builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
             builder.add_ingredient({"title": parent_title, "relationship": "parentOf"},
                                    parent_type, io.BytesIO(data))
+        for action in user.actions if user is not None else ():
+            builder.add_action(dict(action))
+        for ing in user.ingredients if user is not None else ():
+            if ing.data is not None:
+                builder.add_ingredient(ing.to_json(), ing.format, io.BytesIO(ing.data))
         if watermarked:  # not for an image too small to carry the mark
             builder.add_action({
                 "action": "c2pa.watermarked",
@@ -232,11 +270,22 @@ def sign_asset(
                 "parameters": {"description": "tracemark invisible watermark carrying the "
                                               "manifest identifier (soft binding)"},
             })
-        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
-            creds.alg.encode(), creds.chain_pem.encode(), creds.key_pem.encode(), None))
+        c2pa_signer = (_callback_signer(c2pa, signer, creds, tsa_url, failed)
+                       if signer is not None else
+                       c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+                           creds.alg.encode(), creds.chain_pem.encode(),
+                           creds.key_pem.encode(), tsa_url.encode() if tsa_url else None)))
         out = io.BytesIO()
-        manifest_store = builder.sign(signer, media_type, io.BytesIO(asset), out)
+        with c2pa_signer:
+            manifest_store = builder.sign(c2pa_signer, media_type, io.BytesIO(asset), out)
     except c2pa.C2paError as exc:
+        if failed:
+            if isinstance(failed[0], SigningError):
+                raise failed[0] from None
+            raise SigningError(f"the external signer failed: {failed[0]!r}") from None
+        if tsa_url and (tsa_url in str(exc) or _TSA_FAILURE in str(exc).lower()):
+            raise SigningError(f"the timestamp authority {tsa_url} gave no time-stamp "
+                               f"token: {exc}") from None
         raise SigningError(f"c2pa refused to sign: {exc}") from None
     return out.getvalue(), bytes(manifest_store)
 
@@ -263,6 +312,29 @@ _REMOTE_URL = re.compile(r"must fetch remote manifests from url (\S+)")
 ``C2paError`` "Remote: ...") with the URL the file's XMP ``dcterms:provenance`` names."""
 _UNSUPPORTED = {"prerelease content detected": PRERELEASE_CODE}
 """c2pa error texts that mean "a manifest c2pa does not validate" -> the C2PA code."""
+
+
+_TSA_FAILURE = "timestamp"
+"""Text (lower case) of c2pa-rs's time-stamp errors in a failed sign; a TSA that cannot be
+reached is named by its URL (the HTTP resolver's error)."""
+
+
+def _callback_signer(c2pa: Any, signer: Callable[[bytes], bytes], creds: SigningCredentials,
+                     tsa_url: str | None, failed: list[BaseException]) -> Any:
+    """c2pa's callback signer around ``signer``: its output made a COSE signature
+    (:func:`~tracemark.credentials.signers.cose_signature`), its exception kept in
+    ``failed`` (c2pa-python logs it and reports only "callback failed")."""
+    from tracemark.credentials.signers import cose_signature
+
+    def sign(data: bytes) -> bytes:
+        try:
+            return cose_signature(signer(data), creds.alg)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    alg = c2pa.C2paSigningAlg[creds.alg.upper()]
+    return c2pa.Signer.from_callback(sign, alg, creds.chain_pem, tsa_url)
 
 
 @dataclass
@@ -303,11 +375,34 @@ class ManifestReading:
                 "c2pa_state": self.c2pa_state, "remote_url": self.remote_url}
 
 
-def _context(trust_pem: str | None) -> Any:
+def trust_settings(trust_pem: str | None = None, allowed_pem: str | None = None,
+                   trust_config: str | None = None) -> dict[str, Any]:
+    """c2pa-python's ``trust`` settings (c2pa-rs 0.91 ``settings.trust``) for a Reader's
+    Context. Anchors alone keep the plain form (``user_anchors``: CA certificates, PEM; a
+    signer under them is trusted). With an allowed list or an EKU configuration, one
+    ``anchors`` entry of ``trust_kind`` ``manifest`` carries ``trust_anchors`` (the same
+    PEM, or none), ``allowed_list`` (end-entity certificates trusted as they are, whatever
+    their CA: PEM, or base64 SHA-256 hashes of their DER, one a line) and ``trust_config``
+    (extended key usage OIDs, one a line). c2pa-rs 0.91 ignores the older top-level
+    ``allowed_list``/``trust_config`` keys (measured: an allowed signer stays untrusted),
+    hence this form. Empty: c2pa's defaults."""
+    if not allowed_pem and not trust_config:
+        return {"user_anchors": trust_pem} if trust_pem else {}
+    entry: dict[str, Any] = {"trust_kind": "manifest", "trust_anchors": trust_pem or ""}
+    if allowed_pem:
+        entry["allowed_list"] = allowed_pem
+    if trust_config:
+        entry["trust_config"] = trust_config
+    return {"anchors": [entry]}
+
+
+def _context(trust_pem: str | None, allowed_pem: str | None = None,
+             trust_config: str | None = None) -> Any:
     c2pa = _c2pa()
     settings: dict[str, Any] = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
-    if trust_pem:
-        settings["trust"] = {"user_anchors": trust_pem}
+    trust = trust_settings(trust_pem, allowed_pem, trust_config)
+    if trust:
+        settings["trust"] = trust
     return c2pa.Context.from_dict(settings)
 
 
@@ -384,9 +479,13 @@ def read_manifest(
     *,
     trust_pem: str | None = None,
     manifest_store: bytes | None = None,
+    allowed_pem: str | None = None,
+    trust_config: str | None = None,
 ) -> ManifestReading:
     """Read and validate the manifest embedded in ``asset`` (or ``manifest_store`` given
     beside it, as a sidecar). Never raises for a bad manifest: that is ``"invalid"``.
+    ``trust_pem``, ``allowed_pem``, ``trust_config``: c2pa's trust settings
+    (:func:`trust_settings`).
 
     c2pa-python's errors (0.38) map to: ``Reader.try_create`` returning None (no manifest) and
     ``C2paError.NotSupported`` (a format c2pa does not read) -> ``"absent"``;
@@ -401,8 +500,8 @@ def read_manifest(
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(
-            media_type or None, io.BytesIO(asset), manifest_store, _context(trust_pem)
-        )
+            media_type or None, io.BytesIO(asset), manifest_store,
+            _context(trust_pem, allowed_pem, trust_config))
     except c2pa.C2paError as exc:
         code = _error_code(exc)
         text = str(exc)

@@ -33,8 +33,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import numpy as np
 
 from tracemark.credentials import manifest as mf
 from tracemark.credentials.certs import SigningCredentials
+from tracemark.credentials.definition import ManifestDefinition
 from tracemark.credentials.store import CredentialStore
 from tracemark.errors import ImageSourceError, ImageTooSmallError, SigningError, TracemarkError
 from tracemark.fingerprint import pdq
@@ -84,8 +85,42 @@ class SignOptions:
     ``trainedAlgorithmicMedia``, ``compositeWithTrainedAlgorithmicMedia``... or the full
     ``http://cv.iptc.org/newscodes/digitalsourcetype/`` URL; c2patool's ``--create``);
     None: an *edit* of the input, which becomes the parent ingredient."""
+    signer: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    """An external signer, ``(data: bytes) -> bytes``, that signs the claim with a key
+    tracemark never sees (a KMS, an HSM; :class:`~tracemark.credentials.signers.CommandSigner`
+    runs a command), used through c2pa-python's callback signer with the credentials'
+    chain and ``alg`` (:func:`~tracemark.credentials.certs.load_signing_certificate`).
+    ECDSA signatures may be DER or raw ``r || s``. None: the credentials' own key."""
+    tsa_url: str | None = None
+    """An RFC 3161 timestamp authority (``http://`` or ``https://`` URL) that countersigns
+    each claim signature (c2pa's ``ta_url``); an unreachable one fails the signing."""
+    definition: ManifestDefinition | None = field(default=None, compare=False)
+    """A user's manifest definition (c2patool's ``--manifest``; :mod:`tracemark.credentials.
+    definition`) merged with tracemark's manifest: its assertions, actions, ingredients,
+    claim generator, and its title when ``title`` is None."""
 
     def __post_init__(self) -> None:
+        from tracemark.errors import ConfigError
+
+        if self.signer is not None and not callable(self.signer):
+            raise ConfigError(f"signer must be a callable (bytes) -> bytes, not "
+                              f"{type(self.signer).__name__}")
+        if self.definition is not None:
+            from tracemark.credentials.definition import CREATIVE_WORK
+
+            if not isinstance(self.definition, ManifestDefinition):
+                raise ConfigError("definition must be a ManifestDefinition "
+                                  "(tracemark.credentials.definition.parse_definition)")
+            if self.author and any(a["label"] == CREATIVE_WORK
+                                   for a in self.definition.assertions):
+                raise ConfigError(f"the definition's {CREATIVE_WORK} assertion and author "
+                                  "(which writes one): give the author in one of them")
+        if self.tsa_url is not None and (
+                not isinstance(self.tsa_url, str)
+                or not self.tsa_url.lower().startswith(("http://", "https://"))
+                or len(self.tsa_url) < 10 or any(c.isspace() for c in self.tsa_url)):
+            raise ConfigError(f"tsa_url must be an http:// or https:// URL, not "
+                              f"{self.tsa_url!r}")
         if self.source_type is not None:
             from tracemark.credentials.manifest import digital_source_type
 
@@ -301,12 +336,14 @@ def render_signed(rgb: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
         manifest_id=manifest_id, payload=payload,
         pdq_hash=np.asarray(pdq_bits, np.uint8).tobytes(), author=opts.author,
         mark_id=mark_id, supersedes=supersedes, watermark_skipped=skipped,
+        user=opts.definition,
     )
     parent, parent_kind = ((None, None) if opts.create_type is not None
                            else _parent(original, rgb, name, opts.formats))
     signed, manifest_store = mf.sign_asset(creds, definition, media_type, asset,
                                            source_type=opts.create_type, parent=parent,
-                                           watermarked=skipped is None)
+                                           watermarked=skipped is None, signer=opts.signer,
+                                           tsa_url=opts.tsa_url, user=opts.definition)
     reading = mf.read_manifest(signed, media_type)
     if reading.label is None or reading.store_json is None:
         raise mf.SigningError("the signed file has no readable manifest")
@@ -334,10 +371,18 @@ def sign_image(
     Raises :class:`~tracemark.errors.CertificateError` (``creds`` break the C2PA
     certificate profile: checked first), :class:`~tracemark.errors.UnsupportedFormatError`
     (output suffix), the loader's :class:`~tracemark.errors.ImageError` subclasses,
-    :class:`~tracemark.errors.WatermarkEmbedError`, :class:`~tracemark.errors.SigningError`.
+    :class:`~tracemark.errors.WatermarkEmbedError`, :class:`~tracemark.errors.SigningError`
+    (also an external signer's failure, or an unreachable timestamp authority: nothing is
+    written, the store is rolled back), :class:`~tracemark.errors.ConfigError` (``creds``
+    without a key and no ``options.signer``).
     """
     opts = options or SignOptions()
     creds.check()  # the C2PA certificate profile, before any image work
+    if not creds.key_pem and opts.signer is None:
+        from tracemark.errors import ConfigError
+
+        raise ConfigError("these credentials have no private key (a chain loaded for an "
+                          "external signer): give SignOptions.signer")
     if out is not None:
         media_type = mf.media_type_for(Path(out).suffix)
     elif media_type not in mf.PIL_FORMATS:
@@ -361,12 +406,13 @@ def sign_image(
             skipped = _skip(store, input_sha256, Path(out), name)
             if skipped is not None:
                 return skipped
-    title = opts.title or (Path(out).name if out is not None else Path(name).name)
+    title = opts.title or (opts.definition.title if opts.definition is not None else None) \
+        or (Path(out).name if out is not None else Path(name).name)
     carried = _carried_mark(store, rgb)
     previous = store.resolve_mark(carried) if carried is not None else None
     manifest_id = store.reserve(title=title, author=opts.author, ai_generated=opts.is_ai,
                                 media_type=media_type, input_sha256=input_sha256,
-                                mark_id=carried)
+                                mark_id=carried, source_type=opts.create_type)
     mark_id = manifest_id if carried is None else carried
     tmp: Path | None = None
     try:

@@ -22,6 +22,10 @@ mark would stack and break the first), so its new manifest shares the earlier on
 id, and :meth:`CredentialStore.resolve_mark` returns the newest manifest of that lineage.
 The table was added to version 1 stores without a version change: a store made before it
 gains it on its first writable open; a read-only open of such a store sees no signings.
+The ``source_type`` column of ``manifests`` (the IPTC digital source type of a *create*
+signing, e.g. ``digitalCapture``; NULL for an *edit*) was added the same way: a writable
+open adds the column (``ALTER TABLE ... ADD COLUMN``, existing rows NULL), a read-only open
+of an older store reads its rows with ``source_type`` None.
 
 When the signed file is ready the row becomes ``active`` with the manifest's label, the
 raw manifest store (JUMBF bytes, as c2pa returns them), its JSON, the SHA-256 of the signed
@@ -127,6 +131,7 @@ _manifests = sa.Table(
     sa.Column("signer", sa.Text),
     sa.Column("manifest_json", sa.Text),
     sa.Column("manifest_store", sa.LargeBinary),
+    sa.Column("source_type", sa.String(64)),
 )
 
 _signings = sa.Table(
@@ -187,6 +192,10 @@ class ManifestRecord:
     signer: str | None
     manifest_json: str | None
     manifest_store: bytes | None
+    source_type: str | None = None
+    """The IPTC digital source type (its name: ``digitalCapture``,
+    ``trainedAlgorithmicMedia``...) the signing declared the image *created* with; None for
+    an *edit* of the input, or a manifest stored before the column existed."""
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -198,9 +207,14 @@ class ManifestRecord:
         return {
             "id": self.id, "state": self.state, "created_at": self.created_at,
             "label": self.label, "title": self.title, "author": self.author,
-            "ai_generated": self.ai_generated, "media_type": self.media_type,
+            "ai_generated": self.ai_generated, "source_type": self.source_type,
+            "media_type": self.media_type,
             "ref_id": self.ref_id, "file_sha256": self.file_sha256, "signer": self.signer,
         }
+
+
+def _record(row: Any) -> ManifestRecord:
+    return ManifestRecord(**{k: row.get(k) for k in ManifestRecord.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -350,11 +364,18 @@ class CredentialStore(Resource):
             raise ManifestStoreError(
                 "secret.key does not belong to this store's database", source=str(path)
             )
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("manifests")}
+        self._has_source_type = "source_type" in columns
         if read_only:
             self._has_signings = sa.inspect(engine).has_table("signings")
         else:
             _signings.create(engine, checkfirst=True)  # version 1 stores made before it
             self._has_signings = True
+            if not self._has_source_type:  # version 1 stores made before the column
+                with engine.begin() as conn:
+                    conn.execute(sa.text("ALTER TABLE manifests ADD COLUMN source_type "
+                                         "VARCHAR(64)"))
+                self._has_source_type = True
             self.cleaned_pending = self._clean_stale_pending()
 
     def _clean_stale_pending(self) -> list[int]:
@@ -741,14 +762,16 @@ class CredentialStore(Resource):
 
     def reserve(self, *, title: str | None, author: str | None, ai_generated: bool,
                 media_type: str | None, input_sha256: str | None = None,
-                mark_id: int | None = None) -> int:
+                mark_id: int | None = None, source_type: str | None = None) -> int:
         """Start a manifest: a ``pending`` row, and its ``signings`` row (this process as
         owner, the input's SHA-256 hex digest, the mark id: ``mark_id``, or the new id
-        itself when None). Returns the new id; the watermark carries the mark id."""
+        itself when None). ``source_type``: the IPTC digital source type name of a create
+        signing (None: an edit). Returns the new id; the watermark carries the mark id."""
         with self._writing() as conn:
             res = conn.execute(_manifests.insert().values(
                 state="pending", created_at=_now(), title=title, author=author,
                 ai_generated=bool(ai_generated), media_type=media_type,
+                source_type=source_type,
             ))
             manifest_id = int(res.inserted_primary_key[0])
             if manifest_id >= 1 << ID_BITS:
@@ -786,11 +809,18 @@ class CredentialStore(Resource):
             return []
         with self._reading() as conn:
             rows = conn.execute(
-                sa.select(_manifests).join(_signings, _signings.c.manifest_id == _manifests.c.id)
+                sa.select(*self._columns).join(_signings, _signings.c.manifest_id == _manifests.c.id)
                 .where(_signings.c.input_sha256 == input_sha256, _manifests.c.state == "active")
                 .order_by(_manifests.c.id)).mappings().all()
-        return [ManifestRecord(**{k: r[k] for k in ManifestRecord.__dataclass_fields__})
+        return [_record(r)
                 for r in rows]
+
+    @property
+    def _columns(self) -> list[Any]:
+        """The manifests columns this store's table has (an older store's has no
+        ``source_type`` until a writable open adds it)."""
+        return [c for c in _manifests.c
+                if self._has_source_type or c.name != "source_type"]
 
     def mark_of(self, manifest_id: int) -> int:
         """The manifest id the watermark of ``manifest_id``'s image carries (its own id for
@@ -821,10 +851,10 @@ class CredentialStore(Resource):
 
     def _one(self, where: Any) -> ManifestRecord | None:
         with self._reading() as conn:
-            row = conn.execute(sa.select(_manifests).where(where)).mappings().first()
+            row = conn.execute(sa.select(*self._columns).where(where)).mappings().first()
         if row is None:
             return None
-        return ManifestRecord(**{k: row[k] for k in ManifestRecord.__dataclass_fields__})
+        return _record(row)
 
     def get(self, manifest_id: int) -> ManifestRecord:
         """The active manifest ``manifest_id``; :class:`ManifestNotFoundError` otherwise."""
@@ -849,10 +879,10 @@ class CredentialStore(Resource):
     def list(self, limit: int = 100, offset: int = 0) -> list[ManifestRecord]:
         with self._reading() as conn:
             rows = conn.execute(
-                sa.select(_manifests).where(_manifests.c.state == "active")
+                sa.select(*self._columns).where(_manifests.c.state == "active")
                 .order_by(_manifests.c.id).limit(limit).offset(offset)
             ).mappings().all()
-        return [ManifestRecord(**{k: r[k] for k in ManifestRecord.__dataclass_fields__}) for r in rows]
+        return [_record(r) for r in rows]
 
     def __len__(self) -> int:
         with self._reading() as conn:

@@ -67,6 +67,13 @@ class VerifyOptions:
     trust_pem: str | None = None
     """Trust anchors (PEM) added to c2pa's own list; without them a valid manifest from an
     unknown CA is ``valid``, not ``trusted``."""
+    allowed_pem: str | None = None
+    """c2pa's allowed list: end-entity certificates (PEM, or base64 SHA-256 hashes of their
+    DER, one a line) trusted whatever their CA
+    (:func:`~tracemark.credentials.certs.load_allowed_list`)."""
+    trust_config: str | None = None
+    """c2pa's trust configuration: extended key usage OIDs, one a line
+    (:func:`~tracemark.credentials.certs.load_trust_config`)."""
     watermark_alpha: float = 1e-4
     """A watermark counts when its calibrated p-value is at most this."""
     min_inliers: int | None = 16
@@ -265,17 +272,24 @@ def _recover(store: CredentialStore, data: bytes, media_type: str | None, rgb: A
     if found is None:
         return None
     rec, route, confidence = found.record, found.route, found.confidence
-    sidecar = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
+    sidecar = mf.read_manifest(data, media_type, **_trust(opts),
                                manifest_store=rec.manifest_store)
     if sidecar.state in ("absent", "unreadable"):  # c2pa cannot read this container:
         # check the manifest's bytes alone
         sidecar = mf.read_manifest(rec.manifest_store or b"", "application/c2pa",
-                                   trust_pem=opts.trust_pem)
+                                   **_trust(opts))
     return {
         "route": route, "confidence": round(float(confidence or 0.0), 6),
         "manifest_id": rec.id, "label": rec.label, "signature": _signature_state(sidecar),
         "codes": sidecar.codes, "manifest": rec.manifest,
     }
+
+
+def _trust(opts: VerifyOptions) -> dict[str, str | None]:
+    """The trust settings of ``opts`` as :func:`~tracemark.credentials.manifest.read_manifest`
+    takes them."""
+    return {"trust_pem": opts.trust_pem, "allowed_pem": opts.allowed_pem,
+            "trust_config": opts.trust_config}
 
 
 def verify_image(
@@ -322,7 +336,7 @@ def _manifest_elsewhere(reading: mf.ManifestReading, data: bytes, media_type: st
     if opts.sidecar and isinstance(image, str | os.PathLike):
         side = Path(image).with_suffix(".c2pa")
         if side != Path(image) and side.is_file() and side.stat().st_size <= MAX_FILE_BYTES:
-            found = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
+            found = mf.read_manifest(data, media_type, **_trust(opts),
                                      manifest_store=side.read_bytes())
             evidence["sidecar"] = str(side)
             found.remote_url = reading.remote_url
@@ -335,8 +349,7 @@ def _manifest_elsewhere(reading: mf.ManifestReading, data: bytes, media_type: st
         evidence["remote_fetch_error"] = str(exc)
         reading.codes = {"failure": [mf.MANIFEST_INACCESSIBLE]}
         return reading, "embedded"
-    found = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem,
-                             manifest_store=fetched)
+    found = mf.read_manifest(data, media_type, **_trust(opts), manifest_store=fetched)
     found.remote_url = reading.remote_url
     return found, "remote"
 
@@ -365,7 +378,7 @@ def _embedded(result: VerifyResult, reading: mf.ManifestReading, data: bytes,
 def _verify(image: Any, store: CredentialStore | None, opts: VerifyOptions) -> VerifyResult:
     data, name = _bytes_of(image)
     media_type = _media_type(data)
-    reading = mf.read_manifest(data, media_type, trust_pem=opts.trust_pem) \
+    reading = mf.read_manifest(data, media_type, **_trust(opts)) \
         if media_type is not None else mf.ManifestReading("absent")
     result = VerifyResult(source=name, state="not_found")
     route = "embedded"

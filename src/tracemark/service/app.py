@@ -1099,23 +1099,39 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                    author: Annotated[str | None, Form(max_length=500)] = None,
                    digital_source_type: Annotated[str | None, Form(
                        max_length=200, json_schema_extra=_source_type_schema())] = None,
+                   manifest: Annotated[str | None, Form(max_length=1 << 20)] = None,
                    ) -> Response:
         """Watermark and sign the image with a C2PA manifest stored in the collection.
 
         ``digital_source_type`` (an IPTC name such as ``digitalCapture`` or
         ``trainedAlgorithmicMedia``, or its URL) declares the image created with that
         source type; without it (nor ``ai_generated``) the signing is an edit of the
-        upload."""
+        upload. ``manifest``: a c2patool manifest definition (JSON text: title,
+        claim_generator_info, assertions, ingredients without ``file_path``) merged with
+        tracemark's manifest as ``sign --manifest`` does (docs/credentials.md); an invalid
+        one is a 422 ``BadManifestDefinition``."""
         allow(key, name, write=True)
         from tracemark.credentials import SignOptions
+        from tracemark.credentials.definition import loads, parse_definition
 
+        definition = None
+        if manifest is not None:
+            try:
+                definition = parse_definition(loads(manifest))
+            except ConfigError as exc:
+                raise ApiError(422, "BadManifestDefinition", str(exc)) from None
+        if definition is not None and definition.title is not None:
+            title = title or definition.title
         try:
             sign_options = SignOptions(ai_generated=ai_generated, title=title or "upload",
                                        author=author, max_pixels=settings.max_pixels,
                                        formats=settings.formats,
-                                       source_type=digital_source_type)
+                                       source_type=digital_source_type,
+                                       definition=definition)
         except ConfigError as exc:
-            raise ApiError(422, "BadDigitalSourceType", exc.message) from None
+            raise ApiError(422, "BadManifestDefinition" if definition is not None and
+                           "definition" in exc.message else "BadDigitalSourceType",
+                           exc.message) from None
         if state.creds is None:
             raise ApiError(409, "SigningNotConfigured",
                            "this service has no signing certificate (start it with --cert/--key)")

@@ -234,6 +234,10 @@ class ManifestDetail(_Out):
     title: str | None
     author: str | None
     ai_generated: bool
+    source_type: str | None = Field(description="The IPTC digital source type (a name such "
+                                    "as ``trainedAlgorithmicMedia``) the image was created "
+                                    "with; null for an edit, and for a signing recorded "
+                                    "before stores kept it.")
     media_type: str | None = Field(description="The signed file's media type.")
     ref_id: int | None = Field(description="The fingerprint reference of the signed image.")
     file_sha256: str | None = Field(description="SHA-256 (hex) of the signed file.")
