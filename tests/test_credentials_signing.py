@@ -715,3 +715,71 @@ def test_older_store_gains_the_source_type_column(tmp_path: Path) -> None:
     con.close()
     with CredentialStore.open(tmp_path / "store") as again:  # a second open: no-op
         assert [r.summary() for r in again.list()] == before
+
+
+# --- the service: external signer, timestamp authority, trust lists --------------------------
+
+
+def test_service_signs_with_an_external_signer_and_a_tsa(
+        ca: DevCA, signer_key, image: np.ndarray, tmp_path: Path, tsa: LocalTSA,
+        foreign: dict) -> None:
+    """``serve --signer-command/--tsa-url/--allowed-list`` as settings: the service signs
+    with a key it never holds, each manifest carries the TSA's time stamp, verify honours
+    the allowed list, and a failing signer is a 502 that stores nothing."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tracemark.imageio import encode_image
+    from tracemark.service.app import ServiceSettings, create_app
+
+    calls: list[int] = []
+    broken = {"on": False}
+
+    def kms(data: bytes) -> bytes:
+        calls.append(len(data))
+        if broken["on"]:
+            raise RuntimeError("the KMS is down")
+        return signer_key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    app = create_app(ServiceSettings(
+        data_dir=tmp_path / "svc", cert=ca.signer_chain, signer=kms, tsa_url=tsa.url,
+        trust=ca.ca_cert, allowed_list=foreign["dir"] / "allowed.pem"))
+    token = app.state.tm.keys.create(scope="write", collections=["*"], name="admin")[0]
+    h = {"Authorization": f"Bearer {token}"}
+    png = encode_image(image, "PNG")
+    with TestClient(app) as client:
+        assert client.post("/v1/collections", json={"name": "w"}, headers=h).status_code == 201
+        res = client.post("/v1/collections/w/sign", headers=h, data={"format": "jpg"},
+                          files={"image": ("x.png", png, "image/png")})
+        assert res.status_code == 200, res.text
+        assert calls
+        state, manifest_store = _reader(res.content, ca)
+        success = [c["code"] for c in
+                   manifest_store["validation_results"]["activeManifest"]["success"]]
+        assert state == "Trusted" and "timeStamp.validated" in success
+        v = client.post("/v1/verify", headers=h, files={
+            "image": ("f.jpg", foreign["file"].read_bytes(), "image/jpeg")}).json()
+        assert v["state"] == "trusted", v  # another CA's signer, on the allowed list
+        before = client.get("/v1/collections/w", headers=h).json()
+        broken["on"] = True
+        res = client.post("/v1/collections/w/sign", headers=h, data={"format": "jpg"},
+                          files={"image": ("x.png", png, "image/png")})
+        assert res.status_code == 502 and res.json()["error"]["type"] == "SigningError", res.text
+        assert "KMS is down" in res.json()["error"]["message"]
+        assert client.get("/v1/collections/w", headers=h).json() == before
+    with pytest.raises(ConfigError, match="tsa_url"):
+        create_app(ServiceSettings(data_dir=tmp_path / "svc2", cert=ca.signer_chain,
+                                   signer=kms, tsa_url="ftp://x/"))
+
+
+def test_serve_refuses_unfit_signing_options(ca: DevCA, tmp_path: Path) -> None:
+    for args, pattern in [
+        (["--signer-command", "cat", "--key", str(ca.signer_key), "--cert",
+          str(ca.signer_chain)], "one of them"),
+        (["--signer-command", "cat"], "--cert"),
+        (["--tsa-url", "http://127.0.0.1:1/"], "--tsa-url"),
+        (["--cert", str(ca.signer_chain), "--key", str(ca.signer_key), "--allowed-list",
+          str(tmp_path / "missing.pem")], "not found"),
+    ]:
+        code, _, err = _cli("serve", "--store", tmp_path / "d", *args)
+        assert code == 2 and pattern in err, (args, code, err)

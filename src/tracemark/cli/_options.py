@@ -215,6 +215,86 @@ trust_option = click.option(
     show_envvar=True, help="Trust anchors (PEM CA certificates) added to c2pa's list.")
 
 
+def external_signer_options(f: F) -> F:
+    """``--signer-command``, ``--signer-timeout``, ``--alg`` and ``--tsa-url`` (with
+    :func:`signing_options`; resolved by :func:`signing_setup`)."""
+    f = click.option("--tsa-url", default=None, metavar="URL",
+                     help="RFC 3161 timestamp authority (http:// or https://) that "
+                     "countersigns each manifest's signature; unreachable: the image fails, "
+                     "nothing written.")(f)
+    f = click.option("--alg", type=click.Choice(["es256", "es384", "es512", "ps256", "ps384",
+                                                 "ps512", "ed25519"]), default=None,
+                     help="Signing algorithm of --signer-command [default: from the "
+                     "certificate's key: es256/es384/es512, ps256, ed25519].")(f)
+    f = click.option("--signer-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+                     show_default=True, help="Seconds before --signer-command is killed.")(f)
+    return click.option("--signer-command", default=None, metavar="CMD",
+                        help="Sign with an external signer instead of --key (c2patool's "
+                        "external signer; the key stays in a KMS/HSM): CMD reads the bytes to "
+                        "sign on stdin and writes the signature on stdout (ECDSA: DER or raw "
+                        "r||s). Split like a shell line, run without a shell.")(f)
+
+
+def trust_list_options(f: F) -> F:
+    """``--allowed-list`` and ``--trust-config`` (c2pa's trust settings beside
+    :data:`trust_option`'s anchors; resolved by :func:`trust_setup`)."""
+    f = click.option("--trust-config", type=click.Path(path_type=Path), default=None,
+                     metavar="FILE", help="c2pa's trust configuration: the extended key usage "
+                     "OIDs accepted, one a line.")(f)
+    return click.option("--allowed-list", type=click.Path(path_type=Path), default=None,
+                        metavar="FILE", help="c2pa's allowed list: signing certificates "
+                        "trusted whatever their CA (PEM, or base64 SHA-256 hashes of their "
+                        "DER, one a line).")(f)
+
+
+def signing_setup(cert: Path | None, key: Path | None, signer_command: str | None,
+                  timeout: float, alg: str | None) -> tuple[Any, Any]:
+    """The signing credentials (:class:`~tracemark.credentials.certs.SigningCredentials`)
+    and the external signer (a :class:`~tracemark.credentials.signers.CommandSigner`, or
+    None when ``key`` signs) of :func:`signing_options` and :func:`external_signer_options`;
+    a missing or unfit option is a usage error (exit code 2)."""
+    from tracemark.credentials.certs import load_signing_certificate, load_signing_credentials
+    from tracemark.credentials.signers import CommandSigner
+    from tracemark.errors import TracemarkError
+
+    if cert is None:
+        raise fail("Missing option '--cert' (or TRACEMARK_SIGNING_CERT)")
+    if signer_command is None and key is None:
+        raise fail("Missing option '--key' (or TRACEMARK_SIGNING_KEY), or give "
+                   "--signer-command")
+    if signer_command is not None and key is not None:
+        raise fail("--signer-command signs instead of --key: give one of them")
+    if signer_command is None and alg is not None:
+        raise fail("--alg is for --signer-command (with --key, the key decides)")
+    try:
+        if signer_command is None:
+            return load_signing_credentials(cert, key), None  # type: ignore[arg-type]
+        creds = load_signing_certificate(cert, alg=alg)
+        return creds, CommandSigner(signer_command, alg=creds.alg, timeout=timeout)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+
+
+def trust_setup(trust: Path | None, allowed_list: Path | None,
+                trust_config: Path | None) -> tuple[str | None, str | None, str | None]:
+    """The PEM anchors, the allowed list and the EKU configuration (text, or None each) of
+    :data:`trust_option` and :func:`trust_list_options`, checked as c2pa needs them; a bad
+    file is a usage error (exit code 2)."""
+    from tracemark.credentials.certs import (
+        load_allowed_list,
+        load_trust_anchors,
+        load_trust_config,
+    )
+    from tracemark.errors import TracemarkError
+
+    try:
+        return (load_trust_anchors(trust) if trust is not None else None,
+                load_allowed_list(allowed_list) if allowed_list is not None else None,
+                load_trust_config(trust_config) if trust_config is not None else None)
+    except TracemarkError as exc:
+        raise fail(str(exc)) from None
+
+
 _RAY_ADDRESS = re.compile(r"^(local|auto|ray://\S+|[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5})$")
 
 

@@ -82,20 +82,7 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
                  "file when one file goes in.")
 @opts.force_option
 @opts.signing_options(required=False)
-@click.option("--signer-command", default=None, metavar="CMD",
-              help="Sign with an external signer instead of --key (c2patool's external "
-              "signer; the key stays in a KMS/HSM): CMD reads the bytes to sign on stdin and "
-              "writes the signature on stdout (ECDSA: DER or raw r||s). Split like a shell "
-              "line, run without a shell.")
-@click.option("--signer-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
-              show_default=True, help="Seconds before --signer-command is killed.")
-@click.option("--alg", type=click.Choice(["es256", "es384", "es512", "ps256", "ps384",
-                                          "ps512", "ed25519"]), default=None,
-              help="Signing algorithm of --signer-command [default: from the certificate's "
-              "key: es256/es384/es512, ps256, ed25519].")
-@click.option("--tsa-url", default=None, metavar="URL",
-              help="RFC 3161 timestamp authority (http:// or https://) that countersigns "
-              "each manifest's signature; unreachable: the image fails, nothing written.")
+@opts.external_signer_options
 @click.option("--manifest", "definition", type=click.Path(path_type=Path), default=None,
               metavar="FILE.json",
               help="A c2patool manifest definition (title, claim_generator_info, assertions, "
@@ -152,7 +139,7 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path | N
     from tracemark.credentials.sign import SignOptions, sign_image
     from tracemark.credentials.store import SECRET_NAME, CredentialStore
 
-    creds, signer = _signing(cert, key, signer_command, signer_timeout, alg)
+    creds, signer = opts.signing_setup(cert, key, signer_command, signer_timeout, alg)
     if signer is not None and ray_address is not None:
         raise click.UsageError("--signer-command is not available with --ray (the workers "
                                "sign with --key)")
@@ -229,31 +216,6 @@ def sign_command(inputs: tuple[str, ...], out: Path, force: bool, cert: Path | N
          f"{store.path}); {resumed} already signed, {tally.failed} failed, "
          f"{tally.skipped} skipped")
     tally.finish()
-
-
-def _signing(cert: Path | None, key: Path | None, signer_command: str | None,
-             timeout: float, alg: str | None) -> tuple[Any, Any]:
-    """The signing credentials and the external signer (None: --key signs) of ``sign``;
-    a missing or unfit option is a usage error (exit code 2)."""
-    from tracemark.credentials.certs import load_signing_certificate, load_signing_credentials
-    from tracemark.credentials.signers import CommandSigner
-
-    if cert is None:
-        raise fail("Missing option '--cert' (or TRACEMARK_SIGNING_CERT)")
-    if signer_command is None and key is None:
-        raise fail("Missing option '--key' (or TRACEMARK_SIGNING_KEY), or give "
-                   "--signer-command")
-    if signer_command is not None and key is not None:
-        raise fail("--signer-command signs instead of --key: give one of them")
-    if signer_command is None and alg is not None:
-        raise fail("--alg is for --signer-command (with --key, the key decides)")
-    try:
-        if signer_command is None:
-            return load_signing_credentials(cert, key), None  # type: ignore[arg-type]
-        creds = load_signing_certificate(cert, alg=alg)
-        return creds, CommandSigner(signer_command, alg=creds.alg, timeout=timeout)
-    except TracemarkError as exc:
-        raise fail(str(exc)) from None
 
 
 def _load_definition(path: Path | None) -> Any:
@@ -381,12 +343,7 @@ def _remove_if_empty(cs: Any, path: Path, *, remove_dir: bool) -> None:
 @click.command("verify")
 @click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
 @opts.trust_option
-@click.option("--allowed-list", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="c2pa's allowed list: signing certificates trusted whatever their CA (PEM, "
-              "or base64 SHA-256 hashes of their DER, one a line).")
-@click.option("--trust-config", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="c2pa's trust configuration: the extended key usage OIDs accepted, one a "
-              "line.")
+@opts.trust_list_options
 @_store_option
 @click.option("--no-store", is_flag=True, help="Read the embedded manifest only.")
 @click.option("--manifest/--no-manifest", "with_manifest", default=False,
@@ -410,20 +367,10 @@ def verify_command(inputs: tuple[str, ...], trust: Path | None, allowed_list: Pa
     A store named with --store or TRACEMARK_STORE must exist; without either, a missing
     default store means embedded manifests only.
     """
-    from tracemark.credentials.certs import (
-        load_allowed_list,
-        load_trust_anchors,
-        load_trust_config,
-    )
     from tracemark.credentials.store import CredentialStore
     from tracemark.credentials.verify import VerifyOptions, verify_image
 
-    try:
-        trust_pem = load_trust_anchors(trust) if trust is not None else None
-        allowed_pem = load_allowed_list(allowed_list) if allowed_list is not None else None
-        eku_config = load_trust_config(trust_config) if trust_config is not None else None
-    except TracemarkError as exc:
-        raise fail(str(exc)) from None
+    trust_pem, allowed_pem, eku_config = opts.trust_setup(trust, allowed_list, trust_config)
     cs = None
     if not no_store:
         if store.path.is_dir() or store.explicit:

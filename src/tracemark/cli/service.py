@@ -50,7 +50,9 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @opts.signing_options(required=False)
+@opts.external_signer_options
 @opts.trust_option
+@opts.trust_list_options
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=20.0, show_default=True)
 @click.option("--max-pixels", type=click.IntRange(1), default=40_000_000, show_default=True,
               envvar="TRACEMARK_MAX_PIXELS", show_envvar=True,
@@ -78,7 +80,10 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
               "adds are acknowledged after the database commit (0: after every write).")
 def serve_command(data_dir: Path, database_url: str | None, vectors: str | None, host: str,
                   port: int,
-                  cert: Path | None, key: Path | None, trust: Path | None, max_upload_mb: float,
+                  cert: Path | None, key: Path | None, signer_command: str | None,
+                  signer_timeout: float, alg: str | None, tsa_url: str | None,
+                  trust: Path | None, allowed_list: Path | None, trust_config: Path | None,
+                  max_upload_mb: float,
                   max_pixels: int, formats: Any, request_timeout: float, body_timeout: float,
                   header_timeout: float, max_concurrency: int, memory_budget_mb: float,
                   vector_flush_seconds: float) -> None:
@@ -91,10 +96,17 @@ def serve_command(data_dir: Path, database_url: str | None, vectors: str | None,
     """
     from tracemark.errors import TracemarkError
 
-    if (cert is None) != (key is None):
-        raise click.UsageError("give --cert and --key together")
+    signer = None
+    if cert is not None or key is not None or signer_command is not None:
+        _creds, signer = opts.signing_setup(cert, key, signer_command, signer_timeout, alg)
+    elif alg is not None or tsa_url is not None:
+        raise click.UsageError("--alg and --tsa-url sign: give --cert with --key or "
+                               "--signer-command")
+    opts.trust_setup(trust, allowed_list, trust_config)  # a bad file: exit 2 before serving
     try:
-        settings = _settings(data_dir, database_url, cert=cert, key=key, trust=trust,
+        settings = _settings(data_dir, database_url, cert=cert, key=key, signer=signer,
+                             signer_alg=alg, tsa_url=tsa_url, trust=trust,
+                             allowed_list=allowed_list, trust_config=trust_config,
                              max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              max_pixels=max_pixels, formats=formats,
                              request_timeout=request_timeout, body_timeout=body_timeout,

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -54,6 +54,7 @@ from tracemark.errors import (
     ManifestNotFoundError,
     PayloadError,
     ReferenceNotFoundError,
+    SigningError,
     TracemarkError,
     UnsupportedFormatError,
     VectorStoreUnavailableError,
@@ -109,8 +110,26 @@ class ServiceSettings:
     """Adds are acknowledged after the database commit; FAISS files are rewritten at most
     this often (0: after every write)."""
     cert: Path | None = None
+    """Signing certificate chain (PEM, signer first); signing is off without it."""
     key: Path | None = None
+    """The signer's private key (PEM); or ``signer`` signs with a key the service never sees."""
+    signer: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    """An external signer (:attr:`tracemark.credentials.SignOptions.signer`: a KMS/HSM
+    callable, or :class:`~tracemark.credentials.signers.CommandSigner`) used with ``cert``
+    instead of ``key``."""
+    signer_alg: str | None = None
+    """``signer``'s algorithm (``es256``, ``ps256``, ``ed25519``...); default: from
+    ``cert``'s key (:func:`~tracemark.credentials.certs.load_signing_certificate`)."""
+    tsa_url: str | None = None
+    """RFC 3161 timestamp authority countersigning every signing (an unreachable one: 502
+    ``SigningFailed``, nothing stored)."""
     trust: Path | None = None
+    """Trust anchors (PEM CA certificates) of ``verify``."""
+    allowed_list: Path | None = None
+    """c2pa's allowed list of ``verify`` (:func:`~tracemark.credentials.certs.load_allowed_list`)."""
+    trust_config: Path | None = None
+    """c2pa's EKU trust configuration of ``verify``
+    (:func:`~tracemark.credentials.certs.load_trust_config`)."""
     vectors: str | None = None
     """Where collections keep their vector search structures: None for FAISS files in the
     data directory, or a vector-store URL such as ``milvus://host:19530``
@@ -195,6 +214,8 @@ def _status_for(exc: TracemarkError) -> int:
         return 409  # the image's state conflicts: it carries another payload of this key
     if isinstance(exc, VectorStoreUnavailableError):
         return 503  # the Milvus server is down or unreachable: retry later, not the client's
+    if isinstance(exc, SigningError):
+        return 502  # the server's external signer or timestamp authority failed
     if isinstance(exc, CertificateError):
         return 503  # the server's signing certificate (e.g. expired since start): not the client's
     if isinstance(exc, ConfigError | PayloadError | WatermarkEmbedError):
@@ -245,6 +266,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "The upload is larger than the service accepts (or has too many pixels)."),
         (415, "The upload is not an image in an accepted format."),
         (422, "Invalid parameters, form fields or image content."),
+        (502, "The service's external signer or timestamp authority failed: nothing was "
+              "stored."),
         (503, "Busy (Retry-After) or past the request's deadline: nothing was committed."),
     ]}
 """The error statuses every operation may answer, documented with the real body (the
@@ -340,15 +363,29 @@ class _State:
         self._generations = itertools.count(1)
         self._registry_lock = threading.Lock()
         self.creds: Any = None
-        self.trust_pem: str | None = None
-        if settings.cert is not None and settings.key is not None:
+        if settings.cert is not None and settings.signer is not None:
+            from tracemark.credentials.certs import load_signing_certificate
+
+            self.creds = load_signing_certificate(settings.cert, alg=settings.signer_alg)
+        elif settings.cert is not None and settings.key is not None:
             from tracemark.credentials import load_signing_credentials
 
             self.creds = load_signing_credentials(settings.cert, settings.key)
-        if settings.trust is not None:
-            from tracemark.credentials import load_trust_anchors
+        from tracemark.credentials.certs import (
+            load_allowed_list,
+            load_trust_anchors,
+            load_trust_config,
+        )
 
-            self.trust_pem = load_trust_anchors(settings.trust)
+        if settings.signer is not None or settings.tsa_url is not None:
+            from tracemark.credentials import SignOptions
+
+            SignOptions(signer=settings.signer, tsa_url=settings.tsa_url)  # ConfigError now
+        self.trust_pem = load_trust_anchors(settings.trust) if settings.trust else None
+        self.allowed_pem = (load_allowed_list(settings.allowed_list)
+                            if settings.allowed_list else None)
+        self.trust_config = (load_trust_config(settings.trust_config)
+                             if settings.trust_config else None)
         self.registry_metrics = CollectorRegistry()
         self.requests = Counter("tracemark_requests_total", "HTTP requests",
                                 ["method", "route", "status"], registry=self.registry_metrics)
@@ -1127,14 +1164,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                        author=author, max_pixels=settings.max_pixels,
                                        formats=settings.formats,
                                        source_type=digital_source_type,
-                                       definition=definition)
+                                       definition=definition, signer=settings.signer,
+                                       tsa_url=settings.tsa_url)
         except ConfigError as exc:
             raise ApiError(422, "BadManifestDefinition" if definition is not None and
                            "definition" in exc.message else "BadDigitalSourceType",
                            exc.message) from None
         if state.creds is None:
             raise ApiError(409, "SigningNotConfigured",
-                           "this service has no signing certificate (start it with --cert/--key)")
+                           "this service has no signing certificate (start it with --cert and --key "
+                           "or --signer-command)")
         data = await read_upload(image)
         media = media_type(format)
 
@@ -1159,9 +1198,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
             with (state.reading(name) if name is not None
                   else contextlib.nullcontext()) as store:
-                res = verify_image(data, store, VerifyOptions(trust_pem=state.trust_pem,
-                                                              max_pixels=settings.max_pixels,
-                                                              formats=settings.formats))
+                res = verify_image(data, store, VerifyOptions(
+                    trust_pem=state.trust_pem, allowed_pem=state.allowed_pem,
+                    trust_config=state.trust_config, max_pixels=settings.max_pixels,
+                    formats=settings.formats))
             out = res.to_dict()
             out["source"] = "upload"
             return out
