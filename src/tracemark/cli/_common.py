@@ -583,7 +583,7 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 
 _CANONICAL_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif",
-                     "BMP": ".bmp", "GIF": ".gif"}
+                     "BMP": ".bmp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
 
 
 def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
@@ -607,7 +607,7 @@ def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
             actual = None
         own = src.suffix.lower()
         actual = actual or format_of_suffix(own)
-        if actual not in _CANONICAL_SUFFIX:  # unknown, or read only (PSD, JPEG 2000, HEIF...)
+        if actual not in _CANONICAL_SUFFIX:  # unknown, or read only (PSD, JPEG 2000...)
             return fallback
         ext = own if format_of_suffix(own) == actual and own not in (".mpo", ".apng") \
             else _CANONICAL_SUFFIX[actual]

@@ -15,7 +15,7 @@ from typing import Any
 from tracemark._optional import require
 from tracemark.credentials.certs import SigningCredentials
 from tracemark.errors import SigningError, UnsupportedFormatError
-from tracemark.imageio import format_of_suffix, image_suffixes, media_type
+from tracemark.imageio import media_type, written_suffixes
 
 __all__ = [
     "C2PA_STATES",
@@ -34,22 +34,24 @@ __all__ = [
     "sign_asset",
 ]
 
-SIGNED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
+SIGNED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "AVIF", "HEIF")
 """Formats tracemark writes signed files in (Pillow's names): those c2pa-python 0.38 signs
 (``c2pa.Builder.get_supported_mime_types()``) that :func:`tracemark.imageio.encode_image`
 writes. GIF is a 256-colour palette: the watermark is embedded before the quantization
-and may not survive it (the fingerprint does). HEIC/HEIF/AVIF are read and verified but
-not yet written (no HEIF/AVIF encoder in :mod:`tracemark.imageio`)."""
+and may not survive it (the fingerprint does). AVIF and HEIF/HEIC are lossy at
+:data:`tracemark.imageio.HEIF_AVIF_QUALITY` (90) by default, where the watermark reads
+back; HEIF needs the ``heif`` extra (pillow-heif), else
+:class:`~tracemark.errors.MissingExtraError`."""
 
-PIL_FORMATS = {media_type(fmt): fmt for fmt in SIGNED_FORMATS}
-"""Media type -> Pillow format of the signed outputs."""
+PIL_FORMATS = {**{media_type(fmt): fmt for fmt in SIGNED_FORMATS}, media_type("HEIC"): "HEIF"}
+"""Media type -> Pillow format of the signed outputs (``image/heic`` and ``image/heif``:
+HEIF)."""
 
-MEDIA_TYPES = {suffix: media_type(fmt) for suffix in sorted(image_suffixes())
-               if (fmt := format_of_suffix(suffix)) in SIGNED_FORMATS
-               and suffix not in (".mpo", ".apng")}
+MEDIA_TYPES = {suffix: media_type(suffix) for suffix, fmt in sorted(written_suffixes().items())
+               if fmt in SIGNED_FORMATS and suffix not in (".mpo", ".apng", ".avifs")}
 """Output suffixes tracemark signs and their media types (the suffix decides), derived from
 :mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp .tif .tiff
-.gif``."""
+.gif .avif .heic .heif .hif`` (``.heic``: ``image/heic``; ``.heif .hif``: ``image/heif``)."""
 
 SOFT_BINDING_WATERMARK = "org.tracemark.watermark.lattice.1"
 """``alg`` of the soft-binding assertion naming the watermark (its value: the 64-bit payload)."""
