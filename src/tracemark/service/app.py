@@ -955,9 +955,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
               response_class=Response,
-              responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+              responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {},
+                                           "image/avif": {}, "image/heic": {}}}})
     async def sign(name: str, key: Key, image: Upload,
-                   format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "jpg",
+                   format: Annotated[str, Form(pattern="^(png|jpg|webp|avif|heic)$")] = "jpg",
                    ai_generated: Annotated[bool, Form()] = False,
                    title: Annotated[str | None, Form(max_length=500)] = None,
                    author: Annotated[str | None, Form(max_length=500)] = None,
