@@ -95,10 +95,11 @@ DEFAULT_QUALITY = 95
 """JPEG/WebP quality of every written lossy image unless ``--quality`` says otherwise."""
 
 def is_lossy(suffix: str) -> bool:
-    """Is an output with this suffix written with a quality setting (JPEG, WebP)?"""
-    from tracemark.imageio import format_of_suffix
+    """Is an output with this suffix written with a quality setting (JPEG, WebP, AVIF,
+    HEIF/HEIC)?"""
+    from tracemark.imageio import written_suffixes
 
-    return format_of_suffix(suffix) in ("JPEG", "WEBP")
+    return written_suffixes().get(suffix.lower()) in ("JPEG", "WEBP", "AVIF", "HEIF")
 
 PROGRESS_SECONDS_ENV = "TRACEMARK_PROGRESS_SECONDS"
 """Seconds between plain progress lines when stderr is not a terminal (default 10)."""
