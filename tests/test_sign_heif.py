@@ -130,6 +130,8 @@ def test_heif_output_without_the_extra_names_it(tmp_path: Path) -> None:
         "except MissingExtraError as exc:\n"
         "    print('MISSING', exc)\n"
         "print(encode_image(np.zeros((8, 8, 3), np.uint8), 'AVIF')[4:12])\n"
+        "from tracemark.credentials.manifest import media_type_for\n"
+        "print('SIGNS', media_type_for('.heic'))\n"
     )
     src = str(Path(__file__).resolve().parents[1] / "src")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -137,6 +139,7 @@ def test_heif_output_without_the_extra_names_it(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "MISSING" in out.stdout and "pip install 'tracemark[heif]'" in out.stdout
     assert "ftypavif" in out.stdout
+    assert "SIGNS image/heic" in out.stdout  # the suffix is known; the encoder names the extra
 
 
 # --- signing ----------------------------------------------------------------------------------
