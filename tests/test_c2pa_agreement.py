@@ -57,8 +57,8 @@ def c2pa_says(data: bytes, mime: str | None, trust: str | None = None,
               manifest: bytes | None = None) -> tuple[str, list[str], str | None]:
     """c2pa-python's verdict: (state, failure codes, raised error text). The state is the
     Reader's ``validation_state`` lower-cased; when the Reader raises: ``remote`` for its
-    "must fetch remote manifests" error, ``unsupported`` for "prerelease content detected",
-    ``error`` otherwise; ``absent`` when it finds nothing."""
+    "must fetch remote manifests" error, ``unsupported`` for "prerelease content detected"
+    and "claim version is too new, not supported", ``error`` otherwise; ``absent`` when it finds nothing."""
     try:
         reader = c2pa.Reader.try_create(mime, io.BytesIO(data), manifest, _context(trust))
     except c2pa.C2paError as exc:
@@ -67,6 +67,9 @@ def c2pa_says(data: bytes, mime: str | None, trust: str | None = None,
             return "remote", [], text
         if "prerelease content detected" in text:
             return "unsupported", [PRERELEASE_CODE], text
+        if "claim version is too new, not supported" in text:
+            # no validation code: the kind of error it raised ("Verify: ..."), by its text
+            return "unsupported", ["c2pa." + text.split(":", 1)[0].strip().lower()], text
         return "error", [], text
     if reader is None:
         return "absent", [], None
@@ -193,6 +196,36 @@ def test_builder_signed_files_agree_with_the_reader(pki: dict[str, Any], fmt: st
     res = assert_agree(data, mime, pki["trust"])
     assert res.route == "embedded"
     assert res.found == (expected in ("trusted", "valid"))
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("version", [b"3", b"9"])
+def test_an_unknown_claim_version_is_unsupported_as_c2pa_says(pki: dict[str, Any], fmt: str,
+                                                              version: bytes) -> None:
+    """The claim box's label hand-edited from ``c2pa.claim.v2`` to a version c2pa does not
+    know: c2pa raises "claim version is too new, not supported" (c2pa-rs
+    ``InvalidClaimError::ClaimVersionTooNew``, no validation code); tracemark says
+    ``unsupported`` with the kind of that error, and the CLI's "cannot tell" exit."""
+    pil, mime = FORMATS[fmt]
+    signed, _ = builder_sign(asset(pil), mime, pki["ours"])
+    assert signed.count(b"c2pa.claim.v2\x00") == 1
+    data = signed.replace(b"c2pa.claim.v2\x00", b"c2pa.claim.v" + version + b"\x00")
+    state, failures, text = c2pa_says(data, mime, pki["trust"])
+    assert (state, failures) == ("unsupported", ["c2pa.verify"]), text
+    assert text is not None and "claim version is too new" in text
+    res = assert_agree(data, mime, pki["trust"])
+    assert res.route == "embedded" and not res.found and res.c2pa_state is None
+    assert res.label is None
+
+
+def test_cli_verify_unknown_claim_version_cannot_tell(pki: dict[str, Any], tmp_path: Path) -> None:
+    signed, _ = builder_sign(asset("PNG"), "image/png", pki["ours"])
+    path = tmp_path / "future.png"
+    path.write_bytes(signed.replace(b"c2pa.claim.v2\x00", b"c2pa.claim.v9\x00"))
+    res = CliRunner().invoke(main, ["verify", str(path)])
+    assert res.exit_code == EXIT_UNKNOWN, res.output
+    (row,) = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert row["state"] == "unsupported" and row["codes"]["failure"] == ["c2pa.verify"]
 
 
 # --- remote manifests and sidecars ---------------------------------------------------------

@@ -95,10 +95,11 @@ DEFAULT_QUALITY = 95
 """JPEG/WebP quality of every written lossy image unless ``--quality`` says otherwise."""
 
 def is_lossy(suffix: str) -> bool:
-    """Is an output with this suffix written with a quality setting (JPEG, WebP)?"""
-    from tracemark.imageio import format_of_suffix
+    """Is an output with this suffix written with a quality setting (JPEG, WebP, AVIF,
+    HEIF/HEIC)?"""
+    from tracemark.imageio import written_suffixes
 
-    return format_of_suffix(suffix) in ("JPEG", "WEBP")
+    return written_suffixes().get(suffix.lower()) in ("JPEG", "WEBP", "AVIF", "HEIF")
 
 PROGRESS_SECONDS_ENV = "TRACEMARK_PROGRESS_SECONDS"
 """Seconds between plain progress lines when stderr is not a terminal (default 10)."""
@@ -583,7 +584,7 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 
 _CANONICAL_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif",
-                     "BMP": ".bmp", "GIF": ".gif"}
+                     "BMP": ".bmp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
 
 
 def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
@@ -607,7 +608,7 @@ def keep_suffix(fmt: str | None, *, writable: Iterable[str] | None = None,
             actual = None
         own = src.suffix.lower()
         actual = actual or format_of_suffix(own)
-        if actual not in _CANONICAL_SUFFIX:  # unknown, or read only (PSD, JPEG 2000, HEIF...)
+        if actual not in _CANONICAL_SUFFIX:  # unknown, or read only (PSD, JPEG 2000...)
             return fallback
         ext = own if format_of_suffix(own) == actual and own not in (".mpo", ".apng") \
             else _CANONICAL_SUFFIX[actual]

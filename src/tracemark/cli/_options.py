@@ -133,7 +133,8 @@ def format_option(*, default: str = "same", help: str | None = None,
 
 quality_option = click.option(
     "--quality", type=click.IntRange(1, 100), default=None,
-    help=f"JPEG/WebP quality of written images [default: {DEFAULT_QUALITY}].")
+    help=f"JPEG/WebP/AVIF/HEIC quality of written images [default: {DEFAULT_QUALITY}; "
+    "sign: 90 for AVIF and HEIC].")
 
 
 def alpha_option(*, default: float | None, help: str) -> Callable[[F], F]:

@@ -102,8 +102,9 @@ def certs_init(directory: Path, days: int, force: bool) -> None:
               "--edit): the input becomes the parent ingredient.")
 @click.option("--title", default=None, help="Manifest title [default: the output file name].")
 @click.option("--author", default=None, help="Author recorded in a CreativeWork assertion.")
-@opts.format_option(choices=_SIGN_FORMATS, help="Format written; same keeps JPEG, PNG and "
-                    "WebP inputs as they are and writes other inputs as PNG.")
+@opts.format_option(choices=_SIGN_FORMATS, help="Format written; same keeps JPEG, PNG, "
+                    "WebP, TIFF, GIF, AVIF and HEIC/HEIF inputs as they are and writes other "
+                    "inputs as PNG.")
 @opts.quality_option
 @click.option("--resign", is_flag=True,
               help="Sign inputs again that the store already signed into --out (by default "

@@ -17,7 +17,7 @@ from tracemark._optional import require
 from tracemark.credentials.certs import SigningCredentials
 from tracemark.credentials.definition import ManifestDefinition
 from tracemark.errors import SigningError, UnsupportedFormatError
-from tracemark.imageio import format_of_suffix, image_suffixes, media_type
+from tracemark.imageio import media_type, written_suffixes
 
 __all__ = [
     "C2PA_STATES",
@@ -36,22 +36,24 @@ __all__ = [
     "sign_asset",
 ]
 
-SIGNED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
+SIGNED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "AVIF", "HEIF")
 """Formats tracemark writes signed files in (Pillow's names): those c2pa-python 0.38 signs
 (``c2pa.Builder.get_supported_mime_types()``) that :func:`tracemark.imageio.encode_image`
 writes. GIF is a 256-colour palette: the watermark is embedded before the quantization
-and may not survive it (the fingerprint does). HEIC/HEIF/AVIF are read and verified but
-not yet written (no HEIF/AVIF encoder in :mod:`tracemark.imageio`)."""
+and may not survive it (the fingerprint does). AVIF and HEIF/HEIC are lossy at
+:data:`tracemark.imageio.HEIF_AVIF_QUALITY` (90) by default, where the watermark reads
+back; HEIF needs the ``heif`` extra (pillow-heif), else
+:class:`~tracemark.errors.MissingExtraError`."""
 
-PIL_FORMATS = {media_type(fmt): fmt for fmt in SIGNED_FORMATS}
-"""Media type -> Pillow format of the signed outputs."""
+PIL_FORMATS = {**{media_type(fmt): fmt for fmt in SIGNED_FORMATS}, media_type("HEIC"): "HEIF"}
+"""Media type -> Pillow format of the signed outputs (``image/heic`` and ``image/heif``:
+HEIF)."""
 
-MEDIA_TYPES = {suffix: media_type(fmt) for suffix in sorted(image_suffixes())
-               if (fmt := format_of_suffix(suffix)) in SIGNED_FORMATS
-               and suffix not in (".mpo", ".apng")}
+MEDIA_TYPES = {suffix: media_type(suffix) for suffix, fmt in sorted(written_suffixes().items())
+               if fmt in SIGNED_FORMATS and suffix not in (".mpo", ".apng", ".avifs")}
 """Output suffixes tracemark signs and their media types (the suffix decides), derived from
 :mod:`tracemark.imageio`'s vocabulary: ``.jpg .jpeg .jpe .jfif .png .webp .tif .tiff
-.gif``."""
+.gif .avif .heic .heif .hif`` (``.heic``: ``image/heic``; ``.heif .hif``: ``image/heif``)."""
 
 SOFT_BINDING_WATERMARK = "org.tracemark.watermark.lattice.1"
 """``alg`` of the soft-binding assertion naming the watermark (its value: the 64-bit payload)."""
@@ -310,8 +312,14 @@ manifest that could not be fetched."""
 _REMOTE_URL = re.compile(r"must fetch remote manifests from url (\S+)")
 """c2pa-rs's ``Error::RemoteManifestUrl`` text (c2pa-python 0.38 raises it as a plain
 ``C2paError`` "Remote: ...") with the URL the file's XMP ``dcterms:provenance`` names."""
-_UNSUPPORTED = {"prerelease content detected": PRERELEASE_CODE}
-"""c2pa error texts that mean "a manifest c2pa does not validate" -> the C2PA code."""
+_UNSUPPORTED: dict[str, str | None] = {"prerelease content detected": PRERELEASE_CODE,
+                                       "claim version is too new": None}
+"""c2pa error texts that mean "a manifest c2pa does not validate" -> the C2PA code, or None
+where c2pa has no validation code for it and only raises: then the error's kind
+(``c2pa.verify``) is the code, as for every other error c2pa raises. "claim version is too
+new, not supported" is c2pa-rs's ``InvalidClaimError::ClaimVersionTooNew`` (claim.rs: the
+claim box's label, e.g. ``c2pa.claim.v3``, names a version this c2pa does not build),
+raised by c2pa-python 0.38 as ``C2paError.Verify``."""
 
 
 _TSA_FAILURE = "timestamp"
@@ -344,8 +352,9 @@ class ManifestReading:
     ``state``: ``"trusted"``, ``"valid"``, ``"invalid"`` (c2pa's validation state,
     :data:`C2PA_STATES`), ``"remote"`` (the file names a remote manifest, at
     ``remote_url``, which was not fetched), ``"unsupported"`` (a manifest c2pa does not
-    validate, e.g. pre-release: ``codes["failure"]`` holds c2pa's code,
-    :data:`PRERELEASE_CODE`), ``"absent"`` (no manifest) or ``"unreadable"`` (c2pa cannot
+    validate, e.g. pre-release or a claim version newer than c2pa knows: ``codes["failure"]``
+    holds c2pa's code, :data:`PRERELEASE_CODE`, or the kind of error c2pa raised,
+    ``c2pa.verify``), ``"absent"`` (no manifest) or ``"unreadable"`` (c2pa cannot
     parse the container -- e.g. a PNG missing its last bytes -- so it says nothing of a
     manifest; :func:`has_manifest_marker` tells whether one is there). ``codes``: c2pa's
     validation codes of the active manifest, by kind (success, informational, failure).
@@ -495,7 +504,9 @@ def read_manifest(
     there and broken) -> ``"invalid"`` with ``c2pa.<kind>`` as its failure code; "must
     fetch remote manifests from url U" (remote fetching is off) -> ``"remote"`` with
     ``remote_url`` U; "prerelease content detected" -> ``"unsupported"`` with
-    :data:`PRERELEASE_CODE`. A manifest read is c2pa's validation state as it is
+    :data:`PRERELEASE_CODE`; "claim version is too new, not supported" (a claim box labelled
+    with a claim version c2pa does not know, e.g. ``c2pa.claim.v3``) -> ``"unsupported"``
+    with ``c2pa.verify`` (c2pa has no validation code for it). A manifest read is c2pa's validation state as it is
     (:data:`C2PA_STATES`)."""
     c2pa = _c2pa()
     try:
@@ -507,7 +518,7 @@ def read_manifest(
         text = str(exc)
         if (remote := _REMOTE_URL.search(text)) is not None:
             return ManifestReading("remote", error=text, remote_url=remote.group(1))
-        unsupported = next((c for t, c in _UNSUPPORTED.items() if t in text), None)
+        unsupported = next((c or code for t, c in _UNSUPPORTED.items() if t in text), None)
         if unsupported is not None:
             return ManifestReading("unsupported", codes={"failure": [unsupported]}, error=text)
         if code in ("c2pa.notsupported",) and manifest_store is None:

@@ -48,6 +48,7 @@ from tracemark.errors import ImageSourceError, ImageTooSmallError, SigningError,
 from tracemark.fingerprint import pdq
 from tracemark.imageio import (
     DEFAULT_MAX_PIXELS,
+    HEIF_AVIF_QUALITY,
     ImageFormats,
     colour_under_alpha,
     composite,
@@ -63,8 +64,11 @@ from tracemark.metrics import psnr
 
 __all__ = ["Rendered", "SignOptions", "SignResult", "render_signed", "sign_image", "sign_many"]
 
-DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95}
-"""Quality of the lossy signed formats (JPEG, WebP); the others (PNG, TIFF, GIF) have none."""
+DEFAULT_QUALITY = {"image/jpeg": 95, "image/webp": 95, "image/avif": HEIF_AVIF_QUALITY,
+                   "image/heic": HEIF_AVIF_QUALITY, "image/heif": HEIF_AVIF_QUALITY}
+"""Quality of the lossy signed formats (JPEG, WebP; AVIF and HEIF/HEIC:
+:data:`tracemark.imageio.HEIF_AVIF_QUALITY`, where the watermark reads back); the others
+(PNG, TIFF, GIF) have none."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class SignOptions:
     title: str | None = None
     author: str | None = None
     quality: int | None = None
-    """JPEG/WebP quality of the signed file (default 95)."""
+    """JPEG/WebP/AVIF/HEIF quality of the signed file (default: :data:`DEFAULT_QUALITY`)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     resign: bool = False
     """Sign an input again even when this store already signed it into ``out``."""
@@ -202,7 +206,7 @@ def _read_input(image: Any) -> tuple[bytes | None, str]:
     return None, "<image>"
 
 
-_PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF")
+_PARENT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "HEIF", "AVIF")
 """Input formats c2pa reads as a parent ingredient (others are embedded as PNG)."""
 
 

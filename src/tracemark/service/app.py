@@ -1120,7 +1120,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/jpeg", "image/png",
-                                                                 "image/webp")},
+                                                                 "image/webp", "image/avif",
+                                                                 "image/heic")},
                                "headers": {
                                    "X-Manifest-Id": _header(
                                        "The stored manifest's id in the collection.",
@@ -1130,7 +1131,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                        "The upload's alpha channel: kept, flattened or none.")},
                                "links": LINKS["sign"]}})
     async def sign(name: str, key: Key, image: Upload,
-                   format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "jpg",
+                   format: Annotated[str, Form(pattern="^(png|jpg|webp|avif|heic)$")] = "jpg",
                    ai_generated: Annotated[bool, Form()] = False,
                    title: Annotated[str | None, Form(max_length=500)] = None,
                    author: Annotated[str | None, Form(max_length=500)] = None,
