@@ -757,6 +757,10 @@ def test_service_signs_with_an_external_signer_and_a_tsa(
         success = [c["code"] for c in
                    manifest_store["validation_results"]["activeManifest"]["success"]]
         assert state == "Trusted" and "timeStamp.validated" in success
+        active = manifest_store["manifests"][manifest_store["active_manifest"]]
+        # the upload's file name names the parent ingredient and the title
+        assert [i["title"] for i in active["ingredients"]] == ["x.png"]
+        assert active["title"] == "x"
         v = client.post("/v1/verify", headers=h, files={
             "image": ("f.jpg", foreign["file"].read_bytes(), "image/jpeg")}).json()
         assert v["state"] == "trusted", v  # another CA's signer, on the allowed list

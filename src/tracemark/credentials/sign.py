@@ -365,11 +365,14 @@ def sign_image(
     options: SignOptions | None = None,
     *,
     media_type: str | None = None,
+    name: str | None = None,
 ) -> tuple[SignResult, bytes]:
     """Watermark, sign and register one image; write it to ``out`` (unless None).
 
     ``media_type`` is required when ``out`` is None (otherwise the suffix of ``out``
-    decides). Returns the result and the signed file's bytes (for a ``skipped`` input,
+    decides). ``name``: the input's display name when ``image`` is not a path (e.g. an
+    upload's file name; only its last path component is used): the parent ingredient's
+    title, and the title when neither ``options`` nor ``out`` gives one. Returns the result and the signed file's bytes (for a ``skipped`` input,
     those of ``out``). Resuming, kept marks: see the module docstring.
 
     Raises :class:`~tracemark.errors.CertificateError` (``creds`` break the C2PA
@@ -392,7 +395,10 @@ def sign_image(
     elif media_type not in mf.PIL_FORMATS:
         raise mf.UnsupportedFormatError(f"cannot sign as {media_type!r}; use "
                                         f"{', '.join(mf.PIL_FORMATS)}")
-    original, name = _read_input(image)
+    original, read_name = _read_input(image)
+    if name is not None and not isinstance(image, str | os.PathLike):
+        read_name = Path(name.replace("\\", "/")).name or read_name
+    name = read_name
     input_sha256 = hashlib.sha256(original).hexdigest() if original is not None else None
     if input_sha256 is not None and out is not None and not opts.resign:
         skipped = _skip(store, input_sha256, Path(out), name)

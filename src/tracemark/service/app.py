@@ -1161,7 +1161,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if definition is not None and definition.title is not None:
             title = title or definition.title
         try:
-            sign_options = SignOptions(ai_generated=ai_generated, title=title or "upload",
+            sign_options = SignOptions(ai_generated=ai_generated, title=title or
+                                       Path(image.filename or "upload").stem[:500] or "upload",
                                        author=author, max_pixels=settings.max_pixels,
                                        formats=settings.formats,
                                        source_type=digital_source_type,
@@ -1177,6 +1178,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                            "or --signer-command)")
         data = await read_upload(image)
         media = media_type(format)
+        upload_name = (image.filename or "")[-255:] or None
 
         def work(job: Job) -> tuple[Any, bytes]:
             from tracemark.credentials import sign_image
@@ -1187,7 +1189,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             # deadline it raises there and the sign is rolled back (the answer: 503)
             with state.writing(name, job) as entry, entry.store.commit_guard(job.commit_point):
                 return sign_image(entry.store, data, None, state.creds, sign_options,
-                                  media_type=media)
+                                  media_type=media, name=upload_name)
         res, signed = await state.run(work, weight=weigh(data))
         return Response(signed, media_type=media, headers={
             "X-Manifest-Id": str(res.manifest_id), "X-Manifest-Label": res.label,
