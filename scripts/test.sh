@@ -7,7 +7,7 @@
 # test (scripts/_chromium.sh), run the whole test suite (2 workers; the Ray
 # tests start and stop their own local cluster), and stop the servers this run started.
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/_env.sh" dev,peers,bench,c2pa,service,heif,milvus,milvus-server,ray
+. "$(dirname "${BASH_SOURCE[0]}")/_env.sh" dev,peers,bench,c2pa,service,heif,milvus,milvus-server,ray,guard
 tracemark_pg_stop() { :; }
 tracemark_milvus_stop() { :; }
 trap 'tracemark_milvus_stop; tracemark_pg_stop' EXIT

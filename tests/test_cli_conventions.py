@@ -42,6 +42,7 @@ LAYERS: list[set[str]] = [
     {"attacks", "fingerprint", "watermark", "index"},
     {"copydetect"},
     {"credentials"},
+    {"guard"},
     {"batch", "service", "bench", "diagnostics"},
     {"cli"},
 ]

@@ -50,6 +50,9 @@ __all__ = [
     "ManifestNotFoundError",
     "MissingExtraError",
     "BatchTaskError",
+    "GuardError",
+    "GuardInputError",
+    "UnknownConceptError",
     "ConfigError",
     "ClosedError",
 ]
@@ -286,3 +289,19 @@ class BatchTaskError(TracemarkError):
     than a tracemark error: its worker died (killed for memory, crashed) after the
     engine's retries, or it raised an unexpected exception. The message names the
     engine's error; the batch carries on with the other items."""
+
+
+class GuardError(TracemarkError):
+    """Base of the generation guard's errors (:mod:`tracemark.guard`)."""
+
+
+class GuardInputError(GuardError, ValueError):
+    """A prompt, a concept or a guard request is malformed: empty, too long, the wrong
+    type, not UTF-8, control characters, an unknown field or kind."""
+
+
+class UnknownConceptError(GuardError, KeyError):
+    """No protected concept of that id is registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return Exception.__str__(self)
