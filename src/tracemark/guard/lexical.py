@@ -33,7 +33,9 @@ written with a capital letter (not as the prompt's first word), followed by ``'s
 evasively (look-alike letters, digits, split), or with a word of the concept's kind
 (:data:`KIND_WORDS`: ``painting`` for an artwork, ``style`` for a style) or of one of its
 traits within :data:`CONTEXT_WORDS` words. Without context it scores
-:data:`BARE_WORD_SCORE` (the calibration on benign prompts decides whether that flags).
+:data:`START_CAPITAL_SCORE` when capitalised as the first word of a prompt or sentence and
+:data:`BARE_WORD_SCORE` otherwise (the calibration on benign prompts decides whether those
+flag).
 Names of two words or more match only whole (every word, in order).
 
 Negative prompts (:attr:`~tracemark.guard.types.Prompt.steers_away`) are not searched:
@@ -52,29 +54,27 @@ from anyascii import anyascii
 from rapidfuzz.distance import OSA
 
 from tracemark.guard.matchers import Matcher, register_matcher
-from tracemark.guard.types import Concept, ConceptKind, ConceptMatch, Evidence, PromptSet
+from tracemark.guard.types import ConceptKind, ConceptMatch, Evidence, PromptSet
 
 __all__ = ["LexicalMatcher", "Token", "fold", "tokens", "EDIT_BUDGET", "KIND_WORDS",
-           "BARE_WORD_SCORE", "CONTEXT_WORDS"]
+           "BARE_WORD_SCORE", "START_CAPITAL_SCORE", "CONTEXT_WORDS"]
 
 BARE_WORD_SCORE = 0.5
 """The score of a one-word name met as a plain lower-case word with no context."""
+START_CAPITAL_SCORE = 0.75
+"""The score of a one-word name with no other context, capitalised as the first word of a
+prompt or sentence (where any word is capitalised)."""
 CONTEXT_WORDS = 4
 """How many words either side of a one-word name are read for context."""
 SPLIT_MIN_LETTERS = 5
 """Names shorter than this match only as their own word(s), never split."""
 
 KIND_WORDS: dict[ConceptKind, frozenset[str]] = {
-    ConceptKind.CHARACTER: frozenset("character hero superhero villain cartoon anime manga comic "
-                                     "mascot figure figurine cosplay fanart plush toy".split()),
-    ConceptKind.ARTWORK: frozenset("painting artwork painted masterpiece print poster canvas "
-                                   "fresco mural sculpture famous museum".split()),
-    ConceptKind.STYLE: frozenset("style styled artist manner painter illustrator art "
-                                 "inspired".split()),
-    ConceptKind.BRAND: frozenset("logo brand branded product products trademark label "
-                                 "packaging sneakers bottle can".split()),
-    ConceptKind.PERSON: frozenset("portrait photo photograph actor actress singer celebrity "
-                                  "famous person face".split()),
+    ConceptKind.CHARACTER: frozenset(["character", "hero", "superhero", "villain", "cartoon", "anime", "manga", "comic", "mascot", "figure", "figurine", "cosplay", "fanart", "plush", "toy"]),
+    ConceptKind.ARTWORK: frozenset(["painting", "artwork", "painted", "masterpiece", "print", "poster", "canvas", "fresco", "mural", "sculpture", "famous", "museum"]),
+    ConceptKind.STYLE: frozenset(["style", "styled", "artist", "manner", "painter", "illustrator", "art", "inspired"]),
+    ConceptKind.BRAND: frozenset(["logo", "brand", "branded", "product", "products", "trademark", "label", "packaging", "sneakers", "bottle", "can"]),
+    ConceptKind.PERSON: frozenset(["portrait", "photo", "photograph", "actor", "actress", "singer", "celebrity", "famous", "person", "face"]),
 }
 """Words that say what kind of thing a one-word name is (general category words)."""
 
@@ -269,8 +269,9 @@ class LexicalMatcher(Matcher):
 
     def _prepare(self) -> None:
         self._exact: dict[str, list[_Entry]] = defaultdict(list)
-        self._by_first: dict[str, list[_Entry]] = defaultdict(list)
-        self._by_last: dict[str, list[_Entry]] = defaultdict(list)
+        # fuzzy candidates by (first letter, length) and (last letter, length)
+        self._by_first: dict[tuple[str, int], list[_Entry]] = defaultdict(list)
+        self._by_last: dict[tuple[str, int], list[_Entry]] = defaultdict(list)
         self._context: list[frozenset[str]] = []
         longest = 0
         for ci, c in enumerate(self.concepts):
@@ -284,8 +285,9 @@ class LexicalMatcher(Matcher):
                     continue
                 self._exact[e.key].append(e)
                 if EDIT_BUDGET(len(e.key)) and not e.script:
-                    self._by_first[e.key[0]].append(e)
-                    self._by_last[e.key[-1]].append(e)
+                    self._by_first[e.key[0], len(e.key)].append(e)
+                    if e.key[-1] != e.key[0]:
+                        self._by_last[e.key[-1], len(e.key)].append(e)
                 longest = max(longest, len(e.key))
         self._longest = longest + 3
 
@@ -337,16 +339,20 @@ class LexicalMatcher(Matcher):
 
     def _fuzzy(self, stream: list[Token], i: int, j: int,
                joined: str) -> list[tuple[_Entry, int, int]]:
-        words = len({(t.prompt, t.word) for t in stream[i:j + 1]})
-        if len({t.prompt for t in stream[i:j + 1]}) > 1:
-            return []
         m = len(joined)
+        first, last = joined[0], joined[-1]
+        cands = []
+        for n in range(m - 3, m + 4):
+            cands.extend(self._by_first.get((first, n), ()))
+            cands.extend(e for e in self._by_last.get((last, n), ()) if e.key[0] != first)
+        if not cands:
+            return []
+        run = stream[i:j + 1]
+        if any(t.prompt != run[0].prompt for t in run):
+            return []
+        words = len({t.word for t in run})
         out = []
-        seen: set[int] = set()
-        for e in (*self._by_first.get(joined[0], ()), *self._by_last.get(joined[-1], ())):
-            if id(e) in seen:
-                continue
-            seen.add(id(e))
+        for e in cands:
             budget = EDIT_BUDGET(len(e.key))
             if abs(len(e.key) - m) > budget:
                 continue
@@ -378,9 +384,7 @@ class LexicalMatcher(Matcher):
             for k in range(1, len(body)))
         if dist:
             how, score = "misspelling", 0.9 - 0.1 * dist
-        elif e.script:
-            how, score = "script", 1.0
-        elif any(t.evasive or t.foreign for t in run) and not e.script:
+        elif e.script or any(t.evasive or t.foreign for t in run) and not e.script:
             how, score = "script", 1.0
         elif len(prompts) > 1:
             how, score = "split", 0.9
@@ -390,8 +394,8 @@ class LexicalMatcher(Matcher):
             how, score = "split", 0.95
         if how == "split" and len(e.key) < SPLIT_MIN_LETTERS:
             return
-        if e.single and how in ("name", "alias") and not self._has_context(stream, i, j, e):
-            score = BARE_WORD_SCORE
+        if e.single and how in ("name", "alias"):
+            score = self._context_score(stream, i, j, e)
         for p in prompts:
             part = [t for t in run if t.prompt == p]
             start, end = part[0].start, part[-1].end
@@ -399,6 +403,11 @@ class LexicalMatcher(Matcher):
             # a plural ending read into the name belongs to the span; 's stays outside
             found[e.concept].append(Evidence(how, text[start:end], e.text, p, (start, end),
                                              round(score, 6)))
+
+    def _context_score(self, stream: list[Token], i: int, j: int, e: _Entry) -> float:
+        if self._has_context(stream, i, j, e):
+            return 1.0
+        return START_CAPITAL_SCORE if stream[i].capital else BARE_WORD_SCORE
 
     def _has_context(self, stream: list[Token], i: int, j: int, e: _Entry) -> bool:
         first = stream[i]

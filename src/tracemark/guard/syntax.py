@@ -84,7 +84,7 @@ def parse_prompt(text: str) -> list[Prompt]:
 
 
 def _tidy(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip(" ,")
+    return re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip(" ,")
 
 
 def _emphasis(text: str) -> tuple[str, list[tuple[str, float]]]:
