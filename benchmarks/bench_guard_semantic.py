@@ -41,11 +41,12 @@ from tracemark.guard.types import Concept, PromptSet  # noqa: E402
 
 DEV = Path(__file__).resolve().parent / "data" / "guard" / "dev_semantic.json"
 
-_COLOURS = "red blue green golden silver violet orange teal black white crimson amber".split()
-_CREATURES = ("fox otter badger lynx heron squirrel lizard beetle moth whale raven goat "
-              "knight robot witch sailor baker clown").split()
-_THINGS = ("cape helmet scarf boots gloves satchel lantern umbrella crown mask apron "
-           "backpack").split()
+_COLOURS = ["red", "blue", "green", "golden", "silver", "violet", "orange", "teal", "black",
+            "white", "crimson", "amber"]
+_CREATURES = ["fox", "otter", "badger", "lynx", "heron", "squirrel", "lizard", "beetle", "moth",
+              "whale", "raven", "goat", "knight", "robot", "witch", "sailor", "baker", "clown"]
+_THINGS = ["cape", "helmet", "scarf", "boots", "gloves", "satchel", "lantern", "umbrella", "crown",
+           "mask", "apron", "backpack"]
 _DOES = ("juggles glowing orbs", "rides a unicycle", "sings to the moon", "collects old keys",
          "bakes bread at dawn", "paints on clouds", "sails a paper boat", "guards a bridge",
          "tells riddles", "plays a tiny violin", "sleeps in a teacup", "flies a kite in storms")
@@ -107,8 +108,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t:.2f} s", file=sys.stderr)
     for p in prompts[:5]:
         matcher.match(PromptSet.of(p))
+    # one prompt per request, then longer prompts: three of them joined (about 30 words)
+    rng = random.Random(0)
+    joined = [", ".join(rng.sample(prompts, 3)) for _ in range(len(prompts) // 2)]
+    for label, texts in (("dev prompts", prompts), ("3 joined", joined)):
+        latency(matcher, texts, args.repeats, label)
+    return 0
+
+
+def latency(matcher: SemanticMatcher, prompts: list[str], repeats: int, label: str) -> None:
+    """Print p50/p95/max per request of ``matcher`` over ``prompts``."""
     wall, cpu, parts = [], [], []
-    for r in range(args.repeats):
+    for r in range(repeats):
         for i, p in enumerate(prompts):
             ps = PromptSet.of(p)
             w0, c0 = time.perf_counter(), time.process_time()
@@ -118,22 +129,32 @@ def main(argv: list[str] | None = None) -> int:
             if r == 0:
                 parts.append(len(matcher.parts(ps)))
             if i % 50 == 0:
-                print(f"  repeat {r + 1}/{args.repeats}: {i}/{len(prompts)}", file=sys.stderr)
+                print(f"  {label}, repeat {r + 1}/{repeats}: {i}/{len(prompts)}",
+                      file=sys.stderr)
 
     def q(xs: list[float], p: float) -> float:
         return float(np.percentile(np.asarray(xs) * 1000, p))
 
-    print(f"date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine {platform.machine()} "
-          f"{platform.processor() or ''} {os.cpu_count()} cores, load "
-          f"{os.getloadavg()[0]:.1f}; python {platform.python_version()}; "
-          f"intra-op threads {args.threads}")
-    print(f"{len(prompts)} prompts x {args.repeats}, {np.mean(parts):.1f} parts per prompt "
-          f"(max {max(parts)})")
-    print(f"wall ms per request: p50 {q(wall, 50):.2f}  p95 {q(wall, 95):.2f}  "
+    words = np.mean([len(p.split()) for p in prompts])
+    print(f"[{label}] date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_cpu()}, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; python "
+          f"{platform.python_version()}; intra-op threads {matcher.encoder.threads}")
+    print(f"[{label}] {len(prompts)} prompts x {repeats}, {words:.1f} words and "
+          f"{np.mean(parts):.1f} parts per prompt (max {max(parts)})")
+    print(f"[{label}] wall ms per request: p50 {q(wall, 50):.2f}  p95 {q(wall, 95):.2f}  "
           f"max {q(wall, 100):.2f}")
-    print(f"cpu  ms per request: p50 {q(cpu, 50):.2f}  p95 {q(cpu, 95):.2f}  "
-          f"max {q(cpu, 100):.2f}")
-    return 0
+    print(f"[{label}] cpu  ms per request: p50 {q(cpu, 50):.2f}  p95 {q(cpu, 95):.2f}  "
+          f"max {q(cpu, 100):.2f}", flush=True)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -60,10 +60,13 @@ TOP_K = 2
 WHOLE_WORDS = 24
 """Prompts (and clauses) of at most this many words are also embedded whole."""
 
-_WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*", re.UNICODE)
+_WORD = re.compile(r"[^\W_]{1,32}(?:['’][^\W_]{1,32})?", re.UNICODE)
+"""A word: letters and digits (a longer run is cut every 32 characters, so a window of
+:data:`WINDOW` words stays well under the model's 128 tokens), with one apostrophe."""
 _BREAK = re.compile(r"[,;:.!?()\[\]{}|/\n\r\t\"“”]+|\s[-–—]+\s")
 _CONNECTORS = frozenset(
-    "and or but with who which that while whose wearing holding plus also".split())
+    ["and", "or", "but", "with", "who", "which", "that", "while", "whose", "wearing", "holding",
+     "plus", "also"])
 
 
 @dataclass(frozen=True)
