@@ -27,8 +27,11 @@ indirect description resembles several.
   Calibration (:mod:`tracemark.guard.screen`) turns it into a p-value on benign prompts.
 
 The constants were chosen on the development set ``benchmarks/data/guard/dev_semantic.json``
-(14 invented concepts, 43 indirect prompts, 103 benign prompts), not on the published
-evaluation; see ``benchmarks/bench_guard_semantic.py``.
+(14 invented concepts, 43 indirect prompts, 103 benign prompts, many of them near-misses),
+not on the published evaluation: at the score that lets 1 of the 103 benign prompts
+through (0.5: two traits matched, or one verbatim), 39 of the 43 indirect prompts score
+above it; windows of 3 words or a stride of 3 did worse. Latency:
+``benchmarks/bench_guard_semantic.py``.
 """
 
 from __future__ import annotations
