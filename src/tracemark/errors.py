@@ -52,6 +52,7 @@ __all__ = [
     "BatchTaskError",
     "GuardError",
     "GuardInputError",
+    "GuardModelError",
     "UnknownConceptError",
     "ConfigError",
     "ClosedError",
@@ -298,6 +299,12 @@ class GuardError(TracemarkError):
 class GuardInputError(GuardError, ValueError):
     """A prompt, a concept or a guard request is malformed: empty, too long, the wrong
     type, not UTF-8, control characters, an unknown field or kind."""
+
+
+class GuardModelError(GuardError):
+    """The guard's sentence-embedding model cannot be used: a model or tokenizer file of
+    the ``guard`` extra is missing, unreadable or not the pinned file (its SHA-256 differs),
+    or the runtime rejects it. An installation problem, not the request's."""
 
 
 class UnknownConceptError(GuardError, KeyError):
