@@ -53,6 +53,7 @@ __all__ = [
     "GuardError",
     "GuardInputError",
     "UnknownConceptError",
+    "ConceptExistsError",
     "ConfigError",
     "ClosedError",
 ]
@@ -305,3 +306,8 @@ class UnknownConceptError(GuardError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return Exception.__str__(self)
+
+
+class ConceptExistsError(GuardError):
+    """A concept of that id is registered already (add it with ``replace``, or remove it
+    first). HTTP 409."""
