@@ -4,6 +4,8 @@ screening).
 
 * :mod:`~tracemark.guard.types` — the vocabulary: :class:`Concept`, :class:`Prompt`,
   :class:`PromptSet`, :class:`Evidence`, :class:`ConceptMatch`, :class:`PromptScreening`.
+* :mod:`~tracemark.guard.registry` — :class:`ConceptRegistry`, a collection's protected
+  concepts, kept with its metadata.
 
 See docs/guard.md.
 """
@@ -18,6 +20,7 @@ from tracemark.guard.types import (
     PromptSet,
     concept_id,
 )
+from tracemark.guard.registry import ConceptRegistry
 
-__all__ = ["Concept", "ConceptKind", "ConceptMatch", "Evidence", "Prompt", "PromptScreening",
-           "PromptSet", "concept_id"]
+__all__ = ["Concept", "ConceptKind", "ConceptMatch", "ConceptRegistry", "Evidence", "Prompt",
+           "PromptScreening", "PromptSet", "concept_id"]
