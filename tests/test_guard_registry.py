@@ -221,14 +221,18 @@ def test_index_documents_by_prefix_and_deletion_in_the_transaction(tmp_path: Pat
         assert ix.document("ab") == b"ab"
 
 
-def test_a_format_2_index_fixture_takes_concepts_on_a_writable_open(tmp_path: Path) -> None:
-    src = DATA / "index_v2"
-    dst = tmp_path / "index_v2"
-    shutil.copytree(src, dst)
+@pytest.mark.parametrize("fixture", ["index_v2", "index_v1"])
+def test_an_older_index_fixture_takes_concepts_on_a_writable_open(tmp_path: Path,
+                                                                  fixture: str) -> None:
+    dst = tmp_path / fixture
+    shutil.copytree(DATA / fixture, dst)
     with Index.open(dst, read_only=True) as ix:
         assert ConceptRegistry(ix).list() == [] and ConceptRegistry(ix).stamp() == ""
         before = {n: ix.document(n) for n in ix.document_names()}
-        assert before  # the fixture's own document
+        assert bool(before) == (fixture == "index_v2")  # the v2 fixture's own document
+        if fixture == "index_v1":
+            with pytest.raises(IndexReadOnlyError):
+                ConceptRegistry(ix).add(nimbus())
         refs = [r.id for r in ix.list()]
     with Index.open(dst) as ix:
         ConceptRegistry(ix).add(nimbus(references=tuple(refs[:1])))
