@@ -112,7 +112,7 @@ def test_unknown_ids_are_unknown_concepts(collection: Path, bad: str) -> None:
 @pytest.mark.parametrize("data", [
     {"name": ""},
     {"name": "   "},
-    {"name": "x", "aliases": ["a%d" % i for i in range(MAX_ALIASES + 1)]},
+    {"name": "x", "aliases": [f"a{i}" for i in range(MAX_ALIASES + 1)]},
     {"name": "x", "colour": "blue"},
     {"name": "x", "kind": "planet"},
     {"name": "x", "traits": "a single string"},
@@ -313,7 +313,7 @@ def test_cli_from_file_reports_bad_items_and_adds_the_rest(tmp_path: Path) -> No
     store = tmp_path / "ix"
     CopyIndex.create(store).close()
     good = [Concept(f"Hero {i}", traits=(f"trait {i}",)).to_dict() for i in range(3)]
-    bad = [{"name": ""}, {"name": "x", "aliases": ["a"] * 0 + [f"a{i}" for i in range(300)]},
+    bad = [{"name": ""}, {"name": "x", "aliases": [f"a{i}" for i in range(300)]},
            {"name": "y", "colour": "red"}, {"name": "z", "kind": "planet"},
            {"name": "w", "references": [12345]}]
     rows = [json.dumps(x).encode() for x in [good[0], *bad[:2]]] + [b"\xff\xfe\x00 not utf-8",

@@ -10,6 +10,7 @@ screening).
 See docs/guard.md.
 """
 
+from tracemark.guard.registry import ConceptRegistry
 from tracemark.guard.types import (
     Concept,
     ConceptKind,
@@ -20,7 +21,6 @@ from tracemark.guard.types import (
     PromptSet,
     concept_id,
 )
-from tracemark.guard.registry import ConceptRegistry
 
 __all__ = ["Concept", "ConceptKind", "ConceptMatch", "ConceptRegistry", "Evidence", "Prompt",
            "PromptScreening", "PromptSet", "concept_id"]
