@@ -182,6 +182,18 @@ def test_references_must_be_registered_and_removed_images_are_pruned(collection:
         assert stored["concept"]["references"] == [b]
 
 
+def test_index_registered_answers_existing_ids_in_bulk(collection: Path) -> None:
+    with CopyIndex.open(collection) as ci:
+        a = ci.add(texture(8)).id
+        ix = ci.index
+        many = range(a - 6000, a + 6000)  # more ids than one query takes
+        assert ix.registered(many) == {a} and ix.registered([]) == set()
+        ci.remove(a)
+        assert ix.registered([a]) == set()  # the open transaction's own writes
+        with pytest.raises(IndexInputError):
+            ix.registered(["1"])  # type: ignore[list-item]
+
+
 def test_a_newer_or_corrupt_concept_document_is_a_format_error(collection: Path) -> None:
     with CopyIndex.open(collection) as ci:
         reg = ConceptRegistry(ci)
@@ -207,6 +219,8 @@ def test_index_documents_by_prefix_and_deletion_in_the_transaction(tmp_path: Pat
         assert ix.document_names("a_") == ["a_c"]
         assert ix.document_names("") == sorted(["a%b", "a_c", "ab", "b", "a%b.x", "é-1"])
         assert ix.document_names("é") == ["é-1"]
+        assert ix.documents("a%") == {"a%b": b"a%b", "a%b.x": b"a%b.x"}
+        assert list(ix.documents()) == ix.document_names()
         assert ix.document_names("nothing") == [] and ix.document_names("\x00") == []
         with pytest.raises(IndexInputError):
             ix.document_names(None)  # type: ignore[arg-type]

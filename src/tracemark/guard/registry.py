@@ -130,9 +130,10 @@ class ConceptRegistry:
         index = self._index
         out: dict[str, builtins.list[int]] = {}
         with index._mutex:
-            for name in index.document_names(CONCEPT_PREFIX):
-                stored = self._load(name)
-                gone = [r for r in stored.references if r not in index]
+            for name, raw in index.documents(CONCEPT_PREFIX).items():
+                stored = _decode(raw, name)
+                live = index.registered(stored.references)
+                gone = [r for r in stored.references if r not in live]
                 if gone:
                     kept = tuple(r for r in stored.references if r not in gone)
                     index.put_document(name, _encode(_with_refs(stored, kept)))
@@ -155,8 +156,12 @@ class ConceptRegistry:
 
     def list(self) -> builtins.list[Concept]:
         """Every registered concept, by id (references to removed images left out)."""
-        return [self._present(self._load(n))
-                for n in self._index.document_names(CONCEPT_PREFIX)]
+        docs = self._index.documents(CONCEPT_PREFIX)
+        if not docs:
+            return []
+        concepts = [_decode(raw, name) for name, raw in docs.items()]
+        live = self._index.registered({r for c in concepts for r in c.references})
+        return [self._present(c, live) for c in concepts]
 
     def __contains__(self, concept_id: object) -> bool:
         return isinstance(concept_id, str) and len(concept_id) <= 120 \
@@ -185,8 +190,11 @@ class ConceptRegistry:
                                       "registered", source=name)
         return _decode(raw, name)
 
-    def _present(self, concept: Concept) -> Concept:
-        kept = tuple(r for r in concept.references if r in self._index)
+    def _present(self, concept: Concept, live: set[int] | None = None) -> Concept:
+        """``concept`` without the references that are no longer registered images."""
+        if live is None:
+            live = self._index.registered(concept.references)
+        kept = tuple(r for r in concept.references if r in live)
         return concept if kept == concept.references else _with_refs(concept, kept)
 
 

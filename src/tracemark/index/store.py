@@ -791,6 +791,20 @@ class Index(Resource):
                 raise ReferenceNotFoundError(f"no reference with id {rid}", source=str(self.path))
             return Reference(*row)
 
+    def registered(self, ref_ids: Iterable[int]) -> set[int]:
+        """Those of ``ref_ids`` that are references of this index (the open transaction's
+        own writes included), in queries of at most 5,000 ids. Raises
+        :class:`IndexInputError` for an id that is not an int in int64 range."""
+        with self._mutex:
+            self._check_open()
+            ids = sorted({_check_id(r) for r in ref_ids})
+            out: set[int] = set()
+            with self._read() as conn:
+                for start in range(0, len(ids), 5000):
+                    out |= {int(r[0]) for r in conn.execute(sa.select(refs.c.id).where(
+                        refs.c.id.in_(ids[start:start + 5000])))}
+            return out
+
     def find(self, content_hash: str) -> int | None:
         """The id of the reference with this content hash, or None."""
         with self._mutex:
@@ -885,19 +899,28 @@ class Index(Resource):
         code point, case-sensitive), sorted; the open transaction's own writes included.
         Empty for a format-1 index opened read-only. Raises :class:`IndexInputError` when
         ``prefix`` is not a str."""
+        return builtins.list(self._documents(prefix, data=False))
+
+    def documents(self, prefix: str = "") -> dict[str, bytes]:
+        """``{name: data}`` of the documents whose names start with ``prefix``, in name
+        order, read in one query (as :meth:`document_names`)."""
+        return self._documents(prefix, data=True)
+
+    def _documents(self, prefix: str, *, data: bool) -> dict[str, bytes]:
         with self._mutex:
             self._check_open()
             if not isinstance(prefix, str):
                 raise IndexInputError(f"a document prefix must be a str, got "
                                       f"{type(prefix).__name__}")
             if int(self._meta["format_version"]) < 2 or "\x00" in prefix:
-                return []
-            query = sa.select(documents.c.name).order_by(documents.c.name)
+                return {}
+            cols = (documents.c.name, documents.c.data) if data else (documents.c.name,)
+            query = sa.select(*cols)
             if prefix:  # substr, not LIKE: no wildcard in a name needs escaping
                 query = query.where(sa.func.substr(documents.c.name, 1, len(prefix)) == prefix)
             with self._read() as conn:
-                names = [str(r[0]) for r in conn.execute(query)]
-            return sorted(n for n in names if n.startswith(prefix))
+                rows = [(str(r[0]), bytes(r[1]) if data else b"") for r in conn.execute(query)]
+            return dict(sorted(r for r in rows if r[0].startswith(prefix)))
 
     def changes(self, since: int, limit: int = 100_000) -> builtins.list[tuple[int, int, str]]:
         """Committed changes after sequence number ``since``: ``(seq, ref_id, op)`` with op
