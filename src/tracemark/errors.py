@@ -54,6 +54,7 @@ __all__ = [
     "GuardInputError",
     "GuardModelError",
     "UnknownConceptError",
+    "ConceptExistsError",
     "ConfigError",
     "ClosedError",
 ]
@@ -312,3 +313,8 @@ class UnknownConceptError(GuardError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return Exception.__str__(self)
+
+
+class ConceptExistsError(GuardError):
+    """A concept of that id is registered already (add it with ``replace``, or remove it
+    first). HTTP 409."""

@@ -1,7 +1,7 @@
 """The ``tracemark`` command line: the only package of tracemark that imports click.
 
 Each command group lives in its own module (attack, watermark, copydetect, credentials,
-service, bench, doctor); :mod:`tracemark.cli._common` holds what they share (exit codes,
+service, bench, doctor, guard); :mod:`tracemark.cli._common` holds what they share (exit codes,
 progress, JSON Lines, input expansion, output planning) and :mod:`tracemark.cli._options`
 the shared options. Library code never imports this package. Heavy imports (numpy,
 OpenCV, FAISS, c2pa) happen inside the commands, so ``tracemark --help`` starts fast.
@@ -49,13 +49,14 @@ def _wire() -> None:
         verify_command,
     )
     from tracemark.cli.doctor import doctor_command
+    from tracemark.cli.guard import guard_group
     from tracemark.cli.service import serve_command, service_group
     from tracemark.cli.watermark import watermark_group
 
     for cmd in (attack_command, attacks_group, suites_group, watermark_group, index_group,
                 search_command, scan_command, dedup_command, sign_command, verify_command,
                 certs_group, credentials_group, serve_command, service_group, bench_group,
-                doctor_command):
+                doctor_command, guard_group):
         main.add_command(cmd)
 
 

@@ -4,10 +4,13 @@ screening).
 
 * :mod:`~tracemark.guard.types` — the vocabulary: :class:`Concept`, :class:`Prompt`,
   :class:`PromptSet`, :class:`Evidence`, :class:`ConceptMatch`, :class:`PromptScreening`.
+* :mod:`~tracemark.guard.registry` — :class:`ConceptRegistry`, a collection's protected
+  concepts, kept with its metadata.
 
 See docs/guard.md.
 """
 
+from tracemark.guard.registry import ConceptRegistry
 from tracemark.guard.types import (
     Concept,
     ConceptKind,
@@ -19,5 +22,5 @@ from tracemark.guard.types import (
     concept_id,
 )
 
-__all__ = ["Concept", "ConceptKind", "ConceptMatch", "Evidence", "Prompt", "PromptScreening",
-           "PromptSet", "concept_id"]
+__all__ = ["Concept", "ConceptKind", "ConceptMatch", "ConceptRegistry", "Evidence", "Prompt",
+           "PromptScreening", "PromptSet", "concept_id"]

@@ -134,6 +134,17 @@ def _check_id(ref_id: object) -> int:
     return int(ref_id)
 
 
+MAX_DOCUMENT_NAME = 256
+"""The longest document name, characters (was 128 before the guard's concept documents,
+``guard.concept.<id>`` with ids of up to 120; the column is unbounded text)."""
+
+
+def _check_document_name(name: object) -> None:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_DOCUMENT_NAME or "\x00" in name:
+        raise IndexInputError(f"a document name must be a non-empty str of <= "
+                              f"{MAX_DOCUMENT_NAME} characters, without NUL")
+
+
 def _check_count(value: object, what: str, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise IndexInputError(f"{what} must be an int >= {low}, got {value!r}")
@@ -721,12 +732,12 @@ class Index(Resource):
 
     def put_document(self, name: str, data: bytes) -> None:
         """Set (add or replace) the document ``name`` kept with the metadata (e.g. the
-        copy-detection calibration); part of the open transaction."""
+        copy-detection calibration); part of the open transaction. Raises
+        :class:`IndexInputError` for a name that is not a non-empty str of at most
+        :data:`MAX_DOCUMENT_NAME` characters without NUL, or data that is not bytes."""
         with self._mutex:
             self._check_writable()
-            if not isinstance(name, str) or not 0 < len(name) <= 128 or "\x00" in name:
-                raise IndexInputError("a document name must be a non-empty str of <= 128 "
-                                      "characters, without NUL")
+            _check_document_name(name)
             if not isinstance(data, bytes | bytearray):
                 raise IndexInputError(f"document {name!r} must be bytes, got "
                                       f"{type(data).__name__}")
@@ -734,6 +745,16 @@ class Index(Resource):
             conn.execute(documents.delete().where(documents.c.name == name))
             conn.execute(documents.insert().values(name=name, data=bytes(data),
                                                    updated_at=_now()))
+
+    def delete_document(self, name: str) -> bool:
+        """Delete the document ``name``; whether there was one. Part of the open
+        transaction (a rollback brings it back). Raises :class:`IndexInputError` for a bad
+        name (as :meth:`put_document`), :class:`IndexReadOnlyError` on a read-only index."""
+        with self._mutex:
+            self._check_writable()
+            _check_document_name(name)
+            conn = self._begin()
+            return conn.execute(documents.delete().where(documents.c.name == name)).rowcount > 0
 
     # --- reads ---------------------------------------------------------------------
 
@@ -769,6 +790,20 @@ class Index(Resource):
             if row is None:
                 raise ReferenceNotFoundError(f"no reference with id {rid}", source=str(self.path))
             return Reference(*row)
+
+    def registered(self, ref_ids: Iterable[int]) -> set[int]:
+        """Those of ``ref_ids`` that are references of this index (the open transaction's
+        own writes included), in queries of at most 5,000 ids. Raises
+        :class:`IndexInputError` for an id that is not an int in int64 range."""
+        with self._mutex:
+            self._check_open()
+            ids = sorted({_check_id(r) for r in ref_ids})
+            out: set[int] = set()
+            with self._read() as conn:
+                for start in range(0, len(ids), 5000):
+                    out |= {int(r[0]) for r in conn.execute(sa.select(refs.c.id).where(
+                        refs.c.id.in_(ids[start:start + 5000])))}
+            return out
 
     def find(self, content_hash: str) -> int | None:
         """The id of the reference with this content hash, or None."""
@@ -858,6 +893,34 @@ class Index(Resource):
                 row = conn.execute(sa.select(documents.c.data).where(
                     documents.c.name == str(name))).first()
             return None if row is None else bytes(row[0])
+
+    def document_names(self, prefix: str = "") -> builtins.list[str]:
+        """The names of the documents that start with ``prefix`` (compared code point by
+        code point, case-sensitive), sorted; the open transaction's own writes included.
+        Empty for a format-1 index opened read-only. Raises :class:`IndexInputError` when
+        ``prefix`` is not a str."""
+        return builtins.list(self._documents(prefix, data=False))
+
+    def documents(self, prefix: str = "") -> dict[str, bytes]:
+        """``{name: data}`` of the documents whose names start with ``prefix``, in name
+        order, read in one query (as :meth:`document_names`)."""
+        return self._documents(prefix, data=True)
+
+    def _documents(self, prefix: str, *, data: bool) -> dict[str, bytes]:
+        with self._mutex:
+            self._check_open()
+            if not isinstance(prefix, str):
+                raise IndexInputError(f"a document prefix must be a str, got "
+                                      f"{type(prefix).__name__}")
+            if int(self._meta["format_version"]) < 2 or "\x00" in prefix:
+                return {}
+            cols = (documents.c.name, documents.c.data) if data else (documents.c.name,)
+            query = sa.select(*cols)
+            if prefix:  # substr, not LIKE: no wildcard in a name needs escaping
+                query = query.where(sa.func.substr(documents.c.name, 1, len(prefix)) == prefix)
+            with self._read() as conn:
+                rows = [(str(r[0]), bytes(r[1]) if data else b"") for r in conn.execute(query)]
+            return dict(sorted(r for r in rows if r[0].startswith(prefix)))
 
     def changes(self, since: int, limit: int = 100_000) -> builtins.list[tuple[int, int, str]]:
         """Committed changes after sequence number ``since``: ``(seq, ref_id, op)`` with op

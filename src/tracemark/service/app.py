@@ -46,7 +46,9 @@ from tracemark.errors import (
     AlreadyMarkedError,
     CertificateError,
     ClosedError,
+    ConceptExistsError,
     ConfigError,
+    GuardInputError,
     ImageError,
     ImageTooLargeError,
     ImageTooSmallError,
@@ -56,6 +58,7 @@ from tracemark.errors import (
     ReferenceNotFoundError,
     SigningError,
     TracemarkError,
+    UnknownConceptError,
     UnsupportedFormatError,
     VectorStoreUnavailableError,
     WatermarkEmbedError,
@@ -206,8 +209,12 @@ def _status_for(exc: TracemarkError) -> int:
         return 422  # a valid image, below the size the operation needs: not a media-type problem
     if isinstance(exc, ImageError | UnsupportedFormatError):
         return 415
-    if isinstance(exc, ManifestNotFoundError | ReferenceNotFoundError):
+    if isinstance(exc, ManifestNotFoundError | ReferenceNotFoundError | UnknownConceptError):
         return 404
+    if isinstance(exc, ConceptExistsError):
+        return 409
+    if isinstance(exc, GuardInputError):
+        return 422
     if isinstance(exc, IndexLockedError | ClosedError):
         return 409
     if isinstance(exc, AlreadyMarkedError):
@@ -259,10 +266,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "A malformed request (a body that is not the JSON or form it should be)."),
         (401, "No API key, or an unknown or revoked one."),
         (403, "The key may not read (or write) this collection."),
-        (404, "No such collection, image or manifest."),
+        (404, "No such collection, image, manifest or concept."),
         (405, "Method not allowed; the Allow header lists the path's methods."),
         (408, "The request's head or body did not arrive in time."),
-        (409, "Conflict: the collection exists, was replaced, or signing is not configured."),
+        (409, "Conflict: the collection exists, was replaced, or signing is not configured; "
+              "a concept of that id exists."),
         (413, "The upload is larger than the service accepts (or has too many pixels)."),
         (415, "The upload is not an image in an accepted format."),
         (422, "Invalid parameters, form fields or image content."),
@@ -1240,4 +1248,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(softbinding_router(state), prefix=API_PREFIX)
     from tracemark.service.references import references_router  # registered images' previews
     app.include_router(references_router(state), prefix=API_PREFIX)
+    from tracemark.service.guard import concepts_router  # the guard's protected concepts
+    app.include_router(concepts_router(state), prefix=API_PREFIX)
     return app

@@ -42,6 +42,10 @@ __all__ = [
     "VerifyState",
     "Route",
     "SignatureState",
+    "ConceptKindName",
+    "ConceptRecord",
+    "ConceptList",
+    "ConceptRemoved",
 ]
 
 VerifyState = Literal["trusted", "valid", "invalid", "remote", "unsupported", "recovered",
@@ -244,3 +248,33 @@ class ManifestDetail(_Out):
     signer: str | None = Field(description="The signing certificate's subject.")
     manifest: dict[str, Any] | None = Field(description="The manifest store's JSON; null "
                                             "while pending.")
+
+
+ConceptKindName = Literal["character", "artwork", "style", "brand", "person"]
+"""A protected concept's kind (:class:`tracemark.guard.ConceptKind`)."""
+
+
+class ConceptRecord(_Out):
+    """A protected concept (:meth:`tracemark.guard.Concept.to_dict`)."""
+
+    id: str = Field(description="The concept's id: lower-case ASCII letters, digits and -, "
+                                "derived from the name unless given.")
+    name: str
+    kind: ConceptKindName
+    owner: str = Field(description="Who holds the rights (empty when not given).")
+    aliases: list[str] = Field(description="Other names and spellings, any script.")
+    traits: list[str] = Field(description="Distinctive traits, short phrases.")
+    generic: str = Field(description="What a rewritten prompt says instead (empty: from the "
+                                     "kind).")
+    references: list[int] = Field(description="Ids of the concept's reference images in the "
+                                              "collection (removed images left out).")
+
+
+class ConceptList(_Out):
+    concepts: list[ConceptRecord] = Field(description="Every concept of the collection, by id.")
+    stamp: str = Field(description="The registry's change stamp: changes with every add, "
+                                   "replace and remove; empty before the first.")
+
+
+class ConceptRemoved(_Out):
+    removed: str = Field(description="The removed concept's id.")
