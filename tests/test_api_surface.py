@@ -35,6 +35,14 @@ PUBLIC = {
         "load_signing_certificate", "load_allowed_list", "load_trust_config", "CommandSigner",
         "ManifestDefinition", "load_definition", "parse_definition",
     ],
+    "tracemark.guard": [
+        "Concept", "ConceptKind", "ConceptMatch", "ConceptRegistry", "Evidence", "Guard",
+        "GuardCalibration", "Prompt", "PromptScreening", "PromptSet", "concept_id",
+        "DEFAULT_ALPHA",
+    ],
+    "tracemark.guard.matchers": ["Matcher", "MATCHERS", "register_matcher", "matcher_class"],
+    "tracemark.guard.syntax": ["parse_prompt"],
+    "tracemark.guard.mitigate": ["mitigate", "generic_for"],
     "tracemark.metrics": [
         "psnr", "ssim", "bit_accuracy", "roc_curve", "auroc", "tpr_at_fpr",
         "micro_average_precision", "recall_at_precision", "accuracy_at_rank1",

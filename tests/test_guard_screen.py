@@ -137,3 +137,27 @@ def test_no_concepts_allows_everything() -> None:
     g = Guard([], matchers=["lexical"])
     g.calibrate()
     assert g.screen("Captain Nimbus").decision == "allow"
+
+
+def test_the_registry_keeps_the_calibration_with_the_collection(tmp_path) -> None:
+    from tracemark.copydetect import CopyIndex
+    from tracemark.guard import ConceptRegistry
+
+    path = tmp_path / "works"
+    with CopyIndex.create(path) as idx:
+        reg = ConceptRegistry(idx)
+        for c in CONCEPTS:
+            reg.add(c)
+        assert reg.calibration() is None
+        reg.calibrate(matchers=["lexical"])
+    with CopyIndex.open(path, read_only=True) as idx:
+        reg = ConceptRegistry(idx)
+        g = reg.guard(matchers=["lexical"])
+        assert g.calibration is not None and g.calibration.stamp == concepts_stamp(CONCEPTS)
+        assert g.screen("Captain Nimbus at the beach").flagged
+    with CopyIndex.open(path) as idx:
+        reg = ConceptRegistry(idx)
+        reg.remove("zorblax")
+        g = reg.guard(matchers=["lexical"])
+        assert g.calibration is None  # stale: made for other concepts
+        assert not g.screen("zorblax sneakers").flagged and g.calibration is not None

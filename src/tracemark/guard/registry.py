@@ -41,17 +41,22 @@ from tracemark.errors import (
 from tracemark.guard.types import Concept
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tracemark.copydetect import CopyIndex
     from tracemark.credentials import CredentialStore
+    from tracemark.guard.screen import Guard, GuardCalibration
     from tracemark.index import Index
 
-__all__ = ["ConceptRegistry", "CONCEPT_PREFIX", "STAMP_DOC", "CONCEPT_FORMAT",
-           "CONCEPT_FORMAT_VERSION"]
+__all__ = ["ConceptRegistry", "CONCEPT_PREFIX", "STAMP_DOC", "CALIBRATION_DOC",
+           "CONCEPT_FORMAT", "CONCEPT_FORMAT_VERSION"]
 
 CONCEPT_PREFIX = "guard.concept."
 """Name prefix of the concept documents: ``guard.concept.<id>``."""
 STAMP_DOC = "guard.concepts"
 """The document holding the registry's change stamp."""
+CALIBRATION_DOC = "guard.calibration"
+"""The prompt screen's calibration (:class:`~tracemark.guard.screen.GuardCalibration`)."""
 CONCEPT_FORMAT = "tracemark-concept"
 CONCEPT_FORMAT_VERSION = 1
 """The version of a concept document this tracemark writes and the newest it reads."""
@@ -177,6 +182,49 @@ class ConceptRegistry:
         differs."""
         raw = self._index.document(STAMP_DOC)
         return "" if raw is None else raw.decode("ascii", "replace")
+
+    # --- the prompt screen ------------------------------------------------------------
+
+    def calibration(self) -> GuardCalibration | None:
+        """The stored calibration of the prompt screen (document :data:`CALIBRATION_DOC`),
+        or None; it may be stale (:meth:`GuardCalibration.fits`)."""
+        from tracemark.errors import ConfigError
+        from tracemark.guard.screen import GuardCalibration
+
+        raw = self._index.document(CALIBRATION_DOC)
+        if raw is None:
+            return None
+        try:
+            return GuardCalibration.from_bytes(raw)
+        except ConfigError:
+            return None  # a damaged or newer calibration is made again, never trusted
+
+    def calibrate(self, matchers: Sequence[str] | None = None) -> Guard:
+        """Calibrate the prompt screen of these concepts on the default benign background
+        and store the calibration with the collection (part of the open transaction);
+        returns the calibrated :class:`~tracemark.guard.screen.Guard`."""
+        from tracemark.guard.screen import Guard
+
+        guard = Guard(self.list(), matchers=matchers)
+        cal = guard.calibrate()
+        self._index.put_document(CALIBRATION_DOC, cal.to_bytes())
+        return guard
+
+    def guard(self, matchers: Sequence[str] | None = None, *, alpha: float | None = None
+              ) -> Guard:
+        """The prompt screen of the registered concepts, with the stored calibration when
+        it fits them and ``matchers`` (default :func:`~tracemark.guard.screen.
+        default_matchers`); otherwise the guard calibrates in memory at its first screen
+        (:meth:`calibrate` keeps one)."""
+        from tracemark.guard.screen import DEFAULT_ALPHA, Guard, concepts_stamp, default_matchers
+
+        concepts = self.list()
+        names = list(matchers) if matchers is not None else default_matchers()
+        cal = self.calibration()
+        if cal is not None and not cal.fits(concepts_stamp(concepts), names):
+            cal = None
+        return Guard(concepts, matchers=names, calibration=cal,
+                     alpha=DEFAULT_ALPHA if alpha is None else alpha)
 
     # --- internals --------------------------------------------------------------------
 

@@ -57,10 +57,11 @@ CALIBRATION_VERSION = 1
 
 
 def concepts_stamp(concepts: Sequence[Concept]) -> str:
-    """A digest of the concept list (ids, names, aliases, traits, kinds): a calibration
-    is valid for the concepts it was made with only."""
-    doc = json.dumps([c.to_dict() for c in sorted(concepts, key=lambda c: c.id)],
-                     sort_keys=True, ensure_ascii=False)
+    """A digest of what the matchers read of the concept list (ids, names, kinds, aliases,
+    traits; not owners, generics or references): a calibration is valid for the concepts
+    it was made with only."""
+    doc = json.dumps([[c.id, c.name, c.kind.value, list(c.aliases), list(c.traits)]
+                      for c in sorted(concepts, key=lambda c: c.id)], ensure_ascii=False)
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
@@ -90,6 +91,10 @@ class GuardCalibration:
     stamp: str
     null: dict[str, np.ndarray]
     version: int = CALIBRATION_VERSION
+
+    def fits(self, stamp: str, matchers: Sequence[str]) -> bool:
+        """Whether this calibration serves a guard of concepts ``stamp`` and ``matchers``."""
+        return self.stamp == stamp and all(m in self.null for m in matchers)
 
     @property
     def size(self) -> int:
@@ -196,8 +201,9 @@ class Guard:
         self._built = [matcher_class(n)(self.concepts) for n in names]
         self.matchers = names
         self.stamp = concepts_stamp(self.concepts)
-        if self.calibration is not None and self.calibration.stamp != self.stamp:
-            raise ConfigError("this calibration was made for other concepts: calibrate again")
+        if self.calibration is not None and not self.calibration.fits(self.stamp, names):
+            raise ConfigError("this calibration was made for other concepts or matchers: "
+                              "calibrate again")
 
     # --- calibration -----------------------------------------------------------------
 
