@@ -335,11 +335,12 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict]]:
         for i, shape in enumerate(shapes):
             n = c["name"] if i < 3 else names[1 + (i - 3) % (len(names) - 1)]
             add("direct", "name" if i < 3 else "alias", [{"text": shape.format(n=n)}])
-        for i, text in enumerate(c["indirect"]):
+        for text in c["indirect"]:
             add("indirect", "traits", [{"text": text}])
         shapes = rng.sample(MISSPELLED, 4)
         for shape, (variant, fn) in zip(shapes, [("typo", typo), ("phonetic", phonetic),
-                                                  ("leet", leet), ("homoglyph", homoglyph)]):
+                                                  ("leet", leet), ("homoglyph", homoglyph)],
+                                 strict=True):
             add("misspelled", variant,
                 [{"text": shape.format(n=disguise(fn, c["name"], names, rng))}])
         shapes = rng.sample(SPLIT_ONE, 2)

@@ -32,6 +32,7 @@ carries on; any other exception is a bug and propagates. The result is plain JSO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -293,10 +294,8 @@ def run_guard_eval(screen: Screen, dataset: GuardDataset, *, split: str = "test"
     if not cases:
         raise GuardInputError(f"split {split!r} has no requests")
     for case in cases[:max(0, warmup)]:
-        try:
+        with contextlib.suppress(TracemarkError):
             screen(case.prompts)
-        except TracemarkError:
-            pass
     tallies: dict[str, Counter[str]] = defaultdict(Counter)
     variants: dict[str, Counter[str]] = defaultdict(Counter)
     request_ms: list[float] = []
