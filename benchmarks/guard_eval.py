@@ -7,8 +7,8 @@ false positives, confusion and latency on benchmarks/data/guard/.
 
 Registers the concepts of the split (dev concepts for tuning, test concepts for the
 reported figures) with a screen built by ``--screen MODULE:FACTORY`` (default
-``tracemark.guard.screen:PromptScreen``; called as ``FACTORY(concepts, matchers=[...])``
-and used as ``screen(prompts)``, or ``screen.screen(prompts)``), screens every request
+``tracemark.guard.screen:PromptScreen``; called as ``FACTORY(concepts, matchers=[...])``,
+with ``threads=N`` too when it takes that keyword, and used as ``screen(prompts)``, or ``screen.screen(prompts)``), screens every request
 once (:func:`tracemark.bench.guard.run_guard_eval`), prints progress on stderr and the
 table on stdout, writes the JSON result with ``--out`` and, only with ``--write-docs``,
 a dated section of docs/benchmarks.md (one per split and screen).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -61,9 +62,11 @@ def _build_screen(spec: str, concepts: list, matchers: list[str], threads: int):
         raise SystemExit(f"cannot load the screen {spec!r} ({exc}); "
                          "try --baseline names, or --screen MODULE:FACTORY") from None
     try:
-        screen = factory(concepts, matchers=matchers, threads=threads)
-    except TypeError:
-        screen = factory(concepts, matchers=matchers)
+        takes_threads = "threads" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_threads = False
+    kwargs = {"matchers": matchers} | ({"threads": threads} if takes_threads else {})
+    screen = factory(concepts, **kwargs)
     return screen if callable(screen) else screen.screen
 
 

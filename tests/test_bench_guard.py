@@ -359,3 +359,28 @@ def test_the_benchmark_script_writes_json_and_a_docs_section(tmp_path: Path) -> 
     res = subprocess.run([*cmd[:2], "--split", "dev"], capture_output=True, text=True,
                          timeout=300, env=env)
     assert res.returncode != 0 and "cannot load the screen" in res.stderr
+
+
+def test_the_benchmark_script_runs_a_screen_named_by_module_and_factory(tmp_path: Path) -> None:
+    (tmp_path / "my_screen.py").write_text(
+        "from tracemark.guard.types import ConceptMatch, PromptScreening\n"
+        "class Screen:\n"
+        "    def __init__(self, concepts, matchers, threads):\n"
+        "        self.concepts, self.matchers, self.threads = concepts, matchers, threads\n"
+        "    def screen(self, prompts):\n"
+        "        text = ' '.join(p.text for p in prompts.positive)\n"
+        "        hits = [ConceptMatch(c, 1.0, [], None, True) for c in self.concepts\n"
+        "                if c.name in text]\n"
+        "        return PromptScreening('block' if hits else 'allow', hits, 0.01,\n"
+        "                               matchers=self.matchers)\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(tmp_path)])}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "guard_eval.py"),
+                          "--split", "dev", "--screen", "my_screen:Screen", "--matchers",
+                          "lexical", "--threads", "2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.read_text())
+    assert result["meta"]["matchers"] == "lexical" and result["meta"]["threads"] == 2
+    assert result["kinds"]["direct"]["variants"]["name"]["rate"] == 1.0
+    assert "--screen my_screen:Screen" in res.stdout
