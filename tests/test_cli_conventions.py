@@ -129,7 +129,7 @@ def test_imports_run_downward_only() -> None:
 @pytest.mark.parametrize("module", ["tracemark.watermark", "tracemark.credentials",
                                     "tracemark.service.app", "tracemark.copydetect",
                                     "tracemark.bench.watermark", "tracemark.bench.copydetect",
-                                    "tracemark.bench.credentials"])
+                                    "tracemark.bench.credentials", "tracemark.bench.guard"])
 def test_importing_a_library_does_not_load_the_command_line(module: str) -> None:
     code = (f"import sys, {module}; "
             "bad = [m for m in sys.modules if m == 'click' or m.startswith('tracemark.cli')]; "
