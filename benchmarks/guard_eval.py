@@ -7,7 +7,7 @@ false positives, confusion and latency on benchmarks/data/guard/.
 
 Registers the concepts of the split (dev concepts for tuning, test concepts for the
 reported figures) with a screen built by ``--screen MODULE:FACTORY`` (default
-``tracemark.guard.screen:PromptScreen``; called as ``FACTORY(concepts, matchers=[...])``,
+``tracemark.guard.screen:Guard``; called as ``FACTORY(concepts, matchers=[...])``,
 with ``threads=N`` too when it takes that keyword, and used as ``screen(prompts)``, or ``screen.screen(prompts)``), screens every request
 once (:func:`tracemark.bench.guard.run_guard_eval`), prints progress on stderr and the
 table on stdout, writes the JSON result with ``--out`` and, only with ``--write-docs``,
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import time
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "guard"
-DEFAULT_SCREEN = "tracemark.guard.screen:PromptScreen"
+DEFAULT_SCREEN = "tracemark.guard.screen:Guard"
 
 
 def _args() -> argparse.Namespace:
@@ -67,6 +68,11 @@ def _build_screen(spec: str, concepts: list, matchers: list[str], threads: int):
         takes_threads = False
     kwargs = {"matchers": matchers} | ({"threads": threads} if takes_threads else {})
     screen = factory(concepts, **kwargs)
+    if hasattr(screen, "calibrate"):  # calibrate before the clock starts
+        t0 = time.perf_counter()
+        print("calibrating the screen on its benign background...", flush=True)
+        screen.calibrate()
+        print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
     return screen if callable(screen) else screen.screen
 
 
