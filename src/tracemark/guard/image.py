@@ -48,6 +48,7 @@ where the collection is open). :func:`screen_image` does both.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -305,10 +306,8 @@ def _fingerprints(store_json: str | None, manifest: dict[str, Any]) -> tuple[byt
 
     manifests = [manifest]
     if store_json:
-        try:
+        with contextlib.suppress(ValueError, AttributeError):  # an odd store: the active only
             manifests += list((json.loads(store_json).get("manifests") or {}).values())
-        except (ValueError, AttributeError):
-            pass
     out: list[bytes] = []
     for man in manifests:
         for a in (man.get("assertions") or []) if isinstance(man, dict) else []:
@@ -380,10 +379,8 @@ class _Matches:
 def _work(ci: CopyIndex, ref_id: int) -> Concept:
     """The stand-in concept of a registered image no concept names."""
     owner = ""
-    try:
+    with contextlib.suppress(ReferenceNotFoundError):  # removed meanwhile: no owner known
         owner = ci.index.get(ref_id).owner or ""
-    except ReferenceNotFoundError:
-        pass
     return Concept(name=f"registered image {ref_id}", kind=ConceptKind.ARTWORK,
                    owner=owner[:200], references=(ref_id,), id=f"image-{ref_id}")
 
