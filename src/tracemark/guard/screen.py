@@ -6,13 +6,17 @@ meaningful alone. A :class:`GuardCalibration` keeps, per matcher, the sorted *pe
 maximum* score over the registered concepts on a benign background
 (:mod:`tracemark.guard.background`: everyday prompts and one-trait near-misses of the
 registered concepts). The p-value of a concept's score ``s`` from matcher ``m`` is its
-empirical tail probability among them, ``(1 + #{null >= s}) / (1 + n)`` (the conformal
-p-value; Vovk et al., *Algorithmic Learning in a Random World*, 2005): a benign request
-reaches it with probability at most ``p`` *over all concepts at once*, because the null
-is of the maximum over concepts. A concept's p-value is the Bonferroni combination over
-the ``k`` matchers that ran, ``min(1, k * min_m p_m)``, so the request-level false-positive
-rate of "flag when p <= alpha" stays at most ``alpha`` (plus the background's sampling
-error) however many concepts are registered.
+empirical tail probability among them, ``p_m = (1 + #{null_m >= s}) / (1 + n)`` (the
+conformal p-value; Vovk et al., *Algorithmic Learning in a Random World*, 2005): a benign
+request reaches it with probability at most ``p_m`` *over all concepts at once*, because
+the null is of the maximum over concepts. The matchers are combined by the minimum of
+their p-values, itself calibrated the same way: the calibration also keeps each benign
+request's ``min_m p_m`` (:attr:`GuardCalibration.combined`), and a concept's p-value is
+the tail probability of its ``min_m p_m`` among those. This is exact where a Bonferroni
+bound (``k * min p``) would be loose: the lexical matcher almost never fires on benign
+prompts, so the semantic matcher keeps nearly all of ``alpha``. Flagging at ``p <=
+alpha`` keeps the request-level false-positive rate on prompts like the background at
+``alpha`` (plus the background's sampling error), however many concepts are registered.
 
 Lexical evidence that is only an ordinary word spelling a one-word name, met without
 context (``an echo in a canyon`` for a character named Echo), does not count on its own
@@ -90,6 +94,9 @@ class GuardCalibration:
 
     stamp: str
     null: dict[str, np.ndarray]
+    combined: np.ndarray | None = None
+    """Sorted float64: each benign request's minimum over matchers of its per-matcher
+    p-value (None: combine by Bonferroni)."""
     version: int = CALIBRATION_VERSION
 
     def fits(self, stamp: str, matchers: Sequence[str]) -> bool:
@@ -109,11 +116,23 @@ class GuardCalibration:
         above = null.size - int(np.searchsorted(null, score - 1e-12, side="left"))
         return float((1 + above) / (1 + null.size))
 
+    def combine(self, p_values: Sequence[float], k: int) -> float:
+        """The p-value of a concept whose per-matcher p-values are ``p_values`` (of the
+        ``k`` matchers that ran): the tail of their minimum among :attr:`combined`, or the
+        Bonferroni bound ``min(1, k * min)`` without it."""
+        low = min(p_values)
+        if self.combined is None or self.combined.size == 0:
+            return min(1.0, k * low)
+        below = int(np.searchsorted(self.combined, low + 1e-15, side="right"))
+        return float((1 + below) / (1 + self.combined.size)) if low < 1.0 else 1.0
+
     def to_bytes(self) -> bytes:
         return json.dumps({"format": "tracemark-guard-calibration", "version": self.version,
                            "stamp": self.stamp,
                            "null": {k: [round(float(x), 6) for x in v]
-                                    for k, v in self.null.items()}}).encode()
+                                    for k, v in self.null.items()},
+                           "combined": None if self.combined is None
+                           else [float(x) for x in self.combined]}).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> GuardCalibration:
@@ -127,7 +146,9 @@ class GuardCalibration:
                 raise ValueError(f"version {doc.get('version')!r} is not "
                                  f"{CALIBRATION_VERSION}")
             null = {str(k): np.sort(np.asarray(v, np.float64)) for k, v in doc["null"].items()}
-            return cls(stamp=str(doc["stamp"]), null=null)
+            comb = doc.get("combined")
+            combined = None if comb is None else np.sort(np.asarray(comb, np.float64))
+            return cls(stamp=str(doc["stamp"]), null=null, combined=combined)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"unreadable guard calibration: {exc}") from None
 
@@ -231,6 +252,11 @@ class Guard:
             raise ConfigError(f"a calibration needs at least 100 benign requests, got {n}")
         cal = GuardCalibration(self.stamp, {k: np.sort(np.asarray(v, np.float64))
                                             for k, v in maxima.items()})
+        lowest = np.ones(n)
+        for name, v in maxima.items():
+            ranks = np.array([cal.p_value(name, x) if x > 0 else 1.0 for x in v])
+            lowest = np.minimum(lowest, ranks)
+        cal.combined = np.sort(lowest)
         self.calibration = cal
         return cal
 
@@ -259,7 +285,7 @@ class Guard:
                     ps.append(p)
         out = []
         for c, evs, ps in by_concept.values():
-            p = min(1.0, k * min(ps)) if ps else 1.0
+            p = cal.combine(ps, k) if ps else 1.0
             out.append(ConceptMatch(c, float(-np.log10(p)), evs, p, p <= alpha))
         out.sort(key=lambda m: (not m.flagged, m.p_value, m.concept.id))
         return out

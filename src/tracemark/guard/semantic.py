@@ -19,19 +19,25 @@ indirect description resembles several.
   windows of :data:`WINDOW` words. Every part is short, so it is embedded whole: the
   model's 128-token truncation never hides the end of a long prompt. All parts are
   embedded in one batch.
-* Score: for each trait, its best cosine similarity ``s`` over the parts; each trait
-  counts ``clip((s - LOW) / (HIGH - LOW), 0, 1)`` (a soft match), and the concept's score is
-  the sum of the :data:`TOP_K` largest soft matches divided by ``TOP_K``, in [0, 1]:
-  1 when ``TOP_K`` distinct traits are each described nearly verbatim, at most
-  ``1 / TOP_K`` when one trait alone is. Monotone in "more traits, more closely".
-  Calibration (:mod:`tracemark.guard.screen`) turns it into a p-value on benign prompts.
+* Score: each trait is matched to a part of the prompt, greedily by cosine similarity
+  ``s``, and every part (with the parts that overlap it) carries at most one trait: a
+  near-miss phrase that resembles two traits of a concept at once ("fallen glass apples"
+  for "glass apples on the grass" and "apple trees made of glass") counts once, while an
+  indirect description that names several traits in several phrases counts each. Only
+  parts of at most :data:`ASSIGN_WORDS` words carry traits. Each matched trait counts
+  ``clip((s - LOW) / (HIGH - LOW), 0, 1)`` (a soft match); the concept's score is
+  :data:`BEST_WEIGHT` times the best soft match plus the sum of the next
+  ``MAX_TRAITS - 1``, in ``[0, MAX_TRAITS - 1 + BEST_WEIGHT]``: one trait alone scores at
+  most ``BEST_WEIGHT``, two near-verbatim traits ``1 + BEST_WEIGHT``. Monotone in "more
+  distinct traits, more closely". Calibration (:mod:`tracemark.guard.screen`) turns it
+  into a p-value on benign prompts.
 
-The constants were chosen on the development set ``benchmarks/data/guard/dev_semantic.json``
-(14 invented concepts, 43 indirect prompts, 103 benign prompts, many of them near-misses),
-not on the published evaluation: at the score that lets 1 of the 103 benign prompts
-through (0.5: two traits matched, or one verbatim), 39 of the 43 indirect prompts score
-above it; windows of 3 words or a stride of 3 did worse. Latency:
-``benchmarks/bench_guard_semantic.py``.
+The constants were chosen on development data only: the hand-written
+``benchmarks/data/guard/dev_semantic.json`` and the ``dev`` split of the evaluation set
+(20 concepts), never on its ``test`` split. On the dev split, against the default benign
+background, assigning traits to distinct parts raised indirect detection from 0.66 (the
+mean of the two best traits, no assignment) to 0.90-0.94 with no benign prompt of the
+split flagged. Latency: ``benchmarks/bench_guard_semantic.py``.
 """
 
 from __future__ import annotations
@@ -48,18 +54,23 @@ from tracemark.guard.matchers import Matcher, register_matcher
 from tracemark.guard.types import Concept, ConceptMatch, Evidence, PromptSet
 
 __all__ = ["SemanticMatcher", "Part", "prompt_parts", "WINDOW", "STRIDE", "LOW", "HIGH",
-           "TOP_K"]
+           "MAX_TRAITS", "BEST_WEIGHT", "ASSIGN_WORDS"]
 
 WINDOW = 4
 """Words per window part."""
 STRIDE = 2
 """Words between the starts of consecutive windows."""
-LOW = 0.45
+LOW = 0.35
 """Cosine similarity (MiniLM-L6-v2) at and below which a part does not match a trait."""
 HIGH = 0.9
 """Cosine similarity at and above which a part matches a trait fully (near-verbatim)."""
-TOP_K = 2
-"""Traits that make a full score (a concept with fewer traits divides by its count)."""
+MAX_TRAITS = 4
+"""The most traits (each on its own part of the prompt) a concept's score adds up."""
+BEST_WEIGHT = 0.25
+"""The weight of the best-matched trait in the score; every further trait counts fully."""
+ASSIGN_WORDS = 8
+"""Parts of at most this many words carry a trait (longer clauses and the whole prompt are
+embedded for :func:`prompt_parts`' callers but would let one part stand for every trait)."""
 WHOLE_WORDS = 24
 """Prompts (and clauses) of at most this many words are also embedded whole."""
 
@@ -180,9 +191,8 @@ class SemanticMatcher(Matcher):
         self._traits = traits
         n = len(self.concepts)
         counts = np.bincount(traits.owner, minlength=n)
-        self._k = np.minimum(counts, TOP_K)
         # [n_concepts, most traits]: each concept's trait indices, padded with n_traits
-        # (a slot that always scores 0), so scoring is one gather and one sort
+        # (a slot never matched)
         table = np.full((n, max(int(counts.max(initial=0)), 1)), len(traits.text), np.int64)
         fill = np.zeros(n, np.int64)
         for ti, ci in enumerate(traits.owner):
@@ -199,42 +209,55 @@ class SemanticMatcher(Matcher):
                 out.extend(prompt_parts(p.text, i))
         return out
 
-    def scores(self, prompts: PromptSet) -> tuple[np.ndarray, np.ndarray, list[Part]]:
-        """The request's concept scores float64 [n_concepts], the trait-by-part cosine
-        similarities float32 [n_traits, n_parts], and the parts."""
+    def scores(self, prompts: PromptSet) -> tuple[np.ndarray, list[list[tuple[int, int, float]]],
+                                                 list[Part]]:
+        """The request's concept scores float64 [n_concepts]; per concept the matched
+        ``(trait index, part index, cosine)`` triples, best first; and the parts."""
         parts = self.parts(prompts)
         tr = self._traits
         n = len(self.concepts)
+        empty: list[list[tuple[int, int, float]]] = [[] for _ in range(n)]
         if not parts or not len(tr.text):
-            return np.zeros(n), np.zeros((len(tr.text), len(parts)), np.float32), parts
+            return np.zeros(n), empty, parts
         vecs = self.encoder.encode([p.text for p in parts])
         # einsum, not BLAS: OpenBLAS's thread pool would spin beside the model on one core
         sims = np.einsum("td,pd->tp", tr.vectors, vecs)
-        soft = np.clip((sims.max(axis=1) - LOW) / (HIGH - LOW), 0.0, 1.0)
-        per = np.append(soft, 0.0)[self._table]  # [n_concepts, most traits]
-        top = -np.sort(-per, axis=1)[:, :TOP_K]
-        score = top.sum(axis=1) / np.maximum(self._k, 1)
-        return score.astype(np.float64), sims, parts
+        short = [i for i, p in enumerate(parts) if len(_WORD.findall(p.text)) <= ASSIGN_WORDS]
+        cols = np.asarray(short or range(len(parts)), np.int64)
+        kept = [parts[i] for i in cols]
+        start = np.array([p.span[0] for p in kept])
+        end = np.array([p.span[1] for p in kept])
+        prompt = np.array([p.prompt for p in kept])
+        overlap = ((prompt[:, None] == prompt[None, :]) & (start[:, None] < end[None, :])
+                   & (start[None, :] < end[:, None]))
+        sub = sims[:, cols]
+        best = sub.max(axis=1)
+        score = np.zeros(n)
+        matched = empty
+        for ci in np.unique(tr.owner[best > LOW]):
+            rows = self._table[ci][self._table[ci] < len(tr.text)]
+            m = sub[rows].copy()
+            got: list[tuple[int, int, float]] = []
+            while len(got) < MAX_TRAITS:
+                t, q = np.unravel_index(int(np.argmax(m)), m.shape)
+                if m[t, q] <= LOW:
+                    break
+                got.append((int(rows[t]), int(cols[q]), float(m[t, q])))
+                m[t, :] = -1.0
+                m[:, overlap[q]] = -1.0
+            soft = [min(max((c - LOW) / (HIGH - LOW), 0.0), 1.0) for _, _, c in got]
+            score[ci] = BEST_WEIGHT * soft[0] + sum(soft[1:]) if soft else 0.0
+            matched[ci] = got
+        return score, matched, parts
 
     def _match(self, prompts: PromptSet) -> list[ConceptMatch]:
-        score, sims, parts = self.scores(prompts)
+        score, matched, parts = self.scores(prompts)
         out: list[ConceptMatch] = []
-        if not parts:
-            return out
-        best = sims.argmax(axis=1)
-        n_traits = len(self._traits.text)
         for ci in np.flatnonzero(score > 0):
-            evidence = []
-            for ti in self._table[ci]:
-                if ti == n_traits:
-                    break
-                s = float(sims[ti, best[ti]])
-                if s > LOW:
-                    p = parts[int(best[ti])]
-                    evidence.append(Evidence(how="trait", text=p.text,
-                                             matched=self._traits.text[ti], prompt=p.prompt,
-                                             span=p.span, score=s))
-            evidence.sort(key=lambda e: -e.score)
+            evidence = [Evidence(how="trait", text=parts[q].text,
+                                 matched=self._traits.text[t], prompt=parts[q].prompt,
+                                 span=parts[q].span, score=c)
+                        for t, q, c in matched[ci]]
             out.append(ConceptMatch(concept=self.concepts[ci], score=float(score[ci]),
                                     evidence=evidence))
         out.sort(key=lambda m: -m.score)
