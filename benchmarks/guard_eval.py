@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import time
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -301,3 +301,18 @@ def test_mitigation_tidies_and_handles_splits_and_traits():
         mitigate(ps, [ConceptMatch(c, 1, [Evidence("name", "x", c.name, 0, (5, 500))])])
     with pytest.raises(GuardInputError):
         mitigate("text", [])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "spelled", "matches"), [
+    ("Zephyra", "a comic about Zefiera", True),
+    ("Bumbleroot", "Bumbelrut on a skateboard", True),
+    ("Photographix", "a Fotografix camera", True),
+    ("Zephyra", "a safari at dawn", False),  # the same Metaphone code, too many edits
+    ("Nimbus", "nimbostratus clouds", False),
+    ("Kestrel", "a kestrel hovering", False),  # an ordinary word: bare, not decisive
+])
+def test_phonetic_spellings(name: str, spelled: str, matches: bool) -> None:
+    m = LexicalMatcher([Concept(name)])
+    found = m.match(PromptSet.of(spelled))
+    decisive = [e for f in found for e in f.evidence if e.how == "misspelling"]
+    assert bool(decisive) is matches, found

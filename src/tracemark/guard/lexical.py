@@ -23,7 +23,9 @@ A name matches a run of whole adjacent tokens whose letters, joined, spell it:
   (transliterated), score 1.
 * ``misspelling``: within an optimal-string-alignment distance (one edit: a substitution,
   insertion, deletion or swap of neighbours) that grows with the name's length: none up
-  to 4 letters, 1 for 5-7, 2 for 8-11, 3 from 12 (:data:`EDIT_BUDGET`). Score
+  to 4 letters, 1 for 5-7, 2 for 8-11, 3 from 12 (:data:`EDIT_BUDGET`); or spelled by
+  sound (the same Metaphone code, names of 6 letters or more, at most 45 % of the letters
+  edited: :meth:`LexicalMatcher._sounds_like`). Score
   ``0.9 - 0.1 * distance``. The run is one whitespace word or as many words as the name
   has, so chance joins of neighbouring words are not compared.
 
@@ -53,6 +55,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import jellyfish
 from anyascii import anyascii
 from rapidfuzz.distance import OSA
 
@@ -69,6 +72,10 @@ START_CAPITAL_SCORE = 0.75
 prompt or sentence (where any word is capitalised)."""
 CONTEXT_WORDS = 4
 """How many words either side of a one-word name are read for context."""
+PHONETIC_MIN_LETTERS = 6
+"""Names at least this long also match phonetic spellings (``Zefiera`` for ``Zephyra``)."""
+PHONETIC_EDIT_SHARE = 0.45
+"""A phonetic spelling may differ from the name in at most this share of its letters."""
 SPLIT_MIN_LETTERS = 5
 """Names shorter than this match only as their own word(s), never split."""
 
@@ -311,6 +318,7 @@ class LexicalMatcher(Matcher):
         self._by_first: dict[tuple[str, int], list[_Entry]] = defaultdict(list)
         self._by_last: dict[tuple[str, int], list[_Entry]] = defaultdict(list)
         self._context: list[frozenset[str]] = []
+        self._phonetic: dict[str, list[_Entry]] = defaultdict(list)
         longest = 0
         for ci, c in enumerate(self.concepts):
             ctx = set(KIND_WORDS[c.kind])
@@ -322,6 +330,10 @@ class LexicalMatcher(Matcher):
                 if e is None:
                     continue
                 self._exact[e.key].append(e)
+                if len(e.key) >= PHONETIC_MIN_LETTERS and not e.script:
+                    code = jellyfish.metaphone(e.key)
+                    if len(code) >= 3:
+                        self._phonetic[code].append(e)
                 if EDIT_BUDGET(len(e.key)) and not e.script:
                     self._by_first[e.key[0], len(e.key)].append(e)
                     if e.key[-1] != e.key[0]:
@@ -383,13 +395,13 @@ class LexicalMatcher(Matcher):
         for n in range(m - 3, m + 4):
             cands.extend(self._by_first.get((first, n), ()))
             cands.extend(e for e in self._by_last.get((last, n), ()) if e.key[0] != first)
-        if not cands:
-            return []
         run = stream[i:j + 1]
         if any(t.prompt != run[0].prompt for t in run):
             return []
         words = len({t.word for t in run})
-        out = []
+        out: list[tuple[_Entry, int, int]] = []
+        if not cands:
+            return self._sounds_like(joined, words)
         for e in cands:
             budget = EDIT_BUDGET(len(e.key))
             if abs(len(e.key) - m) > budget:
@@ -400,6 +412,25 @@ class LexicalMatcher(Matcher):
             d = OSA.distance(joined, e.key, score_cutoff=budget)
             if d <= budget:
                 out.append((e, d, m))
+        return out or self._sounds_like(joined, words)
+
+    def _sounds_like(self, joined: str, words: int) -> list[tuple[_Entry, int, int]]:
+        """Names spelled by sound (``Bumbelrut`` for ``Bumbleroot``): the same Metaphone
+        code (Philips 1990, through ``jellyfish``) and at most
+        :data:`PHONETIC_EDIT_SHARE` of the name's letters edited; names of
+        :data:`PHONETIC_MIN_LETTERS` letters or more."""
+        if not self._phonetic or len(joined) < PHONETIC_MIN_LETTERS - 1:
+            return []
+        cands = self._phonetic.get(jellyfish.metaphone(joined), ())
+        out = []
+        for e in cands:
+            if words != 1 and words != len(e.words) - (e.words[0] in _ARTICLES
+                                                         and len(e.words) > 1):
+                continue
+            limit = int(PHONETIC_EDIT_SHARE * len(e.key))
+            d = OSA.distance(joined, e.key, score_cutoff=limit)
+            if abs(len(e.key) - len(joined)) <= 3 and d <= limit:
+                out.append((e, d, len(joined)))
         return out
 
     def _evidence(self, stream: list[Token], i: int, j: int, e: _Entry, dist: int,
