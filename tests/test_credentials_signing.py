@@ -362,6 +362,14 @@ def _labels_actions(active: dict) -> tuple[list[str], list[str]]:
     return labels, actions
 
 
+def _nested(depth: int) -> object:
+    """``depth`` arrays inside each other, around a number."""
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _definition_file(d: Path, image: np.ndarray, **over: object) -> Path:
     from tracemark.imageio import encode_image
 
@@ -436,6 +444,17 @@ def test_definition_is_merged_with_tracemarks_manifest(ca: DevCA, store: Credent
     ({"ingredients": [{"title": "p", "file_path": "manifest.json"}]}, "not an image"),
     ({"ingredients": [{"title": "p", "thumbnail": {}}]}, "unknown keys thumbnail"),
     ({"vendor": "acme"}, "unknown keys vendor"),
+    # what c2pa-rs 0.91 refuses deep in signing (a 502 SigningError in the service) or
+    # aborts the process on (a label starting with a multi-byte character: a Rust panic)
+    ({"assertions": [{"label": chr(246) + "." + chr(252), "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com/x", "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com x", "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com.x\x00", "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com.x", "data": {}, "kind": "Zzz"}]}, "expected Cbor or Json"),
+    ({"assertions": [{"label": "com.x", "data": _nested(65)}]}, "nested deeper than 64"),
+    ({"assertions": [{"label": "c2pa.actions", "data": {"actions": [
+        {"action": "c2pa.cropped", "parameters": _nested(100)}]}}]}, "nested deeper than 64"),
+    ({"claim_generator_info": [{"name": "a", "x": _nested(70)}]}, "nested deeper than 64"),
 ])
 def test_bad_definitions_are_config_errors(image: np.ndarray, tmp_path: Path,
                                            change: dict, pattern: str) -> None:
@@ -462,6 +481,28 @@ def test_bad_definition_files(tmp_path: Path) -> None:
         load_definition(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="not read here"):  # the service reads no files
         parse_definition({"ingredients": [{"title": "a", "file_path": "/etc/passwd"}]})
+    # nesting deeper than Python's JSON parser goes (a RecursionError, not a ConfigError)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_definition(tmp_path / "deep.json")
+
+
+def test_definition_data_at_the_depth_limit_signs(ca: DevCA, image: np.ndarray,
+                                                  store: CredentialStore, tmp_path: Path) -> None:
+    from tracemark.credentials.definition import MAX_DATA_DEPTH, parse_definition
+
+    definition = parse_definition({"assertions": [
+        {"label": "com.example.deep", "data": {"v": _nested(MAX_DATA_DEPTH - 1)}},
+        {"label": "com.example.uni-code_1", "data": {chr(252): chr(0x65e5) + chr(0x672c)}}]})
+    from tracemark.credentials import load_signing_credentials
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    res, signed = sign_image(store, image, tmp_path / "deep.png", creds,
+                             SignOptions(definition=definition))
+    state, active = _active(signed, ca, "image/png")
+    assert state == "Trusted"
+    deep = next(a for a in active["assertions"] if a["label"] == "com.example.deep")
+    assert deep["data"] == {"v": _nested(MAX_DATA_DEPTH - 1)}
 
 
 def test_definition_creative_work_conflicts_with_author() -> None:
@@ -586,7 +627,12 @@ def test_service_sign_takes_a_definition(ca: DevCA, image: np.ndarray, tmp_path:
         before = client.get("/v1/collections/w", headers=h).json()
         for bad in ("{", "[]", json.dumps({"assertions": [
                 {"label": "c2pa.soft-binding", "data": {}}]}),
-                json.dumps({"ingredients": [{"title": "a", "file_path": "/etc/hostname"}]})):
+                json.dumps({"ingredients": [{"title": "a", "file_path": "/etc/hostname"}]}),
+                # c2pa would refuse these while signing: they were 502 SigningError / 500
+                json.dumps({"assertions": [{"label": "com/x", "data": {}}]}),
+                json.dumps({"assertions": [{"label": "com.x", "data": {}, "kind": "Zzz"}]}),
+                json.dumps({"assertions": [{"label": "com.x", "data": _nested(200)}]}),
+                "[" * 50_000 + "]" * 50_000):
             r = sign(bad)
             assert r.status_code == 422, r.text
             assert r.json()["error"]["type"] == "BadManifestDefinition"

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,17 @@ RESERVED_LABELS = ("org.tracemark.credential", "c2pa.soft-binding", "c2pa.hash.d
                    "c2pa.ingredient", "c2pa.thumbnail", "c2pa.signature", "c2pa.claim")
 """Labels (and label prefixes, e.g. ``c2pa.hash.bmff.v2``, ``c2pa.ingredient.v3``) that
 tracemark or c2pa writes itself: a user assertion may not use them."""
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+"""An assertion label: dot-separated components of ASCII letters, digits, ``_`` and ``-``
+(the characters of C2PA's labels, ``c2pa.actions.v2``, ``stds.schema-org.CreativeWork``).
+c2pa-rs 0.91 refuses others deep in signing (``/``: "AssertionNotFound") or aborts the
+whole process (a label starting with a multi-byte character: a Rust panic)."""
+ASSERTION_KINDS = ("Cbor", "Json")
+"""``kind`` values of an inline assertion (c2pa-rs ``ManifestAssertionKind``; ``Binary``
+and ``Uri`` need a resource a definition does not carry)."""
+MAX_DATA_DEPTH = 64
+"""Deepest nesting of arrays/objects in an assertion's ``data``: c2pa-rs parses the whole
+manifest with serde_json's recursion limit (128 levels), measured to fail at 200."""
 ACTIONS_LABELS = ("c2pa.actions", "c2pa.actions.v2")
 FIRST_ACTIONS = ("c2pa.created", "c2pa.opened")
 RELATIONSHIPS = ("componentOf", "inputTo")
@@ -151,6 +163,9 @@ def parse_definition(obj: Any, *,
         if not isinstance(info, dict):
             raise _fail(f"claim_generator_info[{i}]", f"expected an object, found {_kind(info)}")
         _str(info.get("name"), f"claim_generator_info[{i}].name")
+        if _depth(info) > MAX_DATA_DEPTH:
+            raise _fail(f"claim_generator_info[{i}]", f"nested deeper than {MAX_DATA_DEPTH} "
+                        "levels")
         if "version" in info:
             _str(info["version"], f"claim_generator_info[{i}].version")
     assertions: list[dict[str, Any]] = []
@@ -166,8 +181,16 @@ def parse_definition(obj: Any, *,
         if extra:
             raise _fail(where, f"unknown keys {', '.join(extra)} (known: data, kind, label)")
         label = _str(a.get("label"), f"{where}.label")
+        if not LABEL_PATTERN.fullmatch(label):
+            raise _fail(f"{where}.label", f"{label!r}: a label is dot-separated components "
+                        "of ASCII letters, digits, '_' and '-'")
         if "data" not in a:
             raise _fail(where, "has no data")
+        if _depth(a["data"]) > MAX_DATA_DEPTH:
+            raise _fail(f"{where}.data", f"nested deeper than {MAX_DATA_DEPTH} levels")
+        if "kind" in a and a["kind"] not in ASSERTION_KINDS:
+            raise _fail(f"{where}.kind", f"expected {' or '.join(ASSERTION_KINDS)}, found "
+                        f"{a['kind']!r}")
         if _reserved(label):
             raise _fail(f"{where}.label", f"{label!r} is written by tracemark or c2pa itself "
                         "(soft bindings, hashes, ingredients, the tracemark assertion)")
@@ -182,6 +205,21 @@ def parse_definition(obj: Any, *,
     return ManifestDefinition(title=title, claim_generator_info=tuple(cgi),
                               assertions=tuple(assertions), actions=tuple(actions),
                               ingredients=ingredients)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of arrays and objects in ``value`` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = (item.values() if isinstance(item, dict) else item
+                    if isinstance(item, list) else None)
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DATA_DEPTH:
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -199,6 +237,8 @@ def _actions(data: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(act, dict):
             raise _fail(w, f"expected an object, found {_kind(act)}")
         name = _str(act.get("action"), f"{w}.action")
+        if _depth(act) > MAX_DATA_DEPTH:
+            raise _fail(w, f"nested deeper than {MAX_DATA_DEPTH} levels")
         if name in FIRST_ACTIONS:
             raise _fail(f"{w}.action", f"{name} is declared by tracemark (sign --create "
                         "TYPE or --edit), not by the definition")
@@ -271,9 +311,11 @@ def load_definition(path: str | os.PathLike[str]) -> ManifestDefinition:
 
 def loads(text: str, *, source: str | None = None) -> Any:
     """The JSON in ``text``; :class:`~tracemark.errors.ConfigError` with the position of
-    a syntax error."""
+    a syntax error or of nesting too deep for Python's parser."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno} column "
                           f"{exc.colno}", source=source) from None
+    except RecursionError:
+        raise ConfigError("not valid JSON: nested too deeply", source=source) from None
