@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -503,6 +504,30 @@ def test_definition_data_at_the_depth_limit_signs(ca: DevCA, image: np.ndarray,
     assert state == "Trusted"
     deep = next(a for a in active["assertions"] if a["label"] == "com.example.deep")
     assert deep["data"] == {"v": _nested(MAX_DATA_DEPTH - 1)}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.parametrize("where", ["definition", "ingredient"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_definition_files_that_are_not_regular(tmp_path: Path, where: str, kind: str) -> None:
+    """A FIFO (no writer: reading it blocks forever) or a folder, as the definition or as an
+    ingredient's ``file_path``: a ConfigError at once. Run in a child process so that a hang
+    fails the test instead of blocking the suite."""
+    odd = tmp_path / "odd"
+    os.mkfifo(odd) if kind == "fifo" else odd.mkdir()
+    path = odd
+    if where == "ingredient":
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps({"ingredients": [{"title": "x", "file_path": "odd"}]}))
+    code = ("import sys\nfrom tracemark.credentials.definition import load_definition\n"
+            "from tracemark.errors import ConfigError\n"
+            "try:\n    load_definition(sys.argv[1])\nexcept ConfigError as e:\n"
+            "    print(e)\n    sys.exit(0)\nsys.exit(1)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 0, res.stderr
+    assert "not a regular file" in res.stdout
 
 
 def test_definition_creative_work_conflicts_with_author() -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,8 @@ def _ingredient(ing: Any, where: str, base: str | os.PathLike[str] | None) -> In
                         "definition file given on the command line)")
         path = Path(base) / rel_path
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+                raise _fail(f"{where}.file_path", f"{path} is not a regular file")
             if path.stat().st_size > MAX_INGREDIENT_BYTES:
                 raise _fail(f"{where}.file_path", f"{path} is larger than "
                             f"{MAX_INGREDIENT_BYTES >> 20} MiB")
@@ -294,10 +297,13 @@ def _ingredient(ing: Any, where: str, base: str | os.PathLike[str] | None) -> In
 def load_definition(path: str | os.PathLike[str]) -> ManifestDefinition:
     """Read and check the definition JSON at ``path`` (:func:`parse_definition`, with
     ``file_path`` resolved against its folder). Raises
-    :class:`~tracemark.errors.ConfigError` for a missing, unreadable, too large (over
+    :class:`~tracemark.errors.ConfigError` for a missing, unreadable, not regular (a
+    folder, a FIFO: an ingredient's ``file_path`` too), too large (over
     :data:`MAX_DEFINITION_BYTES`) or invalid file."""
     p = Path(path)
     try:
+        if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the read forever
+            raise ConfigError("not a regular file", source=str(p))
         if p.stat().st_size > MAX_DEFINITION_BYTES:
             raise ConfigError(f"larger than {MAX_DEFINITION_BYTES >> 10} KiB", source=str(p))
         text = p.read_text(encoding="utf-8")
