@@ -151,7 +151,8 @@ def test_openssl_command_signer_is_trusted(ca: DevCA, store: CredentialStore,
     assert _reader(signed, ca, "image/png")[0] == "Trusted"
 
 
-@pytest.mark.parametrize("kind", ["fails", "hangs", "garbage", "empty", "missing"])
+@pytest.mark.parametrize("kind", ["fails", "hangs", "garbage", "empty", "missing", "floods",
+                                  "noisy", "orphan"])
 def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore,
                                               image: np.ndarray, tmp_path: Path,
                                               kind: str) -> None:
@@ -163,6 +164,14 @@ def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore
         "garbage": "import os, sys\nsys.stdin.buffer.read()\n"
                    "sys.stdout.buffer.write(os.urandom(64))\n",
         "empty": "import sys\nsys.stdin.buffer.read()\n",
+        # writes without end: killed once past MAX_SIGNATURE_BYTES, not held in memory
+        "floods": "import sys\nwhile True:\n    sys.stdout.buffer.write(b'x' * 65536)\n",
+        # 50 MB on stderr, then fails: only the tail is kept and quoted
+        "noisy": "import sys\nsys.stdin.buffer.read()\n"
+                 "sys.stderr.write('y' * 50_000_000 + 'the end')\nsys.exit(1)\n",
+        # exits at once, its child keeps the pipes open
+        "orphan": "import subprocess, sys\n"
+                  "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n",
     }
     command = (str(tmp_path / "no-such-signer") if kind == "missing"
                else _script(tmp_path, f"{kind}.py", bodies[kind]))
@@ -173,8 +182,11 @@ def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore
     message = str(err.value)
     expected = {"fails": "exited with status 3; stderr: kms: access denied for key 42",
                 "hangs": "ran past 2 s", "garbage": "signature does not match",
-                "empty": "wrote no signature", "missing": "cannot run the signer command"}
-    assert expected[kind] in message, message
+                "empty": "wrote no signature", "missing": "cannot run the signer command",
+                "floods": "wrote more than 65536 bytes", "orphan": "ran past 2 s",
+                "noisy": "exited with status 1; stderr: ...yyy"}
+    assert expected[kind] in message, message[:300]
+    assert len(message) < 1000
     _nothing_written(store, out)
 
 
