@@ -360,6 +360,41 @@ def test_unreachable_timestamp_authority(ca: DevCA, signer_key, store: Credentia
             SignOptions(tsa_url=bad)
 
 
+@pytest.mark.parametrize("answer", ["garbage", "server-error", "empty"])
+def test_misbehaving_timestamp_authority(ca: DevCA, signer_key, store: CredentialStore,
+                                         image: np.ndarray, tmp_path: Path,
+                                         answer: str) -> None:
+    """A TSA that answers, but not with a time-stamp token: a SigningError naming the
+    timestamp authority, nothing written."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = {"garbage": b"\x30\x03\x02\x01\x00" + bytes(range(256)), "empty": b"",
+                    "server-error": b"busy"}[answer]
+            self.send_response(500 if answer == "server-error" else 200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tsa"
+        out = tmp_path / "bad-tsa.jpg"
+        with pytest.raises(SigningError, match="timestamp authority"):
+            sign_image(store, image, out, load_signing_certificate(ca.signer_chain),
+                       SignOptions(signer=lambda d: signer_key.sign(
+                           d, ec.ECDSA(hashes.SHA256())), tsa_url=url))
+        _nothing_written(store, out)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- manifest definitions (c2patool --manifest) ---------------------------------------------
 
 

@@ -285,7 +285,7 @@ def sign_asset(
             if isinstance(failed[0], SigningError):
                 raise failed[0] from None
             raise SigningError(f"the external signer failed: {failed[0]!r}") from None
-        if tsa_url and (tsa_url in str(exc) or _TSA_FAILURE in str(exc).lower()):
+        if tsa_url and any(t in str(exc).lower() for t in (tsa_url.lower(), *_TSA_FAILURE)):
             raise SigningError(f"the timestamp authority {tsa_url} gave no time-stamp "
                                f"token: {exc}") from None
         raise SigningError(f"c2pa refused to sign: {exc}") from None
@@ -322,9 +322,11 @@ claim box's label, e.g. ``c2pa.claim.v3``, names a version this c2pa does not bu
 raised by c2pa-python 0.38 as ``C2paError.Verify``."""
 
 
-_TSA_FAILURE = "timestamp"
-"""Text (lower case) of c2pa-rs's time-stamp errors in a failed sign; a TSA that cannot be
-reached is named by its URL (the HTTP resolver's error)."""
+_TSA_FAILURE = ("timestamp", "signature: internal error")
+"""Texts (lower case) of c2pa-rs's time-stamp errors in a failed sign: a TSA that cannot be
+reached is named by its URL (the HTTP resolver's error); one that answers bytes that are no
+time-stamp response gives "Signature: internal error (decode error ...)" (c2pa-rs 0.91,
+measured), the only signature error c2pa raises itself once the signer has answered."""
 
 
 def _callback_signer(c2pa: Any, signer: Callable[[bytes], bytes], creds: SigningCredentials,
