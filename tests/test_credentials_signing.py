@@ -503,6 +503,11 @@ def test_definition_is_merged_with_tracemarks_manifest(ca: DevCA, store: Credent
     ({"assertions": [{"label": "c2pa.actions", "data": {"actions": [
         {"action": "c2pa.cropped", "parameters": _nested(100)}]}}]}, "nested deeper than 64"),
     ({"claim_generator_info": [{"name": "a", "x": _nested(70)}]}, "nested deeper than 64"),
+    # Python's JSON reads NaN and any integer; c2pa-rs does not (a 502 SigningError)
+    ({"assertions": [{"label": "com.x", "data": {"v": float("nan")}}]}, "not a JSON number"),
+    ({"assertions": [{"label": "com.x", "data": [float("-inf")]}]}, "not a JSON number"),
+    ({"assertions": [{"label": "com.x", "data": {"v": (1 << 64) - 1}}]}, "integer outside"),
+    ({"assertions": [{"label": "com.x", "data": {"v": -(1 << 63) - 1}}]}, "integer outside"),
 ])
 def test_bad_definitions_are_config_errors(image: np.ndarray, tmp_path: Path,
                                            change: dict, pattern: str) -> None:
@@ -529,6 +534,12 @@ def test_bad_definition_files(tmp_path: Path) -> None:
         load_definition(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="not read here"):  # the service reads no files
         parse_definition({"ingredients": [{"title": "a", "file_path": "/etc/passwd"}]})
+    # an integer of more digits than Python converts (a ValueError, not a ConfigError)
+    (tmp_path / "digits.json").write_text('{"title": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_definition(tmp_path / "digits.json")
+    with pytest.raises(ConfigError, match="not a JSON value"):  # a Python caller's bytes
+        parse_definition({"assertions": [{"label": "com.x", "data": {"v": b"raw"}}]})
     # nesting deeper than Python's JSON parser goes (a RecursionError, not a ConfigError)
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ConfigError, match="nested too deeply"):
@@ -541,7 +552,8 @@ def test_definition_data_at_the_depth_limit_signs(ca: DevCA, image: np.ndarray,
 
     definition = parse_definition({"assertions": [
         {"label": "com.example.deep", "data": {"v": _nested(MAX_DATA_DEPTH - 1)}},
-        {"label": "com.example.uni-code_1", "data": {chr(252): chr(0x65e5) + chr(0x672c)}}]})
+        {"label": "com.example.uni-code_1", "data": {chr(252): chr(0x65e5) + chr(0x672c),
+                                                     "big": (1 << 63) - 1, "f": 1e308}}]})
     from tracemark.credentials import load_signing_credentials
 
     creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
@@ -704,6 +716,8 @@ def test_service_sign_takes_a_definition(ca: DevCA, image: np.ndarray, tmp_path:
                 json.dumps({"assertions": [{"label": "com/x", "data": {}}]}),
                 json.dumps({"assertions": [{"label": "com.x", "data": {}, "kind": "Zzz"}]}),
                 json.dumps({"assertions": [{"label": "com.x", "data": _nested(200)}]}),
+                '{"assertions": [{"label": "com.x", "data": {"v": NaN}}]}',
+                '{"title": ' + "9" * 5000 + "}",
                 "[" * 50_000 + "]" * 50_000):
             r = sign(bad)
             assert r.status_code == 422, r.text

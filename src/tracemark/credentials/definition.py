@@ -39,6 +39,7 @@ Anything else (unknown keys, wrong types, invalid JSON) is a
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -70,8 +71,9 @@ ASSERTION_KINDS = ("Cbor", "Json")
 """``kind`` values of an inline assertion (c2pa-rs ``ManifestAssertionKind``; ``Binary``
 and ``Uri`` need a resource a definition does not carry)."""
 MAX_DATA_DEPTH = 64
-"""Deepest nesting of arrays/objects in an assertion's ``data``: c2pa-rs parses the whole
-manifest with serde_json's recursion limit (128 levels), measured to fail at 200."""
+"""Deepest nesting of arrays/objects in an assertion's ``data``, an action or the claim
+generator entry: c2pa-rs parses the whole manifest with serde_json's recursion limit (128
+levels), measured to fail at 200."""
 ACTIONS_LABELS = ("c2pa.actions", "c2pa.actions.v2")
 FIRST_ACTIONS = ("c2pa.created", "c2pa.opened")
 RELATIONSHIPS = ("componentOf", "inputTo")
@@ -164,9 +166,7 @@ def parse_definition(obj: Any, *,
         if not isinstance(info, dict):
             raise _fail(f"claim_generator_info[{i}]", f"expected an object, found {_kind(info)}")
         _str(info.get("name"), f"claim_generator_info[{i}].name")
-        if _depth(info) > MAX_DATA_DEPTH:
-            raise _fail(f"claim_generator_info[{i}]", f"nested deeper than {MAX_DATA_DEPTH} "
-                        "levels")
+        _check_value(info, f"claim_generator_info[{i}]")
         if "version" in info:
             _str(info["version"], f"claim_generator_info[{i}].version")
     assertions: list[dict[str, Any]] = []
@@ -187,8 +187,7 @@ def parse_definition(obj: Any, *,
                         "of ASCII letters, digits, '_' and '-'")
         if "data" not in a:
             raise _fail(where, "has no data")
-        if _depth(a["data"]) > MAX_DATA_DEPTH:
-            raise _fail(f"{where}.data", f"nested deeper than {MAX_DATA_DEPTH} levels")
+        _check_value(a["data"], f"{where}.data")
         if "kind" in a and a["kind"] not in ASSERTION_KINDS:
             raise _fail(f"{where}.kind", f"expected {' or '.join(ASSERTION_KINDS)}, found "
                         f"{a['kind']!r}")
@@ -208,19 +207,30 @@ def parse_definition(obj: Any, *,
                               ingredients=ingredients)
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of arrays and objects in ``value`` (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _check_value(value: Any, where: str) -> None:
+    """Refuse what c2pa-rs cannot take as JSON, without recursion: nesting deeper than
+    :data:`MAX_DATA_DEPTH`, NaN or infinite numbers (Python's JSON reads them, serde_json
+    does not), integers outside -2**63..2**63-1 (c2pa-rs 0.91 refuses 2**63..2**64-1, "u64
+    value too large for i64", and turns larger ones into lossy floats), and values that are
+    not JSON at all (a Python caller's bytes or sets)."""
+    stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        children = (item.values() if isinstance(item, dict) else item
-                    if isinstance(item, list) else None)
-        if children is None:
-            continue
-        deepest = max(deepest, level)
-        if level <= MAX_DATA_DEPTH:
-            stack.extend((child, level + 1) for child in children)
-    return deepest
+        if isinstance(item, dict | list):
+            if level > MAX_DATA_DEPTH:
+                raise _fail(where, f"nested deeper than {MAX_DATA_DEPTH} levels")
+            if isinstance(item, dict) and not all(isinstance(k, str) for k in item):
+                raise _fail(where, "object keys must be strings")
+            stack.extend((child, level + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _fail(where, f"{item!r} is not a JSON number")
+        elif isinstance(item, int) and not isinstance(item, bool) and \
+                not -(1 << 63) <= item < (1 << 63):
+            raise _fail(where, "an integer outside -2**63..2**63-1 (what c2pa keeps exact); "
+                        "write it as a string")
+        elif not isinstance(item, str | int | float | bool | type(None)):
+            raise _fail(where, f"{type(item).__name__} is not a JSON value")
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -238,8 +248,7 @@ def _actions(data: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(act, dict):
             raise _fail(w, f"expected an object, found {_kind(act)}")
         name = _str(act.get("action"), f"{w}.action")
-        if _depth(act) > MAX_DATA_DEPTH:
-            raise _fail(w, f"nested deeper than {MAX_DATA_DEPTH} levels")
+        _check_value(act, w)
         if name in FIRST_ACTIONS:
             raise _fail(f"{w}.action", f"{name} is declared by tracemark (sign --create "
                         "TYPE or --edit), not by the definition")
@@ -323,5 +332,7 @@ def loads(text: str, *, source: str | None = None) -> Any:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno} column "
                           f"{exc.colno}", source=source) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ConfigError(f"not valid JSON: {exc}", source=source) from None
     except RecursionError:
         raise ConfigError("not valid JSON: nested too deeply", source=source) from None
