@@ -546,6 +546,31 @@ def test_bad_definition_files(tmp_path: Path) -> None:
         load_definition(tmp_path / "deep.json")
 
 
+@pytest.mark.parametrize("assertion", [
+    {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.cropped",
+                                                    "softwareAgent": 5}]}},
+    {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.cropped",
+                                                    "parameters": "x"}]}},
+    {"label": "stds.exif", "data": "x"},
+    {"label": "stds.schema-org.CreativeWork", "data": [1]},
+])
+def test_definitions_c2pa_cannot_read_are_config_errors(
+        ca: DevCA, image: np.ndarray, store: CredentialStore, tmp_path: Path,
+        assertion: dict) -> None:
+    """Fields of the wrong shape for c2pa's own structures: c2pa refuses them while signing;
+    that is the definition's fault (ConfigError; HTTP 422 BadManifestDefinition), not a
+    failed signing (SigningError; HTTP 502), and nothing is written."""
+    from tracemark.credentials import load_signing_credentials
+    from tracemark.credentials.definition import parse_definition
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    out = tmp_path / "x.png"
+    with pytest.raises(ConfigError, match="manifest definition refused by c2pa"):
+        sign_image(store, image, out, creds,
+                   SignOptions(definition=parse_definition({"assertions": [assertion]})))
+    _nothing_written(store, out)
+
+
 def test_definition_data_at_the_depth_limit_signs(ca: DevCA, image: np.ndarray,
                                                   store: CredentialStore, tmp_path: Path) -> None:
     from tracemark.credentials.definition import MAX_DATA_DEPTH, parse_definition
@@ -718,6 +743,8 @@ def test_service_sign_takes_a_definition(ca: DevCA, image: np.ndarray, tmp_path:
                 json.dumps({"assertions": [{"label": "com.x", "data": _nested(200)}]}),
                 '{"assertions": [{"label": "com.x", "data": {"v": NaN}}]}',
                 '{"title": ' + "9" * 5000 + "}",
+                json.dumps({"assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.cropped", "softwareAgent": 5}]}}]}),
                 "[" * 50_000 + "]" * 50_000):
             r = sign(bad)
             assert r.status_code == 422, r.text
