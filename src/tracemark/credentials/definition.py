@@ -74,6 +74,10 @@ MAX_DATA_DEPTH = 64
 """Deepest nesting of arrays/objects in an assertion's ``data``, an action or the claim
 generator entry: c2pa-rs parses the whole manifest with serde_json's recursion limit (128
 levels), measured to fail at 200."""
+IDENTITY_LABEL = "cawg.identity"
+"""CAWG identity assertions sign the claim's other assertions (CAWG identity assertion 1.1
+section 5): one cannot be written ahead in a definition, and c2pa-rs 0.91 signs a
+declared one into a manifest that no Reader can read back ("no readable manifest")."""
 ACTIONS_LABELS = ("c2pa.actions", "c2pa.actions.v2")
 FIRST_ACTIONS = ("c2pa.created", "c2pa.opened")
 RELATIONSHIPS = ("componentOf", "inputTo")
@@ -191,6 +195,9 @@ def parse_definition(obj: Any, *,
         if "kind" in a and a["kind"] not in ASSERTION_KINDS:
             raise _fail(f"{where}.kind", f"expected {' or '.join(ASSERTION_KINDS)}, found "
                         f"{a['kind']!r}")
+        if label == IDENTITY_LABEL or label.startswith(IDENTITY_LABEL + "."):
+            raise _fail(f"{where}.label", f"{label!r}: a CAWG identity assertion is made by "
+                        "an identity signer over this claim's assertions, not declared")
         if _reserved(label):
             raise _fail(f"{where}.label", f"{label!r} is written by tracemark or c2pa itself "
                         "(soft bindings, hashes, ingredients, the tracemark assertion)")
