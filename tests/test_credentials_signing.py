@@ -7,6 +7,7 @@ Trusted there under the test CA; every failing signer leaves nothing written and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.server
 import json
@@ -594,27 +595,38 @@ def test_definition_data_at_the_depth_limit_signs(ca: DevCA, image: np.ndarray,
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
-@pytest.mark.parametrize("where", ["definition", "ingredient"])
-@pytest.mark.parametrize("kind", ["fifo", "folder"])
-def test_definition_files_that_are_not_regular(tmp_path: Path, where: str, kind: str) -> None:
-    """A FIFO (no writer: reading it blocks forever) or a folder, as the definition or as an
-    ingredient's ``file_path``: a ConfigError at once. Run in a child process so that a hang
-    fails the test instead of blocking the suite."""
+@pytest.mark.parametrize(("kind", "where", "expect"), [
+    ("folder", "definition", "not a regular file or a pipe"),
+    ("folder", "ingredient", "not a regular file"),
+    ("fifo", "ingredient", "not a regular file"),  # no writer: reading it would block forever
+    ("fifo", "definition", "ok"),  # a pipe with a writer, as `--manifest <(jq ...)` gives
+    ("flood", "definition", "larger than"),  # a pipe writing past the limit: read only to it
+])
+def test_definition_files_that_are_not_regular(tmp_path: Path, kind: str, where: str,
+                                               expect: str) -> None:
+    """Folders and pipes as the definition or as an ingredient's ``file_path``: a
+    ConfigError at once, or read (a definition from a pipe). Run in a child process so that
+    a hang fails the test instead of blocking the suite."""
     odd = tmp_path / "odd"
-    os.mkfifo(odd) if kind == "fifo" else odd.mkdir()
+    os.mkfifo(odd) if kind in ("fifo", "flood") else odd.mkdir()
     path = odd
     if where == "ingredient":
         path = tmp_path / "manifest.json"
         path.write_text(json.dumps({"ingredients": [{"title": "x", "file_path": "odd"}]}))
     code = ("import sys\nfrom tracemark.credentials.definition import load_definition\n"
             "from tracemark.errors import ConfigError\n"
-            "try:\n    load_definition(sys.argv[1])\nexcept ConfigError as e:\n"
-            "    print(e)\n    sys.exit(0)\nsys.exit(1)\n")
-    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                         text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert res.returncode == 0, res.stderr
-    assert "not a regular file" in res.stdout
+            "try:\n    print(load_definition(sys.argv[1]).title)\nexcept ConfigError as e:\n"
+            "    print(e)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if where == "definition" and kind in ("fifo", "flood"):
+        # the other end of the pipe; the reader may stop at its limit (a broken pipe)
+        with contextlib.suppress(BrokenPipeError), open(odd, "wb", buffering=0) as writer:
+            writer.write(b'{"title": "piped"}' if kind == "fifo" else b" " * (3 << 20))
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert ("piped" if expect == "ok" else expect) in out, out
 
 
 def test_definition_creative_work_conflicts_with_author() -> None:

@@ -312,17 +312,21 @@ def _ingredient(ing: Any, where: str, base: str | os.PathLike[str] | None) -> In
 
 def load_definition(path: str | os.PathLike[str]) -> ManifestDefinition:
     """Read and check the definition JSON at ``path`` (:func:`parse_definition`, with
-    ``file_path`` resolved against its folder). Raises
-    :class:`~tracemark.errors.ConfigError` for a missing, unreadable, not regular (a
-    folder, a FIFO: an ingredient's ``file_path`` too), too large (over
-    :data:`MAX_DEFINITION_BYTES`) or invalid file."""
+    ``file_path`` resolved against its folder). ``path`` may be a pipe (a shell's process
+    substitution, ``--manifest <(jq ...)``), read up to the limit. Raises
+    :class:`~tracemark.errors.ConfigError` for a missing, unreadable, too large (over
+    :data:`MAX_DEFINITION_BYTES`) or invalid file, and for one that is neither a regular
+    file nor a pipe (a folder, a socket, a device)."""
     p = Path(path)
     try:
-        if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the read forever
-            raise ConfigError("not a regular file", source=str(p))
-        if p.stat().st_size > MAX_DEFINITION_BYTES:
+        mode = p.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ConfigError("not a regular file or a pipe", source=str(p))
+        with p.open("rb") as f:
+            raw = f.read(MAX_DEFINITION_BYTES + 1)
+        if len(raw) > MAX_DEFINITION_BYTES:
             raise ConfigError(f"larger than {MAX_DEFINITION_BYTES >> 10} KiB", source=str(p))
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("no such file", source=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
