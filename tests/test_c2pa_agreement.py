@@ -285,6 +285,54 @@ def test_a_remote_manifest_is_remote_and_fetched_only_when_allowed(
     assert res.state == state == "invalid" and res.codes["failure"] == failures
 
 
+@pytest.mark.parametrize("how", ["trickles", "ends-early"])
+def test_a_remote_manifest_that_trickles_is_given_up_at_the_timeout(
+        pki: dict[str, Any], tmp_path: Path, how: str) -> None:
+    """A server that answers one byte at a time, each within the socket timeout: the fetch
+    is bounded by ``remote_timeout`` as a whole, not per read. One that closes before its
+    Content-Length: inaccessible too (not a truncated manifest that c2pa calls invalid)."""
+    import time
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/c2pa")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            if how == "ends-early":
+                self.wfile.write(b"\x00" * 10)
+                self.close_connection = True
+                return
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"\x00")
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:  # the client gave up
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/m.c2pa"
+        signed, _ = builder_sign(asset("JPEG", 3), "image/jpeg", pki["ours"], remote_url=url)
+        (tmp_path / "slow.jpg").write_bytes(signed)
+        t0 = time.monotonic()
+        res = verify_image(tmp_path / "slow.jpg", None, VerifyOptions(
+            trust_pem=pki["trust"], fetch_remote=True, remote_timeout=1.0))
+        took = time.monotonic() - t0
+        assert res.state == "remote" and res.codes["failure"] == [MANIFEST_INACCESSIBLE]
+        assert ("timed out" if how == "trickles" else "short of its Content-Length") in \
+            res.evidence["remote_fetch_error"]
+        assert took < 5, f"the fetch took {took:.1f} s with a 1 s timeout"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_a_sidecar_beside_the_file_is_read(pki: dict[str, Any], tmp_path: Path) -> None:
     signed, manifest = builder_sign(asset("JPEG", 2), "image/jpeg", pki["other"],
                                     remote_url="https://example.invalid/m.c2pa")

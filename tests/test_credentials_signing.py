@@ -7,9 +7,11 @@ Trusted there under the test CA; every failing signer leaves nothing written and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -150,7 +152,8 @@ def test_openssl_command_signer_is_trusted(ca: DevCA, store: CredentialStore,
     assert _reader(signed, ca, "image/png")[0] == "Trusted"
 
 
-@pytest.mark.parametrize("kind", ["fails", "hangs", "garbage", "empty", "missing"])
+@pytest.mark.parametrize("kind", ["fails", "hangs", "garbage", "empty", "missing", "floods",
+                                  "noisy", "orphan"])
 def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore,
                                               image: np.ndarray, tmp_path: Path,
                                               kind: str) -> None:
@@ -162,6 +165,14 @@ def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore
         "garbage": "import os, sys\nsys.stdin.buffer.read()\n"
                    "sys.stdout.buffer.write(os.urandom(64))\n",
         "empty": "import sys\nsys.stdin.buffer.read()\n",
+        # writes without end: killed once past MAX_SIGNATURE_BYTES, not held in memory
+        "floods": "import sys\nwhile True:\n    sys.stdout.buffer.write(b'x' * 65536)\n",
+        # 50 MB on stderr, then fails: only the tail is kept and quoted
+        "noisy": "import sys\nsys.stdin.buffer.read()\n"
+                 "sys.stderr.write('y' * 50_000_000 + 'the end')\nsys.exit(1)\n",
+        # exits at once, its child keeps the pipes open
+        "orphan": "import subprocess, sys\n"
+                  "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n",
     }
     command = (str(tmp_path / "no-such-signer") if kind == "missing"
                else _script(tmp_path, f"{kind}.py", bodies[kind]))
@@ -172,8 +183,11 @@ def test_failing_command_signer_writes_nothing(ca: DevCA, store: CredentialStore
     message = str(err.value)
     expected = {"fails": "exited with status 3; stderr: kms: access denied for key 42",
                 "hangs": "ran past 2 s", "garbage": "signature does not match",
-                "empty": "wrote no signature", "missing": "cannot run the signer command"}
-    assert expected[kind] in message, message
+                "empty": "wrote no signature", "missing": "cannot run the signer command",
+                "floods": "wrote more than 65536 bytes", "orphan": "ran past 2 s",
+                "noisy": "exited with status 1; stderr: ...yyy"}
+    assert expected[kind] in message, message[:300]
+    assert len(message) < 1000
     _nothing_written(store, out)
 
 
@@ -347,6 +361,41 @@ def test_unreachable_timestamp_authority(ca: DevCA, signer_key, store: Credentia
             SignOptions(tsa_url=bad)
 
 
+@pytest.mark.parametrize("answer", ["garbage", "server-error", "empty"])
+def test_misbehaving_timestamp_authority(ca: DevCA, signer_key, store: CredentialStore,
+                                         image: np.ndarray, tmp_path: Path,
+                                         answer: str) -> None:
+    """A TSA that answers, but not with a time-stamp token: a SigningError naming the
+    timestamp authority, nothing written."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = {"garbage": b"\x30\x03\x02\x01\x00" + bytes(range(256)), "empty": b"",
+                    "server-error": b"busy"}[answer]
+            self.send_response(500 if answer == "server-error" else 200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tsa"
+        out = tmp_path / "bad-tsa.jpg"
+        with pytest.raises(SigningError, match="timestamp authority"):
+            sign_image(store, image, out, load_signing_certificate(ca.signer_chain),
+                       SignOptions(signer=lambda d: signer_key.sign(
+                           d, ec.ECDSA(hashes.SHA256())), tsa_url=url))
+        _nothing_written(store, out)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- manifest definitions (c2patool --manifest) ---------------------------------------------
 
 
@@ -360,6 +409,14 @@ def _labels_actions(active: dict) -> tuple[list[str], list[str]]:
     actions = [x["action"] for a in active["assertions"] if a["label"].startswith("c2pa.actions")
                for x in a["data"]["actions"]]
     return labels, actions
+
+
+def _nested(depth: int) -> object:
+    """``depth`` arrays inside each other, around a number."""
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def _definition_file(d: Path, image: np.ndarray, **over: object) -> Path:
@@ -436,6 +493,25 @@ def test_definition_is_merged_with_tracemarks_manifest(ca: DevCA, store: Credent
     ({"ingredients": [{"title": "p", "file_path": "manifest.json"}]}, "not an image"),
     ({"ingredients": [{"title": "p", "thumbnail": {}}]}, "unknown keys thumbnail"),
     ({"vendor": "acme"}, "unknown keys vendor"),
+    # what c2pa-rs 0.91 refuses deep in signing (a 502 SigningError in the service) or
+    # aborts the process on (a label starting with a multi-byte character: a Rust panic)
+    ({"assertions": [{"label": chr(246) + "." + chr(252), "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com/x", "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com x", "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com.x\x00", "data": {}}]}, "a label is"),
+    ({"assertions": [{"label": "com.x", "data": {}, "kind": "Zzz"}]}, "expected Cbor or Json"),
+    # c2pa signs it into a manifest it cannot read back (was a SigningError, HTTP 502)
+    ({"assertions": [{"label": "cawg.identity", "data": {"x": 1}}]}, "CAWG identity"),
+    ({"assertions": [{"label": "cawg.identity.v2", "data": []}]}, "CAWG identity"),
+    ({"assertions": [{"label": "com.x", "data": _nested(65)}]}, "nested deeper than 64"),
+    ({"assertions": [{"label": "c2pa.actions", "data": {"actions": [
+        {"action": "c2pa.cropped", "parameters": _nested(100)}]}}]}, "nested deeper than 64"),
+    ({"claim_generator_info": [{"name": "a", "x": _nested(70)}]}, "nested deeper than 64"),
+    # Python's JSON reads NaN and any integer; c2pa-rs does not (a 502 SigningError)
+    ({"assertions": [{"label": "com.x", "data": {"v": float("nan")}}]}, "not a JSON number"),
+    ({"assertions": [{"label": "com.x", "data": [float("-inf")]}]}, "not a JSON number"),
+    ({"assertions": [{"label": "com.x", "data": {"v": (1 << 64) - 1}}]}, "integer outside"),
+    ({"assertions": [{"label": "com.x", "data": {"v": -(1 << 63) - 1}}]}, "integer outside"),
 ])
 def test_bad_definitions_are_config_errors(image: np.ndarray, tmp_path: Path,
                                            change: dict, pattern: str) -> None:
@@ -462,6 +538,95 @@ def test_bad_definition_files(tmp_path: Path) -> None:
         load_definition(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="not read here"):  # the service reads no files
         parse_definition({"ingredients": [{"title": "a", "file_path": "/etc/passwd"}]})
+    # an integer of more digits than Python converts (a ValueError, not a ConfigError)
+    (tmp_path / "digits.json").write_text('{"title": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_definition(tmp_path / "digits.json")
+    with pytest.raises(ConfigError, match="not a JSON value"):  # a Python caller's bytes
+        parse_definition({"assertions": [{"label": "com.x", "data": {"v": b"raw"}}]})
+    # nesting deeper than Python's JSON parser goes (a RecursionError, not a ConfigError)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_definition(tmp_path / "deep.json")
+
+
+@pytest.mark.parametrize("assertion", [
+    {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.cropped",
+                                                    "softwareAgent": 5}]}},
+    {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.cropped",
+                                                    "parameters": "x"}]}},
+    {"label": "stds.exif", "data": "x"},
+    {"label": "stds.schema-org.CreativeWork", "data": [1]},
+])
+def test_definitions_c2pa_cannot_read_are_config_errors(
+        ca: DevCA, image: np.ndarray, store: CredentialStore, tmp_path: Path,
+        assertion: dict) -> None:
+    """Fields of the wrong shape for c2pa's own structures: c2pa refuses them while signing;
+    that is the definition's fault (ConfigError; HTTP 422 BadManifestDefinition), not a
+    failed signing (SigningError; HTTP 502), and nothing is written."""
+    from tracemark.credentials import load_signing_credentials
+    from tracemark.credentials.definition import parse_definition
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    out = tmp_path / "x.png"
+    with pytest.raises(ConfigError, match="manifest definition refused by c2pa"):
+        sign_image(store, image, out, creds,
+                   SignOptions(definition=parse_definition({"assertions": [assertion]})))
+    _nothing_written(store, out)
+
+
+def test_definition_data_at_the_depth_limit_signs(ca: DevCA, image: np.ndarray,
+                                                  store: CredentialStore, tmp_path: Path) -> None:
+    from tracemark.credentials.definition import MAX_DATA_DEPTH, parse_definition
+
+    definition = parse_definition({"assertions": [
+        {"label": "com.example.deep", "data": {"v": _nested(MAX_DATA_DEPTH - 1)}},
+        {"label": "com.example.uni-code_1", "data": {chr(252): chr(0x65e5) + chr(0x672c),
+                                                     "big": (1 << 63) - 1, "f": 1e308}}]})
+    from tracemark.credentials import load_signing_credentials
+
+    creds = load_signing_credentials(ca.signer_chain, ca.signer_key)
+    res, signed = sign_image(store, image, tmp_path / "deep.png", creds,
+                             SignOptions(definition=definition))
+    state, active = _active(signed, ca, "image/png")
+    assert state == "Trusted"
+    deep = next(a for a in active["assertions"] if a["label"] == "com.example.deep")
+    assert deep["data"] == {"v": _nested(MAX_DATA_DEPTH - 1)}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.parametrize(("kind", "where", "expect"), [
+    ("folder", "definition", "not a regular file or a pipe"),
+    ("folder", "ingredient", "not a regular file"),
+    ("fifo", "ingredient", "not a regular file"),  # no writer: reading it would block forever
+    ("fifo", "definition", "ok"),  # a pipe with a writer, as `--manifest <(jq ...)` gives
+    ("flood", "definition", "larger than"),  # a pipe writing past the limit: read only to it
+])
+def test_definition_files_that_are_not_regular(tmp_path: Path, kind: str, where: str,
+                                               expect: str) -> None:
+    """Folders and pipes as the definition or as an ingredient's ``file_path``: a
+    ConfigError at once, or read (a definition from a pipe). Run in a child process so that
+    a hang fails the test instead of blocking the suite."""
+    odd = tmp_path / "odd"
+    os.mkfifo(odd) if kind in ("fifo", "flood") else odd.mkdir()
+    path = odd
+    if where == "ingredient":
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps({"ingredients": [{"title": "x", "file_path": "odd"}]}))
+    code = ("import sys\nfrom tracemark.credentials.definition import load_definition\n"
+            "from tracemark.errors import ConfigError\n"
+            "try:\n    print(load_definition(sys.argv[1]).title)\nexcept ConfigError as e:\n"
+            "    print(e)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if where == "definition" and kind in ("fifo", "flood"):
+        # the other end of the pipe; the reader may stop at its limit (a broken pipe)
+        with contextlib.suppress(BrokenPipeError), open(odd, "wb", buffering=0) as writer:
+            writer.write(b'{"title": "piped"}' if kind == "fifo" else b" " * (3 << 20))
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert ("piped" if expect == "ok" else expect) in out, out
 
 
 def test_definition_creative_work_conflicts_with_author() -> None:
@@ -586,7 +751,16 @@ def test_service_sign_takes_a_definition(ca: DevCA, image: np.ndarray, tmp_path:
         before = client.get("/v1/collections/w", headers=h).json()
         for bad in ("{", "[]", json.dumps({"assertions": [
                 {"label": "c2pa.soft-binding", "data": {}}]}),
-                json.dumps({"ingredients": [{"title": "a", "file_path": "/etc/hostname"}]})):
+                json.dumps({"ingredients": [{"title": "a", "file_path": "/etc/hostname"}]}),
+                # c2pa would refuse these while signing: they were 502 SigningError / 500
+                json.dumps({"assertions": [{"label": "com/x", "data": {}}]}),
+                json.dumps({"assertions": [{"label": "com.x", "data": {}, "kind": "Zzz"}]}),
+                json.dumps({"assertions": [{"label": "com.x", "data": _nested(200)}]}),
+                '{"assertions": [{"label": "com.x", "data": {"v": NaN}}]}',
+                '{"title": ' + "9" * 5000 + "}",
+                json.dumps({"assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.cropped", "softwareAgent": 5}]}}]}),
+                "[" * 50_000 + "]" * 50_000):
             r = sign(bad)
             assert r.status_code == 422, r.text
             assert r.json()["error"]["type"] == "BadManifestDefinition"

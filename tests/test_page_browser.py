@@ -213,3 +213,62 @@ def test_page_has_no_inline_handlers_for_the_csp() -> None:
     attrs = np.array([f" on{e}=" in html.lower() for e in ("click", "change", "submit", "load", "input")])
     assert not attrs.any()
     assert "style=" not in html  # inline styles are refused by style-src 'self'
+
+
+def test_the_page_works_from_the_keyboard_alone(tmp_path: Path) -> None:
+    """Tab reaches every control in reading order once a key is in; the key is entered with
+    Enter; the drop zone opens the chooser with Enter; Verify is pressed with the keyboard
+    (the file itself is handed to the input by Selenium: a native dialog cannot be driven)."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    app = create_app(ServiceSettings(data_dir=tmp_path / "data"))
+    token = app.state.tm.keys.create(scope="write", collections=["*"], name="kbd")[0]
+    upload = tmp_path / "photo.png"
+    upload.write_bytes(encode_image(corpus_crop("photo/gcompris_51.jpg", 256), "PNG"))
+    driver = _browser(tmp_path)
+    with uvicorn_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        import httpx
+
+        assert httpx.post(base + "/v1/collections", json={"name": "works"}, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}).status_code == 201
+        try:
+            driver.get(base + "/")
+            wait = WebDriverWait(driver, 45)
+
+            def active() -> str:
+                return driver.switch_to.active_element.get_attribute("id") or "?"
+
+            def tab(times: int = 1, back: bool = False) -> None:
+                keys = Keys.SHIFT + Keys.TAB if back else Keys.TAB
+                for _ in range(times):
+                    ActionChains(driver).send_keys(keys).perform()
+
+            tab()
+            assert active() == "api-key"
+            ActionChains(driver).send_keys(token + Keys.ENTER).perform()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#collections tbody tr"))
+            driver.find_element(By.ID, "file").send_keys(str(upload))
+            wait.until(ec.element_to_be_clickable((By.ID, "verify")))
+            order = []
+            for _ in range(20):  # round the page (the browser's own UI counts as "?")
+                tab()
+                order.append(active())
+            controls = ["api-key", "key-use", "collection", "file", "drop", "verify", "refresh"]
+            seen = [c for c in order if c in controls]
+            start = seen.index("api-key")
+            assert seen[start:start + len(controls)] == controls, order
+            # the drop zone answers Enter (the chooser opens natively: only no error is seen)
+            driver.find_element(By.ID, "drop").send_keys(Keys.ENTER)
+            driver.find_element(By.ID, "verify").send_keys(Keys.ENTER)
+            state = wait.until(ec.presence_of_element_located((By.ID, "state")))
+            assert state.text  # a verdict shown (this image was never signed)
+            assert driver.find_element(By.ID, "error").text == ""
+        finally:
+            driver.quit()

@@ -263,7 +263,8 @@ def test_bad_queries_are_400_with_a_reason(svc: Any) -> None:
                 base64.b64encode(bytes(33)).decode()):
         for alg in (WM, FP):
             assert_error(by_binding(client, h, alg, bad), 400, "InvalidBindingValue")
-    for body_ in (b"{", b"[]", b'{"alg": "x"}', b'{"alg": 1, "value": "AA=="}'):
+    for body_ in (b"{", b"[]", b'{"alg": "x"}', b'{"alg": 1, "value": "AA=="}',
+                  b"\xff\xfe{}", b"[" * 100_000 + b"]" * 100_000):  # deeper than json parses
         assert_error(client.post("/v1/matches/byBinding", content=body_, headers={
             **h, "Content-Type": "application/json"}), 400, "InvalidQuery")
     jpeg = {**h, "Content-Type": "image/jpeg"}

@@ -39,7 +39,10 @@ Anything else (unknown keys, wrong types, invalid JSON) is a
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,22 @@ RESERVED_LABELS = ("org.tracemark.credential", "c2pa.soft-binding", "c2pa.hash.d
                    "c2pa.ingredient", "c2pa.thumbnail", "c2pa.signature", "c2pa.claim")
 """Labels (and label prefixes, e.g. ``c2pa.hash.bmff.v2``, ``c2pa.ingredient.v3``) that
 tracemark or c2pa writes itself: a user assertion may not use them."""
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+"""An assertion label: dot-separated components of ASCII letters, digits, ``_`` and ``-``
+(the characters of C2PA's labels, ``c2pa.actions.v2``, ``stds.schema-org.CreativeWork``).
+c2pa-rs 0.91 refuses others deep in signing (``/``: "AssertionNotFound") or aborts the
+whole process (a label starting with a multi-byte character: a Rust panic)."""
+ASSERTION_KINDS = ("Cbor", "Json")
+"""``kind`` values of an inline assertion (c2pa-rs ``ManifestAssertionKind``; ``Binary``
+and ``Uri`` need a resource a definition does not carry)."""
+MAX_DATA_DEPTH = 64
+"""Deepest nesting of arrays/objects in an assertion's ``data``, an action or the claim
+generator entry: c2pa-rs parses the whole manifest with serde_json's recursion limit (128
+levels), measured to fail at 200."""
+IDENTITY_LABEL = "cawg.identity"
+"""CAWG identity assertions sign the claim's other assertions (CAWG identity assertion 1.1
+section 5): one cannot be written ahead in a definition, and c2pa-rs 0.91 signs a
+declared one into a manifest that no Reader can read back ("no readable manifest")."""
 ACTIONS_LABELS = ("c2pa.actions", "c2pa.actions.v2")
 FIRST_ACTIONS = ("c2pa.created", "c2pa.opened")
 RELATIONSHIPS = ("componentOf", "inputTo")
@@ -151,6 +170,7 @@ def parse_definition(obj: Any, *,
         if not isinstance(info, dict):
             raise _fail(f"claim_generator_info[{i}]", f"expected an object, found {_kind(info)}")
         _str(info.get("name"), f"claim_generator_info[{i}].name")
+        _check_value(info, f"claim_generator_info[{i}]")
         if "version" in info:
             _str(info["version"], f"claim_generator_info[{i}].version")
     assertions: list[dict[str, Any]] = []
@@ -166,8 +186,18 @@ def parse_definition(obj: Any, *,
         if extra:
             raise _fail(where, f"unknown keys {', '.join(extra)} (known: data, kind, label)")
         label = _str(a.get("label"), f"{where}.label")
+        if not LABEL_PATTERN.fullmatch(label):
+            raise _fail(f"{where}.label", f"{label!r}: a label is dot-separated components "
+                        "of ASCII letters, digits, '_' and '-'")
         if "data" not in a:
             raise _fail(where, "has no data")
+        _check_value(a["data"], f"{where}.data")
+        if "kind" in a and a["kind"] not in ASSERTION_KINDS:
+            raise _fail(f"{where}.kind", f"expected {' or '.join(ASSERTION_KINDS)}, found "
+                        f"{a['kind']!r}")
+        if label == IDENTITY_LABEL or label.startswith(IDENTITY_LABEL + "."):
+            raise _fail(f"{where}.label", f"{label!r}: a CAWG identity assertion is made by "
+                        "an identity signer over this claim's assertions, not declared")
         if _reserved(label):
             raise _fail(f"{where}.label", f"{label!r} is written by tracemark or c2pa itself "
                         "(soft bindings, hashes, ingredients, the tracemark assertion)")
@@ -182,6 +212,32 @@ def parse_definition(obj: Any, *,
     return ManifestDefinition(title=title, claim_generator_info=tuple(cgi),
                               assertions=tuple(assertions), actions=tuple(actions),
                               ingredients=ingredients)
+
+
+def _check_value(value: Any, where: str) -> None:
+    """Refuse what c2pa-rs cannot take as JSON, without recursion: nesting deeper than
+    :data:`MAX_DATA_DEPTH`, NaN or infinite numbers (Python's JSON reads them, serde_json
+    does not), integers outside -2**63..2**63-1 (c2pa-rs 0.91 refuses 2**63..2**64-1, "u64
+    value too large for i64", and turns larger ones into lossy floats), and values that are
+    not JSON at all (a Python caller's bytes or sets)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            if level > MAX_DATA_DEPTH:
+                raise _fail(where, f"nested deeper than {MAX_DATA_DEPTH} levels")
+            if isinstance(item, dict) and not all(isinstance(k, str) for k in item):
+                raise _fail(where, "object keys must be strings")
+            stack.extend((child, level + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _fail(where, f"{item!r} is not a JSON number")
+        elif isinstance(item, int) and not isinstance(item, bool) and \
+                not -(1 << 63) <= item < (1 << 63):
+            raise _fail(where, "an integer outside -2**63..2**63-1 (what c2pa keeps exact); "
+                        "write it as a string")
+        elif not isinstance(item, str | int | float | bool | type(None)):
+            raise _fail(where, f"{type(item).__name__} is not a JSON value")
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -199,6 +255,7 @@ def _actions(data: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(act, dict):
             raise _fail(w, f"expected an object, found {_kind(act)}")
         name = _str(act.get("action"), f"{w}.action")
+        _check_value(act, w)
         if name in FIRST_ACTIONS:
             raise _fail(f"{w}.action", f"{name} is declared by tracemark (sign --create "
                         "TYPE or --edit), not by the definition")
@@ -231,6 +288,8 @@ def _ingredient(ing: Any, where: str, base: str | os.PathLike[str] | None) -> In
                         "definition file given on the command line)")
         path = Path(base) / rel_path
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+                raise _fail(f"{where}.file_path", f"{path} is not a regular file")
             if path.stat().st_size > MAX_INGREDIENT_BYTES:
                 raise _fail(f"{where}.file_path", f"{path} is larger than "
                             f"{MAX_INGREDIENT_BYTES >> 20} MiB")
@@ -253,14 +312,21 @@ def _ingredient(ing: Any, where: str, base: str | os.PathLike[str] | None) -> In
 
 def load_definition(path: str | os.PathLike[str]) -> ManifestDefinition:
     """Read and check the definition JSON at ``path`` (:func:`parse_definition`, with
-    ``file_path`` resolved against its folder). Raises
+    ``file_path`` resolved against its folder). ``path`` may be a pipe (a shell's process
+    substitution, ``--manifest <(jq ...)``), read up to the limit. Raises
     :class:`~tracemark.errors.ConfigError` for a missing, unreadable, too large (over
-    :data:`MAX_DEFINITION_BYTES`) or invalid file."""
+    :data:`MAX_DEFINITION_BYTES`) or invalid file, and for one that is neither a regular
+    file nor a pipe (a folder, a socket, a device)."""
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_DEFINITION_BYTES:
+        mode = p.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ConfigError("not a regular file or a pipe", source=str(p))
+        with p.open("rb") as f:
+            raw = f.read(MAX_DEFINITION_BYTES + 1)
+        if len(raw) > MAX_DEFINITION_BYTES:
             raise ConfigError(f"larger than {MAX_DEFINITION_BYTES >> 10} KiB", source=str(p))
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("no such file", source=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -271,9 +337,13 @@ def load_definition(path: str | os.PathLike[str]) -> ManifestDefinition:
 
 def loads(text: str, *, source: str | None = None) -> Any:
     """The JSON in ``text``; :class:`~tracemark.errors.ConfigError` with the position of
-    a syntax error."""
+    a syntax error or of nesting too deep for Python's parser."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno} column "
                           f"{exc.colno}", source=source) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ConfigError(f"not valid JSON: {exc}", source=source) from None
+    except RecursionError:
+        raise ConfigError("not valid JSON: nested too deeply", source=source) from None

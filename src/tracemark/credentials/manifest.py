@@ -238,7 +238,8 @@ def sign_asset(
     with something other than a time-stamp token.
     ``user``: a user's definition, whose actions are added after the created/opened action
     and before ``c2pa.watermarked``, and whose ingredients are added (a file's bytes, or
-    named only).
+    named only); a definition whose fields c2pa cannot read (an action's ``softwareAgent``
+    a number...) raises :class:`~tracemark.errors.ConfigError`.
     """
     if source_type is None and ai_generated:
         source_type = "trainedAlgorithmicMedia"
@@ -285,9 +286,13 @@ def sign_asset(
             if isinstance(failed[0], SigningError):
                 raise failed[0] from None
             raise SigningError(f"the external signer failed: {failed[0]!r}") from None
-        if tsa_url and (tsa_url in str(exc) or _TSA_FAILURE in str(exc).lower()):
+        if tsa_url and any(t in str(exc).lower() for t in (tsa_url.lower(), *_TSA_FAILURE)):
             raise SigningError(f"the timestamp authority {tsa_url} gave no time-stamp "
                                f"token: {exc}") from None
+        if user is not None and str(exc).startswith(_DEFINITION_REFUSALS):
+            from tracemark.errors import ConfigError
+
+            raise ConfigError(f"manifest definition refused by c2pa: {exc}") from None
         raise SigningError(f"c2pa refused to sign: {exc}") from None
     return out.getvalue(), bytes(manifest_store)
 
@@ -322,9 +327,16 @@ claim box's label, e.g. ``c2pa.claim.v3``, names a version this c2pa does not bu
 raised by c2pa-python 0.38 as ``C2paError.Verify``."""
 
 
-_TSA_FAILURE = "timestamp"
-"""Text (lower case) of c2pa-rs's time-stamp errors in a failed sign; a TSA that cannot be
-reached is named by its URL (the HTTP resolver's error)."""
+_DEFINITION_REFUSALS = ("Json:", "Decoding: could not decode assertion")
+"""Starts of c2pa-rs 0.91's errors on a manifest whose fields have the wrong shape (an
+action's ``softwareAgent`` a number, ``stds.exif`` data a string, ...): with a user's
+definition these are the definition's fault, a :class:`~tracemark.errors.ConfigError`
+(tracemark's own manifest has the right shapes), not a failed signing."""
+_TSA_FAILURE = ("timestamp", "signature: internal error")
+"""Texts (lower case) of c2pa-rs's time-stamp errors in a failed sign: a TSA that cannot be
+reached is named by its URL (the HTTP resolver's error); one that answers bytes that are no
+time-stamp response gives "Signature: internal error (decode error ...)" (c2pa-rs 0.91,
+measured), the only signature error c2pa raises itself once the signer has answered."""
 
 
 def _callback_signer(c2pa: Any, signer: Callable[[bytes], bytes], creds: SigningCredentials,

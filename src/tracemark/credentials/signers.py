@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tracemark.errors import ConfigError, SigningError
 
@@ -32,6 +35,9 @@ P-384, P-521: RFC 9053 section 2.1)."""
 
 STDERR_TAIL = 600
 """Characters of a failing command's stderr quoted in its error (the end of it)."""
+MAX_SIGNATURE_BYTES = 1 << 16
+"""Most bytes a signer command may write on stdout (64 KiB; an RSA-16384 signature is 2 KiB):
+past it the command is killed, so a runaway command cannot fill the memory."""
 
 
 def cose_signature(signature: bytes, alg: str) -> bytes:
@@ -67,7 +73,8 @@ class CommandSigner:
     shell) or an argument list; ``timeout``: seconds before the command is killed.
     Calling it raises :class:`~tracemark.errors.SigningError` when the command cannot be
     started, exits non-zero (quoting the last :data:`STDERR_TAIL` characters of its
-    stderr), runs past ``timeout`` or writes nothing. Picklable (a batch job's workers can
+    stderr), runs past ``timeout`` (its pipes held open by a child count), writes nothing
+    or writes more than :data:`MAX_SIGNATURE_BYTES` (killed at once). Picklable (a batch job's workers can
     run it). Raises :class:`~tracemark.errors.ConfigError` for an empty command."""
 
     command: str | Sequence[str]
@@ -93,21 +100,59 @@ class CommandSigner:
     def __call__(self, data: bytes) -> bytes:
         name = self.argv[0]
         try:
-            done = subprocess.run(self.argv, input=data, capture_output=True,
-                                  timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise SigningError(f"the signer command ran past {self.timeout:g} s and was "
-                               f"killed{_tail(exc.stderr)}", source=name) from None
+            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
         except OSError as exc:
             raise SigningError(f"cannot run the signer command: {exc.strerror or exc}",
                                source=name) from None
-        if done.returncode != 0:
-            raise SigningError(f"the signer command exited with status {done.returncode}"
-                               f"{_tail(done.stderr)}", source=name)
-        if not done.stdout:
-            raise SigningError(f"the signer command wrote no signature{_tail(done.stderr)}",
+        out, err = bytearray(), bytearray()
+
+        def feed() -> None:
+            try:
+                proc.stdin.write(data)  # type: ignore[union-attr]
+                proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:  # the command exited without reading everything
+                pass
+
+        def drain(stream: Any, buf: bytearray, limit: int | None) -> None:
+            while chunk := stream.read1(1 << 16):
+                buf.extend(chunk)
+                if limit is None:
+                    del buf[:-4 * STDERR_TAIL]  # the tail is all that is quoted
+                elif len(buf) > limit:
+                    proc.kill()
+                    return
+
+        threads = [threading.Thread(target=feed, daemon=True),
+                   threading.Thread(target=drain, args=(proc.stdout, out, MAX_SIGNATURE_BYTES),
+                                    daemon=True),
+                   threading.Thread(target=drain, args=(proc.stderr, err, None), daemon=True)]
+        deadline = time.monotonic() + self.timeout
+        for t in threads:
+            t.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            proc.wait()
+        for t in threads:  # a child of the command may hold the pipes open past its exit
+            t.join(max(0.0, deadline - time.monotonic()))
+        if timed_out or any(t.is_alive() for t in threads):
+            proc.kill()
+            raise SigningError(f"the signer command ran past {self.timeout:g} s and was "
+                               f"killed{_tail(bytes(err))}", source=name)
+        if len(out) > MAX_SIGNATURE_BYTES:
+            raise SigningError(f"the signer command wrote more than {MAX_SIGNATURE_BYTES} "
+                               f"bytes: not a signature{_tail(bytes(err))}", source=name)
+        if proc.returncode != 0:
+            raise SigningError(f"the signer command exited with status {proc.returncode}"
+                               f"{_tail(bytes(err))}", source=name)
+        if not out:
+            raise SigningError(f"the signer command wrote no signature{_tail(bytes(err))}",
                                source=name)
-        return cose_signature(done.stdout, self.alg)
+        return cose_signature(bytes(out), self.alg)
 
 
 def _tail(stderr: bytes | None) -> str:

@@ -311,17 +311,29 @@ to ``VerifyResult.recovered``."""
 
 
 def _fetch_remote(url: str, timeout: float) -> bytes:
-    """The bytes at ``url`` (``http``/``https``; at most :data:`MAX_FILE_BYTES`). Raises
-    :class:`OSError` (``urllib``'s errors are its subclasses) or :class:`ValueError`."""
+    """The bytes at ``url`` (``http``/``https``; at most :data:`MAX_FILE_BYTES`, all of
+    them within ``timeout`` seconds: a server trickling bytes is given up on too). Raises
+    :class:`OSError` (``urllib``'s errors and :class:`TimeoutError` are its subclasses) or
+    :class:`ValueError`."""
+    import time
     import urllib.parse
     import urllib.request
 
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"only http and https manifests are fetched, not {url!r}")
+    deadline = time.monotonic() + timeout
+    data = bytearray()
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - checked
-        data = response.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"the remote manifest is over {MAX_FILE_BYTES} bytes")
+        while chunk := response.read1(1 << 16):
+            data += chunk
+            if len(data) > MAX_FILE_BYTES:
+                raise ValueError(f"the remote manifest is over {MAX_FILE_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the remote manifest did not arrive within {timeout:g} s "
+                                   "(timed out)")
+        if response.length:  # the connection closed before the Content-Length was read
+            raise ConnectionError(f"the remote manifest ended after {len(data)} bytes, "
+                                  f"{response.length} short of its Content-Length")
     return bytes(data)
 
 

@@ -1198,7 +1198,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             with state.writing(name, job) as entry, entry.store.commit_guard(job.commit_point):
                 return sign_image(entry.store, data, None, state.creds, sign_options,
                                   media_type=media, name=upload_name)
-        res, signed = await state.run(work, weight=weigh(data))
+        try:
+            res, signed = await state.run(work, weight=weigh(data))
+        except ConfigError as exc:  # c2pa refused a field of the definition
+            if definition is None or "definition" not in exc.message:
+                raise
+            raise ApiError(422, "BadManifestDefinition", exc.message) from None
         return Response(signed, media_type=media, headers={
             "X-Manifest-Id": str(res.manifest_id), "X-Manifest-Label": res.label,
             "X-Alpha": res.alpha or "none"})

@@ -324,7 +324,7 @@ def softbinding_router(state: Any) -> APIRouter:
         body."""
         try:
             body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "InvalidQuery", "the body must be a JSON object "
                            '{"alg": ..., "value": ...}') from None
         if not isinstance(body, dict) or not all(
