@@ -446,10 +446,6 @@ def test_a_collection_is_calibrated_over_http_and_searches_then_answer_p_values(
     assert_error(client.post("/v1/collections/nope/calibrate", files=files, headers=h), 404)
 
 
-@pytest.mark.xfail(strict=True, reason="Starlette's multipart parser stops at 1,000 files (400 "
-                   "'Too many files'), below the 5,000 the route, its schema and docs/service.md "
-                   "state; raising it needs FastAPI's per-route form_limits (FastAPI 0.165 has "
-                   "it, the pyproject floor 0.110 does not) or parsing the form in the route")
 def test_calibrate_takes_the_5000_files_it_states(service) -> None:  # type: ignore[no-untyped-def]
     client, tokens, _app = service
     h = auth(tokens, "admin")
@@ -459,3 +455,7 @@ def test_calibrate_takes_the_5000_files_it_states(service) -> None:  # type: ign
     body = assert_error(client.post("/v1/collections/many/calibrate", files=files, headers=h),
                         422)
     assert "usable background images" in body["error"]["message"]
+    # past the stated 5,000: refused by the parser with the documented error body
+    files = [("images", (f"b{i}.png", io.BytesIO(b"x"), "image/png")) for i in range(5001)]
+    r = client.post("/v1/collections/many/calibrate", files=files, headers=h)
+    assert r.status_code in (400, 413, 422) and "error" in r.json()

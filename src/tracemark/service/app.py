@@ -973,7 +973,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/calibrate", tags=["collections"],
-              response_model=m.Calibration, response_model_exclude_unset=True)
+              response_model=m.Calibration, response_model_exclude_unset=True,
+              form_limits={"max_files": 5000, "max_fields": 16})
     async def calibrate(
         name: str, key: Key,
         images: Annotated[list[UploadFile], File(
