@@ -469,3 +469,33 @@ def test_tracemark_signs_tiff_and_gif_as_c2pa_reads_them(pki: dict[str, Any], tm
         assert res.state == "trusted" and res.label == result.label
         bad = tamper_signature(data, "")
         assert assert_agree(bad, result.media_type, pki["trust"]).state == "invalid"
+
+
+def test_a_remote_manifest_redirecting_off_http_is_not_followed(
+        pki: dict[str, Any], tmp_path: Path) -> None:
+    """urllib follows redirects to ftp:// (and file:// is one step away): the fetch only
+    follows http and https, and reports the refusal as inaccessible."""
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/m.c2pa")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        pil, mime = FORMATS["jpeg"]
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/m.c2pa"
+        signed, _ = builder_sign(asset(pil, 2), mime, pki["ours"], remote_url=url)
+        path = tmp_path / "redirect.jpg"
+        path.write_bytes(signed)
+        res = verify_image(path, None, VerifyOptions(trust_pem=pki["trust"], fetch_remote=True))
+        assert res.state == "remote" and res.codes["failure"] == [MANIFEST_INACCESSIBLE]
+        assert "ftp://" in res.evidence["remote_fetch_error"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

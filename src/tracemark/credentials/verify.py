@@ -321,9 +321,20 @@ def _fetch_remote(url: str, timeout: float) -> bytes:
 
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"only http and https manifests are fetched, not {url!r}")
+
+    class _HttpOnly(urllib.request.HTTPRedirectHandler):
+        """Redirects only to http and https (urllib's default also follows ftp://)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+                raise ValueError(f"the remote manifest redirects to {newurl!r}: only http "
+                                 "and https are fetched")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
     deadline = time.monotonic() + timeout
     data = bytearray()
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - checked
+    opener = urllib.request.build_opener(_HttpOnly)
+    with opener.open(url, timeout=timeout) as response:
         while chunk := response.read1(1 << 16):
             data += chunk
             if len(data) > MAX_FILE_BYTES:
