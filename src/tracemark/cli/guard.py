@@ -329,7 +329,13 @@ def guard_prompt(db: Path, prompts: tuple[str, ...], negatives: tuple[str, ...],
             note(f"calibrating the prompt screen in memory ({why}; `tracemark guard "
                  "calibrate` keeps one)")
     if from_file is None:
-        requests: Any = [("args", (list(prompts), list(negatives)))]
+        from tracemark.guard.request import prompts_of
+
+        try:
+            one: Any = (prompts_of(list(prompts), list(negatives)), None)
+        except TracemarkError as exc:  # the request's error line
+            one = exc
+        requests: Any = [("args", one)]
     else:
         requests = _request_lines(from_file)
     lines, tally = JsonLines(), Tally()
@@ -339,11 +345,8 @@ def guard_prompt(db: Path, prompts: tuple[str, ...], negatives: tuple[str, ...],
         try:
             if isinstance(request, TracemarkError):
                 raise request
-            if from_file is None:
-                res = guard.screen(request[0], request[1], alpha=alpha)
-            else:
-                ps, rid = request
-                res = guard.screen(ps, alpha=alpha)
+            ps, rid = request
+            res = guard.screen(ps, alpha=alpha)
         except TracemarkError as exc:
             tally.failed += 1
             note(f"failed {source}: {exc.message}")

@@ -191,12 +191,15 @@ class GuardCache:
                 if hit is not None and hit[0] == stamp:
                     return hit[1], 0.0
             t0 = time.perf_counter()
-            guard = registry.guard(self.matchers)
-            if guard.concepts and guard.calibration is None:
-                guard.calibrate()
-            with self._lock:
-                self._guards[slot] = (stamp, guard)
-                self._locks.pop((name, generation, stamp), None)
+            try:
+                guard = registry.guard(self.matchers)
+                if guard.concepts and guard.calibration is None:
+                    guard.calibrate()
+                with self._lock:
+                    self._guards[slot] = (stamp, guard)
+            finally:
+                with self._lock:
+                    self._locks.pop((name, generation, stamp), None)
             return guard, time.perf_counter() - t0
 
     def put(self, name: str, generation: int, stamp: str, guard: Any) -> None:
