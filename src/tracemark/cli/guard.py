@@ -3,7 +3,10 @@
 ``tracemark guard concepts add|list|remove`` manage the protected concepts of a
 copy-detection collection (:class:`tracemark.guard.ConceptRegistry`), kept with the
 collection's metadata: ``--store`` is the index directory of ``tracemark index`` (and takes
-its ``--database-url`` and ``--vectors``).
+its ``--database-url`` and ``--vectors``). ``tracemark guard prompt`` screens prompts
+against them (:meth:`tracemark.guard.Guard.screen`), ``tracemark guard calibrate`` keeps the
+prompt screen's calibration with the collection, and ``tracemark guard image``
+(:mod:`tracemark.cli.guard_image`) screens generated images.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tracemark.cli._common import (
     source_for,
 )
 from tracemark.cli.copydetect import _db_option, _open, _open_or_create
+from tracemark.cli.guard_image import guard_image_command
 
 __all__ = ["guard_group"]
 
@@ -34,6 +38,9 @@ _KINDS = ("character", "artwork", "style", "brand", "person")
 """:class:`tracemark.guard.ConceptKind`'s values (here as text: ``--help`` stays light)."""
 MAX_CONCEPT_FILE = 64 * 1024 * 1024
 """The largest ``--from`` file read, bytes."""
+MAX_REQUEST_LINE = 4 * 1024 * 1024
+"""The longest line of ``guard prompt --from``, bytes (64 prompts of 8,000 characters fit
+in UTF-8 and JSON escapes); a longer line is reported as an error, never read whole."""
 
 
 @click.group("guard")
@@ -204,3 +211,186 @@ def concepts_remove(db: Path, ids: tuple[str, ...]) -> None:
         acks.flush()
     note(f"{tally.ok} removed, {tally.failed} unknown ids")
     tally.finish()
+
+
+guard_group.add_command(guard_image_command)
+
+
+def _matchers_option(f: Any) -> Any:
+    return click.option(
+        "--matchers", default=None, metavar="NAMES",
+        help="Prompt matchers, comma-separated: lexical, or lexical,semantic (the semantic "
+             "one needs the guard extra) [default: every installed one].")(f)
+
+
+def _matcher_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise click.BadParameter("give matcher names, comma-separated, each once",
+                                 param_hint="--matchers")
+    return names
+
+
+def _request_lines(path: Path) -> Any:
+    """``(source, request or the error)`` of each non-blank line of the JSON Lines file
+    ``path`` (:func:`tracemark.guard.request.request_of`), read a line at a time; a line
+    that is not UTF-8, not JSON or longer than :data:`MAX_REQUEST_LINE` is an item with its
+    error."""
+    from tracemark.errors import GuardInputError, TracemarkError
+    from tracemark.guard.request import request_of
+
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise fail(f"cannot read --from {path}: {exc.strerror or exc}") from exc
+    with fh:
+        n = 0
+        while True:
+            line = fh.readline(MAX_REQUEST_LINE + 1)
+            if not line:
+                return
+            n += 1
+            source = f"{path}:{n}"
+            if len(line) > MAX_REQUEST_LINE and not line.endswith(b"\n"):
+                while (rest := fh.readline(1024 * 1024)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of the line
+                yield source, GuardInputError(f"the line is longer than {MAX_REQUEST_LINE} "
+                                              "bytes", source=source)
+                continue
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield source, GuardInputError("the line is not UTF-8", source=source)
+                continue
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                yield source, GuardInputError(f"the line is not JSON ({exc})", source=source)
+                continue
+            try:
+                yield source, request_of(data)
+            except TracemarkError as exc:
+                yield source, exc
+
+
+@guard_group.command("prompt")
+@_db_option
+@click.argument("prompts", nargs=-1)
+@click.option("--negative", "negatives", multiple=True, metavar="TEXT",
+              help="A negative prompt of the request (repeatable).")
+@click.option("--from", "from_file", type=click.Path(path_type=Path), default=None,
+              help='Screen the requests of this JSON Lines file, one a line: {"prompts": '
+              '[TEXT or {"text", "weight", "negative"}, ...], "negative": [TEXT, ...], "id": '
+              'ID} or {"prompt": TEXT}.')
+@opts.alpha_option(default=None, help="False-positive rate of a decision on benign prompts "
+                   "[default: 0.01].")
+@_matchers_option
+def guard_prompt(db: Path, prompts: tuple[str, ...], negatives: tuple[str, ...],
+                 from_file: Path | None, alpha: float | None, matchers: str | None) -> None:
+    """Screen prompts against the protected concepts of --store before a generator draws.
+
+    PROMPTS (with --negative) form ONE request, screened together, so that a concept split
+    across them is caught; --from FILE screens one request a line. Generator syntax is
+    read (weights, AND, ::, --no). One JSON line per request: source (args or FILE:LINE),
+    id, decision (allow, rewrite, block), flagged, alpha, matches (concept, score,
+    p_value, flagged, evidence), rewritten, negative, matchers, seconds, error. A bad line
+    of FILE (not UTF-8, not JSON, an unknown key, an empty or overlong prompt) is
+    reported and the rest are screened.
+
+    Uses the calibration `tracemark guard calibrate` stored with the collection; without
+    one that fits, calibrates in memory first (says so on stderr; seconds with the
+    semantic matcher). Exit codes: 0 every request was flagged; 10 none was; 11 some
+    were; 1 some requests failed; 2 usage error; 3 no request could be screened.
+    """
+    from tracemark.errors import TracemarkError
+    from tracemark.guard import ConceptRegistry
+
+    if bool(prompts) == (from_file is not None):
+        raise click.UsageError("give either PROMPTS or --from FILE")
+    if from_file is not None and negatives:
+        raise click.UsageError("--negative goes with PROMPTS; in --from FILE, give each "
+                               "request's \"negative\"")
+    names = _matcher_names(matchers)
+    with contextlib.closing(_open(db, read_only=True)) as ci:
+        registry = ConceptRegistry(ci)
+        try:
+            guard = registry.guard(names, alpha=alpha)
+        except TracemarkError as exc:  # unknown matcher, a missing extra
+            raise fail(f"--matchers: {exc.message}") from exc
+        if not guard.concepts:
+            note(f"{db} has no protected concepts: every request is allowed")
+        elif guard.calibration is None:
+            why = "none is stored" if registry.calibration() is None else \
+                "the stored one is for other concepts or matchers"
+            note(f"calibrating the prompt screen in memory ({why}; `tracemark guard "
+                 "calibrate` keeps one)")
+    if from_file is None:
+        from tracemark.guard.request import prompts_of
+
+        try:
+            one: Any = (prompts_of(list(prompts), list(negatives)), None)
+        except TracemarkError as exc:  # the request's error line
+            one = exc
+        requests: Any = [("args", one)]
+    else:
+        requests = _request_lines(from_file)
+    lines, tally = JsonLines(), Tally()
+    decisions = {"allow": 0, "rewrite": 0, "block": 0}
+    for source, request in requests:
+        rid = None
+        try:
+            if isinstance(request, TracemarkError):
+                raise request
+            ps, rid = request
+            res = guard.screen(ps, alpha=alpha)
+        except TracemarkError as exc:
+            tally.failed += 1
+            note(f"failed {source}: {exc.message}")
+            lines.item({"source": source, "id": rid, "decision": None,
+                        "error": error_dict(exc, source)})
+            continue
+        tally.ok += 1
+        tally.found += res.flagged
+        decisions[res.decision] += 1
+        lines.item({"source": source, "id": rid, **res.to_dict(), "error": None})
+    note(f"{tally.ok} requests screened: {decisions['block']} blocked, {decisions['rewrite']} "
+         f"rewritten, {decisions['allow']} allowed; {tally.failed} failed")
+    tally.finish(finding=True)
+
+
+@guard_group.command("calibrate")
+@_db_option
+@_matchers_option
+def guard_calibrate(db: Path, matchers: str | None) -> None:
+    """Calibrate the prompt screen of --store's concepts on benign prompts and keep it.
+
+    Scores the generated benign background (everyday prompts and one-trait near-misses of
+    the concepts) with each matcher and stores the calibration with the collection, so
+    that `tracemark guard prompt` and the service need not make one (seconds with the
+    semantic matcher). Run it again after adding or removing concepts. Prints one JSON
+    line: concepts, matchers, size (benign requests), stamp (of the concepts), seconds.
+    """
+    import time
+
+    from tracemark.errors import TracemarkError
+    from tracemark.guard import ConceptRegistry
+
+    names = _matcher_names(matchers)
+    t0 = time.perf_counter()
+    with contextlib.closing(_open(db, read_only=False)) as ci:
+        registry = ConceptRegistry(ci)
+        try:
+            guard = registry.calibrate(names)
+        except TracemarkError as exc:
+            raise fail(f"cannot calibrate: {exc.message}") from exc
+        ci.commit()
+    cal = guard.calibration  # made by calibrate()
+    click.echo(dumps({"concepts": len(guard.concepts), "matchers": list(guard.matchers or []),
+                      "size": cal.size if cal else 0, "stamp": cal.stamp if cal else None,
+                      "seconds": round(time.perf_counter() - t0, 3)}))
+    note(f"calibrated {len(guard.concepts)} concepts on {cal.size if cal else 0} benign "
+         f"requests ({', '.join(guard.matchers or [])})")

@@ -52,7 +52,8 @@ def read_concepts(path: Path) -> list[Any]:
 @click.option("--concepts", "concepts_file", type=click.Path(exists=True, dir_okay=False,
                                                                path_type=Path),
               default=None, help="Protected concepts (JSON array or JSON Lines of concept "
-              "objects); a copy of one of their reference images names the concept.")
+              "objects); a copy of one of their reference images names the concept "
+              "[default: the concepts registered in --store].")
 @opts.key_options
 @click.option("--method", default="lattice", show_default=True,
               help="Watermark method detected with the key.")
@@ -118,6 +119,13 @@ def guard_image_command(store: opts.StoreLocation, concepts_file: Path | None,
     with contextlib.closing(ci), contextlib.ExitStack() as stack:
         if len(ci) == 0:
             note(f"the index {db} is empty")
+        if concepts_file is None:  # the collection's own concepts
+            from tracemark.guard import ConceptRegistry
+
+            try:
+                concepts = ConceptRegistry(ci).list()
+            except TracemarkError as exc:
+                raise fail(f"cannot read the concepts of {db}: {exc.message}") from exc
         executor = (LocalExecutor() if ray_address is None
                     else stack.enter_context(batch_executor(ray_address)))
         results = screen_sources(ci, [str(p) for p in found.paths], executor,

@@ -78,6 +78,9 @@ def _settings(data_dir: Path, database_url: str | None, **kw: Any) -> Any:
 @click.option("--flush-seconds", "vector_flush_seconds", type=click.FloatRange(0), default=30.0,
               show_default=True, help="Rewrite a collection's FAISS files at most this often; "
               "adds are acknowledged after the database commit (0: after every write).")
+@click.option("--guard-matchers", default=None, metavar="NAMES",
+              help="Prompt-screen matchers, comma-separated: lexical, or lexical,semantic "
+              "[default: every installed one].")
 def serve_command(data_dir: Path, database_url: str | None, vectors: str | None, host: str,
                   port: int,
                   cert: Path | None, key: Path | None, signer_command: str | None,
@@ -86,7 +89,7 @@ def serve_command(data_dir: Path, database_url: str | None, vectors: str | None,
                   max_upload_mb: float,
                   max_pixels: int, formats: Any, request_timeout: float, body_timeout: float,
                   header_timeout: float, max_concurrency: int, memory_budget_mb: float,
-                  vector_flush_seconds: float) -> None:
+                  vector_flush_seconds: float, guard_matchers: str | None) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI schema at /openapi.json).
 
     One process serves a data directory (collections hold a writer lock); concurrency
@@ -112,7 +115,9 @@ def serve_command(data_dir: Path, database_url: str | None, vectors: str | None,
                              request_timeout=request_timeout, body_timeout=body_timeout,
                              max_concurrency=max_concurrency,
                              memory_budget_mb=memory_budget_mb,
-                             vector_flush_seconds=vector_flush_seconds, vectors=vectors)
+                             vector_flush_seconds=vector_flush_seconds, vectors=vectors,
+                             guard_matchers=None if guard_matchers is None else
+                             [n.strip() for n in guard_matchers.split(",") if n.strip()])
         from tracemark.service.app import create_app
 
         app = create_app(settings)

@@ -206,9 +206,22 @@ class ConceptRegistry:
         from tracemark.guard.screen import Guard
 
         guard = Guard(self.list(), matchers=matchers)
-        cal = guard.calibrate()
-        self._index.put_document(CALIBRATION_DOC, cal.to_bytes())
+        self.keep_calibration(guard.calibrate())
         return guard
+
+    def keep_calibration(self, calibration: GuardCalibration) -> None:
+        """Store ``calibration`` (made elsewhere, e.g. by a cached
+        :class:`~tracemark.guard.screen.Guard` of these concepts) with the collection, as
+        :meth:`calibrate` does (part of the open transaction). Raises
+        :class:`~tracemark.errors.ConfigError` when it was made for other concepts than
+        the registered ones (they changed since)."""
+        from tracemark.errors import ConfigError
+        from tracemark.guard.screen import concepts_stamp
+
+        if calibration.stamp != concepts_stamp(self.list()):
+            raise ConfigError("this calibration was made for other concepts than the "
+                              "registered ones (they changed since): calibrate again")
+        self._index.put_document(CALIBRATION_DOC, calibration.to_bytes())
 
     def guard(self, matchers: Sequence[str] | None = None, *, alpha: float | None = None
               ) -> Guard:

@@ -34,7 +34,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ from tracemark.guard.types import (
 )
 
 __all__ = ["Guard", "GuardCalibration", "DEFAULT_ALPHA", "default_matchers", "concepts_stamp",
-           "as_prompt_set"]
+           "as_prompt_set", "screen_with"]
 
 DEFAULT_ALPHA = 0.01
 """The request-level false-positive rate of a decision on benign prompts (the issue's
@@ -211,8 +211,7 @@ class Guard:
         names = list(self.matchers) if self.matchers is not None else default_matchers()
         if not names:
             raise ConfigError("a guard needs at least one matcher")
-        if "lexical" in names:
-            import tracemark.guard.lexical  # noqa: F401
+        import tracemark.guard.lexical  # noqa: F401 - registered, so errors can name it
         if "semantic" in names:
             from tracemark._optional import require
 
@@ -295,26 +294,53 @@ class Guard:
         """Screen one request (see :func:`as_prompt_set` for what ``prompts`` may be) and
         decide: ``allow``, ``rewrite`` (with the mitigation) or ``block``. Raises
         :class:`~tracemark.errors.GuardInputError` for a malformed request."""
-        from tracemark.guard.mitigate import mitigate
+        return screen_with({None: self}, prompts, negative, alpha=alpha)
 
-        t0 = time.perf_counter()
-        ps = as_prompt_set(prompts, negative)
-        found = self.matches(ps, alpha)
-        flagged = [m for m in found if m.flagged]
-        res = PromptScreening("allow", found, self.alpha if alpha is None else alpha,
-                              matchers=list(self.matchers or []))
-        if flagged:
-            rewritten, neg = mitigate(ps, flagged)
-            res.negative = neg
-            kept = rewritten.strip(" ,.;")
-            again = [m for m in self.matches(PromptSet.of(kept), alpha)
-                     if m.flagged] if kept else flagged
-            if kept and not again:
-                res.decision, res.rewritten = "rewrite", rewritten
-            else:
-                res.decision = "block"
-        res.seconds = time.perf_counter() - t0
-        return res
+
+def screen_with(guards: Mapping[str | None, Guard], prompts: Any, negative: Any = None, *,
+                alpha: float | None = None) -> PromptScreening:
+    """Screen one request against several guards at once (the concepts of several
+    collections, keyed by the collection's name) and make one decision, as
+    :meth:`Guard.screen` does for one: the flagged concepts of every guard are mitigated
+    together and the rewrite must pass every guard. Each match's
+    :attr:`~tracemark.guard.types.ConceptMatch.collection` is its guard's key. ``alpha``
+    (default: each guard's own) applies to each guard: over ``n`` guards a benign request
+    is flagged with probability at most ``n * alpha`` (give ``alpha / n`` for a joint
+    bound). A guard with no concepts is not run (nor calibrated). Raises
+    :class:`~tracemark.errors.GuardInputError` for a malformed request,
+    :class:`~tracemark.errors.ConfigError` for ``alpha`` outside (0, 1)."""
+    from tracemark.guard.mitigate import mitigate
+
+    t0 = time.perf_counter()
+    ps = as_prompt_set(prompts, negative)
+    active = {k: g for k, g in guards.items() if g.concepts}
+
+    def found_in(request: PromptSet) -> list[ConceptMatch]:
+        out: list[ConceptMatch] = []
+        for key, guard in active.items():
+            for m in guard.matches(request, alpha):
+                m.collection = key
+                out.append(m)
+        out.sort(key=lambda m: (not m.flagged, m.p_value, m.concept.id, m.collection or ""))
+        return out
+
+    found = found_in(ps)
+    first = next(iter(guards.values()), None)
+    used = alpha if alpha is not None else first.alpha if first is not None else DEFAULT_ALPHA
+    names = list(dict.fromkeys(n for g in guards.values() for n in (g.matchers or [])))
+    res = PromptScreening("allow", found, used, matchers=names)
+    flagged = [m for m in found if m.flagged]
+    if flagged:
+        rewritten, neg = mitigate(ps, flagged)
+        res.negative = neg
+        kept = rewritten.strip(" ,.;")
+        again = [m for m in found_in(PromptSet.of(kept)) if m.flagged] if kept else flagged
+        if kept and not again:
+            res.decision, res.rewritten = "rewrite", rewritten
+        else:
+            res.decision = "block"
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 def _decisive(match: ConceptMatch) -> bool:

@@ -253,12 +253,19 @@ class ConceptMatch:
     evidence: list[Evidence] = field(default_factory=list)
     p_value: float | None = None
     flagged: bool = False
+    collection: str | None = None
+    """The collection whose concept this is, when a request was screened against several
+    (:func:`tracemark.guard.screen.screen_with`); None otherwise (and then left out of
+    :meth:`to_dict`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"concept": self.concept.id, "name": self.concept.name,
-                "kind": self.concept.kind.value, "owner": self.concept.owner,
-                "score": round(float(self.score), 6), "p_value": self.p_value,
-                "flagged": self.flagged, "evidence": [e.to_dict() for e in self.evidence]}
+        out = {"concept": self.concept.id, "name": self.concept.name,
+               "kind": self.concept.kind.value, "owner": self.concept.owner,
+               "score": round(float(self.score), 6), "p_value": self.p_value,
+               "flagged": self.flagged, "evidence": [e.to_dict() for e in self.evidence]}
+        if self.collection is not None:
+            out["collection"] = self.collection
+        return out
 
 
 @dataclass

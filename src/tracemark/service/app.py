@@ -49,11 +49,13 @@ from tracemark.errors import (
     ConceptExistsError,
     ConfigError,
     GuardInputError,
+    GuardModelError,
     ImageError,
     ImageTooLargeError,
     ImageTooSmallError,
     IndexLockedError,
     ManifestNotFoundError,
+    MissingExtraError,
     PayloadError,
     ReferenceNotFoundError,
     SigningError,
@@ -138,6 +140,10 @@ class ServiceSettings:
     data directory, or a vector-store URL such as ``milvus://host:19530``
     (:func:`tracemark.index.vectors.parse_vector_url`). With ``database_url`` on PostgreSQL
     and Milvus here, any number of replicas serve the same collections (docs/scaling.md)."""
+    guard_matchers: list[str] | None = None
+    """The prompt screen's matchers (``["lexical"]``, ``["lexical", "semantic"]``); None:
+    every installed one (:func:`tracemark.guard.screen.default_matchers`). An unknown name
+    fails :func:`create_app` (:class:`~tracemark.errors.ConfigError`)."""
 
 
 class ApiError(Exception):
@@ -219,6 +225,8 @@ def _status_for(exc: TracemarkError) -> int:
         return 409
     if isinstance(exc, AlreadyMarkedError):
         return 409  # the image's state conflicts: it carries another payload of this key
+    if isinstance(exc, MissingExtraError | GuardModelError):
+        return 503  # the guard's sentence model is missing or damaged on the server
     if isinstance(exc, VectorStoreUnavailableError):
         return 503  # the Milvus server is down or unreachable: retry later, not the client's
     if isinstance(exc, SigningError):
@@ -276,7 +284,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (422, "Invalid parameters, form fields or image content."),
         (502, "The service's external signer or timestamp authority failed: nothing was "
               "stored."),
-        (503, "Busy (Retry-After) or past the request's deadline: nothing was committed."),
+        (503, "Busy (Retry-After) or past the request's deadline: nothing was committed; "
+              "or a model the server needs is missing or damaged (MissingExtraError, "
+              "GuardModelError)."),
     ]}
 """The error statuses every operation may answer, documented with the real body (the
 service answers FastAPI's own validation errors with it too)."""
@@ -1256,4 +1266,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(references_router(state), prefix=API_PREFIX)
     from tracemark.service.guard import concepts_router  # the guard's protected concepts
     app.include_router(concepts_router(state), prefix=API_PREFIX)
+    from tracemark.service.guard_prompt import guard_prompt_router  # prompt screening
+    app.include_router(guard_prompt_router(state), prefix=API_PREFIX)
+    from tracemark.service.guard_image import guard_image_router  # output screening
+    app.include_router(guard_image_router(state), prefix=API_PREFIX)
     return app

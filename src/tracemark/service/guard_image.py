@@ -6,9 +6,9 @@ region in the upload), the collection's own watermark (its key never leaves the 
 and a C2PA manifest from a signer other than the service's own (the service's signing
 certificate's common name and organisation, plus the form field ``own_signers``) that
 declares a protected work. Answers one decision (``allow``, ``review``, ``block``) and its
-evidence (:class:`GuardImageResult`). The concepts are those given in the form field
-``concepts`` (a JSON array of concept objects, :meth:`tracemark.guard.Concept.from_dict`)
-until the collection's concept registry (:mod:`tracemark.guard.registry`) is wired here.
+evidence (:class:`GuardImageResult`). The concepts are the collection's registered ones
+(:class:`tracemark.guard.ConceptRegistry`), or those given in the form field ``concepts``
+(a JSON array of concept objects, :meth:`tracemark.guard.Concept.from_dict`) instead.
 
 Auth: an API key that may read the collection (401, 403). Errors (``{"error": {"type",
 "message"}}``): 404 ``UnknownCollection``; 413 an upload past the byte or pixel limit;
@@ -148,7 +148,8 @@ def guard_image_router(state: Any) -> APIRouter:
             own_signers: Annotated[str, Form(max_length=2000, description=(
                 "Other own signers, comma-separated (besides the service's)"))] = "",
             concepts: Annotated[str | None, Form(max_length=1_000_000, description=(
-                "JSON array of concept objects"))] = None) -> dict[str, Any]:
+                "JSON array of concept objects, instead of the collection's registered "
+                "concepts"))] = None) -> dict[str, Any]:
         """Screen the upload (module docstring): ``block`` when a copy is significant, the
         collection's watermark is present or a foreign valid manifest declares a protected
         work; ``review`` on weak evidence; ``allow`` otherwise."""
@@ -171,8 +172,14 @@ def guard_image_router(state: Any) -> APIRouter:
             from tracemark.guard.image import screen_image
 
             with state.reading(name) as store:
+                if concepts is None:  # the collection's own concepts
+                    from tracemark.guard import ConceptRegistry
+
+                    chosen = ConceptRegistry(store).list()
+                else:
+                    chosen = listed
                 try:
-                    res = screen_image(data, store.index, concepts=listed,
+                    res = screen_image(data, store.index, concepts=chosen,
                                        key=store.watermark_key, method=store.watermark_method,
                                        own_signers=signers, trust_pem=state.trust_pem,
                                        allowed_pem=state.allowed_pem, alpha=alpha,
