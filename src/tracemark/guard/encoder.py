@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ MAX_TOKENS = 128
 for all-MiniLM-L6-v2); longer texts are truncated, so callers embed short parts."""
 DIM = 384
 """Embedding dimensions."""
+CACHE_TEXTS = 16_384
+"""Embeddings kept per encoder, by text (about 25 MB): recalibrating a guard after its
+concepts change re-embeds only the new near-miss prompts, not the benign background."""
 BATCH = 64
 """The most texts per model call."""
 CALL_COST = 16
@@ -112,6 +116,8 @@ class SentenceEncoder:
         self._lock = threading.Lock()
         self._session: Any = None
         self._tokenizer: Any = None
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -183,13 +189,32 @@ class SentenceEncoder:
         if not items:
             return out
         self.load()
-        encs = self._tokenizer.encode_batch(items)
+        todo: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, t in enumerate(items):
+                hit = self._cache.get(t)
+                if hit is None:
+                    todo.setdefault(t, []).append(i)
+                else:
+                    self._cache.move_to_end(t)
+                    out[i] = hit
+        if not todo:
+            return out
+        fresh = list(todo)
+        encs = self._tokenizer.encode_batch(fresh)
         # texts sorted by token count, grouped into calls that keep padding small
-        order = sorted(range(len(items)), key=lambda i: len(encs[i].ids))
+        order = sorted(range(len(fresh)), key=lambda i: len(encs[i].ids))
         lengths = [len(encs[i].ids) for i in order]
+        vecs = np.empty((len(fresh), DIM), dtype=np.float32)
         for start, end in _plan(lengths):
             idx = order[start:end]
-            out[idx] = self._batch([encs[i] for i in idx], lengths[end - 1])
+            vecs[idx] = self._batch([encs[i] for i in idx], lengths[end - 1])
+        with self._cache_lock:
+            for k, t in enumerate(fresh):
+                out[todo[t]] = vecs[k]
+                self._cache[t] = vecs[k]
+            while len(self._cache) > CACHE_TEXTS:
+                self._cache.popitem(last=False)
         return out
 
     def _batch(self, encs: list[Any], width: int) -> np.ndarray:
