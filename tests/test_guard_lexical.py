@@ -310,6 +310,7 @@ def test_mitigation_tidies_and_handles_splits_and_traits():
     ("Zephyra", "a safari at dawn", False),  # the same Metaphone code, too many edits
     ("Nimbus", "nimbostratus clouds", False),
     ("Kestrel", "a kestrel hovering", False),  # an ordinary word: bare, not decisive
+    ("Vantor", "a street food vendor", False),  # an ordinary word is no misspelling
 ])
 def test_phonetic_spellings(name: str, spelled: str, matches: bool) -> None:
     m = LexicalMatcher([Concept(name)])

@@ -25,7 +25,8 @@ A name matches a run of whole adjacent tokens whose letters, joined, spell it:
   insertion, deletion or swap of neighbours) that grows with the name's length: none up
   to 4 letters, 1 for 5-7, 2 for 8-11, 3 from 12 (:data:`EDIT_BUDGET`); or spelled by
   sound (the same Metaphone code, names of 6 letters or more, at most 45 % of the letters
-  edited: :meth:`LexicalMatcher._sounds_like`). Score
+  edited: :meth:`LexicalMatcher._sounds_like`). A correctly spelled ordinary word (in
+  :func:`common_words`) is never a misspelling (``vendor`` is not ``Vantor``). Score
   ``0.9 - 0.1 * distance``. The run is one whitespace word or as many words as the name
   has, so chance joins of neighbouring words are not compared.
 
@@ -283,6 +284,20 @@ def common_words() -> frozenset[str] | None:
     return frozenset(w for w in vocab if w.isascii() and w.isalpha() and len(w) > 1)
 
 
+def _ordinary_word(stream: list[Token], i: int, j: int) -> bool:
+    """Whether tokens ``i..j`` are one correctly spelled ordinary word (in
+    :func:`common_words`, or its plural): not a misspelling of a name, however close
+    (``vendor`` is not ``Vantor``)."""
+    if any(stream[k].word != stream[i].word for k in range(i, j + 1)):
+        return False
+    words = common_words()
+    if words is None:
+        return False
+    w = "".join(stream[k].letters for k in range(i, j + 1))
+    return w in words or (w.endswith("s") and w[:-1] in words) \
+        or (w.endswith("es") and w[:-2] in words)
+
+
 def _is_common(key: str) -> bool:
     words = common_words()
     return True if words is None else key in words
@@ -382,7 +397,7 @@ class LexicalMatcher(Matcher):
                 hits.append((e, 0, len(key)))
             if hits:
                 break
-        if not hits and len(joined) >= 5:
+        if not hits and len(joined) >= 5 and not _ordinary_word(stream, i, j):
             hits = self._fuzzy(stream, i, j, joined)
         for e, dist, _ in hits:
             self._evidence(stream, i, j, e, dist, texts, found)
