@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import platform
 import re
 import sys
@@ -373,7 +374,7 @@ def run_guard_eval(screen: Screen, dataset: GuardDataset, *, split: str = "test"
         "environment": {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                         "python": sys.version.split()[0], "machine": platform.machine(),
                         "processor": platform.processor() or platform.machine(),
-                        "platform": platform.platform()},
+                        "platform": platform.platform(), "cpus": os.cpu_count()},
     }
 
 
@@ -419,7 +420,8 @@ def format_markdown(result: dict[str, Any], command: str = "") -> str:
     lines = [f"Split `{result['split']}`: {result['concepts']} concepts, "
              f"{result['requests']} requests; screen: {meta.get('screen', '?')}"
              f" (matchers: {meta.get('matchers', '?')}, threads: {meta.get('threads', '?')}); "
-             f"{env['date']}, {env['processor']}, Python {env['python']}.", ""]
+             f"{env['date']}, {env['processor']}, {env.get('cpus', '?')} cores, "
+             f"Python {env['python']}.", ""]
     if command:
         lines += [f"`{command}`", ""]
     lines += ["| kind | requests | detected | rate [95 % CI] | target | met | confused |",
