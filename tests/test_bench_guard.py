@@ -356,8 +356,8 @@ def test_the_benchmark_script_writes_json_and_a_docs_section(tmp_path: Path) -> 
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nearlier text\n")
     assert "<!-- BEGIN guard-dev-names -->" in text and "### Generation guard, dev split" in text
-    res = subprocess.run([*cmd[:2], "--split", "dev"], capture_output=True, text=True,
-                         timeout=300, env=env)
+    res = subprocess.run([*cmd[:2], "--split", "dev", "--screen", "no_such_module:Screen"],
+                         capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode != 0 and "cannot load the screen" in res.stderr
 
 

@@ -174,6 +174,7 @@ def test_a_legacy_calibration_file_moves_into_the_database_so_every_replica_has_
             model.threshold_for_alpha(0.01))
 
 
+@requires_milvus
 def test_a_reader_pointed_at_a_store_without_the_index_says_so(tmp_path: Path) -> None:
     """Reopening with another Milvus database than the index was built on: a reader fails
     clearly instead of finding nothing."""
