@@ -467,3 +467,17 @@ def test_service_bad_requests_auth_and_unknown_collections(service) -> None:  # 
                        headers=h["admin"]), 404, "UnknownCollection")
     _error(client.get(f"{base}/Bad%20Id", headers=h["admin"]), 422, "ValidationError")
     _error(client.get(f"{base}/{'a' * 121}", headers=h["admin"]), 422, "ValidationError")
+
+
+def test_cli_from_file_creates_the_collection_as_the_flags_do(tmp_path: Path) -> None:
+    """`concepts add` says "created if needed" (README, --help); the --from path refused a
+    new --store with "no index" (found by break16)."""
+    store = tmp_path / "new"
+    f = tmp_path / "c.jsonl"
+    f.write_text("\n".join(json.dumps(Concept(f"Hero {i}").to_dict()) for i in range(2)),
+                 encoding="utf-8")
+    code, lines, err = _run("guard", "concepts", "add", "--store", str(store), "--from", str(f))
+    assert code == 0, err
+    assert [x["id"] for x in lines] == ["hero-0", "hero-1"]
+    assert [x["id"] for x in _run("guard", "concepts", "list", "--store", str(store))[1]] == \
+        ["hero-0", "hero-1"]

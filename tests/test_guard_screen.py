@@ -9,6 +9,7 @@ from tracemark.errors import ConfigError, GuardInputError
 from tracemark.guard import Concept, Prompt, PromptSet
 from tracemark.guard.background import background_prompts, near_miss_prompts
 from tracemark.guard.screen import Guard, GuardCalibration, as_prompt_set, concepts_stamp
+from tracemark.guard.types import MAX_PROMPT_CHARS
 
 CONCEPTS = [
     Concept("Captain Nimbus", aliases=["Cap Nimbus", "キャプテン・ニンバス"],
@@ -161,3 +162,23 @@ def test_the_registry_keeps_the_calibration_with_the_collection(tmp_path) -> Non
         g = reg.guard(matchers=["lexical"])
         assert g.calibration is None  # stale: made for other concepts
         assert not g.screen("zorblax sneakers").flagged and g.calibration is not None
+
+
+@pytest.mark.parametrize("texts", [
+    # two valid prompts whose rewrite, joined with ", ", is over the per-prompt limit
+    lambda: ["Zorblax on a hill, " + "a quiet meadow with flowers " * 150,
+             "a river under a bridge " * 200],
+    # one valid prompt that the generic ("a generic brand") makes longer than the limit
+    lambda: [" ".join(["Zorblax"] * (MAX_PROMPT_CHARS // 8))],
+])
+def test_a_valid_request_whose_rewrite_is_long_still_gets_a_decision(guard: Guard,
+                                                                      texts) -> None:
+    """The rewrite is screened again; its length is the guard's doing, not the user's, so
+    it must not turn a valid request into a GuardInputError (found by break16)."""
+    prompts = texts()
+    assert all(len(p) <= MAX_PROMPT_CHARS for p in prompts)
+    res = guard.screen(prompts)
+    assert res.flagged and res.decision in ("rewrite", "block"), res.to_dict()
+    if res.decision == "rewrite":
+        assert "zorblax" not in res.rewritten.lower()
+        assert len(res.rewritten) > MAX_PROMPT_CHARS

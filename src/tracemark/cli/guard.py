@@ -129,7 +129,7 @@ def concepts_add(db: Path, name: str | None, kind: str, owner: str, aliases: tup
     lines, tally = JsonLines(), Tally()
     with contextlib.ExitStack() as stack:
         ci = stack.enter_context(contextlib.closing(
-            _open(db, read_only=False) if from_file is not None else _open_or_create(db)))
+            _open_or_create(db)))
         registry = ConceptRegistry(ci)
         acks = Acknowledgements(lines.item, ci.commit, every=256, seconds=5.0)
 

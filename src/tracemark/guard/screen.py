@@ -34,6 +34,7 @@ import hashlib
 import json
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ import numpy as np
 from tracemark.errors import ConfigError, GuardInputError
 from tracemark.guard.matchers import MATCHERS, Matcher, matcher_class
 from tracemark.guard.types import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPTS,
     Concept,
     ConceptMatch,
     Evidence,
@@ -334,13 +337,32 @@ def screen_with(guards: Mapping[str | None, Guard], prompts: Any, negative: Any 
         rewritten, neg = mitigate(ps, flagged)
         res.negative = neg
         kept = rewritten.strip(" ,.;")
-        again = [m for m in found_in(PromptSet.of(kept)) if m.flagged] if kept else flagged
-        if kept and not again:
+        request = _rewrite_request(kept) if kept else None
+        again = [m for m in found_in(request) if m.flagged] if request else flagged
+        if request and not again:
             res.decision, res.rewritten = "rewrite", rewritten
         else:
             res.decision = "block"
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _rewrite_request(text: str) -> PromptSet | None:
+    """The rewritten prompt as a request to screen again. Replacing names with generics
+    and joining the positive prompts can make it longer than one prompt may be
+    (:data:`~tracemark.guard.types.MAX_PROMPT_CHARS`): it is then cut at whitespace into
+    consecutive prompts (a name split across adjacent prompts is still caught). None when
+    that takes more than :data:`~tracemark.guard.types.MAX_PROMPTS` prompts (the caller
+    blocks: a rewrite it cannot check is not offered)."""
+    text = unicodedata.normalize("NFC", text)
+    parts: list[str] = []
+    while text:
+        cut = len(text) if len(text) <= MAX_PROMPT_CHARS else \
+            text.rfind(" ", MAX_PROMPT_CHARS // 2, MAX_PROMPT_CHARS) + 1 or MAX_PROMPT_CHARS
+        parts.append(text[:cut])
+        text = text[cut:]
+    parts = [p for p in parts if p.strip()]
+    return PromptSet.of(parts) if 0 < len(parts) <= MAX_PROMPTS else None
 
 
 def _decisive(match: ConceptMatch) -> bool:
