@@ -10,6 +10,7 @@ an image, ...) are listed, with the reason, in ``tests/schemathesis.toml``."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 import os
 import tempfile
 from pathlib import Path
@@ -19,11 +20,13 @@ import pytest
 
 pytest.importorskip("fastapi")
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from schemathesis.config import SchemathesisConfig  # noqa: E402
 
 from tracemark.service import models  # noqa: E402
 from tracemark.service.app import ServiceSettings, create_app  # noqa: E402
+
+from . import _schema_hooks  # noqa: E402  (real images for format: binary; {name} -> fuzz)
 
 CONFIG_PATH = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = int(os.environ.get("TM_SCHEMA_EXAMPLES", "12"))
@@ -40,7 +43,7 @@ def _app() -> tuple[Any, str]:
                                      max_upload_bytes=256 * 1024, max_pixels=1_000_000,
                                      request_timeout=20))
     token, _ = app.state.tm.keys.create(scope="write", collections=["*"], name="schema")
-    app.state.tm.create("fuzz")
+    app.state.tm.create(_schema_hooks.COLLECTION)
     return app, token
 
 
@@ -57,15 +60,53 @@ def test_every_check(case) -> None:  # type: ignore[no-untyped-def]
     case.call_and_validate(headers=HEADERS)
 
 
+LINKED: Counter[tuple[str, int]] = Counter()
+"""(link name, status) of every call the stateful phase made along an OpenAPI link."""
+
+
 class _Links(schema.as_state_machine()):  # type: ignore[misc]
+    def setup(self) -> None:
+        """Each scenario starts on the same server state (only an empty ``fuzz``): the same
+        choices then meet the same answers, as hypothesis' replay requires."""
+        from starlette.testclient import TestClient
+
+        client = TestClient(APP, headers=HEADERS)  # no `with`: the lifespan would close APP
+        for name in client.get("/v1/collections").json()["collections"]:
+            client.delete(f"/v1/collections/{name}").raise_for_status()
+        client.post("/v1/collections",
+                    json={"name": _schema_hooks.COLLECTION}).raise_for_status()
+
     def get_call_kwargs(self, case: Any) -> dict[str, Any]:
         return {"headers": HEADERS}
 
+    def step(self, input: Any) -> Any:  # noqa: A002  (schemathesis' name)
+        out = super().step(input)
+        if input.transition is not None and input.is_applied:
+            LINKED[(input.transition.id, out.response.status_code)] += 1
+        return out
 
-TestLinks = _Links.TestCase
-TestLinks.settings = settings(max_examples=max(4, EXAMPLES // 2), stateful_step_count=5,
-                              deadline=None, derandomize=True,
-                              suppress_health_check=list(HealthCheck))
+
+def test_links_reach_real_resources() -> None:
+    """The stateful phase (every check on every step) follows each link to a resource its
+    source operation really made: register -> remove, sign -> both manifest reads, create
+    collection -> get/delete each answer 2xx at least once (real images from the hooks)."""
+    LINKED.clear()
+    _Links.run(settings=settings(max_examples=max(8, EXAMPLES), stateful_step_count=6,
+                                 phases=[Phase.generate],  # a replay meets another server state
+                                 deadline=None, derandomize=True,
+                                 suppress_health_check=list(HealthCheck)))
+    ok = {_link_name(link) for (link, status) in LINKED if 200 <= status < 300}
+    want = {"RemoveImage", "GetManifest", "GetManifestStore", "GetCollection",
+            "DeleteCollection"}
+    print(dict(LINKED))
+    assert want <= ok, dict(LINKED)
+
+
+def _link_name(transition: str) -> str:
+    """``RemoveImage`` of schemathesis' ``POST /a -> [201] RemoveImage -> DELETE /b`` (an
+    inferred transition, which has no link name, stays whole)."""
+    parts = transition.split(" -> ")
+    return parts[1].split("] ", 1)[-1] if len(parts) == 3 else transition
 
 
 def test_every_json_answer_has_a_model() -> None:
