@@ -113,3 +113,16 @@ def flatmap_case(context: Any, case: Any) -> st.SearchStrategy[Any]:
         return case
 
     return st.booleans().map(rename)
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    """The stateful phase may delete ``COLLECTION`` (its name is captured from answers):
+    make it again, so that the rest of the run still reaches a collection that exists."""
+    if (case.method.upper() == "DELETE" and case.path == "/v1/collections/{name}"
+            and (case.path_parameters or {}).get("name") == COLLECTION
+            and 200 <= response.status_code < 300):
+        create = case.operation.schema["/v1/collections"]["POST"]
+        auth = {k: v for k, v in response.request.headers.items()
+                if k.lower() in ("authorization", "x-api-key")}
+        create.Case(body={"name": COLLECTION}, media_type="application/json").call(headers=auth)

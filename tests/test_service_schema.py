@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 schemathesis = pytest.importorskip("schemathesis")
+import hypothesis  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from schemathesis.config import SchemathesisConfig  # noqa: E402
 
@@ -140,3 +141,58 @@ def test_models_keep_every_key_of_the_library_records(model: Any, fields: str) -
     mod, name = fields.split(":")
     record = getattr(importlib.import_module(mod), name)
     assert {f.name for f in dataclasses.fields(record)} == set(model.model_fields)
+
+
+def _client() -> Any:
+    from starlette.testclient import TestClient
+
+    return TestClient(APP, headers=HEADERS)  # no `with`: the lifespan would close APP
+
+
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@hypothesis.given(image=_schema_hooks.image_files())
+def test_hook_images_reach_the_flows(image: bytes) -> None:
+    """What the hooks give ``format: binary`` is an image each flow takes: register (201 or
+    200 for a duplicate), search, detect, sign (200, then its manifest 200), verify."""
+    c, base = _client(), f"/v1/collections/{_schema_hooks.COLLECTION}"
+    c.post("/v1/collections", json={"name": _schema_hooks.COLLECTION})  # 201 or 409
+    files = {"image": ("upload", image)}
+    assert c.post(f"{base}/images", files=files).status_code in (200, 201)
+    assert c.post(f"{base}/search", files=files).status_code == 200
+    assert c.post(f"{base}/watermark/detect", files=files).status_code == 200
+    signed = c.post(f"{base}/sign", files=files)
+    assert signed.status_code == 200, signed.text
+    got = c.get(f"{base}/manifests/{signed.headers['X-Manifest-Id']}")
+    assert got.status_code == 200
+    assert c.post(f"{base}/verify", files={"image": ("s", signed.content)}).status_code == 200
+
+
+@pytest.mark.parametrize(("route", "data", "status"), [
+    ("sign", {"format": ""}, 422),  # an empty field used to pass as its default
+    ("sign", {"digital_source_type": ""}, 422),
+    ("sign", {"ai_generated": ""}, 422),
+    ("sign", {"ai_generated": "1"}, 422),  # pydantic's lax bools: the schema says boolean
+    ("sign", {"ai_generated": "false", "format": "png"}, 200),
+    ("watermark/embed", {"payload": "5", "format": ""}, 422),
+    ("watermark/embed", {"payload": "5", "quality": ""}, 422),
+    ("watermark/embed", {"payload": "5", "allow_remark": "0"}, 422),
+    ("watermark/embed", {"payload": "5", "allow_remark": "true"}, 200),
+    ("watermark/embed", {"payload": "6", "allow_remark": "False"}, 200),  # generated clients
+    ("search", {"k": ""}, 422),
+    ("search", {"k": "3"}, 200),
+])
+def test_form_fields_are_what_the_schema_types(route: str, data: dict[str, str],
+                                                status: int) -> None:
+    """Form fields take only what the schema admits: no empty value standing for the default
+    where a pattern, enum or type excludes ``""``, booleans spelled ``true``/``false``."""
+    from tracemark.bench.attack_speed import synthetic_image
+    from tracemark.imageio import encode_image
+
+    c = _client()
+    c.post("/v1/collections", json={"name": "forms"})
+    img = encode_image(synthetic_image(256, seed=len(route) + len(data)), "JPEG", quality=90)
+    r = c.post(f"/v1/collections/forms/{route}", files={"image": ("u.jpg", img)}, data=data)
+    assert r.status_code == status, r.text
+    if status == 422:
+        assert r.json()["error"]["type"] == "ValidationError"

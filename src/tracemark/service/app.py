@@ -38,7 +38,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracemark._db import schema_name
@@ -661,6 +661,36 @@ Upload = Annotated[UploadFile, File(
 """An uploaded image: ``format: binary`` beside OpenAPI 3.1's ``contentMediaType``, as
 OpenAPI 3.0 tools (client generators) know a file part."""
 
+
+def _form_bool(value: object) -> object:
+    """A multipart boolean as the schema types it: ``true`` or ``false`` in any case (JSON's
+    spelling; openapi-python-client's clients send Python's ``True``/``False``), not pydantic's
+    lax ``0``/``1``/``yes``/``off``, which a ``boolean`` schema does not admit."""
+    if isinstance(value, str) and value.lower() not in ("true", "false"):
+        raise ValueError("a boolean form field is 'true' or 'false'")
+    return value
+
+
+FormBool = Annotated[bool, BeforeValidator(_form_bool)]
+"""A boolean form field: ``true`` or ``false``, any case (else 422 ``ValidationError``)."""
+
+
+def _no_empty_fields(*names: str) -> Any:
+    """A dependency refusing (422 ``ValidationError``) an empty value of the form fields
+    ``names``: FastAPI reads an empty form field as absent (its default), so ``format=`` would
+    pass a pattern or enum the schema states. For the fields whose schema does not admit ``""``."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once: FastAPI reads the same cached form
+        empty = [n for n in names if any(v == "" for v in form.getlist(n))]
+        if empty:
+            raise RequestValidationError([
+                {"type": "string_too_short", "loc": ("body", n),
+                 "msg": "an empty value: send a value the schema admits, or leave the field out",
+                 "input": ""} for n in empty])
+
+    return Depends(check)
+
 def _at_most(limit: int) -> str:
     """A regular expression (no anchors) of the decimal integers 0..``limit``, no leading
     zeros."""
@@ -979,7 +1009,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work, weight=sum(weigh(d) for d in datas))
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/search", tags=["collections"],
-              response_model=m.SearchResult)
+              dependencies=[_no_empty_fields("k")], response_model=m.SearchResult)
     async def search(name: str, key: Key, image: Upload,
                      k: Annotated[int, Form(ge=1, le=50)] = 5) -> dict[str, Any]:
         """Edited copies of registered images: ranked matches with the copy decision."""
@@ -994,6 +1024,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- watermark -------------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/embed", tags=["watermark"],
+              dependencies=[_no_empty_fields("format", "quality", "allow_remark")],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/png", "image/jpeg",
                                                                  "image/webp")},
@@ -1009,7 +1040,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                                   json_schema_extra={"pattern": PAYLOAD_PATTERN})],
                     format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "png",
                     quality: Annotated[int, Form(ge=1, le=100)] = 92,
-                    allow_remark: Annotated[bool, Form(description=(
+                    allow_remark: Annotated[FormBool, Form(description=(
                         "Embed over a mark of this collection carrying another payload "
                         "(the two marks garble each other)"))] = False) -> Response:
         """Embed the collection's watermark carrying ``payload``; returns the image. Blind
@@ -1081,6 +1112,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- credentials -----------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
+              dependencies=[_no_empty_fields("format", "ai_generated", "digital_source_type")],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/jpeg", "image/png",
                                                                  "image/webp")},
@@ -1094,7 +1126,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                "links": LINKS["sign"]}})
     async def sign(name: str, key: Key, image: Upload,
                    format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "jpg",
-                   ai_generated: Annotated[bool, Form()] = False,
+                   ai_generated: Annotated[FormBool, Form()] = False,
                    title: Annotated[str | None, Form(max_length=500)] = None,
                    author: Annotated[str | None, Form(max_length=500)] = None,
                    digital_source_type: Annotated[str | None, Form(
