@@ -65,7 +65,9 @@ def serve(data: Path) -> tuple[int, str, object]:
     app.state.tm.create(COLLECTION)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
                                            log_level="warning", lifespan="on"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    server.thread = thread  # type: ignore[attr-defined]  # joined before the data goes
     deadline = time.monotonic() + 60
     while not server.started:
         if time.monotonic() > deadline:
@@ -144,6 +146,7 @@ def main() -> int:
                                                 "SCHEMATHESIS_HOOKS": str(HOOKS)}).returncode
         wall = time.perf_counter() - t0
         server.should_exit = True  # type: ignore[attr-defined]
+        server.thread.join(60)  # type: ignore[attr-defined]  # its stores commit on shutdown
         summary = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                    "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                    "max_examples": args.max_examples, "exit_status": rc,

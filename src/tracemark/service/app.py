@@ -671,23 +671,30 @@ def _form_bool(value: object) -> object:
     return value
 
 
+NO_NUL = "^[^\\x00]*$"
+"""The pattern of a text field the index stores: no NUL character (the index refuses it, 400
+``IndexInputError``; stated in the schema, it is 422 before anything is read)."""
+
 FormBool = Annotated[bool, BeforeValidator(_form_bool)]
 """A boolean form field: ``true`` or ``false``, any case (else 422 ``ValidationError``)."""
 
 
-def _no_empty_fields(*names: str) -> Any:
-    """A dependency refusing (422 ``ValidationError``) an empty value of the form fields
-    ``names``: FastAPI reads an empty form field as absent (its default), so ``format=`` would
-    pass a pattern or enum the schema states. For the fields whose schema does not admit ``""``."""
+def _form_fields(single: tuple[str, ...], nonempty: tuple[str, ...] = ()) -> Any:
+    """A dependency refusing (422 ``ValidationError``) a form field of ``single`` sent more
+    than once (FastAPI would keep one of the values, silently) and an empty value of a field
+    of ``nonempty`` (FastAPI reads an empty field as absent, its default, so ``format=`` would
+    pass a pattern or enum the schema states): the fields whose schema does not admit ``""``."""
 
     async def check(request: Request) -> None:
         form = await request.form()  # parsed once: FastAPI reads the same cached form
-        empty = [n for n in names if any(v == "" for v in form.getlist(n))]
-        if empty:
-            raise RequestValidationError([
-                {"type": "string_too_short", "loc": ("body", n),
-                 "msg": "an empty value: send a value the schema admits, or leave the field out",
-                 "input": ""} for n in empty])
+        errors = [{"type": "too_long", "loc": ("body", n), "input": form.getlist(n),
+                   "msg": "sent more than once: the schema has one value"}
+                  for n in single if len(form.getlist(n)) > 1]
+        errors += [{"type": "string_too_short", "loc": ("body", n), "input": "",
+                    "msg": "an empty value: send one the schema admits, or leave it out"}
+                   for n in nonempty if any(v == "" for v in form.getlist(n))]
+        if errors:
+            raise RequestValidationError(errors)
 
     return Depends(check)
 
@@ -901,14 +908,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"],
+              dependencies=[_form_fields(("image", "source", "owner", "license"))],
               response_model=m.ImageAdded,
               responses={200: {"model": m.ImageAdded,
                                "description": "Already registered (duplicate_of): nothing added"},
                          201: {"description": "Registered", "links": LINKS["register"]}})
     async def add_image(name: str, key: Key, image: Upload, response: Response,
-                        source: Annotated[str | None, Form(max_length=1000)] = None,
-                        owner: Annotated[str | None, Form(max_length=1000)] = None,
-                        license: Annotated[str | None, Form(max_length=1000)] = None) -> dict[str, Any]:
+                        source: Annotated[str | None, Form(max_length=1000,
+                                                           pattern=NO_NUL)] = None,
+                        owner: Annotated[str | None, Form(max_length=1000, pattern=NO_NUL)] = None,
+                        license: Annotated[str | None, Form(max_length=1000,
+                                                            pattern=NO_NUL)] = None,
+                        ) -> dict[str, Any]:
         """Register an image in the collection (acknowledged once durable; ``store_id``
         names the collection it went into): 201 when it was added, 200 when its pixels
         are already registered (``duplicate_of`` names that reference; nothing was added)."""
@@ -1009,7 +1020,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work, weight=sum(weigh(d) for d in datas))
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/search", tags=["collections"],
-              dependencies=[_no_empty_fields("k")], response_model=m.SearchResult)
+              dependencies=[_form_fields(("image", "k"), ("k",))],
+              response_model=m.SearchResult)
     async def search(name: str, key: Key, image: Upload,
                      k: Annotated[int, Form(ge=1, le=50)] = 5) -> dict[str, Any]:
         """Edited copies of registered images: ranked matches with the copy decision."""
@@ -1024,7 +1036,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- watermark -------------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/embed", tags=["watermark"],
-              dependencies=[_no_empty_fields("format", "quality", "allow_remark")],
+              dependencies=[_form_fields(("image", "payload", "format", "quality", "allow_remark"),
+                                         ("format", "quality", "allow_remark"))],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/png", "image/jpeg",
                                                                  "image/webp")},
@@ -1112,7 +1125,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- credentials -----------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
-              dependencies=[_no_empty_fields("format", "ai_generated", "digital_source_type")],
+              dependencies=[_form_fields(("image", "format", "ai_generated", "title", "author",
+                                          "digital_source_type"),
+                                         ("format", "ai_generated", "digital_source_type"))],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/jpeg", "image/png",
                                                                  "image/webp")},
