@@ -83,7 +83,7 @@ def link_name(transition_id: str) -> str:
 
 
 def tally(report: Path) -> dict[str, object]:
-    """What the run's NDJSON report says: test cases sent, unique failures (operation, check,
+    """What the run's NDJSON report says: test cases sent, the failing (operation, check,
     title), and per OpenAPI link of the schema (``links``; schemathesis' inferred transitions
     apart, ``inferred``) the calls the stateful phase made along it with the value it carried,
     and how many of those answered 2xx (the resource the link names existed)."""
@@ -113,7 +113,7 @@ def tally(report: Path) -> dict[str, object]:
                                                                            [0, 0])
                 slot[0] += 1
                 slot[1] += ok
-    return {"test_cases": cases, "failures": len(failures),
+    return {"test_cases": cases, "failing_checks": len(failures),
             "failed": sorted(" / ".join(f) for f in failures),
             "links": {k: {"calls": v[0], "2xx": v[1]} for k, v in sorted(links.items())},
             "linked_calls": sum(v[0] for v in links.values()),

@@ -143,7 +143,8 @@ def _valid_on_the_wire(case: Any) -> bool:
     field is text, so a "negative" value that is a number, boolean or object where the schema
     wants a string reaches the server as its JSON spelling (``0``, ``true``, ``{}``) -- a
     valid string. True when every sent field is valid as that text (or as the JSON it spells,
-    for typed fields) and the required ones are there; repeated fields (a list) are never."""
+    for typed fields) and the required ones are there; a list is the field repeated, so an
+    empty one is the field absent and one of one value is that value."""
     import json
 
     import jsonschema_rs
@@ -157,10 +158,16 @@ def _valid_on_the_wire(case: Any) -> bool:
     if not set(schema.get("required", [])) <= set(body):
         return False
     for key, value in body.items():
+        if isinstance(value, list):  # sent as the field repeated: [] is no field, [x] is x
+            if len(value) > 1:
+                return False  # (the service refuses a repeated field: 422)
+            if not value:
+                if key in schema.get("required", []):
+                    return False
+                continue
+            value = value[0]
         if key not in props or isinstance(value, bytes | Binary):
             continue  # unknown fields are ignored by the server; files are not text
-        if isinstance(value, list):
-            return False
         text = value if isinstance(value, str) else json.dumps(value)
         validator = jsonschema_rs.validator_for(props[key])
         try:
