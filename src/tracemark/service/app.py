@@ -38,7 +38,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tracemark._db import schema_name
@@ -716,6 +716,43 @@ Upload = Annotated[UploadFile, File(
 """An uploaded image: ``format: binary`` beside OpenAPI 3.1's ``contentMediaType``, as
 OpenAPI 3.0 tools (client generators) know a file part."""
 
+
+def _form_bool(value: object) -> object:
+    """A multipart boolean as the schema types it: ``true`` or ``false`` in any case (JSON's
+    spelling; openapi-python-client's clients send Python's ``True``/``False``), not pydantic's
+    lax ``0``/``1``/``yes``/``off``, which a ``boolean`` schema does not admit."""
+    if isinstance(value, str) and value.lower() not in ("true", "false"):
+        raise ValueError("a boolean form field is 'true' or 'false'")
+    return value
+
+
+NO_NUL = "^[^\\x00]*$"
+"""The pattern of a text field the index stores: no NUL character (the index refuses it, 400
+``IndexInputError``; stated in the schema, it is 422 before anything is read)."""
+
+FormBool = Annotated[bool, BeforeValidator(_form_bool)]
+"""A boolean form field: ``true`` or ``false``, any case (else 422 ``ValidationError``)."""
+
+
+def _form_fields(single: tuple[str, ...], nonempty: tuple[str, ...] = ()) -> Any:
+    """A dependency refusing (422 ``ValidationError``) a form field of ``single`` sent more
+    than once (FastAPI would keep one of the values, silently) and an empty value of a field
+    of ``nonempty`` (FastAPI reads an empty field as absent, its default, so ``format=`` would
+    pass a pattern or enum the schema states): the fields whose schema does not admit ``""``."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once: FastAPI reads the same cached form
+        errors = [{"type": "too_long", "loc": ("body", n), "input": form.getlist(n),
+                   "msg": "sent more than once: the schema has one value"}
+                  for n in single if len(form.getlist(n)) > 1]
+        errors += [{"type": "string_too_short", "loc": ("body", n), "input": "",
+                    "msg": "an empty value: send one the schema admits, or leave it out"}
+                   for n in nonempty if any(v == "" for v in form.getlist(n))]
+        if errors:
+            raise RequestValidationError(errors)
+
+    return Depends(check)
+
 def _at_most(limit: int) -> str:
     """A regular expression (no anchors) of the decimal integers 0..``limit``, no leading
     zeros."""
@@ -926,14 +963,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work)
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/images", status_code=201, tags=["collections"],
+              dependencies=[_form_fields(("image", "source", "owner", "license"))],
               response_model=m.ImageAdded,
               responses={200: {"model": m.ImageAdded,
                                "description": "Already registered (duplicate_of): nothing added"},
                          201: {"description": "Registered", "links": LINKS["register"]}})
     async def add_image(name: str, key: Key, image: Upload, response: Response,
-                        source: Annotated[str | None, Form(max_length=1000)] = None,
-                        owner: Annotated[str | None, Form(max_length=1000)] = None,
-                        license: Annotated[str | None, Form(max_length=1000)] = None) -> dict[str, Any]:
+                        source: Annotated[str | None, Form(max_length=1000,
+                                                           pattern=NO_NUL)] = None,
+                        owner: Annotated[str | None, Form(max_length=1000, pattern=NO_NUL)] = None,
+                        license: Annotated[str | None, Form(max_length=1000,
+                                                            pattern=NO_NUL)] = None,
+                        ) -> dict[str, Any]:
         """Register an image in the collection (acknowledged once durable; ``store_id``
         names the collection it went into): 201 when it was added, 200 when its pixels
         are already registered (``duplicate_of`` names that reference; nothing was added)."""
@@ -1035,6 +1076,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await state.run(work, weight=sum(weigh(d) for d in datas))
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/search", tags=["collections"],
+              dependencies=[_form_fields(("image", "k"), ("k",))],
               response_model=m.SearchResult)
     async def search(name: str, key: Key, image: Upload,
                      k: Annotated[int, Form(ge=1, le=50)] = 5) -> dict[str, Any]:
@@ -1050,6 +1092,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- watermark -------------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/watermark/embed", tags=["watermark"],
+              dependencies=[_form_fields(("image", "payload", "format", "quality", "allow_remark"),
+                                         ("format", "quality", "allow_remark"))],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/png", "image/jpeg",
                                                                  "image/webp")},
@@ -1065,7 +1109,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                                   json_schema_extra={"pattern": PAYLOAD_PATTERN})],
                     format: Annotated[str, Form(pattern="^(png|jpg|webp)$")] = "png",
                     quality: Annotated[int, Form(ge=1, le=100)] = 92,
-                    allow_remark: Annotated[bool, Form(description=(
+                    allow_remark: Annotated[FormBool, Form(description=(
                         "Embed over a mark of this collection carrying another payload "
                         "(the two marks garble each other)"))] = False) -> Response:
         """Embed the collection's watermark carrying ``payload``; returns the image. Blind
@@ -1137,6 +1181,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # --- credentials -----------------------------------------------------------------
 
     @app.post(f"{API_PREFIX}/collections/{{name}}/sign", tags=["credentials"],
+              dependencies=[_form_fields(("image", "format", "ai_generated", "title", "author",
+                                          "digital_source_type", "manifest"),
+                                         ("format", "ai_generated", "digital_source_type"))],
               response_class=Response,
               responses={200: {"content": {t: _BINARY for t in ("image/jpeg", "image/png",
                                                                  "image/webp", "image/avif",
@@ -1151,7 +1198,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                "links": LINKS["sign"]}})
     async def sign(name: str, key: Key, image: Upload,
                    format: Annotated[str, Form(pattern="^(png|jpg|webp|avif|heic)$")] = "jpg",
-                   ai_generated: Annotated[bool, Form()] = False,
+                   ai_generated: Annotated[FormBool, Form()] = False,
                    title: Annotated[str | None, Form(max_length=500)] = None,
                    author: Annotated[str | None, Form(max_length=500)] = None,
                    digital_source_type: Annotated[str | None, Form(
