@@ -10,9 +10,9 @@ an image, ...) are listed, with the reason, in ``tests/schemathesis.toml``."""
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 

@@ -116,6 +116,7 @@ def serve_command(data_dir: Path, database_url: str | None, vectors: str | None,
                              max_concurrency=max_concurrency,
                              memory_budget_mb=memory_budget_mb,
                              vector_flush_seconds=vector_flush_seconds, vectors=vectors,
+                             guard_warmup=True,
                              guard_matchers=None if guard_matchers is None else
                              [n.strip() for n in guard_matchers.split(",") if n.strip()])
         from tracemark.service.app import create_app

@@ -144,6 +144,11 @@ class ServiceSettings:
     """The prompt screen's matchers (``["lexical"]``, ``["lexical", "semantic"]``); None:
     every installed one (:func:`tracemark.guard.screen.default_matchers`). An unknown name
     fails :func:`create_app` (:class:`~tracemark.errors.ConfigError`)."""
+    guard_warmup: bool = False
+    """Embed the prompt screen's benign background once at start, in a background thread
+    (about 20 s of one core with the semantic matcher), so that the first calibration a
+    prompt request needs takes about a second instead of outlasting ``request_timeout``
+    (``tracemark serve`` turns it on)."""
 
 
 class ApiError(Exception):

@@ -215,6 +215,9 @@ def guard_prompt_router(state: Any) -> APIRouter:
     matchers = state.settings.guard_matchers
     check_matchers(matchers)
     cache = state.prompt_guards = GuardCache(None if matchers is None else list(matchers))
+    if getattr(state.settings, "guard_warmup", False):
+        threading.Thread(target=_warm_up, args=(matchers,), name="tracemark-guard-warmup",
+                         daemon=True).start()
 
     @router.post("/guard/prompt", response_model=GuardPromptResult,
                  summary="Screen a generation request's prompts: one decision, mitigation.",
@@ -290,3 +293,22 @@ def guard_prompt_router(state: Any) -> APIRouter:
         return await state.run(work)
 
     return router
+
+
+def _warm_up(matchers: list[str] | None) -> None:
+    """Embed the default benign background with the process's sentence encoder (its cache
+    keeps the embeddings: :data:`tracemark.guard.encoder.CACHE_TEXTS`), so a guard's first
+    calibration re-embeds only its concepts' near-misses. Best effort: any failure is left
+    to the first real calibration to report."""
+    import contextlib
+
+    from tracemark.guard import Concept
+    from tracemark.guard.background import background_prompts
+    from tracemark.guard.screen import Guard, default_matchers
+
+    names = default_matchers() if matchers is None else list(matchers)
+    if "semantic" not in names:
+        return
+    with contextlib.suppress(Exception):
+        guard = Guard([Concept("warm-up", traits=("warm-up",))], matchers=["semantic"])
+        guard.calibrate(background_prompts())
