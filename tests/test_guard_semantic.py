@@ -300,22 +300,23 @@ def test_trait_embeddings_are_cached_per_concept_list(concepts: list[Concept]) -
     assert a._traits is b._traits and a._traits is not c._traits
 
 
-@pytest.mark.xfail(strict=True, reason="break16: the semantic matcher's work grows with the "
-                   "request's words without bound inside the request limits (64 prompts of "
-                   "8,000 characters): one 8,000-character prompt of random words is ~600 "
-                   "parts, ~2.8 s on a shared core; 'a b c ...' is ~2,200 parts; a maximal "
-                   "request is ~140,000 parts, minutes of one worker per request (the "
-                   "service's timeout answers 503 but the work goes on). Needs a cap on the "
-                   "parts or characters of one request (a contract change: not done here).")
 def test_a_maximal_request_has_a_bounded_number_of_parts() -> None:
+    """break16: inside the per-prompt limits (64 prompts of 8,000 characters) the semantic
+    matcher's work grew without bound (~140,000 parts, minutes of a worker); the request's
+    words are capped, so its parts are too."""
+    from tracemark.errors import GuardInputError
     from tracemark.guard.semantic import prompt_parts
-    from tracemark.guard.types import MAX_PROMPT_CHARS, MAX_PROMPTS
+    from tracemark.guard.types import MAX_PROMPT_CHARS, MAX_PROMPTS, MAX_REQUEST_WORDS
 
     rng = random.Random(16)
     letters = "abcdefghijklmnopqrstuvwxyz"
     texts = [" ".join(rng.choice(letters) for _ in range(MAX_PROMPT_CHARS // 2))
              for _ in range(MAX_PROMPTS)]
-    assert all(len(t) <= MAX_PROMPT_CHARS for t in texts)
-    parts = sum(len(prompt_parts(t, i)) for i, t in enumerate(texts))
-    # ~4.5 ms a part measured on one shared core: 2,000 parts is ~10 s per request
-    assert parts <= 2000, parts
+    with pytest.raises(GuardInputError, match="words"):
+        PromptSet(tuple(Prompt(t) for t in texts))
+    # the largest request accepted, in the worst shape (one-letter words)
+    words = [rng.choice(letters) for _ in range(MAX_REQUEST_WORDS)]
+    split = [" ".join(words[i:i + 500]) for i in range(0, len(words), 500)]
+    ps = PromptSet(tuple(Prompt(t) for t in split))
+    parts = sum(len(prompt_parts(p.text, i)) for i, p in enumerate(ps.prompts))
+    assert parts <= 1.2 * MAX_REQUEST_WORDS, parts

@@ -362,7 +362,12 @@ def _rewrite_request(text: str) -> PromptSet | None:
         parts.append(text[:cut])
         text = text[cut:]
     parts = [p for p in parts if p.strip()]
-    return PromptSet.of(parts) if 0 < len(parts) <= MAX_PROMPTS else None
+    if not 0 < len(parts) <= MAX_PROMPTS:
+        return None
+    try:
+        return PromptSet.of(parts)
+    except GuardInputError:  # the generics made it longer than a request may be
+        return None
 
 
 def _decisive(match: ConceptMatch) -> bool:

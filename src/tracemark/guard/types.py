@@ -18,7 +18,8 @@ from typing import Any
 from tracemark.errors import GuardInputError
 
 __all__ = ["ConceptKind", "Concept", "Prompt", "PromptSet", "Evidence", "ConceptMatch",
-           "PromptScreening", "MAX_PROMPT_CHARS", "MAX_PROMPTS", "concept_id"]
+           "PromptScreening", "MAX_PROMPT_CHARS", "MAX_PROMPTS", "MAX_REQUEST_WORDS",
+           "concept_id"]
 
 MAX_PROMPT_CHARS = 8_000
 """The longest prompt screened, characters (after NFC normalisation); longer prompts are
@@ -26,6 +27,13 @@ refused with :class:`~tracemark.errors.GuardInputError` rather than truncated, s
 past a cut escapes the screen. Generators read far less (CLIP's text encoder: 77 tokens)."""
 MAX_PROMPTS = 64
 """The most prompts in one request (positive, negative, a batch composed into one image)."""
+MAX_REQUEST_WORDS = 2_000
+"""The most words (runs of letters or digits) in all the prompts of one request together,
+about 2,500 tokens: generators read far fewer (CLIP 77, T5 encoders 256-512), and the
+semantic matcher's work grows with the words (about 1.1 parts a word, a few ms a part on
+one core), so a longer request is refused (:class:`~tracemark.errors.GuardInputError`)
+rather than truncated or left to run for minutes."""
+_WORDS = re.compile(r"[^\W_]+")
 MAX_NAME_CHARS = 200
 MAX_TRAITS = 64
 MAX_ALIASES = 256
@@ -205,6 +213,10 @@ class PromptSet:
             raise GuardInputError(f"more than {MAX_PROMPTS} prompts in one request")
         if not all(isinstance(p, Prompt) for p in self.prompts):
             raise GuardInputError("PromptSet takes Prompt records")
+        words = sum(len(_WORDS.findall(p.text)) for p in self.prompts)
+        if words > MAX_REQUEST_WORDS:
+            raise GuardInputError(f"the request's prompts hold {words} words together; at "
+                                  f"most {MAX_REQUEST_WORDS} are screened")
 
     @classmethod
     def of(cls, positive: str | list[str], negative: str | list[str] | None = None) -> PromptSet:
