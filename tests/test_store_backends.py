@@ -226,3 +226,31 @@ def test_service_adopts_postgresql_collections_made_before_the_registry(tmp_path
         assert client.get(f"/v1/collections/{name}/images", headers=h).status_code == 200
         assert client.delete(f"/v1/collections/{name}", headers=h).status_code == 200
     assert app.state.tm.registry.lookup(name) is None
+
+
+def test_a_store_made_before_the_source_type_column_gains_it(tmp_path: Path, db: dict) -> None:
+    """A store whose ``manifests`` table predates ``source_type`` (dropped here to make
+    one): a read-only open reads its rows with None, a writable open adds the column in the
+    store's own schema (PostgreSQL keeps each store in a schema the inspector and a textual
+    ALTER must both name)."""
+    path = tmp_path / "store"
+    with CredentialStore.create(path, **db) as store:
+        _activate(store, store.reserve(title="old", author=None, ai_generated=False,
+                                       media_type="image/jpeg"), 1)
+    if db:
+        engine = url_engine(db["database_url"], schema=db["schema"])
+        table = f'"{db["schema"]}".manifests'
+    else:
+        engine = sa.create_engine(f"sqlite:///{path / 'credentials.sqlite'}")
+        table = "manifests"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN source_type"))
+    engine.dispose()
+    with CredentialStore.open(path, read_only=True, **db) as store:
+        assert [r.source_type for r in store.list()] == [None]
+    with CredentialStore.open(path, **db) as store:
+        mid = store.reserve(title="new", author=None, ai_generated=True,
+                            media_type="image/jpeg", source_type="trainedAlgorithmicMedia")
+        _activate(store, mid, 2)
+    with CredentialStore.open(path, read_only=True, **db) as store:
+        assert [r.source_type for r in store.list()] == [None, "trainedAlgorithmicMedia"]

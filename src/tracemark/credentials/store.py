@@ -364,16 +364,22 @@ class CredentialStore(Resource):
             raise ManifestStoreError(
                 "secret.key does not belong to this store's database", source=str(path)
             )
-        columns = {c["name"] for c in sa.inspect(engine).get_columns("manifests")}
+        # the inspector ignores the engine's schema_translate_map (a PostgreSQL store lives
+        # in its own schema): name the schema
+        db_schema = engine.get_execution_options().get("schema_translate_map", {}).get(None)
+        inspector = sa.inspect(engine)
+        columns = {c["name"] for c in inspector.get_columns("manifests", schema=db_schema)}
         self._has_source_type = "source_type" in columns
         if read_only:
-            self._has_signings = sa.inspect(engine).has_table("signings")
+            self._has_signings = inspector.has_table("signings", schema=db_schema)
         else:
             _signings.create(engine, checkfirst=True)  # version 1 stores made before it
             self._has_signings = True
             if not self._has_source_type:  # version 1 stores made before the column
-                with engine.begin() as conn:
-                    conn.execute(sa.text("ALTER TABLE manifests ADD COLUMN source_type "
+                table = "manifests" if db_schema is None else \
+                    f"{engine.dialect.identifier_preparer.quote_schema(db_schema)}.manifests"
+                with engine.begin() as conn:  # text: schema_translate_map does not apply
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN source_type "
                                          "VARCHAR(64)"))
                 self._has_source_type = True
             self.cleaned_pending = self._clean_stale_pending()
