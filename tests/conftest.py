@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,3 +79,25 @@ def synthetic() -> np.ndarray:
     from tracemark.bench.attack_speed import synthetic_image
 
     return synthetic_image(96, seed=3)
+
+
+@contextlib.contextmanager
+def local_http_server(handler: Any) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 (a free port) answering with ``handler`` (a
+    ``BaseHTTPRequestHandler`` class or factory; its ``log_message`` is silenced): its
+    base URL ``http://127.0.0.1:PORT``; shut down and closed after the block."""
+    import http.server
+    import threading
+
+    class Quiet(handler if isinstance(handler, type) else http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    factory = Quiet if isinstance(handler, type) else handler
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

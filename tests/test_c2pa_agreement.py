@@ -15,7 +15,6 @@ import functools
 import http.server
 import io
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ from tracemark.credentials import (
     verify_image,
 )
 from tracemark.credentials.manifest import MANIFEST_INACCESSIBLE, PRERELEASE_CODE
+
+from .conftest import local_http_server
 
 FIXTURES = Path(__file__).parent / "data" / "c2pa-fixtures"
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"),
@@ -241,15 +242,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            functools.partial(Quiet, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", www
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with local_http_server(functools.partial(Quiet, directory=str(www))) as base:
+        yield base, www
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
@@ -311,13 +305,8 @@ def test_a_remote_manifest_that_trickles_is_given_up_at_the_timeout(
             except OSError:  # the client gave up
                 pass
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/m.c2pa"
+    with local_http_server(Trickle) as base:
+        url = f"{base}/m.c2pa"
         signed, _ = builder_sign(asset("JPEG", 3), "image/jpeg", pki["ours"], remote_url=url)
         (tmp_path / "slow.jpg").write_bytes(signed)
         t0 = time.monotonic()
@@ -328,9 +317,6 @@ def test_a_remote_manifest_that_trickles_is_given_up_at_the_timeout(
         assert ("timed out" if how == "trickles" else "short of its Content-Length") in \
             res.evidence["remote_fetch_error"]
         assert took < 5, f"the fetch took {took:.1f} s with a 1 s timeout"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_a_sidecar_beside_the_file_is_read(pki: dict[str, Any], tmp_path: Path) -> None:
@@ -482,20 +468,12 @@ def test_a_remote_manifest_redirecting_off_http_is_not_followed(
             self.send_header("Location", "ftp://127.0.0.1/m.c2pa")
             self.end_headers()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with local_http_server(Redirect) as base:
         pil, mime = FORMATS["jpeg"]
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/m.c2pa"
+        url = f"{base}/m.c2pa"
         signed, _ = builder_sign(asset(pil, 2), mime, pki["ours"], remote_url=url)
         path = tmp_path / "redirect.jpg"
         path.write_bytes(signed)
         res = verify_image(path, None, VerifyOptions(trust_pem=pki["trust"], fetch_remote=True))
         assert res.state == "remote" and res.codes["failure"] == [MANIFEST_INACCESSIBLE]
         assert "ftp://" in res.evidence["remote_fetch_error"]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -43,7 +43,7 @@ from tracemark.credentials.certs import load_signing_certificate
 from tracemark.credentials.signers import CommandSigner, cose_signature
 from tracemark.errors import CertificateError, ConfigError, SigningError
 
-from .conftest import CORPUS, corpus_images
+from .conftest import CORPUS, corpus_images, local_http_server
 from .conftest import corpus_crop as small
 
 OPENSSL = shutil.which("openssl")
@@ -294,17 +294,8 @@ def tsa(ca: DevCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTS
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield LocalTSA(f"http://127.0.0.1:{server.server_port}/", requests, pem)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(Handler) as base:
+        yield LocalTSA(f"{base}/", requests, pem)
 
 
 def test_timestamp_authority(ca: DevCA, signer_key, store: CredentialStore,
@@ -378,22 +369,14 @@ def test_misbehaving_timestamp_authority(ca: DevCA, signer_key, store: Credentia
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/tsa"
+    with local_http_server(Handler) as base:
+        url = f"{base}/tsa"
         out = tmp_path / "bad-tsa.jpg"
         with pytest.raises(SigningError, match="timestamp authority"):
             sign_image(store, image, out, load_signing_certificate(ca.signer_chain),
                        SignOptions(signer=lambda d: signer_key.sign(
                            d, ec.ECDSA(hashes.SHA256())), tsa_url=url))
         _nothing_written(store, out)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- manifest definitions (c2patool --manifest) ---------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from tracemark.credentials.manifest import PRERELEASE_CODE  # noqa: E402
 from tracemark.imageio import encode_image, load_image, sniff_format  # noqa: E402
 from tracemark.service.app import ServiceSettings, create_app  # noqa: E402
 
+from .conftest import local_http_server  # noqa: E402
 from .test_c2pa_agreement import FIXTURES, asset, builder_sign, c2pa_says  # noqa: E402
 
 
@@ -55,17 +55,8 @@ def counting_server() -> Iterator[tuple[str, list[str]]]:
             seen.append(self.path)
             self.send_error(404)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with local_http_server(Handler) as base:
+        yield base, seen
 
 
 def _verify(svc: dict[str, Any], data: bytes, name: str, route: str = "/v1/verify") -> dict:
