@@ -36,8 +36,9 @@ The constants were chosen on development data only: the hand-written
 ``benchmarks/data/guard/dev_semantic.json`` and the ``dev`` split of the evaluation set
 (20 concepts), never on its ``test`` split. On the dev split, against the default benign
 background, assigning traits to distinct parts raised indirect detection from 0.66 (the
-mean of the two best traits, no assignment) to 0.90-0.94 with no benign prompt of the
-split flagged. Latency: ``benchmarks/bench_guard_semantic.py``.
+mean of the two best traits, no assignment) to 0.925, and windows starting at every word
+instead of every second word to 0.95 (windows of 3 or 5 words did worse), with 1 of 423
+benign prompts of the split flagged. Latency: ``benchmarks/bench_guard_semantic.py``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ __all__ = ["SemanticMatcher", "Part", "prompt_parts", "WINDOW", "STRIDE", "LOW",
 
 WINDOW = 4
 """Words per window part."""
-STRIDE = 2
+STRIDE = 1
 """Words between the starts of consecutive windows."""
 LOW = 0.35
 """Cosine similarity (MiniLM-L6-v2) at and below which a part does not match a trait."""
