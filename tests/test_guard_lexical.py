@@ -319,13 +319,9 @@ def test_phonetic_spellings(name: str, spelled: str, matches: bool) -> None:
     assert bool(decisive) is matches, found
 
 
-@pytest.mark.xfail(strict=True, reason="break16: a two-word name whose words sit in two "
-                   "NON-adjacent prompts of one request (a batch composed into one image, "
-                   "['Captain', 'a dog', 'Nimbus']) or in reverse prompt order is not "
-                   "matched; only adjacent prompts are joined (docs/guard.md promises 'a "
-                   "name split across two positive prompts'). Not a small fix: joining "
-                   "every pair of prompts needs its own false-positive check.")
 def test_a_name_split_across_non_adjacent_prompts_is_found() -> None:
+    """break16: a two-word name whose words sit in two NON-adjacent prompts of one request
+    (a batch composed into one image) or in reverse prompt order."""
     rng = random.Random(16)
     two_word = [c for c in CONCEPTS if len(c.name.split()) == 2]
     assert two_word

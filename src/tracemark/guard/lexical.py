@@ -17,7 +17,8 @@ A name matches a run of whole adjacent tokens whose letters, joined, spell it:
   ``s``/``es``), score 1.
 * ``split``: the same letters across other boundaries (``Cap tain``, ``C-a-p-t-a-i-n``,
   ``captain.nimbus``, ``CaptainNimbus``) or across the end of one positive prompt and the
-  start of the next (one piece of evidence per prompt), score 0.95 (0.9 across prompts).
+  start of another, neighbours or not, in either order (one piece of evidence per prompt),
+  score 0.95 (0.9 across prompts).
   Only names of 5 letters or more: shorter runs are joined by chance.
 * ``script``: spelled with look-alike letters, leetspeak, or in another script
   (transliterated), score 1.
@@ -77,6 +78,9 @@ PHONETIC_MIN_LETTERS = 6
 """Names at least this long also match phonetic spellings (``Zefiera`` for ``Zephyra``)."""
 PHONETIC_EDIT_SHARE = 0.45
 """A phonetic spelling may differ from the name in at most this share of its letters."""
+SPLIT_EDGE_TOKENS = 3
+"""Tokens at the end and the start of each prompt joined across prompts that are not
+neighbours (a name split over a batch, or in reverse order)."""
 SPLIT_MIN_LETTERS = 5
 """Names shorter than this match only as their own word(s), never split."""
 
@@ -361,13 +365,17 @@ class LexicalMatcher(Matcher):
     def _match(self, prompts: PromptSet) -> list[ConceptMatch]:
         stream: list[Token] = []
         texts: dict[int, str] = {}
+        edges: list[list[Token]] = []  # each positive prompt's tokens, in order
         for index, p in enumerate(prompts.prompts):
             if p.steers_away:
                 continue
             texts[index] = p.text
-            for t in tokens(p.text):
+            mine = tokens(p.text)
+            for t in mine:
                 t.prompt = index
                 stream.append(t)
+            if mine:
+                edges.append(mine)
         found: dict[int, list[Evidence]] = defaultdict(list)
         n = len(stream)
         for i in range(n):
@@ -377,6 +385,22 @@ class LexicalMatcher(Matcher):
                 if len(joined) > self._longest:
                     break
                 self._window(stream, i, j, joined, texts, found)
+        # a name split across prompts that are not neighbours (a batch composed into one
+        # image: "Captain", "a dog", "Nimbus"; or in reverse order): the end of one prompt
+        # joined to the start of another, every ordered pair the stream did not join
+        for a, tail in enumerate(edges):
+            for b, head in enumerate(edges):
+                if b == a or b == a + 1:
+                    continue
+                mini = tail[-SPLIT_EDGE_TOKENS:] + head[:SPLIT_EDGE_TOKENS]
+                cut = min(len(tail), SPLIT_EDGE_TOKENS)
+                for i in range(cut):
+                    joined = "".join(t.letters for t in mini[i:cut])
+                    for j in range(cut, len(mini)):
+                        joined += mini[j].letters
+                        if len(joined) > self._longest:
+                            break
+                        self._window(mini, i, j, joined, texts, found)
         out = []
         for ci, evs in found.items():
             kept = _non_overlapping(evs)
