@@ -249,6 +249,26 @@ def _error(status: int, type_: str, message: str,
                         headers=headers)
 
 
+def allow(key: ApiKey, collection: str | None, *, write: bool) -> None:
+    """403 ``Forbidden`` unless ``key`` may read (or ``write``) ``collection`` (None: an
+    endpoint of no collection); every route's access check."""
+    if not key.allows(collection, write=write):
+        what = "write" if write else "read"
+        where = f"collection {collection!r}" if collection else "this endpoint"
+        raise ApiError(403, "Forbidden", f"this API key may not {what} {where}")
+
+
+async def read_limited(image: UploadFile, limit: int) -> bytes:
+    """An upload's bytes, read at most to ``limit`` + 1: 413 ``PayloadTooLarge`` past
+    ``limit``, 415 ``EmptyImageError`` when empty."""
+    data = await image.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "PayloadTooLarge", f"uploads are limited to {limit} bytes")
+    if not data:
+        raise ApiError(415, "EmptyImageError", "the upload is empty")
+    return data
+
+
 def upload_weight(data: bytes, settings: ServiceSettings) -> int:
     """An upload's share of the memory budget: its pixels (from the header) times
     :data:`BYTES_PER_PIXEL`; 0 when the header does not read (the work reports the
@@ -884,21 +904,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # --- auth ------------------------------------------------------------------------
 
-
-    def allow(key: ApiKey, collection: str | None, *, write: bool) -> None:
-        if not key.allows(collection, write=write):
-            what = "write" if write else "read"
-            where = f"collection {collection!r}" if collection else "this endpoint"
-            raise ApiError(403, "Forbidden", f"this API key may not {what} {where}")
-
     async def read_upload(image: UploadFile) -> bytes:
-        data = await image.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise ApiError(413, "PayloadTooLarge",
-                           f"uploads are limited to {settings.max_upload_bytes} bytes")
-        if not data:
-            raise ApiError(415, "EmptyImageError", "the upload is empty")
-        return data
+        return await read_limited(image, settings.max_upload_bytes)
 
     def weigh(data: bytes) -> int:
         return upload_weight(data, settings)

@@ -39,7 +39,7 @@ from tracemark.errors import (
 from tracemark.guard import Concept, ConceptRegistry
 from tracemark.guard.types import MAX_ALIASES, MAX_NAME_CHARS, MAX_TRAITS
 from tracemark.service import models as m
-from tracemark.service.app import ApiError, Key
+from tracemark.service.app import ApiError, Key, allow
 from tracemark.service.jobs import Job
 
 __all__ = ["concepts_router", "ConceptIn"]
@@ -82,12 +82,6 @@ class ConceptIn(BaseModel):
 ConceptId = Annotated[str, PathParam(pattern=CONCEPT_ID, description="A concept's id.")]
 
 
-def _forbid(key: Any, name: str, *, write: bool) -> None:
-    if not key.allows(name, write=write):
-        raise ApiError(403, "Forbidden", f"this API key may not {'write' if write else 'read'} "
-                                         f"collection {name!r}")
-
-
 def _unknown(name: str, concept_id: str) -> ApiError:
     return ApiError(404, "UnknownConcept", f"no concept {concept_id!r} in {name!r}")
 
@@ -100,7 +94,7 @@ def concepts_router(state: Any) -> APIRouter:
     @router.get("/collections/{name}/concepts", response_model=m.ConceptList)
     async def list_concepts(name: str, key: Key) -> dict[str, Any]:
         """The collection's protected concepts, by id, and the registry's change stamp."""
-        _forbid(key, name, write=False)
+        allow(key, name, write=False)
 
         def work(_job: Job) -> dict[str, Any]:
             with state.reading(name) as store:
@@ -120,7 +114,7 @@ def concepts_router(state: Any) -> APIRouter:
                                                          "the same id.")] = False
                           ) -> dict[str, Any]:
         """Register a protected concept in the collection."""
-        _forbid(key, name, write=True)
+        allow(key, name, write=True)
         try:
             concept = Concept.from_dict(body.model_dump(exclude_none=True))
         except GuardInputError as exc:
@@ -142,7 +136,7 @@ def concepts_router(state: Any) -> APIRouter:
                 responses={404: {"description": "UnknownCollection or UnknownConcept"}})
     async def get_concept(name: str, concept_id: ConceptId, key: Key) -> dict[str, Any]:
         """One protected concept."""
-        _forbid(key, name, write=False)
+        allow(key, name, write=False)
 
         def work(_job: Job) -> dict[str, Any]:
             with state.reading(name) as store:
@@ -156,7 +150,7 @@ def concepts_router(state: Any) -> APIRouter:
                    responses={404: {"description": "UnknownCollection or UnknownConcept"}})
     async def remove_concept(name: str, concept_id: ConceptId, key: Key) -> dict[str, Any]:
         """Remove a protected concept (its reference images stay registered)."""
-        _forbid(key, name, write=True)
+        allow(key, name, write=True)
 
         def work(job: Job) -> dict[str, Any]:
             with state.writing(name, job) as entry:

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Form
 from pydantic import Field
 
 from tracemark.errors import ConfigError, GuardInputError
-from tracemark.service.app import ApiError, Key, Upload, upload_weight
+from tracemark.service.app import ApiError, Key, Upload, allow, read_limited, upload_weight
 from tracemark.service.jobs import Job
 from tracemark.service.models import _REGION, _Out
 
@@ -153,14 +153,8 @@ def guard_image_router(state: Any) -> APIRouter:
         """Screen the upload (module docstring): ``block`` when a copy is significant, the
         collection's watermark is present or a foreign valid manifest declares a protected
         work; ``review`` on weak evidence; ``allow`` otherwise."""
-        if not key.allows(name, write=False):
-            raise ApiError(403, "Forbidden", f"this API key may not read collection {name!r}")
-        data = await image.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise ApiError(413, "PayloadTooLarge",
-                           f"uploads are limited to {settings.max_upload_bytes} bytes")
-        if not data:
-            raise ApiError(415, "EmptyImageError", "the upload is empty")
+        allow(key, name, write=False)
+        data = await read_limited(image, settings.max_upload_bytes)
         try:
             listed = _concepts(concepts)
         except GuardInputError as exc:

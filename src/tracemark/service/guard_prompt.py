@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tracemark.errors import ConfigError
 from tracemark.guard.screen import DEFAULT_ALPHA
 from tracemark.guard.types import MAX_PROMPT_CHARS, MAX_PROMPTS
-from tracemark.service.app import NAME_RE, ApiError, Key
+from tracemark.service.app import NAME_RE, ApiError, Key, allow
 from tracemark.service.jobs import Job
 from tracemark.service.models import _Out
 
@@ -238,9 +238,7 @@ def guard_prompt_router(state: Any) -> APIRouter:
         else:
             names = list(dict.fromkeys(body.collections))
             for name in names:
-                if not key.allows(name, write=False):
-                    raise ApiError(403, "Forbidden",
-                                   f"this API key may not read collection {name!r}")
+                allow(key, name, write=False)
         prompts = [p if isinstance(p, str) else p.model_dump() for p in body.prompts]
         ps = prompts_of(prompts, body.negative)  # GuardInputError: 422
 

@@ -27,7 +27,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from tracemark.errors import ReferenceNotFoundError
-from tracemark.service.app import ApiError, Key
+from tracemark.service.app import ApiError, Key, allow
 from tracemark.service.jobs import Job
 
 __all__ = ["references_router", "PREVIEW_CACHE_CONTROL"]
@@ -69,8 +69,7 @@ def references_router(state: Any) -> APIRouter:
                                 request: Request, key: Key) -> Response:
         """The preview of registered image ``ref_id``: where a search match's ``region``
         is drawn (scaled by ``preview_width / reference_size[0]``)."""
-        if not key.allows(name, write=False):
-            raise ApiError(403, "Forbidden", f"this API key may not read collection {name!r}")
+        allow(key, name, write=False)
 
         def work(_job: Job) -> bytes:
             with state.reading(name) as store:

@@ -57,7 +57,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tracemark.credentials import manifest as mf
-from tracemark.service.app import ApiError, Key, upload_weight
+from tracemark.service.app import ApiError, Key, allow, upload_weight
 from tracemark.service.jobs import Job
 from tracemark.service.keys import ApiKey
 
@@ -263,8 +263,7 @@ def softbinding_router(state: Any) -> APIRouter:
         """The collections to search, and whether the client named one."""
         named = request.query_params.get("collection")
         if named is not None:
-            if not key.allows(named, write=False):
-                raise ApiError(403, "Forbidden", f"this API key may not read collection {named!r}")
+            allow(key, named, write=False)
             return [named], True
         return [n for n in state.names() if key.allows(n, write=False)], False
 
